@@ -1,0 +1,110 @@
+"""`brainscan train`: fit a model on labelled folders, with optional cross-validation figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from brainscan.settings import DEFAULT_MODEL
+
+RECIPES = ("brainscan", "seed")
+
+
+def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(PreprocessSpec, ModelConfig, TrainConfig) for a recipe, with explicit options applied."""
+    from training.backend import import_backend
+
+    import_backend()
+    from training.model import ModelConfig
+    from training.preprocess import PreprocessSpec
+    from training.train import TrainConfig
+
+    train_options = {k: v for k, v in options.items() if v is not None}
+    if recipe == "seed":  # the seed notebook: plain resize, no augmentation, no balancing
+        spec = PreprocessSpec(size=size or 128, crop=False, normalise=False)
+        model_cfg = ModelConfig(arch="seed", input_size=spec.size)
+        cfg = TrainConfig(**{"epochs": 20, "learning_rate": 1e-3, "warmup_epochs": 0,
+                             "label_smoothing": 0.0, "augment_strength": 0.0,
+                             "balance_classes": False, "weight_decay": 0.0, **train_options})
+    else:
+        spec = PreprocessSpec(size=size or PreprocessSpec().size)
+        model_cfg = ModelConfig(input_size=spec.size)
+        cfg = TrainConfig(**train_options)
+    return spec, model_cfg, cfg
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_MODEL, show_default=True,
+              help="Model file to write; the card and plots go beside it.")
+@click.option("--recipe", type=click.Choice(RECIPES), default="brainscan", show_default=True,
+              help="'seed' reproduces the seed notebook's network and training (the baseline).")
+@click.option("--size", type=int, help="Input side in pixels (default 160; seed recipe 128).")
+@click.option("--epochs", type=int, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=int)
+@click.option("--learning-rate", type=float)
+@click.option("--seed", type=int, help="Random seed for splits, initialisation and augmentation.")
+@click.option("--recall-target", type=click.FloatRange(0.5, 1.0),
+              help="Recall the tuned threshold must reach on validation (default 0.99).")
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5))
+@click.option("--test-fraction", type=click.FloatRange(0.0, 0.5))
+@click.option("--limit", type=int, help="Train on a stratified sample of this many images.")
+@click.option("--exclude", multiple=True, help="Leave out sources matching this (repeatable).")
+@click.option("--cv", "cv_folds", type=click.IntRange(2, 20),
+              help="Also run group-aware K-fold cross-validation and record it in the card.")
+@click.option("--cross-source", help="Also train without this source and test on it (card).")
+@click.option("--report", type=click.Path(path_type=Path), help="Write the metrics JSON here too.")
+def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, limit: int | None,
+          exclude: tuple[str, ...], cv_folds: int | None, cross_source: str | None,
+          report: Path | None, **options: Any) -> None:
+    """Train the screening model on labelled image folders and write model, card and plots."""
+    from training.backend import import_backend
+
+    import_backend()
+    from training.crossval import cross_source as run_cross_source
+    from training.crossval import cross_validate
+    from training.dataset import DatasetError
+    from training.pipeline import prepare, train_and_package
+
+    spec, model_cfg, cfg = _configs(recipe, size, options)
+    try:
+        data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    extra: dict[str, Any] = {}
+    if cv_folds:
+        extra["cv"] = cross_validate(data, k=cv_folds, model_cfg=model_cfg, cfg=cfg)
+    if cross_source:
+        extra["cross_source"] = run_cross_source(
+            data, holdout=cross_source, model_cfg=model_cfg, cfg=cfg)
+    card = train_and_package(data, out, spec=spec, model_cfg=model_cfg, cfg=cfg,
+                             extra_metrics=extra)
+    if report:
+        report.write_text(json.dumps(card.metrics, indent=2) + "\n")
+    _print_summary(card, out)
+
+
+def _print_summary(card: Any, out: Path) -> None:
+    click.echo(f"model written: {out} (version {card.version}, threshold {card.threshold:.4f})")
+    for name in ("validation", "test"):
+        m = card.metrics.get(name)
+        if m:
+            click.echo(f"{name:>10}: n {m['n']}  recall {m['recall']:.4f}  specificity "
+                       f"{m['specificity']:.4f}  AUC {m['auc'] or float('nan'):.4f}  missed {m['fn']}")
+    cv = card.metrics.get("cv")
+    if cv:
+        p = cv["pooled"]
+        click.echo(f"{cv['k']}-fold CV: recall {p['recall']:.4f}  specificity "
+                   f"{p['specificity']:.4f}  AUC {p['auc']:.4f}  missed {p['fn']} of "
+                   f"{p['tp'] + p['fn']}")
+    xs = card.metrics.get("cross_source")
+    if xs:
+        a = xs["all"]
+        click.echo(f"cross-source ({xs['holdout']}): recall {a['recall']:.4f}  specificity "
+                   f"{a['specificity']:.4f}  AUC {a['auc'] or float('nan'):.4f}")
+
+
+COMMANDS: list[click.Command] = [train]

@@ -1,0 +1,126 @@
+"""One settings object, read from BRAINSCAN_* environment variables, for every process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "models" / "brainscan.keras"
+DEV_SECRET = "dev-only-secret-change-me"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or unsafe for the chosen environment."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a brainscan process needs to know about where things are and how big."""
+
+    env: str = "development"  # development | production; production refuses unsafe defaults
+    data_dir: Path = Path("brainscan-data")  # embedded database, broker folder, uploads
+    database_url: str = ""  # empty: SQLite file in data_dir
+    broker_url: str = ""  # empty: kombu filesystem transport under data_dir/broker
+    archive_root: Path | None = None  # None: data_dir/archive
+    model_path: Path = DEFAULT_MODEL
+    threshold: float | None = None  # None: the model card's tuned threshold
+    batch_size: int = 256  # images per score_batch task
+    decode_threads: int = 2  # decode/preprocess threads per worker process
+    worker_concurrency: int = 0  # 0: one process per CPU core
+    batch_soft_time_limit: int = 600  # seconds; a 256-image batch takes ~2 s on 2 cores
+    batch_time_limit: int = 660
+    visibility_timeout: int = 3600  # Redis re-delivers unacked messages after this
+    watchdog_interval: int = 30  # seconds between checks for stranded batches
+    max_batch_attempts: int = 3  # a batch that fails this often fails its images
+    secret_key: str = DEV_SECRET
+    session_cookie_secure: bool = False  # True behind HTTPS
+    max_upload_bytes: int = 2 * 1024**3
+    max_archive_files: int = 1_000_000
+    max_archive_bytes: int = 20 * 1024**3  # total uncompressed size
+    max_compression_ratio: float = 200.0
+    max_image_pixels: int = 64_000_000  # larger images are refused as decompression bombs
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "brainscan.db"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def resolved_archive_root(self) -> Path:
+        return (self.archive_root or self.data_dir / "archive").resolve()
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (CLI options win over the environment)."""
+        clean = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **clean)
+
+    def validate(self) -> Settings:
+        """Refuse settings that are unsafe or cannot work."""
+        if self.env not in ("development", "production", "test"):
+            raise SettingsError(f"BRAINSCAN_ENV must be development, production or test, not {self.env!r}")
+        if self.env == "production" and self.secret_key == DEV_SECRET:
+            raise SettingsError("BRAINSCAN_SECRET_KEY must be set to a random value in production")
+        if self.batch_size < 1:
+            raise SettingsError("BRAINSCAN_BATCH_SIZE must be at least 1")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise SettingsError("BRAINSCAN_THRESHOLD must lie between 0 and 1")
+        if self.batch_time_limit <= self.batch_soft_time_limit:
+            raise SettingsError("BRAINSCAN_BATCH_TIME_LIMIT must exceed BRAINSCAN_BATCH_SOFT_TIME_LIMIT")
+        if self.visibility_timeout <= self.batch_time_limit:
+            raise SettingsError("BRAINSCAN_VISIBILITY_TIMEOUT must exceed the batch time limit")
+        return self
+
+
+def _convert(raw: str, annotation: str) -> Any:
+    if "bool" in annotation:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if "Path" in annotation:
+        return Path(raw).expanduser() if raw else None
+    if "float" in annotation:
+        return float(raw) if raw else None
+    if "int" in annotation:
+        return int(raw)
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate Settings from BRAINSCAN_* variables (the process environment by default)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        key = f"BRAINSCAN_{f.name.upper()}"
+        if key in env:
+            try:
+                values[f.name] = _convert(env[key], str(f.type))
+            except ValueError as exc:
+                raise SettingsError(f"{key}={env[key]!r} is not valid: {exc}") from exc
+    known = {f"BRAINSCAN_{f.name.upper()}" for f in fields(Settings)}
+    values["extra"] = {k: v for k, v in env.items() if k.startswith("BRAINSCAN_") and k not in known}
+    return Settings(**values).validate()

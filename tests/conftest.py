@@ -1,0 +1,43 @@
+"""Shared fixtures: where the real images are, and the shipped model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHIPPED_MODEL = REPO / "models" / "brainscan.keras"
+
+
+def find_shared_data() -> Path | None:
+    """The real MRI images: BRAINSCAN_SHARED_DATA, else ../shared/data beside the checkout."""
+    candidates = [os.environ.get("BRAINSCAN_SHARED_DATA", ""), str(REPO.parent / "shared" / "data"),
+                  "/work/shared/data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "seed-253").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips with a reason where absent, fails under CI."""
+    found = find_shared_data()
+    if found is None:
+        message = ("real MRI images not found: put them at ../shared/data "
+                   "or set BRAINSCAN_SHARED_DATA")
+        if IN_CI:
+            pytest.fail(message + " (CI must run the data tests)")
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    """The model in models/, which every scoring test uses."""
+    if not SHIPPED_MODEL.is_file():
+        pytest.fail(f"the shipped model is missing: {SHIPPED_MODEL}")
+    return SHIPPED_MODEL

@@ -1,0 +1,41 @@
+"""Make small synthetic test images: brain-like slices, corrupt files and other bad input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def create_random_slice(size: int = 128, seed: int = 0, lesion: bool = False) -> np.ndarray:
+    """A grey 'head': a bright ellipse with texture on black, optionally with a bright blob."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    head = ((xx - 0.5) / 0.38) ** 2 + ((yy - 0.5) / 0.45) ** 2 < 1
+    img = np.where(head, 90 + rng.normal(0, 12, (size, size)), rng.normal(3, 2, (size, size)))
+    if lesion:
+        cy, cx = rng.uniform(0.35, 0.65, 2)
+        img[((xx - cx) ** 2 + (yy - cy) ** 2) < 0.004] = 230
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def save_image(path: Path, array: np.ndarray, fmt: str | None = None, **params: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt, **params)
+    return path
+
+
+def encoded(array: np.ndarray, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def create_labelled_folder(root: Path, n_per_class: int = 4, fmt: str = "png") -> Path:
+    """root/yes/*.png with lesions and root/no/*.png without."""
+    for i in range(n_per_class):
+        save_image(root / "yes" / f"Y ({i}).{fmt}", create_random_slice(seed=i, lesion=True))
+        save_image(root / "no" / f"N ({i}).{fmt}", create_random_slice(seed=100 + i))
+    return root

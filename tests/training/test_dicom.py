@@ -1,0 +1,103 @@
+"""DICOM: photometric interpretation, rescale, windowing, compressed and multi-frame files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    MRImageStorage,
+    generate_uid,
+)
+
+from tests.images import create_random_slice
+from training.decode import ImageError, decode_image
+
+
+def write_dicom(
+    path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", frames: int = 1,
+    slope: float | None = None, intercept: float | None = None,
+    window: tuple[float, float] | None = None, syntax: str = ExplicitVRLittleEndian,
+) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if syntax == ExplicitVRLittleEndian:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    else:  # an encapsulated (compressed) frame: bytes we cannot and should not decode
+        from pydicom.encaps import encapsulate
+
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def mri(seed: int = 0) -> np.ndarray:
+    return create_random_slice(96, seed=seed).astype(np.uint16) * 16  # 12-bit range
+
+
+def test_monochrome2_keeps_contrast_direction(tmp_path: Path) -> None:
+    pixels = mri(1)
+    out = decode_image(write_dicom(tmp_path / "a.dcm", pixels))
+    assert out.shape == (96, 96) and out.dtype == np.uint8
+    assert np.corrcoef(out.ravel(), pixels.ravel())[0, 1] > 0.99
+
+
+def test_monochrome1_is_inverted(tmp_path: Path) -> None:
+    pixels = mri(2)
+    out = decode_image(write_dicom(tmp_path / "m1.dcm", pixels, photometric="MONOCHROME1"))
+    assert np.corrcoef(out.ravel(), pixels.ravel())[0, 1] < -0.99
+
+
+def test_rescale_and_window_are_applied(tmp_path: Path) -> None:
+    pixels = mri(3)
+    plain = decode_image(write_dicom(tmp_path / "p.dcm", pixels))
+    windowed = decode_image(write_dicom(tmp_path / "w.dcm", pixels, slope=2.0, intercept=-100,
+                                        window=(600.0, 400.0)))
+    # a narrow window saturates more pixels than the full-range view
+    assert (windowed == 255).mean() > (plain == 255).mean()
+
+
+def test_dicom_without_suffix_is_found_by_preamble(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "IM0001", mri(4))
+    assert decode_image(path).shape == (96, 96)
+
+
+def test_multi_frame_is_refused_clearly(tmp_path: Path) -> None:
+    stack = np.stack([mri(5), mri(6)])
+    with pytest.raises(ImageError, match="multi-frame DICOM \\(2 frames\\)"):
+        decode_image(write_dicom(tmp_path / "multi.dcm", stack, frames=2))
+
+
+def test_compressed_transfer_syntax_is_reported(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "j2k.dcm", mri(7), syntax=JPEG2000Lossless)
+    with pytest.raises(ImageError, match=r"JPEG 2000|compressed|corrupt"):
+        decode_image(path)
+
+
+def test_corrupt_dicom(tmp_path: Path) -> None:
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
+    with pytest.raises(ImageError):
+        decode_image(path)

@@ -1,0 +1,82 @@
+"""The model card: a JSON file beside the model that says what it is, how it was made and how good."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CARD_SUFFIX = ".card.json"
+
+
+def card_path_for(model_path: Path) -> Path:
+    """models/brainscan.keras -> models/brainscan.card.json"""
+    return model_path.with_name(model_path.stem + CARD_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of what produced the model (recorded so a result can be reproduced)."""
+    import keras
+    import numpy
+    import PIL
+    import sklearn
+
+    versions = {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+    try:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to trust, reproduce and correctly use one trained model."""
+
+    version: str
+    created: str
+    threshold: float
+    recall_target: float
+    input: dict[str, Any]  # preprocessing spec: size, crop, normalisation
+    architecture: dict[str, Any]  # ModelConfig as a dict
+    training: dict[str, Any]  # TrainConfig, epochs run, device, duration
+    data: dict[str, Any]  # fingerprint, counts per class/source, groups, split sizes
+    metrics: dict[str, Any] = field(default_factory=dict)  # "validation", "test", "cv", "cross_source"
+    threshold_sweep: list[dict[str, float]] = field(default_factory=list)
+    plots: dict[str, str] = field(default_factory=dict)  # plot name -> file name beside the card
+    libraries: dict[str, str] = field(default_factory=dict)
+    model_file: str = ""
+    model_sha256: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ModelCard:
+        data = json.loads(path.read_text())
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

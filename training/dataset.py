@@ -1,0 +1,144 @@
+"""Find images under folders and label them by the design's folder, file-name and labels.csv rules."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from training.decode import is_image_candidate
+
+NEGATIVE_FOLDERS = frozenset({"no", "notumor", "no_tumor", "normal", "negative"})
+POSITIVE_FOLDERS = frozenset(
+    {"yes", "tumor", "tumour", "glioma", "meningioma", "pituitary", "positive"}
+)
+LABEL_WORDS = {
+    **{w: 0 for w in NEGATIVE_FOLDERS | {"0", "false", "n"}},
+    **{w: 1 for w in POSITIVE_FOLDERS | {"1", "true", "y"}},
+}
+_NEG_PREFIX = re.compile(r"^(n|no)(?![a-z])", re.IGNORECASE)
+_POS_PREFIX = re.compile(r"^(y|yes)(?![a-z])", re.IGNORECASE)
+LABELS_CSV = "labels.csv"
+
+
+class DatasetError(ValueError):
+    """A path given for training, evaluation or scoring cannot be used at all."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image file found under a root: where it is and what we know about it."""
+
+    path: Path  # absolute path on disk
+    relpath: str  # POSIX path relative to the root it was found under
+    label: int | None  # 1 tumour, 0 no tumour, None unknown
+    source: str  # the root's folder name plus the first folder under it (per-source counts)
+    category: str  # the folder the label came from (glioma, no, ...), or "" when unknown
+
+
+@dataclass
+class Discovery:
+    """What a walk found: images, and files skipped because they are not images."""
+
+    images: list[ImageRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Counts per label, per source and per category, for reports."""
+        names = {0: "negative", 1: "positive", None: "unlabelled"}
+        return {
+            "by_label": dict(Counter(names[r.label] for r in self.images)),
+            "by_source": dict(Counter(r.source for r in self.images)),
+            "by_category": dict(Counter(r.category or "unlabelled" for r in self.images)),
+        }
+
+
+def label_from_path(relpath: PurePosixPath) -> tuple[int | None, str]:
+    """Label from the nearest labelled parent folder, else a seed-style N.../Y... file prefix."""
+    for parent in reversed(relpath.parts[:-1]):
+        name = parent.lower()
+        if name in NEGATIVE_FOLDERS:
+            return 0, name
+        if name in POSITIVE_FOLDERS:
+            return 1, name
+    stem = relpath.name
+    if _NEG_PREFIX.match(stem):
+        return 0, "N-prefix"
+    if _POS_PREFIX.match(stem):
+        return 1, "Y-prefix"
+    return None, ""
+
+
+def read_labels_csv(path: Path) -> dict[str, int]:
+    """Read a labels.csv (path,label) whose paths are relative to the file's folder."""
+    labels: dict[str, int] = {}
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        for row in csv.reader(fh):
+            if len(row) < 2 or row[0].strip().lower() == "path":
+                continue
+            word = row[1].strip().lower()
+            if word in LABEL_WORDS:
+                labels[PurePosixPath(row[0].strip()).as_posix()] = LABEL_WORDS[word]
+    return labels
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every regular file under root, streaming: a folder of a million files is never listed whole.
+
+    Symbolic links are not followed, so a link cannot lead a walk outside the root.
+    """
+    subdirs: list[str] = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                yield Path(entry.path)
+    for sub in sorted(subdirs):
+        yield from iter_files(Path(sub))
+
+
+def iter_records(root: Path, *, skipped: list[str] | None = None) -> Iterator[ImageRecord]:
+    """Stream the images under one root (a folder or a single file) with labels and sources."""
+    root = root.resolve()
+    if root.is_file():
+        rel = PurePosixPath(root.name)
+        label, category = label_from_path(PurePosixPath(root.parent.name) / root.name)
+        yield ImageRecord(root, rel.as_posix(), label, root.parent.name, category)
+        return
+    csv_labels = read_labels_csv(root / LABELS_CSV) if (root / LABELS_CSV).is_file() else {}
+    for path in iter_files(root):
+        rel = PurePosixPath(path.relative_to(root).as_posix())
+        if not is_image_candidate(path):
+            if rel.as_posix() != LABELS_CSV and skipped is not None:
+                skipped.append(rel.as_posix())
+            continue
+        label, category = label_from_path(rel)
+        if rel.as_posix() in csv_labels:
+            label, category = csv_labels[rel.as_posix()], "labels.csv"
+        source = "/".join((root.name, *rel.parts[:1])) if len(rel.parts) > 1 else root.name
+        yield ImageRecord(path, rel.as_posix(), label, source, category)
+
+
+def discover(roots: Iterable[Path]) -> Discovery:
+    """Walk every root; raise DatasetError for a missing path or when no image is found at all."""
+    found = Discovery()
+    for root in roots:
+        if not root.exists():
+            raise DatasetError(f"path does not exist: {root}")
+        found.images.extend(iter_records(root, skipped=found.skipped))
+    found.images.sort(key=lambda r: (r.source, r.relpath))  # stable order: reproducible splits
+    if not found.images:
+        names = ", ".join(str(r) for r in roots)
+        raise DatasetError(f"no images found under {names} (looked for {_suffix_list()})")
+    return found
+
+
+def _suffix_list() -> str:
+    from training.decode import IMAGE_SUFFIXES
+
+    return ", ".join(sorted(IMAGE_SUFFIXES)) + ", or DICOM files without a suffix"

@@ -1,0 +1,127 @@
+"""The screening CNN: a small residual network on one grey slice, built from a saved config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+from keras import layers
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture; stored in the card so the network can be rebuilt from the file alone."""
+
+    arch: str = "resnet"  # "resnet" (shipped) or "seed" (the seed notebook's 3-layer CNN, baseline)
+    input_size: int = 160  # preprocessing output side; 160 px keeps small lesions visible
+    stem_width: int = 24  # strided 3x3 stem: halves resolution before any costly layer
+    widths: tuple[int, ...] = (32, 64, 128, 192)  # one stage per width, each halves resolution
+    blocks: tuple[int, ...] = (1, 1, 2, 1)  # residual blocks per stage
+    separable_from: int = 1  # stages from this index use depthwise-separable convolutions
+    squeeze_excite: bool = True  # channel attention: cheap, helps contrast-defined lesions
+    dropout: float = 0.3  # before the classifier; the data set is small
+    weight_decay: float = 1e-4
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["widths"], data["blocks"] = list(self.widths), list(self.blocks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("widths", "blocks"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+def _conv(x: Any, width: int, stride: int, separable: bool, decay: float) -> Any:
+    reg = keras.regularizers.L2(decay) if decay else None
+    if separable:
+        x = layers.DepthwiseConv2D(3, stride, padding="same", use_bias=False,
+                                   depthwise_regularizer=reg)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        return layers.Conv2D(width, 1, use_bias=False, kernel_regularizer=reg)(x)
+    return layers.Conv2D(width, 3, stride, padding="same", use_bias=False,
+                         kernel_regularizer=reg)(x)
+
+
+def _squeeze_excite(x: Any, width: int) -> Any:
+    s = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    s = layers.Conv2D(max(8, width // 8), 1, activation="relu")(s)
+    s = layers.Conv2D(width, 1, activation="sigmoid")(s)
+    return layers.Multiply()([x, s])
+
+
+def _block(x: Any, width: int, stride: int, cfg: ModelConfig, separable: bool) -> Any:
+    shortcut = x
+    y = _conv(x, width, stride, separable, cfg.weight_decay)
+    y = layers.BatchNormalization()(y)
+    y = layers.ReLU()(y)
+    y = _conv(y, width, 1, separable, cfg.weight_decay)
+    y = layers.BatchNormalization()(y)
+    if cfg.squeeze_excite:
+        y = _squeeze_excite(y, width)
+    if stride != 1 or shortcut.shape[-1] != width:
+        if stride != 1:
+            shortcut = layers.AveragePooling2D(stride, padding="same")(shortcut)
+        shortcut = layers.Conv2D(width, 1, use_bias=False)(shortcut)
+        shortcut = layers.BatchNormalization()(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def build_model(cfg: ModelConfig) -> keras.Model:
+    """Input: uint8 (size, size, 1) preprocessed slices. Output: P(tumour), shape (batch, 1)."""
+    inputs = keras.Input((cfg.input_size, cfg.input_size, 1), dtype="uint8", name="slice")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(layers.Identity(dtype="float32")(inputs))
+    if cfg.arch == "seed":
+        return _seed_network(inputs, x)
+    if cfg.arch != "resnet":
+        raise ValueError(f"unknown architecture {cfg.arch!r}")
+    x = layers.Conv2D(cfg.stem_width, 3, 2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    for stage, (width, count) in enumerate(zip(cfg.widths, cfg.blocks, strict=True)):
+        separable = stage >= cfg.separable_from
+        for i in range(count):
+            x = _block(x, width, 2 if i == 0 else 1, cfg, separable)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="tumour", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="brainscan_cnn")
+
+
+def _seed_network(inputs: Any, x: Any) -> keras.Model:
+    """The seed notebook's network: three conv/pool layers, a dense layer, dropout."""
+    for width in (32, 64, 128):
+        x = layers.Conv2D(width, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="tumour", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="seed_cnn")
+
+
+def build_augmenter(seed: int, strength: float = 1.0) -> keras.Sequential:
+    """Training-only augmentation for MRI slices: small pose changes, contrast and brightness.
+
+    Left-right flips are allowed (brains are near-symmetric, tumours occur on either side);
+    up-down flips are not (no scanner shows a head upside down).
+    """
+    s = strength
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.04 * s, fill_mode="constant", seed=seed + 1),
+            layers.RandomTranslation(0.06 * s, 0.06 * s, fill_mode="constant", seed=seed + 2),
+            layers.RandomZoom((-0.12 * s, 0.12 * s), fill_mode="constant", seed=seed + 3),
+            layers.RandomContrast(0.25 * s, value_range=(0, 255), seed=seed + 4),
+            layers.RandomBrightness(0.1 * s, value_range=(0, 255), seed=seed + 5),
+        ],
+        name="augment",
+    )

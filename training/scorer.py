@@ -1,0 +1,137 @@
+"""`Scorer`: a trained model plus its card, scoring files or arrays; decoding overlaps inference."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.card import ModelCard, card_path_for, file_sha256
+from training.decode import DEFAULT_MAX_PIXELS, ImageError
+from training.preprocess import PreprocessSpec, load_input
+
+
+def batched(items: Iterable[Path | str], size: int) -> Iterator[list[Path | str]]:
+    """Consecutive lists of `size` items (the last may be shorter), without materialising all."""
+    chunk: list[Path | str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class ModelError(RuntimeError):
+    """The model file or its card is missing, damaged or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One image's outcome: a probability and flag, or an error saying why there is none."""
+
+    path: str
+    probability: float | None
+    flagged: bool | None
+    error: str | None = None
+
+
+class Scorer:
+    """Loads a model and its card once; scores batches of paths or preprocessed arrays."""
+
+    def __init__(
+        self, model: object, card: ModelCard, *, threshold: float | None = None,
+        threads: int = 2, batch_size: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.model = model
+        self.card = card
+        self.spec = PreprocessSpec.from_dict(card.input)
+        self.threshold = float(card.threshold if threshold is None else threshold)
+        self.threads = max(1, threads)
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def load(cls, model_path: Path, **kwargs: object) -> Scorer:
+        """Load model + card, checking that the card describes this very file."""
+        model_path = Path(model_path)
+        card_path = card_path_for(model_path)
+        if not model_path.is_file():
+            raise ModelError(f"model file not found: {model_path}")
+        if not card_path.is_file():
+            raise ModelError(f"model card not found beside the model: {card_path}")
+        card = ModelCard.load(card_path)
+        if card.model_sha256 and card.model_sha256 != file_sha256(model_path):
+            raise ModelError(f"{card_path.name} describes a different model file (sha256 differs)")
+        import keras
+
+        try:
+            model = keras.models.load_model(model_path, compile=False)
+        except (ValueError, OSError) as exc:
+            raise ModelError(f"cannot load model {model_path}: {exc}") from exc
+        return cls(model, card, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    def score_arrays(self, inputs: np.ndarray) -> np.ndarray:
+        """P(tumour) for preprocessed uint8 inputs of shape (n, size, size[, 1])."""
+        if inputs.ndim == 3:
+            inputs = inputs[..., None]
+        out = np.zeros(len(inputs), dtype=np.float64)
+        b = self.batch_size
+        for start in range(0, len(inputs), b):
+            chunk = inputs[start : start + b]
+            padded = chunk
+            if len(chunk) < b:  # a fixed batch shape: the compiled graph is reused, not retraced
+                padded = np.zeros((b, *chunk.shape[1:]), dtype=np.uint8)
+                padded[: len(chunk)] = chunk
+            probs = np.asarray(self.model.predict_on_batch(padded)).reshape(-1)  # type: ignore[attr-defined]
+            out[start : start + len(chunk)] = probs[: len(chunk)]
+        return out
+
+    def load_input(self, source: Path | bytes) -> np.ndarray:
+        """Decode and preprocess one file exactly as training did."""
+        return load_input(source, self.spec, max_pixels=self.max_pixels)
+
+    def iter_scores(self, paths: Iterable[Path | str]) -> Iterator[ScoreResult]:
+        """Score files in order, decoding the next batch in threads while the model runs."""
+        with ThreadPoolExecutor(self.threads) as pool:
+            pending: deque[tuple[list[str], list[Future[np.ndarray]]]] = deque()
+            for chunk in batched(paths, self.batch_size):
+                names = [str(p) for p in chunk]
+                pending.append((names, [pool.submit(self.load_input, Path(p)) for p in chunk]))
+                if len(pending) > 1:
+                    yield from self._finish(*pending.popleft())
+            while pending:
+                yield from self._finish(*pending.popleft())
+
+    def score_paths(self, paths: Sequence[Path | str]) -> list[ScoreResult]:
+        """All results for a list of files, one per path, in order."""
+        return list(self.iter_scores(paths))
+
+    def _finish(self, names: list[str], futures: list[Future[np.ndarray]]) -> list[ScoreResult]:
+        arrays: list[np.ndarray] = []
+        errors: dict[int, str] = {}
+        for i, fut in enumerate(futures):
+            try:
+                arrays.append(fut.result())
+            except ImageError as exc:
+                errors[i] = exc.reason
+            except Exception as exc:  # a decoder bug must cost one image, not the batch
+                errors[i] = f"could not decode image: {type(exc).__name__}: {exc}"
+        probs = iter(self.score_arrays(np.stack(arrays)) if arrays else [])
+        results = []
+        for i, name in enumerate(names):
+            if i in errors:
+                results.append(ScoreResult(name, None, None, errors[i]))
+            else:
+                p = float(next(probs))
+                results.append(ScoreResult(name, p, p >= self.threshold))
+        return results
