@@ -15,6 +15,10 @@ def create_random_slice(size: int = 128, seed: int = 0, lesion: bool = False) ->
     yy, xx = np.mgrid[0:size, 0:size] / size
     head = ((xx - 0.5) / 0.38) ** 2 + ((yy - 0.5) / 0.45) ** 2 < 1
     img = np.where(head, 90 + rng.normal(0, 12, (size, size)), rng.normal(3, 2, (size, size)))
+    for _ in range(5):  # ventricles and folds: coarse structure that differs between slices
+        cy, cx, ry, rx = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), *rng.uniform(0.04, 0.15, 2)
+        blob = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1
+        img[blob & head] = rng.uniform(20, 160)
     if lesion:
         cy, cx = rng.uniform(0.35, 0.65, 2)
         img[((xx - cx) ** 2 + (yy - cy) ** 2) < 0.004] = 230

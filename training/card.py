@@ -17,6 +17,17 @@ def card_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + CARD_SUFFIX)
 
 
+def json_safe(value: Any) -> Any:
+    """NaN (an undefined ratio such as specificity with no negatives) becomes null: valid JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -70,7 +81,7 @@ class ModelCard:
     notes: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=False) + "\n")
+        path.write_text(json.dumps(json_safe(asdict(self)), indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:

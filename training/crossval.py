@@ -1,8 +1,18 @@
-"""Honest accuracy figures: group-aware K-fold cross-validation and a cross-source check."""
+"""Honest accuracy figures: group-aware K-fold cross-validation and a cross-source check.
+
+Each held-out evaluation is a `FitTask`: train on some groups, tune the threshold on other groups,
+score a third set nobody trained or tuned on. Tasks run in this process, or with `workers > 1` in
+separate processes (worth it on a GPU or a many-core host) while the caller trains the final model.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import multiprocessing
+import tempfile
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,82 +24,142 @@ from training.splits import carve, group_kfold
 from training.train import TrainConfig, fit, predict
 
 
-def _fit_and_score(
-    data: PreparedData, train_idx: np.ndarray, val_idx: np.ndarray, test_idx: np.ndarray,
-    model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
-) -> tuple[np.ndarray, float, int]:
-    """Train on train_idx, tune the threshold on val_idx, return test probabilities."""
-    x, y = data.loaded.inputs, data.loaded.labels
-    result = fit(x[train_idx], y[train_idx], x[val_idx], y[val_idx],
-                 model_cfg=model_cfg, cfg=cfg, prefix=prefix)
-    threshold = tune_threshold(y[val_idx], predict(result.model, x[val_idx]), cfg.recall_target)
-    return predict(result.model, x[test_idx]), threshold, result.best_epoch
+@dataclass(frozen=True)
+class FitTask:
+    """One held-out evaluation: index arrays into the prepared images."""
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
 
 
-def cross_validate(
-    data: PreparedData, *, k: int, model_cfg: ModelConfig, cfg: TrainConfig
-) -> dict[str, Any]:
-    """K folds by group; each fold's model tunes its threshold on a group-disjoint validation part.
+@dataclass(frozen=True)
+class TaskResult:
+    task: FitTask
+    probs: np.ndarray  # P(tumour) for task.test
+    threshold: float  # tuned on task.val
+    best_epoch: int
+    other: tuple[np.ndarray, float]  # the same with flip TTA toggled: measured in the same run
 
-    Pooled figures sum the K confusion matrices (each at its own fold's tuned threshold); the
-    pooled AUC ranks all out-of-fold probabilities together.
-    """
+    def toggled(self) -> TaskResult:
+        """This result as the other inference variant would have given it."""
+        return TaskResult(self.task, *self.other, self.best_epoch, (self.probs, self.threshold))
+
+
+def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:
+    """K folds by group; each fold's validation part is carved, by group, from its training part."""
     y, groups = data.loaded.labels, data.grouping.groups
-    oof = np.zeros(len(y))
-    flagged = np.zeros(len(y), dtype=bool)
-    folds: list[dict[str, Any]] = []
+    tasks = []
     for i, (rest, test_idx) in enumerate(group_kfold(y, groups, k, cfg.seed)):
-        val_share = cfg.val_fraction / (1 - 1 / k)
-        train_idx, val_idx = carve(rest, y, groups, val_share, cfg.seed + i)
-        log(f"fold {i + 1}/{k}: train {len(train_idx)}, validation {len(val_idx)}, "
-            f"test {len(test_idx)}")
-        probs, threshold, best = _fit_and_score(
-            data, train_idx, val_idx, test_idx, model_cfg, cfg, f"[fold {i + 1}/{k}] ")
-        oof[test_idx], flagged[test_idx] = probs, probs >= threshold
-        m = compute_metrics(y[test_idx], probs, threshold)
-        folds.append({**m.to_dict(), "best_epoch": best})
-        log(f"fold {i + 1}: recall {m.recall:.4f} specificity {m.specificity:.4f} "
-            f"AUC {m.auc} at threshold {threshold:.4f}")
-    return {"k": k, "folds": folds, **_pooled(y, oof, flagged, folds)}
+        train_idx, val_idx = carve(rest, y, groups, cfg.val_fraction / (1 - 1 / k), cfg.seed + i)
+        tasks.append(FitTask(f"fold {i + 1}/{k}", train_idx, val_idx, test_idx))
+    return tasks
 
 
-def _pooled(y: np.ndarray, probs: np.ndarray, flagged: np.ndarray,
-            folds: list[dict[str, Any]]) -> dict[str, Any]:
-    pooled = compute_metrics(y, flagged.astype(float), 0.5).to_dict()  # counts at fold thresholds
-    pooled["auc"] = compute_metrics(y, probs, 0.5).auc
-    pooled["threshold"] = None
-    per_fold = {key: [f[key] for f in folds] for key in ("recall", "specificity", "auc")}
-    spread = {f"{key}_mean": float(np.mean(v)) for key, v in per_fold.items()}
-    spread.update({f"{key}_std": float(np.std(v)) for key, v in per_fold.items()})
-    return {"pooled": pooled, **spread}
-
-
-def cross_source(
-    data: PreparedData, *, holdout: str, model_cfg: ModelConfig, cfg: TrainConfig
-) -> dict[str, Any]:
-    """Train without one source (e.g. seed-253), test on it.
-
-    Images of the held-out source whose near-duplicate group also holds training images are
-    reported separately, since they are not truly unseen.
-    """
-    y, groups = data.loaded.labels, data.grouping.groups
+def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig) -> FitTask:
+    """Train and validate on every source but `holdout`; test on `holdout` alone."""
     held = np.array([fnmatch.fnmatch(r.source, f"*{holdout}*") for r in data.loaded.records])
     if not held.any():
         raise ValueError(f"no images from a source matching {holdout!r}")
-    rest, test_idx = np.flatnonzero(~held), np.flatnonzero(held)
-    train_idx, val_idx = carve(rest, y, groups, cfg.val_fraction, cfg.seed)
-    log(f"cross-source: train {len(train_idx)}, validation {len(val_idx)}, "
-        f"held-out {holdout} {len(test_idx)}")
-    probs, threshold, _ = _fit_and_score(
-        data, train_idx, val_idx, test_idx, model_cfg, cfg, "[cross-source] ")
-    seen_groups = set(groups[rest].tolist())
-    unseen = np.array([g not in seen_groups for g in groups[test_idx]])
+    y, groups = data.loaded.labels, data.grouping.groups
+    train_idx, val_idx = carve(np.flatnonzero(~held), y, groups, cfg.val_fraction, cfg.seed)
+    return FitTask(f"cross-source {holdout}", train_idx, val_idx, np.flatnonzero(held))
+
+
+def _run(x: np.ndarray, y: np.ndarray, task: FitTask, model_cfg: ModelConfig,
+         cfg: TrainConfig) -> TaskResult:
+    log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}")
+    result = fit(x[task.train], y[task.train], x[task.val], y[task.val],
+                 model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ")
+    variants = []
+    for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
+        p_val = predict(result.model, x[task.val], flip_tta=tta)
+        threshold = tune_threshold(y[task.val], p_val, cfg.recall_target)
+        variants.append((predict(result.model, x[task.test], flip_tta=tta), threshold))
+    (probs, threshold), other = variants
+    m = compute_metrics(y[task.test], probs, threshold)
+    log(f"[{task.name}] recall {m.recall:.4f} specificity {m.specificity:.4f} AUC {m.auc} "
+        f"missed {m.fn} at threshold {threshold:.4f}")
+    return TaskResult(task, probs, threshold, result.best_epoch, other)
+
+
+def _run_in_child(inputs_path: str, y: np.ndarray, task: FitTask, model_cfg: dict[str, Any],
+                  cfg: dict[str, Any]) -> TaskResult:
+    from training.backend import import_backend
+
+    import_backend()
+    x = np.load(inputs_path, mmap_mode="r")
+    return _run(x, y, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg))
+
+
+class HeldOutRuns:
+    """Runs FitTasks now (workers=1) or in a process pool started at once (workers>1)."""
+
+    def __init__(self, data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig,
+                 workers: int = 1) -> None:
+        self.data, self.model_cfg, self.cfg, self.workers = data, model_cfg, cfg, workers
+        self._futures: list[Future[TaskResult]] = []
+        self._tasks: list[FitTask] = []
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self, tasks: list[FitTask]) -> None:
+        self._tasks = tasks
+        if self.workers <= 1 or not tasks:
+            return
+        self._tmp = tempfile.TemporaryDirectory(prefix="brainscan-cv-")
+        path = str(Path(self._tmp.name) / "inputs.npy")
+        np.save(path, self.data.loaded.inputs)
+        self._pool = ProcessPoolExecutor(min(self.workers, len(tasks)),
+                                         mp_context=multiprocessing.get_context("spawn"))
+        y = self.data.loaded.labels
+        self._futures = [self._pool.submit(_run_in_child, path, y, t, self.model_cfg.to_dict(),
+                                           self.cfg.to_dict()) for t in tasks]
+
+    def results(self) -> list[TaskResult]:
+        if not self._futures:
+            x, y = self.data.loaded.inputs, self.data.loaded.labels
+            return [_run(x, y, t, self.model_cfg, self.cfg) for t in self._tasks]
+        try:
+            return [f.result() for f in self._futures]
+        finally:
+            assert self._pool is not None and self._tmp is not None
+            self._pool.shutdown()
+            self._tmp.cleanup()
+
+
+def summarise_cv(y: np.ndarray, results: list[TaskResult]) -> dict[str, Any]:
+    """Per-fold figures, and pooled ones: the K confusion matrices summed (each at its own fold's
+    threshold) and the AUC of all out-of-fold probabilities ranked together."""
+    probs, flagged = np.zeros(len(y)), np.zeros(len(y), dtype=bool)
+    folds = []
+    for r in results:
+        probs[r.task.test], flagged[r.task.test] = r.probs, r.probs >= r.threshold
+        folds.append({**compute_metrics(y[r.task.test], r.probs, r.threshold).to_dict(),
+                      "best_epoch": r.best_epoch})
+    tested = np.concatenate([r.task.test for r in results])
+    pooled = compute_metrics(y[tested], flagged[tested].astype(float), 0.5).to_dict()
+    pooled.update(auc=compute_metrics(y[tested], probs[tested], 0.5).auc, threshold=None)
+    spread: dict[str, float] = {}
+    for key in ("recall", "specificity", "auc"):
+        values = [f[key] for f in folds]
+        spread[f"{key}_mean"], spread[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+    return {"k": len(results), "folds": folds, "pooled": pooled, **spread}
+
+
+def summarise_cross_source(data: PreparedData, result: TaskResult, holdout: str) -> dict[str, Any]:
+    """Figures on the held-out source; images whose near-duplicate group also had training or
+    validation images are not truly unseen, so they are also reported without them."""
+    y, groups, task = data.loaded.labels, data.grouping.groups, result.task
+    seen = set(groups[np.concatenate([task.train, task.val])].tolist())
+    unseen = np.array([g not in seen for g in groups[task.test]])
     report: dict[str, Any] = {
         "holdout": holdout,
-        "all": compute_metrics(y[test_idx], probs, threshold).to_dict(),
+        "all": compute_metrics(y[task.test], result.probs, result.threshold).to_dict(),
         "images_with_a_twin_in_training": int((~unseen).sum()),
     }
-    if unseen.any() and len(np.unique(y[test_idx][unseen])) > 0:
+    if unseen.any():
         report["without_twins"] = compute_metrics(
-            y[test_idx][unseen], probs[unseen], threshold).to_dict()
+            y[task.test][unseen], result.probs[unseen], result.threshold).to_dict()
     return report

@@ -117,7 +117,7 @@ def iter_records(root: Path, *, skipped: list[str] | None = None) -> Iterator[Im
             if rel.as_posix() != LABELS_CSV and skipped is not None:
                 skipped.append(rel.as_posix())
             continue
-        label, category = label_from_path(rel)
+        label, category = label_from_path(PurePosixPath(root.name) / rel)  # the root may be "yes/"
         if rel.as_posix() in csv_labels:
             label, category = csv_labels[rel.as_posix()], "labels.csv"
         source = "/".join((root.name, *rel.parts[:1])) if len(rel.parts) > 1 else root.name

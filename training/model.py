@@ -22,6 +22,7 @@ class ModelConfig:
     squeeze_excite: bool = True  # channel attention: cheap, helps contrast-defined lesions
     dropout: float = 0.3  # before the classifier; the data set is small
     weight_decay: float = 1e-4
+    flip_tta: bool = False  # serve the mean of P(slice) and P(mirrored slice): 2x inference cost
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,21 +108,18 @@ def _seed_network(inputs: Any, x: Any) -> keras.Model:
     return keras.Model(inputs, outputs, name="seed_cnn")
 
 
-def build_augmenter(seed: int, strength: float = 1.0) -> keras.Sequential:
-    """Training-only augmentation for MRI slices: small pose changes, contrast and brightness.
+@keras.saving.register_keras_serializable(package="brainscan")
+class MirrorLeftRight(layers.Layer):
+    """Mirror a batch of slices left to right (for flip test-time augmentation)."""
 
-    Left-right flips are allowed (brains are near-symmetric, tumours occur on either side);
-    up-down flips are not (no scanner shows a head upside down).
-    """
-    s = strength
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomRotation(0.04 * s, fill_mode="constant", seed=seed + 1),
-            layers.RandomTranslation(0.06 * s, 0.06 * s, fill_mode="constant", seed=seed + 2),
-            layers.RandomZoom((-0.12 * s, 0.12 * s), fill_mode="constant", seed=seed + 3),
-            layers.RandomContrast(0.25 * s, value_range=(0, 255), seed=seed + 4),
-            layers.RandomBrightness(0.1 * s, value_range=(0, 255), seed=seed + 5),
-        ],
-        name="augment",
-    )
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.flip(inputs, axis=2)
+
+
+def for_serving(net: keras.Model, cfg: ModelConfig) -> keras.Model:
+    """The network as saved: with flip_tta, one graph that averages the slice and its mirror."""
+    if not cfg.flip_tta:
+        return net
+    inputs = keras.Input(net.input_shape[1:], dtype="uint8", name="slice")
+    both = layers.Average()([net(inputs), net(MirrorLeftRight()(inputs))])
+    return keras.Model(inputs, both, name=f"{net.name}_flip_tta")

@@ -109,7 +109,6 @@ def train_and_package(
     spec: PreprocessSpec,
     model_cfg: ModelConfig,
     cfg: TrainConfig,
-    extra_metrics: dict[str, Any] | None = None,
 ) -> ModelCard:
     """Split, fit, tune the threshold on validation, test, then write model, plots and card."""
     labels, groups = data.loaded.labels, data.grouping.groups
@@ -120,17 +119,17 @@ def train_and_package(
         f"test {len(split.test)}; device: {describe_device()}")
     result = fit(x[split.train], labels[split.train], x[split.val], labels[split.val],
                  model_cfg=model_cfg, cfg=cfg)
-    p_val = predict(result.model, x[split.val])
+    tta = model_cfg.flip_tta
+    p_val = predict(result.model, x[split.val], flip_tta=tta)
     threshold = tune_threshold(labels[split.val], p_val, cfg.recall_target)
     metrics: dict[str, Any] = {"validation": compute_metrics(labels[split.val], p_val, threshold).to_dict()}
     eval_labels, eval_probs, eval_name = labels[split.val], p_val, "validation"
     if len(split.test):
-        p_test = predict(result.model, x[split.test])
+        p_test = predict(result.model, x[split.test], flip_tta=tta)
         metrics["test"] = compute_metrics(labels[split.test], p_test, threshold).to_dict()
         eval_labels, eval_probs, eval_name = labels[split.test], p_test, "test"
-    metrics.update(extra_metrics or {})
     out_model.parent.mkdir(parents=True, exist_ok=True)
-    result.model.save(out_model)
+    save_for_inference(result.model, model_cfg, out_model)
     plot_files = _write_plots(out_model, result.history, eval_labels, eval_probs, threshold, eval_name)
     card = ModelCard(
         version=f"{out_model.stem}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}",
@@ -152,6 +151,15 @@ def train_and_package(
     )
     card.save(card_path_for(out_model))
     return card
+
+
+def save_for_inference(model: Any, model_cfg: ModelConfig, path: Path) -> None:
+    """Save the weights in a fresh, uncompiled network: no optimizer state, a third of the size."""
+    from training.model import build_model, for_serving
+
+    clean = build_model(model_cfg)
+    clean.set_weights(model.get_weights())
+    for_serving(clean, model_cfg).save(path)
 
 
 def _data_section(data: PreparedData, split: Any) -> dict[str, Any]:

@@ -70,10 +70,12 @@ class Scorer:
             raise ModelError(f"{card_path.name} describes a different model file (sha256 differs)")
         import keras
 
+        import training.model  # noqa: F401  (registers the custom layers a saved model may use)
+
         try:
             model = keras.models.load_model(model_path, compile=False)
-        except (ValueError, OSError) as exc:
-            raise ModelError(f"cannot load model {model_path}: {exc}") from exc
+        except Exception as exc:  # Keras raises many types for a damaged or foreign file
+            raise ModelError(f"cannot load model {model_path}: {type(exc).__name__}: {exc}") from exc
         return cls(model, card, **kwargs)  # type: ignore[arg-type]
 
     @property

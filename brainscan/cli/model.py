@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 import time
 from dataclasses import asdict
@@ -50,14 +49,6 @@ def _discover(paths: tuple[Path, ...]) -> Any:
         raise click.ClickException(str(exc)) from exc
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 @click.command()
 @PATHS
 @MODEL
@@ -66,6 +57,7 @@ def _json_safe(value: Any) -> Any:
 def evaluate(paths: tuple[Path, ...], model_path: Path | None, threshold: float | None,
              as_json: bool) -> None:
     """Score labelled images and report the confusion matrix, recall, specificity and speed."""
+    from training.card import json_safe
     from training.metrics import compute_metrics, format_confusion
 
     found = _discover(paths)
@@ -94,7 +86,7 @@ def evaluate(paths: tuple[Path, ...], model_path: Path | None, threshold: float 
              f"model {scorer.version}")
     if as_json:
         click.echo(human, err=True)
-        click.echo(json.dumps(_json_safe(report)))
+        click.echo(json.dumps(json_safe(report), allow_nan=False))
     else:
         click.echo(human)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,29 @@ import click
 from brainscan.settings import DEFAULT_MODEL
 
 RECIPES = ("brainscan", "seed")
+
+
+def _parse(current: Any, raw: str) -> Any:
+    if isinstance(current, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, tuple):
+        return tuple(int(v) for v in raw.split(","))
+    return type(current)(raw)
+
+
+def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...]) -> tuple[Any, ...]:
+    """Apply KEY=VALUE settings to whichever config (spec, model, training) has that field."""
+    import dataclasses
+
+    out = list(configs)
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        owner = next((i for i, c in enumerate(out) if key in c.__dataclass_fields__), None)
+        if not sep or owner is None:
+            raise click.BadParameter(f"{assignment!r}: expected FIELD=VALUE with a known field",
+                                     param_hint="--set")
+        out[owner] = dataclasses.replace(out[owner], **{key: _parse(getattr(out[owner], key), raw)})
+    return tuple(out)
 
 
 def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -56,32 +81,50 @@ def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[An
 @click.option("--cv", "cv_folds", type=click.IntRange(2, 20),
               help="Also run group-aware K-fold cross-validation and record it in the card.")
 @click.option("--cross-source", help="Also train without this source and test on it (card).")
+@click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+              help="Set any training, architecture or preprocessing field, e.g. augment_strength=1.5.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Run the held-out (CV, cross-source) fits in this many parallel processes.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write the metrics JSON here too.")
 def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, limit: int | None,
           exclude: tuple[str, ...], cv_folds: int | None, cross_source: str | None,
-          report: Path | None, **options: Any) -> None:
+          assignments: tuple[str, ...], workers: int, report: Path | None, **options: Any) -> None:
     """Train the screening model on labelled image folders and write model, card and plots."""
     from training.backend import import_backend
 
     import_backend()
-    from training.crossval import cross_source as run_cross_source
-    from training.crossval import cross_validate
+    import dataclasses
+
+    from training import crossval
+    from training.card import card_path_for
     from training.dataset import DatasetError
     from training.pipeline import prepare, train_and_package
 
-    spec, model_cfg, cfg = _configs(recipe, size, options)
+    spec, model_cfg, cfg = apply_overrides(_configs(recipe, size, options), assignments)
+    if model_cfg.input_size != spec.size:
+        model_cfg = dataclasses.replace(model_cfg, input_size=spec.size)
     try:
         data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
-    extra: dict[str, Any] = {}
-    if cv_folds:
-        extra["cv"] = cross_validate(data, k=cv_folds, model_cfg=model_cfg, cfg=cfg)
+    tasks = crossval.cv_tasks(data, k=cv_folds, cfg=cfg) if cv_folds else []
     if cross_source:
-        extra["cross_source"] = run_cross_source(
-            data, holdout=cross_source, model_cfg=model_cfg, cfg=cfg)
-    card = train_and_package(data, out, spec=spec, model_cfg=model_cfg, cfg=cfg,
-                             extra_metrics=extra)
+        tasks.append(crossval.cross_source_task(data, holdout=cross_source, cfg=cfg))
+    runs = crossval.HeldOutRuns(data, model_cfg, cfg, workers)
+    runs.start(tasks)  # with workers > 1 these train while the final model trains below
+    card = train_and_package(data, out, spec=spec, model_cfg=model_cfg, cfg=cfg)
+    card.training["command"] = "brainscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results = runs.results()
+    folds = [r for r in results if r.task.name.startswith("fold")]
+    other = "cv_without_flip_tta" if model_cfg.flip_tta else "cv_with_flip_tta"
+    if folds:
+        card.metrics["cv"] = crossval.summarise_cv(data.loaded.labels, folds)
+        card.metrics[other] = crossval.summarise_cv(data.loaded.labels, [r.toggled() for r in folds])
+    if cross_source:
+        card.metrics["cross_source"] = crossval.summarise_cross_source(data, results[-1], cross_source)
+        card.metrics["cross_source_" + other[3:]] = crossval.summarise_cross_source(
+            data, results[-1].toggled(), cross_source)
+    card.save(card_path_for(out))
     if report:
         report.write_text(json.dumps(card.metrics, indent=2) + "\n")
     _print_summary(card, out)

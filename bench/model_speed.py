@@ -1,0 +1,80 @@
+"""Scoring speed of the shipped model, against a naive pipeline measured in the same run.
+
+    python bench/model_speed.py [--model models/brainscan.keras] [--images ../shared/data] [--n 2000]
+
+Prints images/s for:
+  model alone      preprocessed uint8 batches of 64 through Scorer.score_arrays
+  end to end       JPEG files on disk through Scorer.iter_scores (threaded decode overlapping
+                   inference), the path `brainscan evaluate` and the worker take
+  naive baseline   the same files decoded one by one at full resolution (no JPEG draft scaling,
+                   no overlap), then model.predict on the whole array
+and the ratio end-to-end / baseline. Targets (issue 2): >= 300 model alone, >= 150 end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds else float("inf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "brainscan.keras")
+    parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--n", type=int, default=2000, help="files to score end to end")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    from training.backend import import_backend
+
+    import_backend()
+    from training.dataset import discover
+    from training.decode import decode_image
+    from training.preprocess import preprocess
+    from training.scorer import Scorer
+
+    scorer = Scorer.load(args.model, threads=args.threads)
+    files = [r.path for r in discover([args.images]).images if r.path.suffix.lower() in (".jpg", ".jpeg")]
+    files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[: args.n]]
+    for f in files:  # warm the page cache so every variant reads from memory alike
+        f.read_bytes()
+    size = scorer.spec.size
+
+    batch = np.random.default_rng(1).integers(0, 255, (512, size, size, 1), dtype=np.uint8)
+    scorer.score_arrays(batch[:64])  # build the graph once
+    started = time.perf_counter()
+    for _ in range(3):
+        scorer.score_arrays(batch)
+    model_alone = _rate(3 * len(batch), time.perf_counter() - started)
+
+    started = time.perf_counter()
+    results = list(scorer.iter_scores(files))
+    end_to_end = _rate(len(results), time.perf_counter() - started)
+
+    started = time.perf_counter()
+    arrays = [preprocess(decode_image(f), scorer.spec) for f in files]
+    scorer.model.predict(np.stack(arrays)[..., None], batch_size=32, verbose=0)  # type: ignore[attr-defined]
+    naive = _rate(len(files), time.perf_counter() - started)
+
+    errors = sum(r.error is not None for r in results)
+    print(f"model {args.model.name} ({scorer.version}), input {size} px, {len(files)} JPEG files, "
+          f"{errors} unreadable")
+    print(f"{'model alone (preprocessed batches)':<38} {model_alone:8.0f} images/s   target >= 300")
+    print(f"{'end to end from JPEG files':<38} {end_to_end:8.0f} images/s   target >= 150")
+    print(f"{'naive baseline (same run)':<38} {naive:8.0f} images/s")
+    print(f"{'end to end / naive baseline':<38} {end_to_end / naive:8.2f} x")
+
+
+if __name__ == "__main__":
+    main()
