@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,14 @@ class Settings:
     threshold: float | None = None  # None: the model card's tuned threshold
     batch_size: int = 256  # images per score_batch task
     decode_threads: int = 2  # decode/preprocess threads per worker process
-    worker_concurrency: int = 0  # 0: one process per CPU core
+    worker_concurrency: int = 0  # 0: one process per CPU core (or per GPU with worker_gpus)
+    worker_gpus: int = 0  # >0: one pool process per GPU, each pinned to its own device
+    model_threads: int = 0  # TensorFlow threads per process; 0: cores / processes
     batch_soft_time_limit: int = 600  # seconds; a 256-image batch takes ~2 s on 2 cores
     batch_time_limit: int = 660
     visibility_timeout: int = 3600  # Redis re-delivers unacked messages after this
-    watchdog_interval: int = 30  # seconds between checks for stranded batches
+    watchdog_interval: int = 30  # seconds between checks for stranded batches (0: off)
+    requeue_after: int = 60  # a batch queued this long while its queue is empty was lost: resend
     max_batch_attempts: int = 3  # a batch that fails this often fails its images
     secret_key: str = DEV_SECRET
     session_cookie_secure: bool = False  # True behind HTTPS
@@ -44,7 +47,7 @@ class Settings:
     max_compression_ratio: float = 200.0
     max_image_pixels: int = 64_000_000  # larger images are refused as decompression bombs
     log_level: str = "INFO"
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: tuple[tuple[str, str], ...] = ()  # unknown BRAINSCAN_* variables, kept to warn about
 
     @property
     def sqlite_path(self) -> Path:
@@ -122,5 +125,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             except ValueError as exc:
                 raise SettingsError(f"{key}={env[key]!r} is not valid: {exc}") from exc
     known = {f"BRAINSCAN_{f.name.upper()}" for f in fields(Settings)}
-    values["extra"] = {k: v for k, v in env.items() if k.startswith("BRAINSCAN_") and k not in known}
+    values["extra"] = tuple(sorted((k, v) for k, v in env.items()
+                                   if k.startswith("BRAINSCAN_") and k not in known))
     return Settings(**values).validate()

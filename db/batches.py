@@ -1,0 +1,146 @@
+"""Batches: planned in bulk, claimed by one worker, finished with counts computed from their images.
+
+Every function runs inside the caller's transaction and never commits (``with Session.begin()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.orm import Session
+
+from db.bulk import insert_pending
+from db.models import PENDING_BATCH_STATUSES, Batch, ImageResult, Job, utcnow
+from db.progress import count_where
+
+LIVE_JOB_STATUSES = ("planning", "running")  # batches of other jobs are never claimed or re-queued
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedImage:
+    """One image found by the planner: path relative to the job's source, size, label if known."""
+
+    relpath: str
+    size_bytes: int
+    label: int | None = None
+
+
+def add_batch(*, session: Session, job_id: int, index: int, images: Sequence[PlannedImage]) -> int:
+    """Record a queued batch and its pending image rows in bulk; returns the batch id.
+
+    Also the planner's heartbeat: the watchdog leaves a job alone while batches keep coming.
+    """
+    now = utcnow()
+    batch_id = session.execute(
+        insert(Batch).values(job_id=job_id, index=index, size=len(images), status="queued",
+                             enqueued_at=now).returning(Batch.id)).scalar_one()
+    session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=now))
+    if images:
+        rows = [{"relpath": i.relpath, "size_bytes": i.size_bytes, "label": i.label} for i in images]
+        insert_pending(session, job_id=job_id, batch_id=batch_id, rows=rows)
+    return batch_id
+
+
+def claim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | None:
+    """Queued -> running for `worker`; None when the batch is not queued or its job is not live."""
+    now = utcnow()
+    live_job = select(Job.id).where(Job.id == Batch.job_id, Job.status.in_(LIVE_JOB_STATUSES)).exists()
+    claimed = session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status == "queued", live_job)
+        .values(status="running", attempts=Batch.attempts + 1, worker=worker, started_at=now,
+                finished_at=None, error=None).returning(Batch.job_id)).first()
+    if claimed is None:
+        return None
+    session.execute(update(Job).where(Job.id == claimed[0], Job.started_at.is_(None)).values(started_at=now))
+    return session.get(Batch, batch_id, populate_existing=True)
+
+
+def reclaim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | None:
+    """Take back a batch still running under the same task: a retry or re-delivery of its message.
+
+    Worker names end in ':<task id>' (host:pid:task); a retry keeps the task id but may run in
+    another process, so only that part must match. Counts one more attempt and restarts the clock;
+    None when the batch is not running under that task or its job is not live.
+    """
+    task_id = worker.rsplit(":", 1)[-1]
+    live_job = select(Job.id).where(Job.id == Batch.job_id, Job.status.in_(LIVE_JOB_STATUSES)).exists()
+    same_task = Batch.worker.endswith(f":{task_id}", autoescape=True)
+    reclaimed = session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status == "running", same_task, live_job)
+        .values(attempts=Batch.attempts + 1, started_at=utcnow(), worker=worker)
+        .returning(Batch.id)).first()
+    return None if reclaimed is None else session.get(Batch, batch_id, populate_existing=True)
+
+
+def _image_counts(session: Session, batch_id: int) -> dict[str, int]:
+    scored = ImageResult.status == "scored"
+    positive, negative = and_(scored, ImageResult.label == 1), and_(scored, ImageResult.label == 0)
+    flagged, unflagged = ImageResult.flagged.is_(True), ImageResult.flagged.is_(False)
+    row = session.execute(select(
+        count_where(scored), count_where(ImageResult.status == "error"), count_where(and_(scored, flagged)),
+        count_where(and_(positive, flagged)), count_where(and_(negative, flagged)),
+        count_where(and_(negative, unflagged)), count_where(and_(positive, unflagged)),
+    ).where(ImageResult.batch_id == batch_id)).one()
+    return dict(zip(("scored", "failed", "flagged", "tp", "fp", "tn", "fn"), map(int, row), strict=True))
+
+
+def finish_batch(*, session: Session, batch_id: int, seconds: float) -> None:
+    """Mark the batch done with its counts and confusion matrix computed from its image rows.
+
+    A batch already done (or failed, or cancelled) is left as it is, so a re-delivered batch
+    changes nothing.
+    """
+    counts = _image_counts(session, batch_id)
+    done = {"status": "done", "finished_at": utcnow(), "seconds": seconds, "error": None, **counts}
+    session.execute(update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
+                    .values(done))
+
+
+def fail_batch(*, session: Session, batch_id: int, error: str) -> None:
+    """Mark the batch failed and its images not yet scored as errors with that reason."""
+    failed = session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
+        .values(status="failed", error=error, finished_at=utcnow()).returning(Batch.id)).first()
+    if failed is None:
+        return
+    unscored = (ImageResult.batch_id == batch_id) & (ImageResult.status == "pending")
+    session.execute(update(ImageResult).where(unscored).values(status="error", error=error)
+                    .execution_options(synchronize_session=False))
+    counts = _image_counts(session, batch_id)
+    session.execute(update(Batch).where(Batch.id == batch_id).values(
+        scored=counts["scored"], failed=counts["failed"], flagged=counts["flagged"]))
+
+
+def requeue_batch(*, session: Session, batch_id: int) -> bool:
+    """Running or queued -> queued again (watchdog, retries); False for a batch already settled."""
+    stmt = (update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
+            .values(status="queued", enqueued_at=utcnow(), worker=None, started_at=None).returning(Batch.id))
+    return session.execute(stmt).first() is not None
+
+
+def _stale(session: Session, status: str, column: Any, before: datetime) -> list[int]:
+    stmt = (select(Batch.id).join(Job, Job.id == Batch.job_id)
+            .where(Batch.status == status, column < before, Job.status.in_(LIVE_JOB_STATUSES))
+            .order_by(Batch.id))
+    return list(session.scalars(stmt))
+
+
+def stale_running_batches(*, session: Session, started_before: datetime) -> list[int]:
+    """Batches of live jobs running since before `started_before` (their worker may be gone)."""
+    return _stale(session, "running", Batch.started_at, started_before)
+
+
+def stale_queued_batches(*, session: Session, enqueued_before: datetime) -> list[int]:
+    """Batches of live jobs queued since before `enqueued_before` (their message may be lost)."""
+    return _stale(session, "queued", Batch.enqueued_at, enqueued_before)
+
+
+def list_batches(*, session: Session, job_id: int) -> list[Batch]:
+    """The job's batches in planning order."""
+    stmt = (select(Batch).where(Batch.job_id == job_id).order_by(Batch.index)
+            .execution_options(populate_existing=True))
+    return list(session.scalars(stmt))

@@ -1,0 +1,155 @@
+"""A job's life in SQL: submit (idempotently), plan, fail, cancel, re-run its failed images.
+
+Every function runs inside the caller's transaction and never commits (``with Session.begin()``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.models import ACTIVE_JOB_STATUSES, ERRORS, PENDING_BATCH_STATUSES, Batch, ImageResult, Job, utcnow
+from db.progress import finish_job_if_complete
+
+FINISHED_JOB_STATUSES = ("succeeded", "failed", "cancelled")
+MATRIX = ("tp", "fp", "tn", "fn")  # a column named fn cannot be a keyword argument of .values()
+
+
+def create_job(*, session: Session, source: str, source_kind: str, source_path: str, submitted_by: str,
+               model_version: str, threshold: float, batch_size: int,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """A new queued job and True, or the job that already holds `idempotency_key` and False."""
+    if idempotency_key is not None:
+        existing = _job_with_key(session, idempotency_key)
+        if existing is not None:
+            return existing, False
+    job = Job(source=source, source_kind=source_kind, source_path=source_path, submitted_by=submitted_by,
+              model_version=model_version, threshold=threshold, batch_size=batch_size,
+              idempotency_key=idempotency_key, status="queued")
+    try:
+        with session.begin_nested():  # a savepoint: losing the race leaves the caller's transaction usable
+            session.add(job)
+    except IntegrityError:
+        # Another submission with the same key committed between our read and our insert.
+        winner = _job_with_key(session, idempotency_key) if idempotency_key is not None else None
+        if winner is None:
+            raise
+        return winner, False
+    return job, True
+
+
+def _job_with_key(session: Session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+
+
+def get_job(*, session: Session, job_id: int) -> Job | None:
+    """The job as the database has it now, or None."""
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def list_jobs(*, session: Session, status: str | None = None, limit: int = 50,
+              before_id: int | None = None) -> list[Job]:
+    """Jobs newest first; pass the last id seen as `before_id` for the next page."""
+    stmt = select(Job).order_by(Job.id.desc()).limit(limit).execution_options(populate_existing=True)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if before_id is not None:
+        stmt = stmt.where(Job.id < before_id)
+    return list(session.scalars(stmt))
+
+
+def unfinished_running_jobs(*, session: Session) -> list[int]:
+    """Running jobs none of whose batches is queued or running: finish_job_if_complete would finish them."""
+    unsettled = (select(Batch.id).where(Batch.job_id == Job.id, Batch.status.in_(PENDING_BATCH_STATUSES))
+                 .exists())
+    return list(session.scalars(select(Job.id).where(Job.status == "running", ~unsettled).order_by(Job.id)))
+
+
+def stalled_jobs(*, session: Session, queued_before: datetime, planning_before: datetime) -> list[int]:
+    """Jobs whose planner seems lost: queued since before `queued_before`, or planning with no
+    heartbeat (planning start or a batch recorded) since before `planning_before`."""
+    last_sign = func.coalesce(Job.heartbeat_at, Job.created_at)
+    stmt = select(Job.id).where(or_(
+        (Job.status == "queued") & (Job.created_at < queued_before),
+        (Job.status == "planning") & (last_sign < planning_before))).order_by(Job.id)
+    return list(session.scalars(stmt))
+
+
+def mark_planning(*, session: Session, job_id: int) -> bool:
+    """Queued -> planning; False when the job was cancelled or is past planning.
+
+    A job already 'planning' (its planner died and the message came back) starts planning afresh:
+    the batches the earlier attempt recorded are deleted with their images.
+    """
+    stmt = (update(Job).where(Job.id == job_id, Job.status.in_(("queued", "planning")))
+            .values(status="planning", heartbeat_at=utcnow()).returning(Job.id))
+    if session.execute(stmt).first() is None:
+        return False
+    session.execute(delete(Batch).where(Batch.job_id == job_id).execution_options(synchronize_session=False))
+    return True
+
+
+def finish_planning(*, session: Session, job_id: int, total: int, skipped: int) -> None:
+    """Planning -> running with `total` images planned (succeeded at once when there are none).
+
+    Batches are scored while the planner still streams, so they may all be done already: this
+    then finishes the job, as the last batch would have.
+    """
+    now = utcnow()
+    values: dict[str, object] = {"total": total, "skipped": skipped, "planned_at": now}
+    if total == 0:
+        values.update({"status": "succeeded", "finished_at": now, **dict.fromkeys(MATRIX, 0)})
+    else:
+        values.update(status="running")
+    stmt = update(Job).where(Job.id == job_id, Job.status == "planning").values(values).returning(Job.id)
+    if session.execute(stmt).first() is not None and total:
+        finish_job_if_complete(session=session, job_id=job_id)
+
+
+def fail_job(*, session: Session, job_id: int, error: str) -> bool:
+    """An unfinished job -> failed with `error`; False when it had already finished."""
+    stmt = (update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+            .values(status="failed", error=error, finished_at=utcnow()).returning(Job.id))
+    return session.execute(stmt).first() is not None
+
+
+def cancel_job(*, session: Session, job_id: int) -> bool:
+    """An unfinished job -> cancelled, its queued batches with it; False when it had already finished."""
+    stmt = (update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+            .values(status="cancelled", finished_at=utcnow()).returning(Job.id))
+    if session.execute(stmt).first() is None:
+        return False
+    session.execute(update(Batch).where(Batch.job_id == job_id, Batch.status == "queued")
+                    .values(status="cancelled", finished_at=utcnow()))
+    return True
+
+
+def rerun_failed(*, session: Session, job_id: int) -> list[int]:
+    """Put a finished job's unscored images back in the queue; returns the batch ids to enqueue.
+
+    Error images go back to pending, every batch that is not done or had errors goes back to
+    queued with its attempts and counts reset, and the job runs again (its final figures cleared).
+    Images already scored are kept. Returns [] (and changes nothing) when there is nothing to re-run
+    or the job is still running.
+    """
+    needs_rerun = (Batch.job_id == job_id) & or_(Batch.status != "done", Batch.failed > 0)
+    if session.scalars(select(Batch.id).where(needs_rerun).limit(1)).first() is None:
+        return []
+    reopened = (update(Job).where(Job.id == job_id, Job.status.in_(FINISHED_JOB_STATUSES))
+                .values({"status": "running", "started_at": None, "finished_at": None, "error": None,
+                         **dict.fromkeys(MATRIX), "recall": None, "specificity": None,
+                         "images_per_second": None}).returning(Job.id))
+    if session.execute(reopened).first() is None:
+        return []
+    session.execute(update(ImageResult).where(ImageResult.job_id == job_id, text(ERRORS))
+                    .values(status="pending", error=None, probability=None, flagged=None, scored_at=None)
+                    .execution_options(synchronize_session=False))
+    requeued = (update(Batch).where(needs_rerun)
+                .values({"status": "queued", "attempts": 0, "worker": None, "enqueued_at": utcnow(),
+                         "started_at": None, "finished_at": None, "seconds": None, "error": None,
+                         "scored": 0, "failed": 0, "flagged": 0, **dict.fromkeys(MATRIX)})
+                .returning(Batch.id))
+    return sorted(session.scalars(requeued))

@@ -1,0 +1,231 @@
+"""The schema: jobs, their batches and per-image results, model versions, API tokens, users, audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_STATUSES = ("queued", "planning", "running", "succeeded", "failed", "cancelled")
+ACTIVE_JOB_STATUSES = ("queued", "planning", "running")
+BATCH_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+PENDING_BATCH_STATUSES = ("queued", "running")
+RESULT_STATUSES = ("pending", "scored", "error")
+
+# Partial-index predicates, written once and used verbatim by the queries: SQLite only uses a
+# partial index when the query repeats the index's WHERE term literally (no bound parameters).
+FLAGGED = "flagged = true"
+ERRORS = "status = 'error'"
+FALSE_NEGATIVES = "label = 1 AND flagged = false"
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, so 64-bit ids are INTEGER there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (every timestamp in the database is one of these)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: brainscan stores timezone-aware UTC timestamps only")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({quoted})", name=column)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        _one_of("status", JOB_STATUSES),
+        _one_of("source_kind", ("folder", "upload")),
+        Index("ix_jobs_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024))  # as submitted: archive-root folder or upload name
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_path: Mapped[str] = mapped_column(String(4096))  # absolute path the worker reads
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    total: Mapped[int] = mapped_column(default=0, server_default="0")  # images planned
+    skipped: Mapped[int] = mapped_column(default=0, server_default="0")  # non-image files seen
+    model_version: Mapped[str] = mapped_column(String(128))
+    threshold: Mapped[float] = mapped_column(Float)
+    batch_size: Mapped[int]
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    submitted_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    planned_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]  # the planner's last sign of life while planning
+    started_at: Mapped[datetime | None]  # first batch claimed
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    tp: Mapped[int | None]
+    fp: Mapped[int | None]
+    tn: Mapped[int | None]
+    fn: Mapped[int | None]
+    recall: Mapped[float | None] = mapped_column(Float)
+    specificity: Mapped[float | None] = mapped_column(Float)
+    images_per_second: Mapped[float | None] = mapped_column(Float)
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    __table_args__ = (
+        _one_of("status", BATCH_STATUSES),
+        UniqueConstraint("job_id", "index"),
+        Index("ix_batches_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    size: Mapped[int]
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    worker: Mapped[str | None] = mapped_column(String(255))  # host:pid of the last claimer
+    enqueued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    seconds: Mapped[float | None] = mapped_column(Float)
+    scored: Mapped[int] = mapped_column(default=0, server_default="0")
+    failed: Mapped[int] = mapped_column(default=0, server_default="0")
+    flagged: Mapped[int] = mapped_column(default=0, server_default="0")
+    tp: Mapped[int | None]
+    fp: Mapped[int | None]
+    tn: Mapped[int | None]
+    fn: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ImageResult(Base):
+    __tablename__ = "image_results"
+    __table_args__ = (
+        _one_of("status", RESULT_STATUSES),
+        UniqueConstraint("job_id", "relpath"),
+        Index("ix_image_results_batch_id", "batch_id"),
+        Index("ix_image_results_job_id_id", "job_id", "id"),
+        Index("ix_image_results_flagged", "job_id", "id",
+              sqlite_where=text(FLAGGED), postgresql_where=text(FLAGGED)),
+        Index("ix_image_results_errors", "job_id", "id",
+              sqlite_where=text(ERRORS), postgresql_where=text(ERRORS)),
+        Index("ix_image_results_false_negatives", "job_id", "id",
+              sqlite_where=text(FALSE_NEGATIVES), postgresql_where=text(FALSE_NEGATIVES)),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    relpath: Mapped[str] = mapped_column(String(1024))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 hex of the bytes scored
+    label: Mapped[int | None] = mapped_column(SmallInteger)  # 1 tumour, 0 none, None unknown
+    probability: Mapped[float | None] = mapped_column(Float)
+    flagged: Mapped[bool | None]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    scored_at: Mapped[datetime | None]
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        # at most one current version
+        Index("uq_model_versions_current", "is_current", unique=True,
+              sqlite_where=text("is_current = true"), postgresql_where=text("is_current = true")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(128), unique=True)
+    file: Mapped[str] = mapped_column(String(4096))
+    sha256: Mapped[str] = mapped_column(String(64))
+    threshold: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]]
+    card: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    is_current: Mapped[bool] = mapped_column(default=False)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(8), index=True)  # shown in listings, narrows the lookup
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole token
+    scopes: Mapped[str] = mapped_column(String(64))  # comma-separated: submit, read, admin
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled: Mapped[bool] = mapped_column(default=False)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any] | None]

@@ -1,0 +1,98 @@
+"""Per-image results: what a batch still has to score, idempotent upserts, filtered listings.
+
+Every function runs inside the caller's transaction and never commits (``with Session.begin()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select, text
+from sqlalchemy.orm import Session
+
+from db.bulk import upsert_scored
+from db.models import ERRORS, FALSE_NEGATIVES, FLAGGED, ImageResult, utcnow
+
+STREAM_CHUNK = 2000  # rows fetched per round trip when streaming an export
+
+
+@dataclass(frozen=True, slots=True)
+class PendingImage:
+    """An image of a batch still to score: its row id, path relative to the job's source, label."""
+
+    id: int
+    relpath: str
+    label: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredImage:
+    """The outcome for one image: a probability and flag, or an error saying why there is none."""
+
+    relpath: str
+    probability: float | None
+    flagged: bool | None
+    error: str | None = None
+    content_hash: str | None = None
+
+
+def pending_images(*, session: Session, batch_id: int) -> list[PendingImage]:
+    """The batch's images not yet scored (pending, or errors from an earlier attempt), in order."""
+    stmt = (select(ImageResult.id, ImageResult.relpath, ImageResult.label)
+            .where(ImageResult.batch_id == batch_id, ImageResult.status != "scored").order_by(ImageResult.id))
+    return [PendingImage(id, relpath, label) for id, relpath, label in session.execute(stmt)]
+
+
+def _row(result: ScoredImage, now: datetime) -> dict[str, Any]:
+    error = result.error
+    if error is None and result.probability is None:
+        error = "no probability was produced"
+    scored = error is None
+    return {"relpath": result.relpath, "content_hash": result.content_hash,
+            "status": "scored" if scored else "error", "error": error,
+            "probability": result.probability if scored else None,
+            "flagged": result.flagged if scored else None, "scored_at": now if scored else None}
+
+
+def record_results(*, session: Session, job_id: int, batch_id: int, results: Sequence[ScoredImage]) -> None:
+    """Upsert one row per (job, relpath): the first score of an image wins, errors are overwritten.
+
+    Running it again with the same input changes nothing and adds no row. An image the planner did
+    not record is inserted into `batch_id` (size 0, no label).
+    """
+    if not results:
+        return
+    now = utcnow()
+    rows = {r.relpath: _row(r, now) for r in results}  # one row per path: the last result given wins
+    upsert_scored(session, job_id=job_id, batch_id=batch_id, rows=list(rows.values()))
+
+
+def _filtered(job_id: int, flagged: bool | None, false_negatives: bool, errors: bool) -> Select[ImageResult]:
+    # The literal predicates match the partial indexes word for word (see db.models).
+    stmt = select(ImageResult).where(ImageResult.job_id == job_id)
+    if flagged is not None:
+        stmt = stmt.where(text(FLAGGED if flagged else "flagged = false"))
+    if false_negatives:
+        stmt = stmt.where(text(FALSE_NEGATIVES))
+    if errors:
+        stmt = stmt.where(text(ERRORS))
+    return stmt.order_by(ImageResult.id)
+
+
+def list_results(*, session: Session, job_id: int, flagged: bool | None = None, false_negatives: bool = False,
+                 errors: bool = False, limit: int = 100, after_id: int | None = None) -> list[ImageResult]:
+    """One page of the job's results in planning order; pass the last id seen as `after_id`."""
+    stmt = _filtered(job_id, flagged, false_negatives, errors).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(ImageResult.id > after_id)
+    return list(session.scalars(stmt))
+
+
+def iter_results(*, session: Session, job_id: int, flagged: bool | None = None, false_negatives: bool = False,
+                 errors: bool = False) -> Iterator[ImageResult]:
+    """All the job's matching results in planning order, streamed (CSV export of any size)."""
+    stmt = _filtered(job_id, flagged, false_negatives, errors).execution_options(yield_per=STREAM_CHUNK)
+    yield from session.scalars(stmt)

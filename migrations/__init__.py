@@ -1,0 +1,1 @@
+"""Alembic migrations for the brainscan schema (run them with `brainscan db upgrade`)."""

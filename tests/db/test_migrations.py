@@ -1,0 +1,69 @@
+"""Migrations: build an empty database, take it down cleanly, and agree with the models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import inspect
+
+from brainscan.cli import main
+from db import migrate
+from db.engine import make_engine
+from db.models import Base
+
+TABLES = {"jobs", "batches", "image_results", "model_versions", "api_tokens", "users", "audit_events"}
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_migrations_upgrade_an_empty_database_and_downgrade_cleanly(empty_database_url: str) -> None:
+    assert migrate.current(empty_database_url) is None
+    migrate.upgrade(empty_database_url)
+    assert migrate.current(empty_database_url) == "0001"
+    assert _tables(empty_database_url) == TABLES
+    migrate.downgrade(empty_database_url, "base")
+    assert migrate.current(empty_database_url) is None
+    assert _tables(empty_database_url) == set()
+    migrate.upgrade(empty_database_url)  # and back up again: the downgrade left nothing behind
+    assert _tables(empty_database_url) == TABLES
+
+
+def test_autogenerate_finds_no_difference_between_models_and_migrations(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_brainscan_db_commands_migrate_the_settings_database(tmp_path: Path) -> None:
+    env = {"BRAINSCAN_DATA_DIR": str(tmp_path / "data"), "BRAINSCAN_DATABASE_URL": ""}
+    runner = CliRunner()
+    upgraded = runner.invoke(main, ["db", "upgrade"], env=env)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "0001" in upgraded.output and (tmp_path / "data" / "brainscan.db").is_file()
+    assert runner.invoke(main, ["db", "current"], env=env).output.strip() == "0001"
+    downgraded = runner.invoke(main, ["db", "downgrade", "base"], env=env)
+    assert downgraded.exit_code == 0, downgraded.output
+    assert runner.invoke(main, ["db", "current"], env=env).output.strip() == "none"
+
+
+def test_brainscan_db_upgrade_works_from_any_directory(tmp_path: Path) -> None:
+    env = {**os.environ, "BRAINSCAN_DATA_DIR": str(tmp_path / "data"), "BRAINSCAN_DATABASE_URL": ""}
+    command = [sys.executable, "-c", "from brainscan.cli import main; main()", "db", "upgrade"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert migrate.current(f"sqlite:///{tmp_path / 'data' / 'brainscan.db'}") == "0001"
