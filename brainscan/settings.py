@@ -67,7 +67,7 @@ class Settings:
 
     @property
     def resolved_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
+        return self.broker_url or "filesystem://localhost/"
 
     @property
     def resolved_archive_root(self) -> Path:

@@ -14,9 +14,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from brainscan.cli import db, model, train
+    from brainscan.cli import db, model, service, train
 
-    for module in (train, model, db):
+    for module in (train, model, service, db):
         for command in module.COMMANDS:
             main.add_command(command)
 

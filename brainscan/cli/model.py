@@ -6,7 +6,6 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,7 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
     failures = 0
     for i, result in enumerate(scorer.iter_scores(r.path for r in found.images)):
         failures += result.error is not None
-        row = asdict(result)
+        row = {k: getattr(result, k) for k in fields}
         if writer:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
         else:

@@ -1,0 +1,66 @@
+"""Per-process resources of a worker: database sessions and the model, set up after fork.
+
+The model is never loaded in the parent (TensorFlow is not fork-safe once initialised): each pool
+process loads it in `worker_process_init`, pinned to its own GPU when the worker runs on GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import numpy as np
+from celery import current_app
+from celery.signals import worker_process_init
+from sqlalchemy.orm import Session, sessionmaker
+
+from brainscan.settings import Settings
+from db.engine import get_sessionmaker, reset_after_fork
+from training.scorer import Scorer
+
+log = logging.getLogger(__name__)
+_scorer: Scorer | None = None
+
+
+def worker_name(task_id: str) -> str:
+    """Who holds a batch: host, process and the task id (a retry of the same task keeps it)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{task_id}"
+
+
+def process_sessions(settings: Settings) -> sessionmaker[Session]:
+    return get_sessionmaker(settings.resolved_database_url)
+
+
+def gpu_for_process(index: int, gpus: int) -> str | None:
+    """CUDA_VISIBLE_DEVICES for the pool process with this index: one GPU per process."""
+    return str(index % gpus) if gpus > 0 else None
+
+
+def process_scorer(settings: Settings) -> Scorer:
+    """This process's Scorer, loaded on first use (or at start-up by `_after_fork`)."""
+    global _scorer
+    if _scorer is None:
+        from training.backend import import_backend
+
+        import_backend(threads=settings.model_threads or None, gpu_memory_growth=True)
+        _scorer = Scorer.load(settings.model_path, threads=settings.decode_threads,
+                              max_pixels=settings.max_image_pixels)
+        size = _scorer.spec.size
+        _scorer.score_arrays(np.zeros((1, size, size, 1), np.uint8))  # build the graph now
+        log.info("process %s loaded model %s", os.getpid(), _scorer.version)
+    return _scorer
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    settings: Settings | None = getattr(current_app.conf, "brainscan_settings", None)
+    if settings is None:
+        return
+    reset_after_fork()
+    from billiard.process import current_process
+
+    device = gpu_for_process(current_process().index, settings.worker_gpus)
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device  # before TensorFlow first looks for GPUs
+    process_scorer(settings)

@@ -1,0 +1,110 @@
+"""score_batch: score a batch's pending images and record them; safe to run twice on one batch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.batches import claim_batch, fail_batch, finish_batch, reclaim_batch
+from db.jobs import get_job
+from db.progress import finish_job_if_complete
+from db.results import PendingImage, ScoredImage, pending_images, record_results
+from training.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+class ModelMismatch(RuntimeError):
+    """This worker's model is not the one the job was submitted for."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs from SQL to score a batch it now owns."""
+
+    batch_id: int
+    job_id: int
+    attempts: int
+    root: Path
+    threshold: float
+    model_version: str
+    pending: list[PendingImage]
+
+
+def claim(sessions: sessionmaker[Session], batch_id: int, worker: str) -> Claimed | None:
+    """Own the batch (or take it back after a retry of this same task); None: nothing to do."""
+    with sessions.begin() as session:
+        batch = claim_batch(session=session, batch_id=batch_id, worker=worker)
+        if batch is None:
+            batch = reclaim_batch(session=session, batch_id=batch_id, worker=worker)
+        if batch is None:
+            return None
+        job = get_job(session=session, job_id=batch.job_id)
+        assert job is not None
+        return Claimed(batch.id, job.id, batch.attempts, Path(job.source_path), job.threshold,
+                       job.model_version, pending_images(session=session, batch_id=batch_id))
+
+
+def confined(root: Path, relpath: str) -> Path | str:
+    """The file's path, or why it may not be read: it must stay inside the job's folder."""
+    path = root / relpath
+    if path.is_symlink():
+        return "symbolic links are not followed"
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except OSError as exc:
+        return f"cannot resolve path: {exc}"
+    return path if inside else "path leads outside the job's source folder"
+
+
+def score_claimed(work: Claimed, scorer: Scorer) -> list[ScoredImage]:
+    """Decode and score every pending image; unreadable ones get a reason, never an exception."""
+    if work.model_version != scorer.version:
+        raise ModelMismatch(f"job needs model {work.model_version}; this worker has {scorer.version}")
+    results: list[ScoredImage] = []
+    readable: list[tuple[PendingImage, Path]] = []
+    for image in work.pending:
+        where = confined(work.root, image.relpath)
+        if isinstance(where, str):
+            results.append(ScoredImage(image.relpath, None, None, where, None))
+        else:
+            readable.append((image, where))
+    scores = scorer.iter_scores((path for _, path in readable), with_hash=True)
+    for (image, _), r in zip(readable, scores, strict=True):
+        flagged = None if r.probability is None else r.probability >= work.threshold
+        results.append(ScoredImage(image.relpath, r.probability, flagged, r.error, r.sha256))
+    return results
+
+
+def score(batch_id: int, *, sessions: sessionmaker[Session], scorer: Scorer, worker: str,
+          max_attempts: int) -> str:
+    """Claim, score, record, finish: returns 'skipped', 'done' or 'failed'."""
+    work = claim(sessions, batch_id, worker)
+    if work is None:
+        log.info("batch %s: nothing to do (done, cancelled or owned by another worker)", batch_id)
+        return "skipped"
+    if work.attempts > max_attempts:
+        give_up(sessions, batch_id, work.job_id,
+                f"gave up after {max_attempts} attempts (the worker was lost each time)")
+        return "failed"
+    started = time.perf_counter()
+    results = score_claimed(work, scorer)
+    with sessions.begin() as session:
+        record_results(session=session, job_id=work.job_id, batch_id=batch_id, results=results)
+        finish_batch(session=session, batch_id=batch_id, seconds=time.perf_counter() - started)
+    with sessions.begin() as session:  # after our commit: the last batch always sees all done
+        finish_job_if_complete(session=session, job_id=work.job_id)
+    return "done"
+
+
+def give_up(sessions: sessionmaker[Session], batch_id: int, job_id: int, error: str) -> None:
+    """Fail the batch (its pending images get the reason) and let the job finish if it can."""
+    log.error("batch %s: %s", batch_id, error)
+    with sessions.begin() as session:
+        fail_batch(session=session, batch_id=batch_id, error=error)
+    with sessions.begin() as session:
+        finish_job_if_complete(session=session, job_id=job_id)

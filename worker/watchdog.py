@@ -1,0 +1,116 @@
+"""The watchdog: finds work that a lost message or a dead worker stranded, and sends it again.
+
+Everything it does is safe to repeat and safe to run in several workers at once: claiming a
+batch is atomic, scoring is an idempotent upsert, and a job finishes exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from brainscan.settings import Settings
+from db.batches import (
+    fail_batch,
+    requeue_batch,
+    stale_queued_batches,
+    stale_running_batches,
+)
+from db.jobs import stalled_jobs, unfinished_running_jobs
+from db.models import Batch, utcnow
+from db.progress import finish_job_if_complete
+from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE
+from worker.enqueue import enqueue_batches, queue_depth, submit_job
+
+log = logging.getLogger(__name__)
+GRACE = 60  # seconds past the hard time limit before a running batch counts as abandoned
+PLAN_STALL = 600  # seconds without planner progress before a planning job counts as abandoned
+
+
+@dataclass
+class SweepReport:
+    resent_batches: list[int] = field(default_factory=list)
+    failed_batches: list[int] = field(default_factory=list)
+    resent_jobs: list[int] = field(default_factory=list)
+    finished_jobs: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any((self.resent_batches, self.failed_batches, self.resent_jobs, self.finished_jobs))
+
+
+def sweep(*, app: Celery, sessions: sessionmaker[Session], settings: Settings) -> SweepReport:
+    """One pass: abandoned running batches, lost queued batches and jobs, unfinished jobs."""
+    report = SweepReport()
+    now = utcnow()
+    abandoned_before = now - timedelta(seconds=settings.batch_time_limit + GRACE)
+    with sessions() as session:
+        abandoned = stale_running_batches(session=session, started_before=abandoned_before)
+    for batch_id in abandoned:
+        _recover_running(sessions, batch_id, settings.max_batch_attempts, report)
+    lost_before = now - timedelta(seconds=settings.requeue_after)
+    if queue_depth(app, SCORE_QUEUE) == 0:  # nothing waiting, yet batches say queued: lost
+        with sessions.begin() as session:
+            for batch_id in stale_queued_batches(session=session, enqueued_before=lost_before):
+                if requeue_batch(session=session, batch_id=batch_id):
+                    report.resent_batches.append(batch_id)
+    enqueue_batches(app, report.resent_batches)
+    if queue_depth(app, PLAN_QUEUE) == 0:
+        with sessions() as session:
+            stuck = stalled_jobs(session=session, queued_before=lost_before,
+                                 planning_before=now - timedelta(seconds=PLAN_STALL))
+        for job_id in stuck:
+            submit_job(app, job_id)
+            report.resent_jobs.append(job_id)
+    with sessions() as session:
+        running = unfinished_running_jobs(session=session)
+    for job_id in running:
+        with sessions.begin() as session:
+            if finish_job_if_complete(session=session, job_id=job_id):
+                report.finished_jobs.append(job_id)
+    if report:
+        log.warning("watchdog: %s", report)
+    return report
+
+
+def _recover_running(sessions: sessionmaker[Session], batch_id: int, max_attempts: int,
+                     report: SweepReport) -> None:
+    with sessions.begin() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.status != "running":
+            return
+        if batch.attempts >= max_attempts:
+            fail_batch(session=session, batch_id=batch_id,
+                       error=f"gave up after {batch.attempts} attempts (the worker was lost each time)")
+            report.failed_batches.append(batch_id)
+            job_id = batch.job_id
+        elif requeue_batch(session=session, batch_id=batch_id):
+            report.resent_batches.append(batch_id)
+            return
+        else:
+            return
+    with sessions.begin() as session:
+        finish_job_if_complete(session=session, job_id=job_id)
+
+
+class Watchdog(threading.Thread):
+    """Runs `sweep` every settings.watchdog_interval seconds until stopped."""
+
+    def __init__(self, *, app: Celery, sessions: sessionmaker[Session], settings: Settings) -> None:
+        super().__init__(name="brainscan-watchdog", daemon=True)
+        self.app, self.sessions, self.settings = app, sessions, settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.watchdog_interval):
+            try:
+                sweep(app=self.app, sessions=self.sessions, settings=self.settings)
+            except Exception:  # a database or broker outage: try again next round
+                log.exception("watchdog sweep failed; retrying in %ss", self.settings.watchdog_interval)
+
+    def stop(self) -> None:
+        self.stopped.set()
