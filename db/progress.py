@@ -112,5 +112,7 @@ def _final_figures(session: Session, job_id: int, started_at: datetime | None,
     batches = session.execute(select(func.count(), count_where(Batch.status == "failed"))
                               .where(Batch.job_id == job_id)).one()
     if batches[1]:
-        figures.update(status="failed", error=f"{batches[1]} of {batches[0]} batches failed")
+        reason = session.scalars(select(Batch.error).where(Batch.job_id == job_id, Batch.status == "failed")
+                                 .order_by(Batch.index).limit(1)).first()
+        figures.update(status="failed", error=f"{batches[1]} of {batches[0]} batches failed: {reason}")
     return figures

@@ -28,7 +28,7 @@ from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE
 from worker.enqueue import enqueue_batches, queue_depth, submit_job
 
 log = logging.getLogger(__name__)
-GRACE = 60  # seconds past the hard time limit before a running batch counts as abandoned
+GRACE = 60  # at most this many seconds past the hard time limit before a batch counts as abandoned
 PLAN_STALL = 600  # seconds without planner progress before a planning job counts as abandoned
 
 
@@ -47,7 +47,8 @@ def sweep(*, app: Celery, sessions: sessionmaker[Session], settings: Settings) -
     """One pass: abandoned running batches, lost queued batches and jobs, unfinished jobs."""
     report = SweepReport()
     now = utcnow()
-    abandoned_before = now - timedelta(seconds=settings.batch_time_limit + GRACE)
+    grace = min(GRACE, settings.batch_time_limit)
+    abandoned_before = now - timedelta(seconds=settings.batch_time_limit + grace)
     with sessions() as session:
         abandoned = stale_running_batches(session=session, started_before=abandoned_before)
     for batch_id in abandoned:

@@ -78,7 +78,7 @@ def test_the_job_finishes_once_its_last_batch_settles_with_its_final_figures(db_
     with db_sessionmaker() as session:
         job = get_job(session=session, job_id=job_id)
         assert job is not None and job.status == "failed"
-        assert job.error == f"1 of {len(batch_ids)} batches failed"
+        assert job.error == f"1 of {len(batch_ids)} batches failed: gave up"
         assert (job.tp, job.fp, job.tn, job.fn) == (tp, fp, tn, fn)
         assert job.recall == pytest.approx(tp / (tp + fn))
         assert job.specificity == pytest.approx(tn / (tn + fp))

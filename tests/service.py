@@ -1,0 +1,248 @@
+"""Run real brainscan services in tests: worker processes, a private Redis, a breakable TCP proxy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainscan.settings import Settings, load_settings
+from db.engine import get_sessionmaker
+from db.jobs import create_job, get_job
+from db.models import Job
+from training.card import ModelCard, card_path_for
+
+REPO = Path(__file__).resolve().parents[1]
+BRAINSCAN = str(Path(sys.executable).with_name("brainscan"))
+FAST_TIMINGS = {  # short limits so recovery paths run in seconds, not the production minutes
+    "BRAINSCAN_BATCH_SOFT_TIME_LIMIT": "8",
+    "BRAINSCAN_BATCH_TIME_LIMIT": "10",
+    "BRAINSCAN_VISIBILITY_TIMEOUT": "15",
+    "BRAINSCAN_WATCHDOG_INTERVAL": "2",
+    "BRAINSCAN_REQUEUE_AFTER": "5",
+    "BRAINSCAN_DECODE_THREADS": "2",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """The environment of one brainscan instance, and its Settings as the processes read them."""
+
+    env: dict[str, str]
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env)
+
+    def sessions(self):  # type: ignore[no-untyped-def]
+        return get_sessionmaker(self.settings.resolved_database_url)
+
+    def submit(self, folder: Path, *, batch_size: int = 256, key: str | None = None) -> tuple[int, bool]:
+        """Create a job for a folder (as the API does) and send it to the planner."""
+        from worker.celery_app import celery_for
+        from worker.enqueue import submit_job
+
+        card = ModelCard.load(card_path_for(self.settings.model_path))
+        with self.sessions().begin() as session:
+            job, created = create_job(
+                session=session, source=folder.name, source_kind="folder", source_path=str(folder),
+                submitted_by="test", model_version=card.version, threshold=card.threshold,
+                batch_size=batch_size, idempotency_key=key)
+            job_id = job.id
+        if created:
+            submit_job(celery_for(self.settings), job_id)
+        return job_id, created
+
+    def job(self, job_id: int) -> Job:
+        with self.sessions()() as session:
+            job = get_job(session=session, job_id=job_id)
+            assert job is not None
+            return job
+
+    def wait(self, job_id: int, *, timeout: float = 180, until: tuple[str, ...] = ("succeeded", "failed",
+             "cancelled")) -> Job:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job.status in until:
+                return job
+            time.sleep(0.25)
+        raise TimeoutError(f"job {job_id} still {self.job(job_id).status} after {timeout} s")
+
+
+class WorkerProcess:
+    """`brainscan worker` in its own process group, so a test can SIGKILL all of it at once."""
+
+    def __init__(self, service: Service, *, concurrency: int = 2, log: Path) -> None:
+        self.log_path, self.concurrency = log, concurrency
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [BRAINSCAN, "worker", "--concurrency", str(concurrency), "--loglevel", "INFO"],
+            env={**os.environ, **service.env}, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=REPO,
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until every pool process has loaded the model (the log says so)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            if " ready." in text and text.count("loaded model") >= self.concurrency:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the main process and every pool process: nothing gets to clean up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, which the test may restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is needed for this test"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+class FlakyProxy:
+    """A TCP proxy to a server that can be 'unplugged': open connections cut, new ones refused."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.up = threading.Event()
+        self.up.set()
+        self.connections: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.connections += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def unplug(self) -> None:
+        self.up.clear()
+        with self.lock:
+            for s in self.connections:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+            self.connections.clear()
+
+    def plug(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self.unplug()
+        self.listener.close()
+
+
+@contextmanager
+def running_worker(service: Service, log: Path, concurrency: int = 2) -> Iterator[WorkerProcess]:
+    worker = WorkerProcess(service, concurrency=concurrency, log=log)
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()
+
+
+def build_folder(shared_data: Path, dest: Path, count: int) -> Path:
+    """`count` real labelled images under dest/{yes,no}, hard-linked where possible (fast, no copy)."""
+    from training.dataset import discover
+
+    records = [r for r in discover([shared_data]).images if r.label is not None]
+    for i in range(count):
+        record = records[(i * 7919) % len(records)]  # spread over sources and classes
+        target = dest / ("yes" if record.label else "no") / f"{i:05d}{record.path.suffix.lower()}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(record.path, target)
+        except OSError:
+            shutil.copyfile(record.path, target)
+    return dest

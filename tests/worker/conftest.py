@@ -1,0 +1,56 @@
+"""A brainscan service environment per test: embedded (SQLite + files) or scale-out (PostgreSQL + Redis)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import SHIPPED_MODEL
+from tests.dbfixtures import IN_CI
+from tests.service import FAST_TIMINGS, Service
+
+REDIS_URL = os.environ.get("BRAINSCAN_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def redis_test_url() -> str:
+    """A Redis database of this test process's own (1..15 by pid), emptied first."""
+    url = f"{REDIS_URL.rstrip('/')}/{os.getpid() % 15 + 1}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        message = f"Redis is not reachable at {REDIS_URL} (set BRAINSCAN_TEST_REDIS): {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the Redis tests)")
+        pytest.skip(message)
+    return url
+
+
+def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    return {"BRAINSCAN_ENV": "test", "BRAINSCAN_DATA_DIR": str(data),
+            "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive"),
+            "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL), **FAST_TIMINGS, **extra}
+
+
+@pytest.fixture
+def embedded(tmp_path: Path, sqlite_database_url: str) -> Service:
+    """SQLite file + kombu's filesystem transport, as `brainscan up` runs by default."""
+    return Service(service_env(tmp_path, BRAINSCAN_DATABASE_URL=sqlite_database_url))
+
+
+@pytest.fixture
+def scaleout(tmp_path: Path, postgres_database_url: str) -> Service:
+    """The real PostgreSQL and Redis, as docker compose runs it."""
+    return Service(service_env(tmp_path, BRAINSCAN_DATABASE_URL=postgres_database_url,
+                               BRAINSCAN_BROKER_URL=redis_test_url()))
+
+
+@pytest.fixture(params=["embedded", "scaleout"])
+def service(request: pytest.FixtureRequest) -> Iterator[Service]:
+    """Both deployments: the test runs once on each."""
+    yield request.getfixturevalue(request.param)

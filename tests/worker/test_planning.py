@@ -1,0 +1,82 @@
+"""plan_job as a function: streaming walk, batches, labels, skipped files, cancellation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from db.batches import list_batches
+from db.jobs import cancel_job, create_job
+from db.results import list_results
+from tests.images import create_random_slice, save_image
+from tests.service import Service
+from worker import planning
+
+
+def _job(service: Service, folder: Path, batch_size: int = 4) -> int:
+    with service.sessions().begin() as session:
+        job, _ = create_job(session=session, source=folder.name, source_kind="folder",
+                            source_path=str(folder), submitted_by="test", model_version="m",
+                            threshold=0.5, batch_size=batch_size)
+        return job.id
+
+
+def _folder(root: Path, n_yes: int = 5, n_no: int = 4) -> Path:
+    for i in range(n_yes):
+        save_image(root / "yes" / f"Y ({i}).png", create_random_slice(48, seed=i))
+    for i in range(n_no):
+        save_image(root / "no" / f"N{i}.jpg", create_random_slice(48, seed=50 + i))
+    (root / "no" / "notes.txt").write_text("not an image")
+    (root / "README").write_text("plain text without a suffix")
+    return root
+
+
+def test_plan_cuts_batches_and_enqueues_each_after_commit(embedded: Service, tmp_path: Path) -> None:
+    job_id = _job(embedded, _folder(tmp_path / "src"))
+    sent: list[int] = []
+    total = planning.plan(job_id, sessions=embedded.sessions(), enqueue=sent.extend)
+    assert total == 9
+    with embedded.sessions()() as session:
+        batches = list_batches(session=session, job_id=job_id)
+        assert [b.size for b in batches] == [4, 4, 1] and sent == [b.id for b in batches]
+        rows = list_results(session=session, job_id=job_id, limit=100)
+        labels = {r.relpath: r.label for r in rows}
+    assert labels["yes/Y (0).png"] == 1 and labels["no/N0.jpg"] == 0 and len(labels) == 9
+    job = embedded.job(job_id)
+    assert job.status == "running" and job.total == 9 and job.skipped == 2
+
+
+def test_missing_source_fails_the_job_with_the_reason(embedded: Service, tmp_path: Path) -> None:
+    job_id = _job(embedded, tmp_path / "gone")
+    assert planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None) == 0
+    job = embedded.job(job_id)
+    assert job.status == "failed" and "source folder not found" in (job.error or "")
+
+
+def test_empty_folder_succeeds_with_nothing_to_score(embedded: Service, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    job_id = _job(embedded, tmp_path / "empty")
+    planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None)
+    job = embedded.job(job_id)
+    assert job.status == "succeeded" and job.total == 0
+
+
+def test_a_cancelled_job_is_not_planned(embedded: Service, tmp_path: Path) -> None:
+    job_id = _job(embedded, _folder(tmp_path / "src"))
+    with embedded.sessions().begin() as session:
+        cancel_job(session=session, job_id=job_id)
+    sent: list[int] = []
+    assert planning.plan(job_id, sessions=embedded.sessions(), enqueue=sent.extend) == 0
+    assert sent == [] and embedded.job(job_id).status == "cancelled"
+
+
+def test_replanning_after_a_lost_planner_starts_afresh(embedded: Service, tmp_path: Path) -> None:
+    job_id = _job(embedded, _folder(tmp_path / "src"))
+    planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None)
+    with embedded.sessions().begin() as session:  # as if the planner died before finishing
+        from sqlalchemy import update
+
+        from db.models import Job
+        session.execute(update(Job).where(Job.id == job_id).values(status="planning"))
+    assert planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None) == 9
+    with embedded.sessions()() as session:
+        assert len(list_results(session=session, job_id=job_id, limit=100)) == 9

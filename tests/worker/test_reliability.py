@@ -1,0 +1,150 @@
+"""Real workers, real PostgreSQL and Redis: kill them, cut them off; nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from brainscan.cli import main
+from db.batches import list_batches
+from db.models import ImageResult
+from db.progress import job_confusion_from_results
+from tests.conftest import SHIPPED_MODEL
+from tests.images import create_random_slice, encoded, save_image
+from tests.service import FlakyProxy, PrivateRedis, Service, WorkerProcess, build_folder, running_worker
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+_evaluations: dict[Path, tuple[int, int, int, int]] = {}
+
+
+def evaluate(folder: Path) -> tuple[int, int, int, int]:
+    """tp, fp, tn, fn of `brainscan evaluate FOLDER --json` with the shipped model."""
+    if folder not in _evaluations:
+        result = CliRunner().invoke(main, ["evaluate", str(folder), "--model", str(SHIPPED_MODEL), "--json"])
+        report = json.loads(result.stdout)
+        _evaluations[folder] = (report["tp"], report["fp"], report["tn"], report["fn"])
+    return _evaluations[folder]
+
+
+def wait_for_batches(service: Service, job_id: int, done: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with service.sessions()() as session:
+            batches = list_batches(session=session, job_id=job_id)
+        if sum(b.status == "done" for b in batches) >= done and any(b.status == "running" for b in batches):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} never had {done} batches done with one running")
+
+
+def assert_complete_and_exact(service: Service, job_id: int, folder: Path, images: int) -> None:
+    job = service.wait(job_id, timeout=240)
+    assert job.status == "succeeded", job.error
+    assert job.total == images
+    with service.sessions()() as session:
+        rows = session.scalar(select(func.count()).where(ImageResult.job_id == job_id))
+        distinct = session.scalar(select(func.count(func.distinct(ImageResult.relpath)))
+                                  .where(ImageResult.job_id == job_id))
+        scored = session.scalar(select(func.count()).where(ImageResult.job_id == job_id,
+                                                           ImageResult.status == "scored"))
+        from_rows = job_confusion_from_results(session=session, job_id=job_id)
+        batch_sum = [sum(getattr(b, k) or 0 for b in list_batches(session=session, job_id=job_id))
+                     for k in ("tp", "fp", "tn", "fn")]
+    assert rows == distinct == scored == images
+    assert (job.tp, job.fp, job.tn, job.fn) == from_rows == tuple(batch_sum) == evaluate(folder)
+
+
+def test_a_job_gives_the_same_matrix_as_evaluate(service: Service, shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "seed-253"
+    with running_worker(service, tmp_path / "worker.log"):
+        job_id, _ = service.submit(folder, batch_size=64)
+        assert_complete_and_exact(service, job_id, folder, 253)
+
+
+def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(service: Service, shared_data: Path,
+                                                             tmp_path: Path) -> None:
+    folder = build_folder(shared_data, tmp_path / "archive" / "two-thousand", 2000)
+    first = WorkerProcess(service, concurrency=2, log=tmp_path / "worker1.log")
+    try:
+        first.wait_ready()
+        job_id, _ = service.submit(folder, batch_size=100)
+        wait_for_batches(service, job_id, done=1)
+        first.kill()
+    finally:
+        first.stop()
+    with running_worker(service, tmp_path / "worker2.log"):
+        assert_complete_and_exact(service, job_id, folder, 2000)
+
+
+def test_a_redis_restart_mid_job_loses_nothing(scaleout: Service, shared_data: Path, tmp_path: Path) -> None:
+    redis = PrivateRedis(tmp_path)
+    service = Service({**scaleout.env, "BRAINSCAN_BROKER_URL": redis.url})
+    folder = build_folder(shared_data, tmp_path / "archive" / "redis", 1200)
+    try:
+        with running_worker(service, tmp_path / "worker.log"):
+            job_id, _ = service.submit(folder, batch_size=100)
+            wait_for_batches(service, job_id, done=2)
+            redis.kill()  # every queued message goes with it: this Redis keeps nothing on disk
+            time.sleep(2)
+            redis.start()
+            assert_complete_and_exact(service, job_id, folder, 1200)
+    finally:
+        redis.kill()
+
+
+def test_postgres_unreachable_for_seconds_then_the_job_completes(scaleout: Service, shared_data: Path,
+                                                                 tmp_path: Path) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(scaleout.env["BRAINSCAN_DATABASE_URL"])
+    proxy = FlakyProxy(url.port or 5432)
+    via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    worker_service = Service({**scaleout.env, "BRAINSCAN_DATABASE_URL": via_proxy})
+    folder = build_folder(shared_data, tmp_path / "archive" / "pg", 1200)
+    try:
+        with running_worker(worker_service, tmp_path / "worker.log"):
+            job_id, _ = scaleout.submit(folder, batch_size=100)
+            wait_for_batches(scaleout, job_id, done=1)
+            proxy.unplug()
+            time.sleep(4)
+            proxy.plug()
+            assert_complete_and_exact(scaleout, job_id, folder, 1200)
+    finally:
+        proxy.close()
+
+
+def test_bad_files_are_recorded_and_the_job_succeeds(service: Service, shared_data: Path,
+                                                     tmp_path: Path) -> None:
+    folder = build_folder(shared_data, tmp_path / "archive" / "mixed", 40)
+    (folder / "no" / "empty.jpg").write_bytes(b"")
+    (folder / "no" / "not-an-image.png").write_text("<html>an error page saved as PNG</html>")
+    data = encoded(create_random_slice(128, seed=3))
+    (folder / "yes" / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    save_image(folder / "yes" / "tiny.png", create_random_slice(128)[:8, :8])
+    (folder / "report.pdf").write_bytes(b"%PDF-1.4 not an image")
+    with running_worker(service, tmp_path / "worker.log", concurrency=1):
+        job_id, _ = service.submit(folder, batch_size=16)
+        job = service.wait(job_id)
+    assert job.status == "succeeded" and job.total == 44 and job.skipped == 1
+    with service.sessions()() as session:
+        errors = dict(session.execute(select(ImageResult.relpath, ImageResult.error).where(
+            ImageResult.job_id == job_id, ImageResult.status == "error")).all())
+    assert set(errors) == {"no/empty.jpg", "no/not-an-image.png", "yes/truncated.jpg", "yes/tiny.png"}
+    assert "empty" in errors["no/empty.jpg"] and "too small" in errors["yes/tiny.png"]
+
+
+def test_one_idempotency_key_runs_one_job(embedded: Service, shared_data: Path, tmp_path: Path) -> None:
+    folder = shared_data / "seed-253" / "no"
+    first, created = embedded.submit(folder, key="dept-7/upload-42")
+    again, created_again = embedded.submit(folder, key="dept-7/upload-42")
+    assert (first, created) == (again, True) and created_again is False
+    with running_worker(embedded, tmp_path / "worker.log", concurrency=1):
+        job = embedded.wait(first)
+    assert job.status == "succeeded" and job.total == 98
+    with embedded.sessions()() as session:
+        assert session.scalar(select(func.count()).select_from(ImageResult)) == 98

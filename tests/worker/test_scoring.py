@@ -1,0 +1,146 @@
+"""score_batch as a function: results, bad files, re-delivery, cancellation, giving up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db.batches import claim_batch, list_batches
+from db.jobs import cancel_job, create_job
+from db.progress import job_confusion_from_results
+from db.results import list_results
+from tests.conftest import SHIPPED_MODEL
+from tests.images import create_random_slice, encoded, save_image
+from tests.service import Service
+from training.scorer import Scorer
+from worker import planning, scoring
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    from training.backend import import_backend
+
+    import_backend()
+    return Scorer.load(SHIPPED_MODEL)
+
+
+def _planned(service: Service, folder: Path, scorer: Scorer, batch_size: int = 64) -> tuple[int, list[int]]:
+    with service.sessions().begin() as session:
+        job, _ = create_job(session=session, source=folder.name, source_kind="folder",
+                            source_path=str(folder), submitted_by="test", model_version=scorer.version,
+                            threshold=scorer.threshold, batch_size=batch_size)
+        job_id = job.id
+    sent: list[int] = []
+    planning.plan(job_id, sessions=service.sessions(), enqueue=sent.extend)
+    return job_id, sent
+
+
+def _mixed_folder(root: Path) -> Path:
+    for i in range(3):
+        save_image(root / "yes" / f"y{i}.png", create_random_slice(128, seed=i, lesion=True))
+        save_image(root / "no" / f"n{i}.png", create_random_slice(128, seed=10 + i))
+    (root / "no" / "empty.jpg").write_bytes(b"")
+    (root / "no" / "text.jpg").write_text("this is not a JPEG")
+    data = encoded(create_random_slice(128, seed=20))
+    (root / "yes" / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (root / "no" / "ignored.txt").write_text("skipped at planning")
+    return root
+
+
+def test_a_batch_scores_good_images_and_records_bad_ones(embedded: Service, tmp_path: Path,
+                                                         scorer: Scorer) -> None:
+    job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
+    outcome = scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:1:t1",
+                            max_attempts=3)
+    assert outcome == "done"
+    job = embedded.job(job_id)
+    assert job.status == "succeeded" and job.total == 9 and job.skipped == 1
+    with embedded.sessions()() as session:
+        rows = {r.relpath: r for r in list_results(session=session, job_id=job_id, limit=100)}
+        errors = {r.relpath: r.error for r in rows.values() if r.status == "error"}
+    assert errors.keys() == {"no/empty.jpg", "no/text.jpg", "yes/cut.jpg"}
+    assert "empty" in errors["no/empty.jpg"] and "truncated" in errors["yes/cut.jpg"]
+    good = [r for r in rows.values() if r.status == "scored"]
+    assert len(good) == 6 and all(len(r.content_hash or "") == 64 for r in good)
+    assert all(r.flagged == (r.probability >= job.threshold) for r in good)
+    assert (job.tp or 0) + (job.fp or 0) + (job.tn or 0) + (job.fn or 0) == 6
+
+
+def test_scores_equal_the_scorer_called_directly(embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    folder = _mixed_folder(tmp_path / "src")
+    job_id, (batch_id,) = _planned(embedded, folder, scorer)
+    scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:1:t", max_attempts=3)
+    with embedded.sessions()() as session:
+        stored = {r.relpath: r.probability for r in list_results(session=session, job_id=job_id, limit=100)
+                  if r.status == "scored"}
+    direct = {Path(r.path).relative_to(folder).as_posix(): r.probability
+              for r in scorer.score_paths(sorted(folder.rglob("*.png")))}
+    assert stored.keys() == direct.keys()
+    assert np.allclose([stored[k] for k in direct], list(direct.values()), atol=1e-6)
+
+
+def test_a_redelivered_batch_changes_nothing(embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
+    kwargs = {"sessions": embedded.sessions(), "scorer": scorer, "max_attempts": 3}
+    assert scoring.score(batch_id, worker="h:1:a", **kwargs) == "done"  # type: ignore[arg-type]
+    with embedded.sessions()() as session:
+        before = job_confusion_from_results(session=session, job_id=job_id)
+    assert scoring.score(batch_id, worker="h:2:b", **kwargs) == "skipped"  # type: ignore[arg-type]
+    with embedded.sessions()() as session:
+        assert job_confusion_from_results(session=session, job_id=job_id) == before
+        assert len(list_results(session=session, job_id=job_id, limit=100)) == 9
+
+
+def test_cancelled_jobs_pending_batches_do_no_work(embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    job_id, batch_ids = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer, batch_size=3)
+    with embedded.sessions().begin() as session:
+        cancel_job(session=session, job_id=job_id)
+    for batch_id in batch_ids:
+        assert scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:1:c",
+                             max_attempts=3) == "skipped"
+    assert embedded.job(job_id).status == "cancelled"
+
+
+def test_a_batch_that_keeps_losing_its_worker_fails_the_job(embedded: Service, tmp_path: Path,
+                                                            scorer: Scorer) -> None:
+    job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
+    for attempt in range(3):  # three workers claim it and die without a word
+        with embedded.sessions().begin() as session:
+            assert claim_batch(session=session, batch_id=batch_id, worker=f"h:{attempt}:x") is not None
+        with embedded.sessions().begin() as session:
+            from db.batches import requeue_batch
+            requeue_batch(session=session, batch_id=batch_id)
+    outcome = scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:9:y",
+                            max_attempts=3)
+    assert outcome == "failed"
+    job = embedded.job(job_id)
+    assert job.status == "failed"
+    assert job.error == "1 of 1 batches failed: gave up after 3 attempts (the worker was lost each time)"
+    with embedded.sessions()() as session:
+        (batch,) = list_batches(session=session, job_id=job_id)
+    assert batch.status == "failed" and "gave up after 3 attempts" in (batch.error or "")
+
+
+def test_a_worker_with_another_model_refuses_the_batch(embedded: Service, tmp_path: Path,
+                                                       scorer: Scorer) -> None:
+    folder = _mixed_folder(tmp_path / "src")
+    with embedded.sessions().begin() as session:
+        job, _ = create_job(session=session, source="src", source_kind="folder", source_path=str(folder),
+                            submitted_by="t", model_version="some-other-model", threshold=0.5, batch_size=64)
+        job_id = job.id
+    sent: list[int] = []
+    planning.plan(job_id, sessions=embedded.sessions(), enqueue=sent.extend)
+    with pytest.raises(scoring.ModelMismatch, match="some-other-model"):
+        scoring.score(sent[0], sessions=embedded.sessions(), scorer=scorer, worker="h:1:z", max_attempts=3)
+
+
+def test_paths_may_not_leave_the_source_folder(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    save_image(root / "a.png", create_random_slice(64))
+    save_image(tmp_path / "outside.png", create_random_slice(64))
+    (root / "link.png").symlink_to(tmp_path / "outside.png")
+    assert scoring.confined(root, "a.png") == root / "a.png"
+    assert scoring.confined(root, "../outside.png") == "path leads outside the job's source folder"
+    assert scoring.confined(root, "link.png") == "symbolic links are not followed"
