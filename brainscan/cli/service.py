@@ -1,6 +1,10 @@
-"""Service commands: `worker` (scale-out and GPU workers)."""
+"""Service commands: `up` (everything on one machine) and `worker` (scale-out and GPU workers)."""
 
 from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,4 +31,70 @@ def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str
                loglevel=loglevel)
 
 
-COMMANDS: list[click.Command] = [worker]
+@click.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Database, queue, uploads and logs (default: BRAINSCAN_DATA_DIR, else ./brainscan-data).")
+@click.option("--archive-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Folders under it can be submitted by name (default: DATA_DIR/archive, created).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the web view listens on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Worker processes (default: one per core).")
+def up(data_dir: Path | None, archive_root: Path | None, host: str, port: int,
+       concurrency: int | None) -> None:
+    """Run brainscan on this machine: web view + API and a worker, on SQLite and a folder queue."""
+    from brainscan import embedded
+    from training.card import card_path_for
+
+    settings = _settings().with_overrides(data_dir=data_dir, archive_root=archive_root,
+                                          worker_concurrency=concurrency)
+    if not card_path_for(settings.model_path).is_file():
+        raise click.ClickException(f"no model at {settings.model_path} (with its .card.json beside it); "
+                                   "set BRAINSCAN_MODEL_PATH or run brainscan train")
+    banner = embedded.prepare(settings)
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    command, env = embedded.brainscan_command(), embedded.child_env(settings)
+    worker_args = ["worker"] + (["--concurrency", str(concurrency)] if concurrency else [])
+    api = embedded.Child("api", [*command, "api", "--host", host, "--port", str(port)], env, logs / "api.log")
+    work = embedded.Child("worker", [*command, *worker_args], env, logs / "worker.log")
+    stop = [False]
+
+    def request_stop(*_: Any) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    try:
+        api.start()
+        work.start()
+        embedded.wait_healthy(url, api)
+        _print_banner(url, settings, banner, logs)
+        embedded.supervise([api, work], stop)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        click.echo("stopping: the worker finishes the batches it holds (up to 60 s)", err=True)
+        api.stop(10)
+        work.stop(60)
+        click.echo("stopped", err=True)
+
+
+def _print_banner(url: str, settings: Any, banner: list[str], logs: Path) -> None:
+    lines = [
+        "",
+        f"brainscan is running at {url}",
+        "",
+        *banner,
+        f"data folder:   {settings.data_dir.resolve()} (SQLite database, queue, uploads)",
+        f"archive root:  {settings.resolved_archive_root}",
+        "               put a folder of images here, then submit it by name in the web view",
+        f"logs:          {logs.resolve()}/api.log, worker.log",
+        "",
+        "Ctrl-C stops everything; the next start reuses the data.",
+        "",
+    ]
+    click.echo("\n".join(lines))
+
+
+COMMANDS: list[click.Command] = [up, worker]

@@ -1,0 +1,129 @@
+"""`brainscan up`: the whole service on one machine, supervised: API + one worker, SQLite + files."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from brainscan.settings import Settings
+
+CREDENTIALS = "first-run-credentials.txt"
+RESTART_BACKOFF = (1, 2, 5, 10, 30)  # seconds before restarting a child that died on its own
+
+
+def brainscan_command() -> list[str]:
+    """How to run this same brainscan (the console script beside this interpreter)."""
+    script = Path(sys.executable).with_name("brainscan")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "brainscan"]
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment for child processes: the same settings, made explicit."""
+    return {**os.environ, "BRAINSCAN_DATA_DIR": str(settings.data_dir.resolve()),
+            "BRAINSCAN_ARCHIVE_ROOT": str(settings.resolved_archive_root),
+            "BRAINSCAN_DATABASE_URL": settings.resolved_database_url,
+            "BRAINSCAN_BROKER_URL": settings.resolved_broker_url,
+            "BRAINSCAN_MODEL_PATH": str(settings.model_path)}
+
+
+def prepare(settings: Settings) -> list[str]:
+    """Folders, database schema and, on the first start, an operator login and an API token.
+
+    Returns lines for the start-up banner.
+    """
+    from db.engine import get_sessionmaker
+    from db.migrate import upgrade
+    from db.tokens import create_token, create_user, list_tokens
+
+    for folder in (settings.data_dir, settings.resolved_archive_root, settings.upload_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    credentials = settings.data_dir / CREDENTIALS
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        first_start = not list_tokens(session=session)
+        if first_start:
+            password = secrets.token_urlsafe(12)
+            create_user(session=session, username="admin", password=password)
+            token, _ = create_token(session=session, name="brainscan up (first start)", scopes="admin")
+    if first_start:
+        credentials.write_text(f"web login: admin / {password}\nAPI token (admin): {token}\n")
+        credentials.chmod(0o600)
+        return [f"web login:     admin / {password}", f"API token:     {token}",
+                f"(both saved in {credentials}, readable only by you)"]
+    return [f"web login:     admin (password in {credentials};",
+            "               change it: brainscan user set-password admin)",
+            "API token:     see the same file, or: brainscan token create --scope submit"]
+
+
+@dataclass
+class Child:
+    """A supervised process: restarted with backoff if it dies on its own."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM (a worker finishes its current batches), then SIGKILL after `timeout`."""
+        if not self.alive():
+            return
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def wait_healthy(url: str, child: Child, timeout: float = 60) -> None:
+    """Until GET /healthz answers 200; raise if the API process dies or never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not child.alive():
+            raise RuntimeError(f"the API exited during start-up; see {child.log}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the API did not answer on {url} within {timeout:.0f} s; see {child.log}")
+
+
+def supervise(children: list[Child], stop_requested: list[bool]) -> None:
+    """Restart children that die on their own until asked to stop."""
+    while not stop_requested[0]:
+        for child in children:
+            if child.alive() or stop_requested[0]:
+                continue
+            delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
+            code = child.proc.returncode if child.proc else None
+            print(f"{child.name} exited (code {code}); restarting in {delay} s (log: {child.log})",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
+            if time.monotonic() - child.started_at > 300:
+                child.restarts = 0  # it ran fine for a while: the next failure starts the backoff over
+            child.restarts += 1
+            child.start()
+        time.sleep(0.5)
