@@ -22,11 +22,11 @@ def _stderr_muted() -> Iterator[None]:
         os.close(saved)
 
 
-def import_backend(threads: int | None = None) -> None:
+def import_backend(threads: int | None = None, gpu_memory_growth: bool = False) -> None:
     """Import keras (and TensorFlow when it is the backend) without the start-up banner.
 
     threads caps TensorFlow's intra-op pool; a worker running one process per core passes 1 so
-    processes do not fight over cores.
+    processes do not fight over cores. A GPU worker asks for memory growth.
     """
     if "keras" in sys.modules:
         return
@@ -37,6 +37,9 @@ def import_backend(threads: int | None = None) -> None:
             import tensorflow as tf
 
             tf.get_logger().setLevel("ERROR")
+            if gpu_memory_growth:  # share a GPU politely instead of taking all its memory
+                for gpu in tf.config.list_physical_devices("GPU"):
+                    tf.config.experimental.set_memory_growth(gpu, True)
             if threads:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
                 tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))

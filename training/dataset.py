@@ -6,7 +6,7 @@ import csv
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -102,8 +102,11 @@ def iter_files(root: Path) -> Iterator[Path]:
         yield from iter_files(Path(sub))
 
 
-def iter_records(root: Path, *, skipped: list[str] | None = None) -> Iterator[ImageRecord]:
-    """Stream the images under one root (a folder or a single file) with labels and sources."""
+def iter_records(root: Path, *, on_skip: Callable[[str], object] | None = None) -> Iterator[ImageRecord]:
+    """Stream the images under one root (a folder or a single file) with labels and sources.
+
+    on_skip receives the relative path of each file that is not an image (labels.csv excepted).
+    """
     root = root.resolve()
     if root.is_file():
         rel = PurePosixPath(root.name)
@@ -114,8 +117,8 @@ def iter_records(root: Path, *, skipped: list[str] | None = None) -> Iterator[Im
     for path in iter_files(root):
         rel = PurePosixPath(path.relative_to(root).as_posix())
         if not is_image_candidate(path):
-            if rel.as_posix() != LABELS_CSV and skipped is not None:
-                skipped.append(rel.as_posix())
+            if rel.as_posix() != LABELS_CSV and on_skip is not None:
+                on_skip(rel.as_posix())
             continue
         label, category = label_from_path(PurePosixPath(root.name) / rel)  # the root may be "yes/"
         if rel.as_posix() in csv_labels:
@@ -130,7 +133,7 @@ def discover(roots: Iterable[Path]) -> Discovery:
     for root in roots:
         if not root.exists():
             raise DatasetError(f"path does not exist: {root}")
-        found.images.extend(iter_records(root, skipped=found.skipped))
+        found.images.extend(iter_records(root, on_skip=found.skipped.append))
     found.images.sort(key=lambda r: (r.source, r.relpath))  # stable order: reproducible splits
     if not found.images:
         names = ", ".join(str(r) for r in roots)

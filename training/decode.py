@@ -53,7 +53,9 @@ def decode_image(
     draft_side > 0 lets the JPEG decoder skip detail beyond that many pixels a side (DCT scaling),
     which is several times faster and loses nothing the model can see.
     """
-    data = _read_bytes(source)
+    data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
+    if not data:
+        raise ImageError("empty file (0 bytes)")
     if has_dicom_preamble(data[:132]):
         from training.dicom import decode_dicom
 
@@ -61,21 +63,16 @@ def decode_image(
     return _check_side(_decode_raster(data, draft_side=draft_side, max_pixels=max_pixels))
 
 
-def _read_bytes(source: Path | bytes) -> bytes:
-    if isinstance(source, bytes):
-        data = source
-    else:
-        try:
-            data = Path(source).read_bytes()
-        except IsADirectoryError as exc:
-            raise ImageError("is a directory, not an image file") from exc
-        except FileNotFoundError as exc:
-            raise ImageError("file not found") from exc
-        except OSError as exc:
-            raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    return data
+def read_image_bytes(path: Path) -> bytes:
+    """A file's bytes, or ImageError saying why they cannot be read."""
+    try:
+        return path.read_bytes()
+    except IsADirectoryError as exc:
+        raise ImageError("is a directory, not an image file") from exc
+    except FileNotFoundError as exc:
+        raise ImageError("file not found") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
 
 
 def _decode_raster(data: bytes, *, draft_side: int, max_pixels: int) -> np.ndarray:

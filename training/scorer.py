@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from training.card import ModelCard, card_path_for, file_sha256
-from training.decode import DEFAULT_MAX_PIXELS, ImageError
+from training.decode import DEFAULT_MAX_PIXELS, ImageError, read_image_bytes
 from training.preprocess import PreprocessSpec, load_input
 
 
@@ -39,6 +41,7 @@ class ScoreResult:
     probability: float | None
     flagged: bool | None
     error: str | None = None
+    sha256: str | None = None  # of the file's bytes, when asked for (the worker records it)
 
 
 class Scorer:
@@ -102,13 +105,18 @@ class Scorer:
         """Decode and preprocess one file exactly as training did."""
         return load_input(source, self.spec, max_pixels=self.max_pixels)
 
-    def iter_scores(self, paths: Iterable[Path | str]) -> Iterator[ScoreResult]:
+    def _load_hashed(self, path: Path) -> tuple[np.ndarray, str]:
+        data = read_image_bytes(path)
+        return self.load_input(data), hashlib.sha256(data).hexdigest()
+
+    def iter_scores(self, paths: Iterable[Path | str], *, with_hash: bool = False) -> Iterator[ScoreResult]:
         """Score files in order, decoding the next batch in threads while the model runs."""
+        load = self._load_hashed if with_hash else self.load_input
         with ThreadPoolExecutor(self.threads) as pool:
-            pending: deque[tuple[list[str], list[Future[np.ndarray]]]] = deque()
+            pending: deque[tuple[list[str], list[Future[Any]]]] = deque()
             for chunk in batched(paths, self.batch_size):
                 names = [str(p) for p in chunk]
-                pending.append((names, [pool.submit(self.load_input, Path(p)) for p in chunk]))
+                pending.append((names, [pool.submit(load, Path(p)) for p in chunk]))
                 if len(pending) > 1:
                     yield from self._finish(*pending.popleft())
             while pending:
@@ -118,12 +126,16 @@ class Scorer:
         """All results for a list of files, one per path, in order."""
         return list(self.iter_scores(paths))
 
-    def _finish(self, names: list[str], futures: list[Future[np.ndarray]]) -> list[ScoreResult]:
+    def _finish(self, names: list[str], futures: list[Future[Any]]) -> list[ScoreResult]:
         arrays: list[np.ndarray] = []
         errors: dict[int, str] = {}
+        hashes: dict[int, str] = {}
         for i, fut in enumerate(futures):
             try:
-                arrays.append(fut.result())
+                value = fut.result()
+                if isinstance(value, tuple):
+                    value, hashes[i] = value
+                arrays.append(value)
             except ImageError as exc:
                 errors[i] = exc.reason
             except Exception as exc:  # a decoder bug must cost one image, not the batch
@@ -135,5 +147,5 @@ class Scorer:
                 results.append(ScoreResult(name, None, None, errors[i]))
             else:
                 p = float(next(probs))
-                results.append(ScoreResult(name, p, p >= self.threshold))
+                results.append(ScoreResult(name, p, p >= self.threshold, None, hashes.get(i)))
         return results

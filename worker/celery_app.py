@@ -24,12 +24,12 @@ PLAN_TIME_LIMIT = 6 * 3600  # walking a million-file archive takes minutes; this
 def broker_options(settings: Settings) -> dict[str, object]:
     """Transport options: folders for the filesystem transport, visibility timeout for Redis."""
     if settings.embedded_broker:
-        queue = settings.broker_dir / "queue"
-        processed = settings.broker_dir / "processed"
-        for folder in (queue, processed):
+        queue, processed, control = (settings.broker_dir / name for name in ("queue", "processed", "control"))
+        for folder in (queue, processed, control):
             folder.mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(queue), "data_folder_out": str(queue),
                 "processed_folder": str(processed), "store_processed": False,
+                "control_folder": str(control),  # kombu's default is ./control, wherever cwd is
                 "polling_interval": 0.2}
     return {"visibility_timeout": settings.visibility_timeout, "socket_timeout": 10,
             "socket_connect_timeout": 5, "retry_on_timeout": True, "health_check_interval": 15}
