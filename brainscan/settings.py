@@ -46,6 +46,9 @@ class Settings:
     max_archive_bytes: int = 20 * 1024**3  # total uncompressed size
     max_compression_ratio: float = 200.0
     max_image_pixels: int = 64_000_000  # larger images are refused as decompression bombs
+    api_host: str = "127.0.0.1"  # `brainscan api` binds here; 0.0.0.0 in a container
+    api_port: int = 8000
+    api_workers: int = 2  # gunicorn processes, each serving several threads (polling is light)
     log_level: str = "INFO"
     extra: tuple[tuple[str, str], ...] = ()  # unknown BRAINSCAN_* variables, kept to warn about
 

@@ -14,9 +14,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from brainscan.cli import db, model, service, train
+    from brainscan.cli import db, model, service, train, web
 
-    for module in (train, model, service, db):
+    for module in (train, model, service, db, web):
         for command in module.COMMANDS:
             main.add_command(command)
 
