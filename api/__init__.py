@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
         WTF_CSRF_CHECK_DEFAULT=False,  # api.auth checks forms posted with a session cookie
         WTF_CSRF_TIME_LIMIT=None,  # valid for the session's life: a job page stays open all shift
-        JSON_SORT_KEYS=False,
     )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep id and status first, as documented
     if test_config:
         app.config.update(test_config)
     app.after_request(_security_headers)

@@ -1,0 +1,117 @@
+"""A job, its batches and its results as the API and the web view show them (plain dicts, JSON-ready)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import url_for
+from sqlalchemy.orm import Session
+
+from db.jobs import FINISHED_JOB_STATUSES, get_job
+from db.models import Batch, ImageResult, Job
+from db.progress import JobProgress, job_progress
+
+RESULT_CSV_COLUMNS = ("id", "path", "label", "probability", "flagged", "status", "error", "batch_id")
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC, or None."""
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+def confusion(tp: int | None, fp: int | None, tn: int | None, fn: int | None) -> dict[str, int] | None:
+    """{tp, fp, tn, fn}, or None when nothing labelled was counted."""
+    cells = {"tp": tp or 0, "fp": fp or 0, "tn": tn or 0, "fn": fn or 0}
+    return cells if any(cells.values()) else None
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _rate(job: Job, progress: JobProgress, now: datetime) -> float | None:
+    if job.status in FINISHED_JOB_STATUSES and job.images_per_second is not None:
+        return job.images_per_second
+    if job.started_at is None:
+        return None
+    elapsed = ((job.finished_at or now) - job.started_at).total_seconds()
+    done = progress.scored + progress.failed
+    return done / elapsed if elapsed > 0 and done else None
+
+
+def _progress_fraction(job: Job, progress: JobProgress) -> float | None:
+    if job.status == "succeeded":
+        return 1.0
+    if progress.total == 0:
+        return None if job.status in ("queued", "planning") else 0.0
+    return min((progress.scored + progress.failed) / progress.total, 1.0)
+
+
+def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) -> dict[str, Any]:
+    """Everything known about a job: counts, confusion, progress, speed, ETA, timings, links."""
+    now = now or datetime.now(UTC)
+    finished = job.status in FINISHED_JOB_STATUSES and job.tp is not None
+    matrix = (confusion(job.tp, job.fp, job.tn, job.fn) if finished
+              else confusion(progress.tp, progress.fp, progress.tn, progress.fn))
+    rate = _rate(job, progress, now)
+    running = job.status in ("planning", "running")
+    eta = progress.remaining / rate if running and rate and progress.total else None
+    if finished:
+        recall, specificity = job.recall, job.specificity
+    else:
+        recall = _ratio(matrix["tp"], matrix["tp"] + matrix["fn"]) if matrix else None
+        specificity = _ratio(matrix["tn"], matrix["tn"] + matrix["fp"]) if matrix else None
+    return {
+        "id": job.id, "status": job.status,
+        "url": url_for("jobs.get_job_route", job_id=job.id, _external=True),
+        "source": job.source, "source_kind": job.source_kind, "submitted_by": job.submitted_by,
+        "model_version": job.model_version, "threshold": job.threshold, "batch_size": job.batch_size,
+        "total": progress.total, "scored": progress.scored, "failed": progress.failed,
+        "flagged": progress.flagged, "skipped": job.skipped, "remaining": progress.remaining,
+        "batches": {"total": progress.batches_total, "done": progress.batches_done,
+                    "failed": progress.batches_failed},
+        "confusion": matrix, "recall": recall, "specificity": specificity,
+        "progress": _progress_fraction(job, progress), "images_per_second": rate, "eta_seconds": eta,
+        "created_at": iso(job.created_at), "planned_at": iso(job.planned_at),
+        "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+        "seconds": ((job.finished_at or now) - job.created_at).total_seconds(),
+        "error": job.error,
+    }
+
+
+def load_job_report(session: Session, job_id: int) -> dict[str, Any] | None:
+    """The report of one job read in `session`, or None when there is no such job."""
+    job = get_job(session=session, job_id=job_id)
+    if job is None:
+        return None
+    return job_report(job, job_progress(session=session, job_id=job_id))
+
+
+def batch_report(batch: Batch) -> dict[str, Any]:
+    """One batch: status, counts, its confusion matrix, timings and attempts."""
+    return {
+        "id": batch.id, "index": batch.index, "status": batch.status, "size": batch.size,
+        "scored": batch.scored, "failed": batch.failed, "flagged": batch.flagged,
+        "confusion": confusion(batch.tp, batch.fp, batch.tn, batch.fn), "attempts": batch.attempts,
+        "seconds": batch.seconds, "started_at": iso(batch.started_at), "finished_at": iso(batch.finished_at),
+        "error": batch.error,
+    }
+
+
+def result_report(result: ImageResult) -> dict[str, Any]:
+    """One image's outcome (path relative to the job's source)."""
+    return {
+        "id": result.id, "path": result.relpath, "label": result.label, "probability": result.probability,
+        "flagged": result.flagged, "status": result.status, "error": result.error,
+        "batch_id": result.batch_id,
+    }
+
+
+def result_row(result: ImageResult) -> tuple[Any, ...]:
+    """One image's outcome as a CSV row, in RESULT_CSV_COLUMNS order."""
+    flagged = "" if result.flagged is None else int(result.flagged)
+    label = "" if result.label is None else result.label
+    probability = "" if result.probability is None else f"{result.probability:.6f}"
+    return (result.id, result.relpath, label, probability, flagged, result.status, result.error or "",
+            result.batch_id)

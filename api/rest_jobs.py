@@ -1,0 +1,131 @@
+"""REST: submit, list, read, cancel and re-run jobs, and read a job's batches (/api/v1/jobs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from api.auth import current_actor
+from api.context import celery, sessions
+from api.errors import ApiError
+from api.job_report import batch_report, job_report, load_job_report
+from api.submission import submission_from_request, submit
+from db.audit import record_event
+from db.batches import list_batches
+from db.jobs import FINISHED_JOB_STATUSES, cancel_job, get_job, list_jobs, rerun_failed
+from db.models import JOB_STATUSES
+from db.progress import job_progress
+from worker.enqueue import enqueue_batches
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
+MAX_PAGE = 500
+
+
+def int_arg(name: str, default: int | None, *, low: int = 1, high: int | None = None) -> int | None:
+    """An optional whole-number query argument within [low, high]; 400 otherwise."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a whole number, not {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        limit = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ApiError(400, "bad_request", f"{name} must be {limit}, not {value}")
+    return value
+
+
+def not_found(job_id: int) -> ApiError:
+    """The 404 for a job id nobody knows."""
+    return ApiError(404, "not_found", f"there is no job {job_id}")
+
+
+def job_or_404(job_id: int) -> dict[str, Any]:
+    """The report of a job, read now; 404 when there is no such job."""
+    with sessions(read_only=True)() as session:
+        report = load_job_report(session, job_id)
+    if report is None:
+        raise not_found(job_id)
+    return report
+
+
+@bp.post("/jobs")
+def submit_job_route() -> tuple[Response, int, dict[str, str]]:
+    """Submit a folder (JSON) or an archive (multipart); 202 for a new job, 200 for a repeated key."""
+    job_id, created = submit(submission_from_request(), actor=current_actor())
+    report = job_or_404(job_id)
+    return jsonify(report), 202 if created else 200, {"Location": report["url"]}
+
+
+@bp.get("/jobs")
+def list_jobs_route() -> Response:
+    """Jobs newest first; ?status=, ?limit=, and ?before_id= (the last id seen) for the next page."""
+    status = request.args.get("status") or None
+    if status is not None and status not in JOB_STATUSES:
+        raise ApiError(400, "bad_request", f"status must be one of {', '.join(JOB_STATUSES)}, not {status!r}")
+    limit = int_arg("limit", 50, high=MAX_PAGE) or 50
+    before_id = int_arg("before_id", None)
+    with sessions(read_only=True)() as session:
+        jobs = list_jobs(session=session, status=status, limit=limit, before_id=before_id)
+        reports = [job_report(job, job_progress(session=session, job_id=job.id)) for job in jobs]
+    next_before = reports[-1]["id"] if len(reports) == limit else None
+    return jsonify({"jobs": reports, "next_before_id": next_before})
+
+
+@bp.get("/jobs/<int:job_id>")
+def get_job_route(job_id: int) -> Response:
+    """One job: counts, confusion matrix, progress, images/s, ETA, timings."""
+    return jsonify(job_or_404(job_id))
+
+
+@bp.get("/jobs/<int:job_id>/batches")
+def list_batches_route(job_id: int) -> Response:
+    """The job's batches in planning order, each with its confusion matrix."""
+    with sessions(read_only=True)() as session:
+        if get_job(session=session, job_id=job_id) is None:
+            raise not_found(job_id)
+        batches = [batch_report(batch) for batch in list_batches(session=session, job_id=job_id)]
+    return jsonify({"job_id": job_id, "batches": batches})
+
+
+def cancel(job_id: int, *, actor: str) -> None:
+    """Cancel an unfinished job and audit it; 404 for no such job, 409 when it has finished."""
+    with sessions().begin() as session:
+        job = get_job(session=session, job_id=job_id)
+        if job is None:
+            raise not_found(job_id)
+        if not cancel_job(session=session, job_id=job_id):
+            raise ApiError(409, "conflict", f"job {job_id} has already finished ({job.status})")
+        record_event(session=session, actor=actor, action="job.cancel", job_id=job_id)
+
+
+def rerun(job_id: int, *, actor: str) -> int:
+    """Queue a finished job's failed images again and audit it; returns the batches sent."""
+    with sessions().begin() as session:
+        job = get_job(session=session, job_id=job_id)
+        if job is None:
+            raise not_found(job_id)
+        batch_ids = rerun_failed(session=session, job_id=job_id)
+        if not batch_ids:
+            why = ("no image or batch of it failed" if job.status in FINISHED_JOB_STATUSES
+                   else "it has not finished yet")
+            raise ApiError(409, "conflict", f"job {job_id} has nothing to re-run: {why}")
+        record_event(session=session, actor=actor, action="job.rerun", job_id=job_id,
+                     detail={"batches": len(batch_ids)})
+    return enqueue_batches(celery(), batch_ids)
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def cancel_job_route(job_id: int) -> Response:
+    """Cancel an unfinished job (its queued batches are dropped); 409 when it has finished."""
+    cancel(job_id, actor=current_actor())
+    return jsonify(job_or_404(job_id))
+
+
+@bp.post("/jobs/<int:job_id>/rerun")
+def rerun_job_route(job_id: int) -> tuple[Response, int]:
+    """Score a finished job's failed images again; 409 when it is running or nothing failed."""
+    rerun(job_id, actor=current_actor())
+    return jsonify(job_or_404(job_id)), 202

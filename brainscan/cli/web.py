@@ -1,0 +1,200 @@
+"""Web commands: `api` (gunicorn serving the app factory), `token` (API tokens), `user` (operator logins)."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from brainscan.settings import Settings, SettingsError, load_settings
+
+GUNICORN_THREADS = 4  # per process: pages poll every few seconds, uploads stream for minutes
+GUNICORN_TIMEOUT_S = 120  # a worker silent this long is restarted (gthread workers stay chatty)
+SCOPE_CHOICES = ("read", "submit", "admin")
+TIMES = ("created", "last used", "revoked")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _transaction() -> Iterator[Session]:
+    """A write transaction on the configured database, with a plain message when it is not set up."""
+    from db.engine import get_sessionmaker
+
+    try:
+        with get_sessionmaker(_settings().resolved_database_url).begin() as session:
+            yield session
+    except (OperationalError, ProgrammingError) as exc:
+        problem = "the database is not reachable or not migrated (run `brainscan db upgrade`)"
+        raise click.ClickException(f"{problem}: {exc.orig}") from exc
+
+
+def _cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _gunicorn(settings: Settings, options: dict[str, Any]) -> Any:
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        """Gunicorn running `create_app(settings)` in each worker process (engines made after fork)."""
+
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Callable[..., Any]:
+            from api import create_app
+
+            return create_app(settings)
+
+    return Server()
+
+
+@click.command()
+@click.option("--host", help="Address to listen on (default: BRAINSCAN_API_HOST, else 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: BRAINSCAN_API_PORT, else 8000).")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Gunicorn processes (default: BRAINSCAN_API_WORKERS, else 2).")
+def api(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the REST API and the web view with gunicorn (production)."""
+    settings = _settings().with_overrides(api_host=host, api_port=port, api_workers=workers)
+    click.echo(f"brainscan api: http://{settings.api_host}:{settings.api_port}/ "
+               f"({settings.api_workers} processes x {GUNICORN_THREADS} threads), "
+               f"archive root {settings.resolved_archive_root}", err=True)
+    serve_api(settings)
+
+
+def serve_api(settings: Settings) -> None:
+    """Run gunicorn with the app factory on settings.api_host:api_port until stopped (also for `up`)."""
+    _gunicorn(settings, {
+        "bind": f"{settings.api_host}:{settings.api_port}", "workers": settings.api_workers,
+        "worker_class": "gthread", "threads": GUNICORN_THREADS, "timeout": GUNICORN_TIMEOUT_S,
+        "accesslog": "-", "errorlog": "-", "loglevel": settings.log_level.lower(),
+        "forwarded_allow_ips": "127.0.0.1",
+    }).run()
+
+
+@click.group()
+def token() -> None:
+    """Create, list and revoke API tokens (stored hashed: a token is shown once, at creation)."""
+
+
+@token.command("create")
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPE_CHOICES),
+              help="read (GET), submit (POST jobs, cancel, re-run) or admin (both); repeat for several.")
+@click.option("--name", default="", help="Who or what uses it (shown in listings and the audit log).")
+def token_create(scopes: tuple[str, ...], name: str) -> None:
+    """Create a token; the token alone is printed on the last line."""
+    from db.audit import record_event
+    from db.tokens import create_token
+
+    label = name or f"{'+'.join(scopes)} token"
+    with _transaction() as session:
+        text, row = create_token(session=session, name=label, scopes=scopes)
+        record_event(session=session, actor=_cli_actor(), action="token.create",
+                     detail={"token_id": row.id, "name": label, "scopes": row.scopes})
+        token_id, granted = row.id, row.scopes
+    click.echo(f"token {token_id} ({label}), scopes {granted}; it is shown only now:", err=True)
+    click.echo(text)
+
+
+@token.command("list")
+def token_list() -> None:
+    """List tokens: id, prefix, scopes, name, created, last used, revoked."""
+    from db.tokens import list_tokens
+
+    with _transaction() as session:
+        rows = [(t.id, t.prefix, t.scopes, t.name, t.created_at, t.last_used_at, t.revoked_at)
+                for t in list_tokens(session=session)]
+    if not rows:
+        click.echo("no tokens yet: brainscan token create --scope read")
+        return
+    click.echo(f"{'id':>4}  {'prefix':8}  {'scopes':18}  " + "  ".join(f"{h:16}" for h in TIMES) + "  name")
+    for token_id, prefix, scopes, name, *moments in rows:
+        times = "  ".join(f"{f'{m:%Y-%m-%d %H:%M}' if m else '-':16}" for m in moments)
+        click.echo(f"{token_id:>4}  {prefix:8}  {scopes:18}  {times}  {name}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke token TOKEN_ID: requests with it are refused from now on."""
+    from db.audit import record_event
+    from db.tokens import revoke_token
+
+    with _transaction() as session:
+        if not revoke_token(session=session, token_id=token_id):
+            raise click.ClickException(f"there is no live token {token_id} (unknown or already revoked)")
+        record_event(session=session, actor=_cli_actor(), action="token.revoke",
+                     detail={"token_id": token_id})
+    click.echo(f"token {token_id} revoked")
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.ClickException("the password must not be empty")
+    return password
+
+
+PASSWORD_STDIN = click.option("--password-stdin", is_flag=True,
+                              help="Read the password from the first line of standard input (scripts).")
+
+
+@click.group()
+def user() -> None:
+    """Operator logins for the web view."""
+
+
+@user.command("create")
+@click.argument("username")
+@PASSWORD_STDIN
+def user_create(username: str, password_stdin: bool) -> None:
+    """Create operator USERNAME (asks for the password unless --password-stdin)."""
+    from db.tokens import create_user
+
+    password = _password(password_stdin)
+    try:
+        with _transaction() as session:
+            create_user(session=session, username=username, password=password)
+    except IntegrityError as exc:
+        hint = "use `brainscan user set-password` to change its password"
+        raise click.ClickException(f"user {username} already exists ({hint})") from exc
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {username} created")
+
+
+@user.command("set-password")
+@click.argument("username")
+@PASSWORD_STDIN
+def user_set_password(username: str, password_stdin: bool) -> None:
+    """Set a new password for operator USERNAME."""
+    from db.tokens import set_password
+
+    password = _password(password_stdin)
+    with _transaction() as session:
+        if not set_password(session=session, username=username, password=password):
+            raise click.ClickException(f"there is no user {username}")
+    click.echo(f"password of {username} changed")
+
+
+COMMANDS: list[click.Command] = [api, token, user]

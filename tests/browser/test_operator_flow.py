@@ -1,0 +1,174 @@
+"""An operator's day in headless Chromium against a real embedded service.
+
+The service is what `brainscan up` runs: SQLite and kombu's filesystem queue under a data folder,
+`brainscan worker` scoring with the shipped model, `brainscan api` (gunicorn) serving the app. The
+operator logs in, submits ../shared/data/seed-253 through the form, watches the bar reach 100 %,
+checks the confusion matrix against `brainscan evaluate`, and downloads the CSV. Screenshots of
+every page land in artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import IN_CI, REPO, SHIPPED_MODEL
+from tests.service import BRAINSCAN, Service, WorkerProcess, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.data]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+PASSWORD = "a long operator passphrase"
+JOB_TIMEOUT_MS = 150_000
+MATRIX = ("tp", "fp", "tn", "fn")
+
+
+@dataclass
+class LiveService:
+    url: str
+    evaluated: dict[str, Any]  # `brainscan evaluate seed-253 --json`
+
+
+def _wait_for(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[LiveService]:
+    """Migrated database, an operator account, one worker and the gunicorn API, all real processes."""
+    if not CHROMIUM.exists():
+        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    base = tmp_path_factory.mktemp("browser")
+    env = {"BRAINSCAN_ENV": "test", "BRAINSCAN_DATA_DIR": str(base / "data"),
+           "BRAINSCAN_ARCHIVE_ROOT": str(shared_data), "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL),
+           "BRAINSCAN_SECRET_KEY": "browser-test-secret",
+           "BRAINSCAN_DATABASE_URL": "", "BRAINSCAN_BROKER_URL": ""}  # the embedded defaults
+    full_env = {**os.environ, **env}
+    subprocess.run([BRAINSCAN, "db", "upgrade"], env=full_env, check=True, capture_output=True, cwd=base)
+    subprocess.run([BRAINSCAN, "user", "create", "operator", "--password-stdin"], env=full_env, check=True,
+                   capture_output=True, input=PASSWORD.encode(), cwd=base)
+    evaluate = subprocess.Popen([BRAINSCAN, "evaluate", str(shared_data / "seed-253"), "--json"],
+                                env=full_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=base)
+    worker = WorkerProcess(Service(env), concurrency=1, log=base / "worker.log")
+    port, api_log = free_port(), base / "api.log"
+    with api_log.open("wb") as log:
+        api = subprocess.Popen([BRAINSCAN, "api", "--port", str(port), "--workers", "1"], env=full_env,
+                               stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", 60, api, api_log)
+        worker.wait_ready()  # the model is registered and loaded: submissions are accepted
+        out, _ = evaluate.communicate(timeout=120)
+        yield LiveService(f"http://127.0.0.1:{port}", json.loads(out.decode().strip().splitlines()[-1]))
+    finally:
+        evaluate.kill()
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(20)
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_results(
+        service: LiveService, browser: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.goto(service.url + "/jobs")
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+    shot(page, "login")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="No jobs yet")).to_be_visible()
+    shot(page, "jobs-empty")
+
+    page.get_by_role("navigation").get_by_role("link", name="Submit").click()
+    page.get_by_label("Folder, relative to the archive root").fill("../seed-253")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.get_by_role("alert")).to_contain_text("must not climb out of the archive root")
+    shot(page, "submit-refused")
+    page.get_by_label("Folder, relative to the archive root").fill("seed-253")
+    page.get_by_text("Options").click()
+    page.get_by_label("Images per batch").fill("32")  # eight batches: the bar moves in steps
+    shot(page, "submit")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
+
+    progress_text = page.locator('[data-poll="job"] [data-field="progress-text"]')
+    seen = set()
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline and progress_text.inner_text() != "100 %":
+        seen.add(progress_text.inner_text())
+        page.wait_for_timeout(250)
+    print("progress seen while running:", sorted(seen))
+    expect(progress_text).to_have_text("100 %")
+    expect(page.locator('[data-poll="job"] progress')).to_have_js_property("value", 100)
+    expect(page.locator("h1 .status")).to_have_text("succeeded")
+
+    cells = {cell: int(page.locator(f'[data-cell="{cell}"]').inner_text()) for cell in MATRIX}
+    assert cells == {cell: service.evaluated[cell] for cell in MATRIX}
+    thumbnails = page.locator(".gallery img")
+    assert thumbnails.count() == min(cells["fn"], 48) + min(cells["tp"] + cells["fp"], 48)
+    for i in range(thumbnails.count()):  # they load lazily, as they come into view
+        thumbnails.nth(i).scroll_into_view_if_needed()
+    page.wait_for_function("() => [...document.querySelectorAll('.gallery img')]"
+                           ".every(img => img.complete && img.naturalWidth > 0)")
+    shot(page, "job")
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    saved = tmp_path / "results.csv"
+    download.value.save_as(saved)
+    with saved.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 253 and all(row["status"] == "scored" for row in rows)
+    assert sum(row["flagged"] == "1" for row in rows) == cells["tp"] + cells["fp"]
+
+    page.get_by_role("navigation").get_by_role("link", name="Jobs").click()
+    expect(page.locator('tr[data-status="succeeded"] [data-field="progress-text"]')).to_have_text("100 %")
+    shot(page, "jobs")
+    page.get_by_role("navigation").get_by_role("link", name="Model").click()
+    expect(page.get_by_role("heading", name="Measured performance")).to_be_visible()
+    page.locator(".plots img").last.scroll_into_view_if_needed()
+    page.wait_for_function("() => [...document.querySelectorAll('.plots img')].every(i => i.complete)")
+    shot(page, "model")
+    context.close()
