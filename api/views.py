@@ -34,9 +34,10 @@ ERRORS_SHOWN = 20
 BATCHES_SHOWN = 500
 FOLDERS_SUGGESTED = 200
 WIDE_PLOT = 1.8  # width / height above which a plot spans the grid
-PLOT_TITLES = {"roc": "ROC curve (test split)", "confusion_matrix": "Confusion matrix (test split)",
-               "learning_curves": "Learning curves", "threshold_sweep": "Threshold sweep (validation split)",
-               "reliability": "Reliability: predicted probability against observed tumour fraction"}
+PLOT_TITLES = {"roc": "ROC curve ({split} split)", "confusion_matrix": "Confusion matrix ({split} split)",
+               "learning_curves": "Learning curves", "threshold_sweep": "Threshold sweep ({split} split)",
+               "reliability": "Reliability on the {split} split: predicted probability against observed "
+                              "tumour fraction"}
 
 
 @bp.app_context_processor
@@ -213,6 +214,8 @@ def model() -> str:
     """The current model's card: metrics (test, validation, CV, cross-source), sweep and plots."""
     summary = _model_summary(with_plot_shapes=True)
     card = summary["card"] if summary else {}
-    return render_template("model.html", model=summary, card=card, plot_titles=PLOT_TITLES,
+    split = card.get("evaluation_set") or "test"  # the held-out split the card's plots and sweep use
+    titles = {name: title.format(split=split) for name, title in PLOT_TITLES.items()}
+    return render_template("model.html", model=summary, card=card, plot_titles=titles, sweep_split=split,
                            figures=card_figures(card.get("metrics") or {}),
                            sweep=sweep_rows(card.get("threshold_sweep") or [], card.get("threshold")))

@@ -144,6 +144,7 @@ def train_and_package(
         data=_data_section(data, split),
         metrics=metrics,
         threshold_sweep=sweep_table(eval_labels, eval_probs),
+        evaluation_set=eval_name,
         plots=plot_files,
         libraries=library_versions(),
         model_file=out_model.name,
