@@ -35,16 +35,47 @@ class FitTask:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """One inference variant's probabilities on a task's validation and test parts."""
+
+    val: np.ndarray
+    test: np.ndarray
+    threshold: float  # tuned on val
+
+
+@dataclass(frozen=True)
 class TaskResult:
     task: FitTask
-    probs: np.ndarray  # P(tumour) for task.test
-    threshold: float  # tuned on task.val
+    scores: Scores  # as the model is configured to serve
+    other: Scores  # with flip TTA toggled: measured in the same run
     best_epoch: int
-    other: tuple[np.ndarray, float]  # the same with flip TTA toggled: measured in the same run
+
+    @property
+    def probs(self) -> np.ndarray:
+        return self.scores.test
+
+    @property
+    def threshold(self) -> float:
+        return self.scores.threshold
 
     def toggled(self) -> TaskResult:
         """This result as the other inference variant would have given it."""
-        return TaskResult(self.task, *self.other, self.best_epoch, (self.probs, self.threshold))
+        return TaskResult(self.task, self.other, self.scores, self.best_epoch)
+
+
+def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) -> None:
+    """Every held-out fit's validation and test probabilities (both variants), for later analysis
+    of threshold policies without retraining: a .npz with one set of arrays per task."""
+    arrays: dict[str, np.ndarray] = {
+        "labels": data.loaded.labels, "groups": data.grouping.groups,
+        "relpaths": np.array([f"{r.source}/{r.relpath}" for r in data.loaded.records]),
+        "tasks": np.array([r.task.name for r in results])}
+    for i, r in enumerate(results):
+        arrays.update({f"{i}_val_idx": r.task.val, f"{i}_test_idx": r.task.test})
+        for name, scores in (("served", r.scores), ("other", r.other)):
+            arrays.update({f"{i}_{name}_val": scores.val, f"{i}_{name}_test": scores.test,
+                           f"{i}_{name}_threshold": np.array(scores.threshold)})
+    np.savez_compressed(path, **arrays)
 
 
 def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:
@@ -76,12 +107,12 @@ def _run(x: np.ndarray, y: np.ndarray, task: FitTask, model_cfg: ModelConfig,
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)
         threshold = tune_threshold(y[task.val], p_val, cfg.recall_target)
-        variants.append((predict(result.model, x[task.test], flip_tta=tta), threshold))
-    (probs, threshold), other = variants
-    m = compute_metrics(y[task.test], probs, threshold)
+        variants.append(Scores(p_val, predict(result.model, x[task.test], flip_tta=tta), threshold))
+    served, other = variants
+    m = compute_metrics(y[task.test], served.test, served.threshold)
     log(f"[{task.name}] recall {m.recall:.4f} specificity {m.specificity:.4f} AUC {m.auc} "
-        f"missed {m.fn} at threshold {threshold:.4f}")
-    return TaskResult(task, probs, threshold, result.best_epoch, other)
+        f"missed {m.fn} at threshold {served.threshold:.4f}")
+    return TaskResult(task, served, other, result.best_epoch)
 
 
 def _run_in_child(inputs_path: str, y: np.ndarray, task: FitTask, model_cfg: dict[str, Any],

@@ -86,9 +86,12 @@ def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[An
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Run the held-out (CV, cross-source) fits in this many parallel processes.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write the metrics JSON here too.")
+@click.option("--predictions", type=click.Path(path_type=Path),
+              help="Save every held-out fit's validation and test probabilities here (.npz).")
 def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, limit: int | None,
           exclude: tuple[str, ...], cv_folds: int | None, cross_source: str | None,
-          assignments: tuple[str, ...], workers: int, report: Path | None, **options: Any) -> None:
+          assignments: tuple[str, ...], workers: int, report: Path | None, predictions: Path | None,
+          **options: Any) -> None:
     """Train the screening model on labelled image folders and write model, card and plots."""
     from training.backend import import_backend
 
@@ -115,6 +118,8 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
     card = train_and_package(data, out, spec=spec, model_cfg=model_cfg, cfg=cfg)
     card.training["command"] = "brainscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = runs.results()
+    if predictions and results:
+        crossval.save_predictions(predictions, data, results)
     folds = [r for r in results if r.task.name.startswith("fold")]
     other = "cv_without_flip_tta" if model_cfg.flip_tta else "cv_with_flip_tta"
     if folds:
