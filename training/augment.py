@@ -38,7 +38,8 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float) -> n
     out = np.asarray(warped, dtype=np.float32)
     gamma = math.exp(rng.uniform(-0.3, 0.3) * s)  # contrast curve: differs between sequences
     gain = 1 + rng.uniform(-0.2, 0.2) * s  # overall brightness; background stays black
-    return np.clip(255.0 * gain * (out / 255.0) ** gamma, 0, 255)
+    clipped: np.ndarray = np.clip(255.0 * gain * (out / 255.0) ** gamma, 0, 255)
+    return clipped
 
 
 class AugmentedBatches(keras.utils.PyDataset):

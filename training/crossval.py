@@ -75,7 +75,7 @@ def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) 
         for name, scores in (("served", r.scores), ("other", r.other)):
             arrays.update({f"{i}_{name}_val": scores.val, f"{i}_{name}_test": scores.test,
                            f"{i}_{name}_threshold": np.array(scores.threshold)})
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
 
 def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:

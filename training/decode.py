@@ -119,7 +119,8 @@ def rescale_to_uint8(values: np.ndarray) -> np.ndarray:
     if hi <= lo:
         hi = lo + 1.0
     scaled = (np.nan_to_num(values, nan=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    grey: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
+    return grey
 
 
 def _check_side(arr: np.ndarray) -> np.ndarray:

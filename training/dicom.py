@@ -13,7 +13,7 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
     """Decode one single-frame DICOM image to uint8, as a radiologist's default window shows it."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))

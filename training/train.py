@@ -83,7 +83,7 @@ def describe_device() -> str:
         import jax
 
         return f"jax {jax.devices()[0].platform}"
-    return backend
+    return str(backend)
 
 
 def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
