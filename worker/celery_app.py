@@ -13,6 +13,7 @@ import functools
 from celery import Celery
 
 from brainscan.settings import Settings
+from worker.redis_transport import TRANSPORT as REDIS_TRANSPORT
 
 PLAN_QUEUE = "brainscan.plan"
 SCORE_QUEUE = "brainscan.score"
@@ -38,7 +39,9 @@ def broker_options(settings: Settings) -> dict[str, object]:
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for these settings; tasks are registered by importing worker.tasks."""
     app = Celery("brainscan", broker=settings.resolved_broker_url, include=["worker.tasks"])
+    url = settings.resolved_broker_url
     app.conf.update(
+        broker_transport=REDIS_TRANSPORT if url.startswith(("redis://", "rediss://")) else None,
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying while Redis restarts
@@ -49,7 +52,10 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,  # it will be re-delivered
+        # a batch running when the broker goes away finishes its (idempotent) work; killing it would
+        # also replace the pool process, which then reloads the model
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_proc_alive_timeout=180,  # a new pool process loads TensorFlow and the model first
         task_routes={PLAN_TASK: {"queue": PLAN_QUEUE}, SCORE_TASK: {"queue": SCORE_QUEUE}},
         task_annotations={
             SCORE_TASK: {"soft_time_limit": settings.batch_soft_time_limit,
