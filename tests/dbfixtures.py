@@ -29,9 +29,9 @@ from db.jobs import create_job
 from db.migrate import upgrade
 from db.models import Base, Job
 from db.results import ScoredImage, pending_images, record_results
+from tests.conftest import IN_CI
 
 POSTGRES_SERVER = os.environ.get("BRAINSCAN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DIALECTS = ("sqlite", "postgres")
 
 

@@ -15,10 +15,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+import redis
+
 from brainscan.settings import Settings, load_settings
 from db.engine import get_sessionmaker
 from db.jobs import create_job, get_job
 from db.models import Job
+from tests.conftest import IN_CI
 from training.card import ModelCard, card_path_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +35,22 @@ FAST_TIMINGS = {  # short limits so recovery paths run in seconds, not the produ
     "BRAINSCAN_REQUEUE_AFTER": "5",
     "BRAINSCAN_DECODE_THREADS": "2",
 }
+
+
+REDIS_URL = os.environ.get("BRAINSCAN_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def redis_test_url() -> str:
+    """A Redis database of this test process's own (1..15 by pid), emptied first."""
+    url = f"{REDIS_URL.rstrip('/')}/{os.getpid() % 15 + 1}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        message = f"Redis is not reachable at {REDIS_URL} (set BRAINSCAN_TEST_REDIS): {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the Redis tests)")
+        pytest.skip(message)
+    return url
 
 
 def free_port() -> int:

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
-import pytest
-import redis
 from flask.testing import FlaskClient
 
 from api import create_app
 from brainscan.settings import Settings
 from tests.api.conftest import bearer, plan_and_score
-from tests.dbfixtures import IN_CI
-from tests.service import free_port
-
-REDIS_URL = os.environ.get("BRAINSCAN_TEST_REDIS", "redis://127.0.0.1:6379")
+from tests.service import free_port, redis_test_url
 
 
 def reachable_redis() -> str:
-    """The test Redis (only pinged: readiness writes nothing); skips where absent, fails under CI."""
-    url = f"{REDIS_URL.rstrip('/')}/15"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError as exc:
-        message = f"Redis is not reachable at {REDIS_URL} (set BRAINSCAN_TEST_REDIS): {exc}"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
-    return url
+    """The test Redis; skips where absent, fails under CI."""
+    return redis_test_url()
 
 
 def test_healthz_answers_without_a_token(client: FlaskClient) -> None:

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.conftest import SHIPPED_MODEL
-from tests.dbfixtures import IN_CI
-from tests.service import FAST_TIMINGS, Service
-
-REDIS_URL = os.environ.get("BRAINSCAN_TEST_REDIS", "redis://127.0.0.1:6379")
-
-
-def redis_test_url() -> str:
-    """A Redis database of this test process's own (1..15 by pid), emptied first."""
-    url = f"{REDIS_URL.rstrip('/')}/{os.getpid() % 15 + 1}"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    except redis.exceptions.ConnectionError as exc:
-        message = f"Redis is not reachable at {REDIS_URL} (set BRAINSCAN_TEST_REDIS): {exc}"
-        if IN_CI:
-            pytest.fail(message + " (CI must run the Redis tests)")
-        pytest.skip(message)
-    return url
+from tests.service import FAST_TIMINGS, Service, redis_test_url
 
 
 def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
