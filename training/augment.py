@@ -9,15 +9,37 @@ was 7x faster per epoch than Keras' image layers under JAX (docs/model.md).
 
 from __future__ import annotations
 
+import io
 import math
 
 import keras
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 
-def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """One augmented copy of a uint8 (size, size) slice, as float32 in 0..255."""
+def degrade(img: Image.Image, rng: np.random.Generator, p: float) -> Image.Image:
+    """Image quality of another source, each with probability p: blur, lost resolution, JPEG."""
+    size = img.size[0]
+    if rng.random() < p:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4)))
+    if rng.random() < p:
+        small = max(32, int(size * rng.uniform(0.35, 0.8)))
+        img = img.resize((small, small), Image.Resampling.BILINEAR).resize((size, size),
+                                                                          Image.Resampling.BILINEAR)
+    if rng.random() < p:
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=int(rng.integers(25, 80)))
+        img = Image.open(buffer)
+        img.load()
+    return img
+
+
+def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
+                style: float = 0.0) -> np.ndarray:
+    """One augmented copy of a uint8 (size, size) slice, as float32 in 0..255.
+
+    style > 0 also degrades image quality (see `degrade`) and adds noise, each with that probability.
+    """
     s = strength
     size = img.shape[0]
     angle = math.radians(rng.uniform(-12, 12) * s)
@@ -32,10 +54,14 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float) -> n
     d, e = -sin, cos
     ox, oy = c + shift[0], c + shift[1]
     coeffs = (a, b, c - a * ox - b * oy, d, e, c - d * ox - e * oy)
-    warped = Image.fromarray(img).transform(
+    source = degrade(Image.fromarray(img), rng, style) if style > 0 else Image.fromarray(img)
+    warped = source.transform(
         (size, size), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR, fillcolor=0
     )
     out = np.asarray(warped, dtype=np.float32)
+    if style > 0 and rng.random() < style:
+        noise = rng.normal(0.0, rng.uniform(2.0, 8.0), out.shape).astype(np.float32)
+        out = np.clip(out + noise * (out > 0), 0, 255)
     gamma = math.exp(rng.uniform(-0.3, 0.3) * s)  # contrast curve: differs between sequences
     gain = 1 + rng.uniform(-0.2, 0.2) * s  # overall brightness; background stays black
     clipped: np.ndarray = np.clip(255.0 * gain * (out / 255.0) ** gamma, 0, 255)
@@ -46,10 +72,11 @@ class AugmentedBatches(keras.utils.PyDataset):
     """Shuffled, augmented (x, y, sample_weight) batches; reproducible from the seed and epoch."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, strength: float,
-                 seed: int, class_weight: dict[int, float] | None, **kwargs: object) -> None:
+                 seed: int, class_weight: dict[int, float] | None, style: float = 0.0,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
-        self.batch_size, self.strength, self.seed = batch_size, strength, seed
+        self.batch_size, self.strength, self.seed, self.style = batch_size, strength, seed, style
         weights = class_weight or {0: 1.0, 1: 1.0}
         self.weights = np.where(y == 1, weights[1], weights[0]).astype(np.float32)
         self.epoch = 0
@@ -65,7 +92,8 @@ class AugmentedBatches(keras.utils.PyDataset):
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         if self.strength > 0:
-            batch = np.stack([augment_one(self.x[i, :, :, 0], rng, self.strength) for i in idx])
+            batch = np.stack([augment_one(self.x[i, :, :, 0], rng, self.strength, self.style)
+                              for i in idx])
             batch = np.rint(batch).astype(np.uint8)[..., None]  # the model's input type
         else:
             batch = self.x[idx]

@@ -26,6 +26,7 @@ class TrainConfig:
     label_smoothing: float = 0.05  # softer targets: better-ranked probabilities for thresholding
     patience: int = 12  # epochs without a better validation AUC before stopping early
     augment_strength: float = 1.0  # scales every augmentation range
+    style_augment: float = 0.0  # chance of each quality degradation (blur, resolution, JPEG, noise)
     balance_classes: bool = True  # weight classes inversely to their frequency
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
     test_fraction: float = 0.15  # share of groups held out for the card's test figures (0: none)
@@ -121,7 +122,8 @@ def fit(
     model = build_model(model_cfg)
     batches = AugmentedBatches(
         x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.seed,
-        class_weight=_class_weight(y_train, cfg.balance_classes), workers=loader_threads,
+        class_weight=_class_weight(y_train, cfg.balance_classes), style=cfg.style_augment,
+        workers=loader_threads,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(_schedule(cfg, len(batches)), weight_decay=cfg.weight_decay),
