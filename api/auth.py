@@ -9,6 +9,8 @@ Bearer token are exempt (a browser never adds that header on its own, so they ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import Blueprint, Flask, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
@@ -16,7 +18,7 @@ from werkzeug.wrappers import Response
 
 from api.context import sessions
 from api.errors import ApiError, wants_json
-from db.audit import record_event
+from db.audit import count_events, record_event
 from db.models import User
 from db.tokens import SCOPES, token_has_scope, verify_token, verify_user
 
@@ -27,6 +29,8 @@ PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPERATOR_SCOPES = frozenset({"read", "submit"})  # what a logged-in operator may do in the web view
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="brainscan"'}
+MAX_FAILED_LOGINS = 5  # per account within LOCKOUT: guessing a password takes years, not minutes
+LOCKOUT = timedelta(minutes=15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,13 @@ def _safe_next(target: str | None) -> str:
     return url_for("views.jobs")
 
 
+def _locked_out(db_session: Any, username: str) -> bool:
+    """Five failed sign-ins within 15 minutes lock the account for the rest of that window."""
+    since = datetime.now(UTC) - LOCKOUT
+    failures = count_events(session=db_session, actor=f"user:{username}", action="login.failed", since=since)
+    return failures >= MAX_FAILED_LOGINS
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
     """The operator login form; a success starts a fresh session, every attempt is audited."""
@@ -120,6 +131,11 @@ def login() -> Response | tuple[str, int] | str:
     username = request.form.get("username", "").strip()[:255]
     password = request.form.get("password", "")
     with sessions().begin() as db_session:
+        if _locked_out(db_session, username):
+            page = render_template("login.html", username=username, next=request.form.get("next", ""),
+                                   error=f"Too many failed sign-ins for this account: try again in "
+                                         f"{LOCKOUT.seconds // 60} minutes, or ask an administrator.")
+            return page, 429
         user = verify_user(session=db_session, username=username, password=password) if username else None
         record_event(session=db_session, actor=f"user:{username}", action="login" if user else "login.failed",
                      detail={"remote_addr": request.remote_addr})

@@ -5,9 +5,10 @@ Functions run inside the caller's transaction and never commit (``with Session.b
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import AuditEvent
@@ -33,3 +34,10 @@ def list_events(*, session: Session, job_id: int | None = None, limit: int = 100
     if before_id is not None:
         stmt = stmt.where(AuditEvent.id < before_id)
     return list(session.scalars(stmt))
+
+
+def count_events(*, session: Session, actor: str, action: str, since: datetime) -> int:
+    """How many `action` events `actor` has had since `since` (login throttling counts failures)."""
+    stmt = select(func.count()).where(AuditEvent.actor == actor, AuditEvent.action == action,
+                                      AuditEvent.at >= since)
+    return int(session.scalar(stmt) or 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import create_app
 from brainscan.settings import Settings
 from db.audit import list_events
-from db.models import User
+from db.models import AuditEvent, User, utcnow
 from db.tokens import revoke_token
 from tests.api.conftest import PASSWORD, bearer, csrf_token
 
@@ -115,6 +116,22 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong_and_aud
     with sessions() as session:
         events = [(e.action, e.actor) for e in list_events(session=session)]
     assert events == [("login.failed", "user:mallory"), ("login.failed", "user:alice")]
+
+
+def test_five_failed_sign_ins_lock_the_account_for_a_while(
+        client: FlaskClient, operator: str, sessions: sessionmaker[Session]) -> None:
+    def attempt(password: str) -> int:
+        return client.post("/login", data={"username": operator, "password": password,
+                                           "csrf_token": csrf_token(client)}).status_code
+
+    assert [attempt(f"guess-{i}") for i in range(5)] == [401] * 5
+    response = client.post("/login", data={"username": operator, "password": PASSWORD,
+                                           "csrf_token": csrf_token(client)})
+    assert response.status_code == 429  # even the right password: the account is locked for now
+    assert "Too many failed sign-ins" in response.get_data(as_text=True)
+    with sessions.begin() as session:  # fifteen minutes later the failures no longer count
+        session.execute(update(AuditEvent).values(at=utcnow() - timedelta(minutes=16)))
+    assert attempt(PASSWORD) == 302
 
 
 def test_login_only_redirects_within_the_site(client: FlaskClient, operator: str) -> None:
