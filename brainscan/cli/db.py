@@ -5,14 +5,11 @@ from __future__ import annotations
 import click
 from sqlalchemy.engine import make_url
 
-from brainscan.settings import SettingsError, load_settings
+from brainscan.cli.context import cli_settings
 
 
 def _database_url() -> str:
-    try:
-        return load_settings().resolved_database_url
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return cli_settings().resolved_database_url
 
 
 def _shown(url: str) -> str:

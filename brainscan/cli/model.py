@@ -11,18 +11,11 @@ from typing import Any
 
 import click
 
-from brainscan.settings import SettingsError, load_settings
+from brainscan.cli.context import cli_settings
 
 PATHS = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 MODEL = click.option("--model", "model_path", type=click.Path(path_type=Path),
                      help="Model file (default: BRAINSCAN_MODEL_PATH, else models/brainscan.keras).")
-
-
-def _settings() -> Any:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _scorer(model_path: Path | None, threshold: float | None) -> Any:
@@ -30,7 +23,7 @@ def _scorer(model_path: Path | None, threshold: float | None) -> Any:
     from training.scorer import ModelError, Scorer
 
     import_backend()
-    settings = _settings()
+    settings = cli_settings()
     try:
         return Scorer.load(model_path or settings.model_path,
                            threshold=threshold if threshold is not None else settings.threshold,

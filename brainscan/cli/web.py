@@ -12,19 +12,13 @@ import click
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from brainscan.settings import Settings, SettingsError, load_settings
+from brainscan.cli.context import cli_settings
+from brainscan.settings import Settings
 
 GUNICORN_THREADS = 4  # per process: pages poll every few seconds, uploads stream for minutes
 GUNICORN_TIMEOUT_S = 120  # a worker silent this long is restarted (gthread workers stay chatty)
 SCOPE_CHOICES = ("read", "submit", "admin")
 TIMES = ("created", "last used", "revoked")
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @contextmanager
@@ -33,7 +27,7 @@ def _transaction() -> Iterator[Session]:
     from db.engine import get_sessionmaker
 
     try:
-        with get_sessionmaker(_settings().resolved_database_url).begin() as session:
+        with get_sessionmaker(cli_settings().resolved_database_url).begin() as session:
             yield session
     except (OperationalError, ProgrammingError) as exc:
         problem = "the database is not reachable or not migrated (run `brainscan db upgrade`)"
@@ -72,7 +66,7 @@ def _gunicorn(settings: Settings, options: dict[str, Any]) -> Any:
               help="Gunicorn processes (default: BRAINSCAN_API_WORKERS, else 2).")
 def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the REST API and the web view with gunicorn (production)."""
-    settings = _settings().with_overrides(api_host=host, api_port=port, api_workers=workers)
+    settings = cli_settings().with_overrides(api_host=host, api_port=port, api_workers=workers)
     click.echo(f"brainscan api: http://{settings.api_host}:{settings.api_port}/ "
                f"({settings.api_workers} processes x {GUNICORN_THREADS} threads), "
                f"archive root {settings.resolved_archive_root}", err=True)

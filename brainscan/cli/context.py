@@ -1,0 +1,15 @@
+"""What every command starts from: the settings, or a clear error instead of a traceback."""
+
+from __future__ import annotations
+
+import click
+
+from brainscan.settings import Settings, SettingsError, load_settings
+
+
+def cli_settings() -> Settings:
+    """Settings from BRAINSCAN_* variables; a bad value becomes a one-line error and exit 1."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
