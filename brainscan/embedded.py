@@ -45,7 +45,7 @@ def prepare(settings: Settings) -> list[str]:
     for folder in (settings.data_dir, settings.resolved_archive_root, settings.upload_dir):
         folder.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
-    credentials = settings.data_dir / CREDENTIALS
+    credentials = (settings.data_dir / CREDENTIALS).resolve()
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
         first_start = not list_tokens(session=session)
         if first_start:
