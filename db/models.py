@@ -221,7 +221,11 @@ class User(Base):
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_job_id_id", "job_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_events_job_id_id", "job_id", "id"),
+        # sign-in throttling counts one actor's recent failures on every login attempt
+        Index("ix_audit_events_actor_action_at", "actor", "action", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)

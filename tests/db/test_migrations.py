@@ -10,7 +10,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from brainscan.cli import main
 from db import migrate
@@ -18,6 +18,7 @@ from db.engine import make_engine
 from db.models import Base
 
 TABLES = {"jobs", "batches", "image_results", "model_versions", "api_tokens", "users", "audit_events"}
+HEAD = "0002"
 
 
 def _tables(url: str) -> set[str]:
@@ -31,13 +32,34 @@ def _tables(url: str) -> set[str]:
 def test_migrations_upgrade_an_empty_database_and_downgrade_cleanly(empty_database_url: str) -> None:
     assert migrate.current(empty_database_url) is None
     migrate.upgrade(empty_database_url)
-    assert migrate.current(empty_database_url) == "0001"
+    assert migrate.current(empty_database_url) == HEAD
     assert _tables(empty_database_url) == TABLES
     migrate.downgrade(empty_database_url, "base")
     assert migrate.current(empty_database_url) is None
     assert _tables(empty_database_url) == set()
     migrate.upgrade(empty_database_url)  # and back up again: the downgrade left nothing behind
     assert _tables(empty_database_url) == TABLES
+
+
+def test_upgrading_a_populated_database_keeps_its_rows(empty_database_url: str) -> None:
+    """0001 -> head on a database in use (what an upgrade does) keeps the audit log, and back."""
+    migrate.upgrade(empty_database_url, "0001")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO audit_events (at, actor, action) "
+                                    "VALUES (CURRENT_TIMESTAMP, 'user:ana', 'login.failed')"))
+        migrate.upgrade(empty_database_url)
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("audit_events")}
+        assert "ix_audit_events_actor_action_at" in indexes
+        migrate.downgrade(empty_database_url, "0001")
+        engine.dispose()
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("audit_events")}
+        assert "ix_audit_events_actor_action_at" not in indexes
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT actor FROM audit_events")).scalar_one() == "user:ana"
+    finally:
+        engine.dispose()
 
 
 def test_autogenerate_finds_no_difference_between_models_and_migrations(database_url: str) -> None:
@@ -54,8 +76,8 @@ def test_brainscan_db_commands_migrate_the_settings_database(tmp_path: Path) -> 
     runner = CliRunner()
     upgraded = runner.invoke(main, ["db", "upgrade"], env=env)
     assert upgraded.exit_code == 0, upgraded.output
-    assert "0001" in upgraded.output and (tmp_path / "data" / "brainscan.db").is_file()
-    assert runner.invoke(main, ["db", "current"], env=env).output.strip() == "0001"
+    assert HEAD in upgraded.output and (tmp_path / "data" / "brainscan.db").is_file()
+    assert runner.invoke(main, ["db", "current"], env=env).output.strip() == HEAD
     downgraded = runner.invoke(main, ["db", "downgrade", "base"], env=env)
     assert downgraded.exit_code == 0, downgraded.output
     assert runner.invoke(main, ["db", "current"], env=env).output.strip() == "none"
@@ -66,4 +88,4 @@ def test_brainscan_db_upgrade_works_from_any_directory(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "from brainscan.cli import main; main()", "db", "upgrade"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert migrate.current(f"sqlite:///{tmp_path / 'data' / 'brainscan.db'}") == "0001"
+    assert migrate.current(f"sqlite:///{tmp_path / 'data' / 'brainscan.db'}") == HEAD
