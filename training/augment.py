@@ -3,8 +3,10 @@
 Pose: small rotations, zoom and shifts in one affine warp; left-right flips (brains are nearly
 symmetric and tumours occur on either side; up-down flips are not used: no scanner shows a head
 upside down). Intensity: gamma (contrast) and gain (brightness), which vary between scanners and
-sequences. Doing this outside the graph keeps the saved model free of augmentation layers and
-was 7x faster per epoch than Keras' image layers under JAX (docs/model.md).
+sequences. Optional: image-quality degradation (`degrade`) and random tissue-contrast curves
+(`remap_contrast`), both aimed at sources that look different from the training data. Doing this
+outside the graph keeps the saved model free of augmentation layers and runs the same under any
+Keras backend (Keras' image layers were the bottleneck under JAX on the GPU machine).
 """
 
 from __future__ import annotations
@@ -34,11 +36,30 @@ def degrade(img: Image.Image, rng: np.random.Generator, p: float) -> Image.Image
     return img
 
 
+def remap_contrast(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pass a float slice (0..255, background 0) through a random intensity curve through (0, 0).
+
+    T1, T2 and FLAIR order the same tissues differently (CSF dark in one, bright in another), so
+    half the curves are not monotonic. The result is stretched again so the head's 99th percentile
+    is 255, as preprocessing does. Aimed at a model that learns "this sequence means no tumour".
+    """
+    knots = np.linspace(0.0, 255.0, 6)
+    values = np.concatenate([[0.0], rng.uniform(20.0, 255.0, 5)])
+    if rng.random() < 0.5:
+        values[1:] = np.sort(values[1:])
+    mapped = np.interp(img, knots, values)
+    head = mapped[img > 0]
+    top = float(np.percentile(head, 99)) if head.size else 255.0
+    out: np.ndarray = np.clip(mapped * (255.0 / max(top, 1.0)), 0, 255).astype(np.float32)
+    return out
+
+
 def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
-                style: float = 0.0) -> np.ndarray:
+                style: float = 0.0, contrast: float = 0.0) -> np.ndarray:
     """One augmented copy of a uint8 (size, size) slice, as float32 in 0..255.
 
-    style > 0 also degrades image quality (see `degrade`) and adds noise, each with that probability.
+    style > 0 also degrades image quality (see `degrade`) and adds noise, each with that probability;
+    contrast > 0 is the chance of a random tissue-contrast curve (see `remap_contrast`).
     """
     s = strength
     size = img.shape[0]
@@ -59,6 +80,8 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
         (size, size), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR, fillcolor=0
     )
     out = np.asarray(warped, dtype=np.float32)
+    if contrast > 0 and rng.random() < contrast:
+        out = remap_contrast(out, rng)
     if style > 0 and rng.random() < style:
         noise = rng.normal(0.0, rng.uniform(2.0, 8.0), out.shape).astype(np.float32)
         out = np.clip(out + noise * (out > 0), 0, 255)
@@ -73,10 +96,11 @@ class AugmentedBatches(keras.utils.PyDataset):
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, strength: float,
                  seed: int, class_weight: dict[int, float] | None, style: float = 0.0,
-                 **kwargs: object) -> None:
+                 contrast: float = 0.0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
-        self.batch_size, self.strength, self.seed, self.style = batch_size, strength, seed, style
+        self.batch_size, self.strength, self.seed = batch_size, strength, seed
+        self.style, self.contrast = style, contrast
         weights = class_weight or {0: 1.0, 1: 1.0}
         self.weights = np.where(y == 1, weights[1], weights[0]).astype(np.float32)
         self.epoch = 0
@@ -92,8 +116,8 @@ class AugmentedBatches(keras.utils.PyDataset):
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         if self.strength > 0:
-            batch = np.stack([augment_one(self.x[i, :, :, 0], rng, self.strength, self.style)
-                              for i in idx])
+            batch = np.stack([augment_one(self.x[i, :, :, 0], rng, self.strength, self.style,
+                                              self.contrast) for i in idx])
             batch = np.rint(batch).astype(np.uint8)[..., None]  # the model's input type
         else:
             batch = self.x[idx]
