@@ -1,0 +1,129 @@
+"""Training variants side by side on held-out tasks: cross-source, and optionally K-fold CV.
+
+    python bench/variants.py ../shared/data --holdout seed-253 \\
+        --variant contrast_augment=0.5 --variant contrast_augment=0.5,style_augment=0.5
+    python bench/variants.py ../shared/data --holdout '' --cv 5 --no-baseline \\
+        --variant contrast_augment=0.5 --predictions runs/contrast.npz
+
+Every variant (and the baseline, the shipped recipe fitted again in the same run unless
+--no-baseline) runs the same tasks as `brainscan train --cv K --cross-source SOURCE`: the same
+group-aware carves, threshold tuned on each task's validation part (recall target 0.99), scored on
+its test part. No final model is trained. Cross-source columns: recall and specificity on the
+held-out source at the tuned threshold, its AUC, the held-out recall at the threshold that keeps
+its specificity >= 0.80 (chosen with the held-out labels: what a department's own labelled
+sample could reach, not a deployable figure), and the validation AUC on the training sources.
+CV columns: pooled recall, specificity, AUC and missed tumours, as the card reports them.
+Fits run in parallel processes (--workers, default one per task); each variant's line is
+printed when its fits end, the table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def recall_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> tuple[float, float]:
+    """(recall, threshold) at the lowest threshold whose specificity on y == 0 is >= `specificity`."""
+    negatives = np.sort(p[y == 0])
+    if not len(negatives):
+        return float("nan"), float("nan")
+    allowed = int(np.floor((1 - specificity) * len(negatives) + 1e-9))  # false alarms we may keep
+    if allowed >= len(negatives):
+        return 1.0, 0.0
+    # just above the (allowed + 1)-th highest negative: at most `allowed` negatives reach it
+    threshold = float(np.nextafter(negatives[len(negatives) - 1 - allowed], np.inf))
+    return float(np.mean(p[y == 1] >= threshold)), threshold
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--holdout", default="seed-253", help="cross-source task ('' for none)")
+    parser.add_argument("--cv", type=int, default=0, help="also run K-fold cross-validation")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="comma-separated FIELD=VALUE overrides (repeatable)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip refitting the shipped recipe")
+    parser.add_argument("--workers", type=int, default=0, help="processes per variant (0: one per task)")
+    parser.add_argument("--predictions", type=Path,
+                        help="save held-out probabilities (.npz; a suffix per variant when several)")
+    parser.add_argument("--json", type=Path, help="write the rows here as JSON too")
+    args = parser.parse_args()
+
+    from brainscan.cli.train import _configs, apply_overrides
+    from training import crossval
+    from training.metrics import compute_metrics
+    from training.pipeline import prepare
+
+    names = ([] if args.no_baseline else [""]) + args.variant
+    if not names:
+        sys.exit("nothing to run: give --variant or drop --no-baseline")
+    configs = [apply_overrides(_configs("brainscan", None, {}), tuple(filter(None, v.split(","))))
+               for v in names]
+    spec = configs[0][0]
+    if any(c[0] != spec for c in configs):
+        sys.exit("variants must share the preprocessing (the images are decoded once)")
+    data = prepare(args.paths, spec)
+    y = data.loaded.labels
+    runs = []
+    for _, model_cfg, cfg in configs:
+        tasks = crossval.cv_tasks(data, k=args.cv, cfg=cfg) if args.cv else []
+        if args.holdout:
+            tasks.append(crossval.cross_source_task(data, holdout=args.holdout, cfg=cfg))
+        run = crossval.HeldOutRuns(data, model_cfg, cfg, workers=args.workers or max(2, len(tasks)))
+        run.start(tasks)  # every variant's processes start now and share the cores
+        runs.append(run)
+    rows: list[dict[str, Any]] = []
+    for index, (name, run) in enumerate(zip(names, runs, strict=True)):
+        results = run.results()
+        row: dict[str, Any] = {"variant": name or "baseline (shipped recipe)"}
+        if args.predictions:
+            path = args.predictions if len(names) == 1 else args.predictions.with_suffix(f".{index}.npz")
+            crossval.save_predictions(path, data, results)
+            row["predictions"] = str(path)
+        folds = [r for r in results if r.task.name.startswith("fold")]
+        if folds:
+            pooled = crossval.summarise_cv(y, folds)["pooled"]
+            row.update(cv_recall=pooled["recall"], cv_specificity=pooled["specificity"],
+                       cv_auc=pooled["auc"], cv_missed=pooled["fn"], cv_false_alarms=pooled["fp"])
+        if args.holdout:
+            result = results[-1]
+            test_y = y[result.task.test]
+            m = compute_metrics(test_y, result.probs, result.threshold)
+            r80, t80 = recall_at_specificity(test_y, result.probs, 0.80)
+            val = compute_metrics(y[result.task.val], result.scores.val, result.threshold)
+            row.update(recall=m.recall, specificity=m.specificity, auc=m.auc, threshold=result.threshold,
+                       recall_at_spec_080=r80, threshold_at_spec_080=t80, validation_auc=val.auc,
+                       best_epoch=result.best_epoch)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    _table(rows, args.holdout)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _table(rows: list[dict[str, Any]], holdout: str) -> None:
+    if "cv_recall" in rows[0]:
+        print(f"\n{'variant':<48} {'CV recall':>9} {'spec':>6} {'AUC':>7} {'missed':>7}")
+        for r in rows:
+            print(f"{r['variant']:<48} {r['cv_recall']:>9.4f} {r['cv_specificity']:>6.4f} "
+                  f"{r['cv_auc']:>7.4f} {r['cv_missed']:>7}")
+    if holdout:
+        print(f"\ncross-source, held-out source {holdout}")
+        print(f"{'variant':<48} {'recall':>7} {'spec':>6} {'AUC':>6} {'thr':>6} {'recall@spec.80':>15} "
+              f"{'val AUC':>8}")
+        for r in rows:
+            print(f"{r['variant']:<48} {r['recall']:>7.3f} {r['specificity']:>6.3f} {r['auc']:>6.3f} "
+                  f"{r['threshold']:>6.3f} {r['recall_at_spec_080']:>15.3f} {r['validation_auc']:>8.4f}")
+
+
+if __name__ == "__main__":
+    main()
