@@ -74,6 +74,7 @@ class ModelCard:
     data: dict[str, Any]  # fingerprint, counts per class/source, groups, split sizes
     metrics: dict[str, Any] = field(default_factory=dict)  # "validation", "test", "cv", "cross_source"
     threshold_sweep: list[dict[str, float]] = field(default_factory=list)
+    specificity_floor: float = 0.0  # validation specificity the threshold was lowered to (0: none)
     evaluation_set: str = "test"  # the held-out split the sweep and plots describe
     plots: dict[str, str] = field(default_factory=dict)  # plot name -> file name beside the card
     libraries: dict[str, str] = field(default_factory=dict)

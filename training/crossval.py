@@ -106,7 +106,7 @@ def _run(x: np.ndarray, y: np.ndarray, task: FitTask, model_cfg: ModelConfig,
     variants = []
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)
-        threshold = tune_threshold(y[task.val], p_val, cfg.recall_target)
+        threshold = tune_threshold(y[task.val], p_val, cfg.recall_target, cfg.specificity_floor)
         variants.append(Scores(p_val, predict(result.model, x[task.test], flip_tta=tta), threshold))
     served, other = variants
     m = compute_metrics(y[task.test], served.test, served.threshold)

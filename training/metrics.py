@@ -71,19 +71,33 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> 
     )
 
 
-def tune_threshold(labels: np.ndarray, probs: np.ndarray, recall_target: float) -> float:
-    """The highest threshold whose recall on these labels meets the target.
+def tune_threshold(labels: np.ndarray, probs: np.ndarray, recall_target: float,
+                   specificity_floor: float = 0.0) -> float:
+    """The highest threshold whose recall on these labels meets the target, then, with a
+    specificity floor, lowered as far as specificity on these labels stays at or above the floor.
 
     With P positives, recall >= target needs the k = ceil(target * P) most probable positives
-    flagged, so the answer is the k-th highest positive probability.
+    flagged, so the recall threshold is the k-th highest positive probability. The floor spends a
+    false-alarm budget on more recall: with N negatives, F = floor((1 - floor) * N) of them may be
+    flagged, so the threshold may drop to just above the (F + 1)-th highest negative probability.
+    It never rises above the recall threshold (recall comes first). 0 means no floor.
     """
     if not 0 < recall_target <= 1:
         raise ValueError("recall target must lie in (0, 1]")
-    positives = np.sort(np.asarray(probs, dtype=np.float64)[np.asarray(labels) == 1])[::-1]
+    if not 0 <= specificity_floor <= 1:
+        raise ValueError("specificity floor must lie in [0, 1]")
+    p, y = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    positives = np.sort(p[y == 1])[::-1]
     if positives.size == 0:
         raise ValueError("cannot tune a threshold without positive (tumour) examples")
     k = math.ceil(recall_target * positives.size - 1e-9)
-    return float(positives[k - 1])
+    threshold = float(positives[k - 1])
+    negatives = np.sort(p[y == 0])[::-1]
+    if specificity_floor > 0 and negatives.size:
+        allowed = math.floor((1 - specificity_floor) * negatives.size + 1e-9)
+        if allowed < negatives.size:
+            threshold = min(threshold, float(np.nextafter(negatives[allowed], np.inf)))
+    return threshold
 
 
 def sweep_table(

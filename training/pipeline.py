@@ -121,7 +121,7 @@ def train_and_package(
                  model_cfg=model_cfg, cfg=cfg)
     tta = model_cfg.flip_tta
     p_val = predict(result.model, x[split.val], flip_tta=tta)
-    threshold = tune_threshold(labels[split.val], p_val, cfg.recall_target)
+    threshold = tune_threshold(labels[split.val], p_val, cfg.recall_target, cfg.specificity_floor)
     metrics: dict[str, Any] = {"validation": compute_metrics(labels[split.val], p_val, threshold).to_dict()}
     eval_labels, eval_probs, eval_name = labels[split.val], p_val, "validation"
     if len(split.test):
@@ -136,6 +136,7 @@ def train_and_package(
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         threshold=threshold,
         recall_target=cfg.recall_target,
+        specificity_floor=cfg.specificity_floor,
         input=spec.to_dict(),
         architecture=model_cfg.to_dict(),
         training={**cfg.to_dict(), "epochs_run": len(result.history["loss"]),

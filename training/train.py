@@ -32,6 +32,7 @@ class TrainConfig:
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
     test_fraction: float = 0.15  # share of groups held out for the card's test figures (0: none)
     recall_target: float = 0.99  # the threshold is the highest one meeting this recall on val
+    specificity_floor: float = 0.0  # then lowered while val specificity stays >= this (0: off)
     seed: int = 1337
 
     def to_dict(self) -> dict[str, Any]:

@@ -74,6 +74,9 @@ def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[An
 @click.option("--seed", type=int, help="Random seed for splits, initialisation and augmentation.")
 @click.option("--recall-target", type=click.FloatRange(0.5, 1.0),
               help="Recall the tuned threshold must reach on validation (default 0.99).")
+@click.option("--specificity-floor", type=click.FloatRange(0.0, 1.0),
+              help="Then lower the threshold while validation specificity stays at or above this "
+                   "(more recall for an accepted false-alarm rate; default 0: off).")
 @click.option("--val-fraction", type=click.FloatRange(0.05, 0.5))
 @click.option("--test-fraction", type=click.FloatRange(0.0, 0.5))
 @click.option("--limit", type=int, help="Train on a stratified sample of this many images.")

@@ -37,3 +37,26 @@ def test_sweep_table_has_the_seed_columns() -> None:
 def test_tuning_without_positives_is_an_error() -> None:
     with pytest.raises(ValueError, match="positive"):
         tune_threshold(np.zeros(5, int), np.linspace(0, 1, 5), 0.99)
+
+
+def test_specificity_floor_lowers_the_threshold_only_within_the_false_alarm_budget() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(300, int), np.zeros(200, int)]
+    probs = np.r_[rng.beta(6, 2, 300), rng.beta(2, 6, 200)]
+    recall_only = tune_threshold(labels, probs, 0.9)
+    lowered = 0
+    for floor in (0.8, 0.9, 0.95, 0.98):
+        t = tune_threshold(labels, probs, 0.9, specificity_floor=floor)
+        m = compute_metrics(labels, probs, t)
+        assert t <= recall_only and m.recall >= 0.9
+        assert m.specificity >= floor or t == recall_only  # recall first: the floor never raises it
+        lowered += t < recall_only
+        # the lowest such threshold: one step lower breaks the floor (or the recall rule set it)
+        lower = compute_metrics(labels, probs, np.nextafter(t, 0.0))
+        assert lower.specificity < floor or t == recall_only
+    assert lowered >= 2
+    # a floor the recall threshold already breaks changes nothing: recall comes first
+    assert tune_threshold(labels, probs, 1.0, specificity_floor=0.999) == tune_threshold(labels, probs, 1.0)
+    assert tune_threshold(labels, probs, 0.9, specificity_floor=0.0) == recall_only
+    with pytest.raises(ValueError, match="floor"):
+        tune_threshold(labels, probs, 0.9, specificity_floor=1.5)
