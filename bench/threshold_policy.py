@@ -12,6 +12,12 @@ matrices. A cross-source task in the file gets the same policies, tuned on its v
 (the training sources) and scored on the held-out source. The baseline is the shipped policy
 (recall target 0.99, no floor) from the same file. Nothing is retrained, and no threshold is
 fitted to test data.
+
+Local calibration (cross-source tasks): what a department that labels a sample of its own images
+would get. The held-out source is cut in two by near-duplicate group (stratified); the threshold
+is tuned on one half, by a recall target or as the lowest threshold whose specificity on that
+half's negatives is >= a floor, and scored on the other half; then the halves swap and the two
+matrices are pooled. Repeated over --repeats random cuts, median reported.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.metrics import compute_metrics, tune_threshold  # noqa: E402
+from training.splits import carve  # noqa: E402
 
 Policy = tuple[float, float]  # (recall target, specificity floor)
 
@@ -69,6 +76,38 @@ def _report(data: np.lib.npyio.NpzFile, policies: list[Policy], variant: str, pr
     print(f"AUC {base['auc']:.4f}")
 
 
+def spec_first_threshold(labels: np.ndarray, probs: np.ndarray, floor: float) -> float:
+    """The lowest threshold whose specificity on `labels == 0` is >= floor."""
+    negatives = np.sort(probs[labels == 0])[::-1]
+    allowed = int(np.floor((1 - floor) * len(negatives) + 1e-9))
+    return float(np.nextafter(negatives[allowed], np.inf)) if allowed < len(negatives) else 0.0
+
+
+def local_calibration(data: np.lib.npyio.NpzFile, task: int, variant: str, repeats: int) -> None:
+    labels, groups = data["labels"], data["groups"]
+    test_idx, probs = data[f"{task}_test_idx"], data[f"{task}_{variant}_test"]
+    where = {int(i): n for n, i in enumerate(test_idx)}
+    rules = [("recall", 0.99), ("recall", 0.95), ("specificity", 0.80), ("specificity", 0.90)]
+    print(f"\nlocal calibration on half of {data['tasks'][task]} (by group), scored on the other half, "
+          f"halves swapped and pooled; median of {repeats} cuts")
+    print(f"{'rule':>36} {'recall':>8} {'specificity':>12}")
+    for kind, value in rules:
+        figures = []
+        for r in range(repeats):
+            a, b = carve(test_idx, labels, groups, 0.5, seed=r)
+            flags, truth = [], []
+            for tune, score in ((a, b), (b, a)):
+                pt = probs[[where[int(i)] for i in tune]]
+                threshold = (tune_threshold(labels[tune], pt, value) if kind == "recall"
+                             else spec_first_threshold(labels[tune], pt, value))
+                flags.append(probs[[where[int(i)] for i in score]] >= threshold)
+                truth.append(labels[score])
+            m = compute_metrics(np.concatenate(truth), np.concatenate(flags).astype(float), 0.5)
+            figures.append((m.recall, m.specificity))
+        recall, spec = np.median(np.array(figures), axis=0)
+        print(f"{f'{kind} {value:.2f} on the local half':>36} {recall:>8.4f} {spec:>12.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("predictions", type=Path)
@@ -76,6 +115,7 @@ def main() -> None:
     parser.add_argument("--floors", default="0.95,0.96,0.97,0.98,0.99",
                         help="specificity floors, each with recall target 0.99")
     parser.add_argument("--variant", choices=["served", "other"], default="served")
+    parser.add_argument("--repeats", type=int, default=20, help="random cuts for local calibration")
     args = parser.parse_args()
     data = np.load(args.predictions)
     policies = [(float(t), 0.0) for t in args.targets.split(",") if t]
@@ -86,6 +126,7 @@ def main() -> None:
     for i in _tasks(data, "cross-source"):
         print(f"\n{data['tasks'][i]}: tuned on the training sources' validation part")
         _report(data, policies, args.variant, str(data["tasks"][i]))
+        local_calibration(data, i, args.variant, args.repeats)
 
 
 if __name__ == "__main__":
