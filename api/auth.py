@@ -20,7 +20,7 @@ from api.context import sessions
 from api.errors import ApiError, wants_json
 from db.audit import count_events, record_event
 from db.models import User
-from db.tokens import SCOPES, token_has_scope, verify_token, verify_user
+from db.tokens import SCOPES, last_use_is_stale, note_token_used, token_has_scope, verify_token, verify_user
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -69,12 +69,19 @@ def current_actor() -> str:
 
 
 def _from_token(text: str) -> Principal | None:
-    with sessions().begin() as db_session:  # a write: verify_token notes when the token was last used
-        token = verify_token(session=db_session, token=text)
+    # a read; the write that notes the token's use happens at most once a minute per token, so a
+    # script polling the API does not take SQLite's write lock on every request
+    with sessions(read_only=True)() as db_session:
+        token = verify_token(session=db_session, token=text, note_use=False)
         if token is None:
             return None
         scopes = frozenset(scope for scope in SCOPES if token_has_scope(token, scope))
-        return Principal(f"token:{token.name}#{token.id}", scopes, "token")
+        principal = Principal(f"token:{token.name}#{token.id}", scopes, "token")
+        token_id, stale = token.id, last_use_is_stale(token)
+    if stale:
+        with sessions().begin() as db_session:
+            note_token_used(session=db_session, token_id=token_id)
+    return principal
 
 
 def _from_session(user_id: int) -> Principal | None:

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -54,18 +54,28 @@ def create_token(*, session: Session, name: str, scopes: str | Iterable[str]) ->
     return text, token
 
 
-def verify_token(*, session: Session, token: str) -> ApiToken | None:
-    """The live token row matching `token`, or None (unknown or revoked); notes when it was used."""
+def verify_token(*, session: Session, token: str, note_use: bool = True) -> ApiToken | None:
+    """The live token row matching `token`, or None (unknown or revoked); notes when it was used
+    (at most once per LAST_USED_RESOLUTION) unless note_use is False, when it only reads."""
     digest = _digest(token)
     candidates = session.scalars(select(ApiToken).where(ApiToken.prefix == token[:PREFIX_LENGTH]))
     match = next((c for c in candidates if hmac.compare_digest(c.secret_hash, digest)), None)
     if match is None or match.revoked_at is not None:
         return None
-    now = utcnow()
-    if match.last_used_at is None or now - match.last_used_at >= LAST_USED_RESOLUTION:
-        match.last_used_at = now
-        session.flush()
+    if note_use and last_use_is_stale(match):
+        note_token_used(session=session, token_id=match.id)
     return match
+
+
+def last_use_is_stale(token: ApiToken) -> bool:
+    """Whether the token's last_used_at is old enough to be written again."""
+    return token.last_used_at is None or utcnow() - token.last_used_at >= LAST_USED_RESOLUTION
+
+
+def note_token_used(*, session: Session, token_id: int) -> None:
+    """Set the token's last_used_at to now."""
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+    session.flush()
 
 
 def revoke_token(*, session: Session, token_id: int) -> bool:

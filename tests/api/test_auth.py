@@ -8,13 +8,13 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
 from brainscan.settings import Settings
 from db.audit import list_events
-from db.models import AuditEvent, User, utcnow
+from db.models import ApiToken, AuditEvent, User, utcnow
 from db.tokens import revoke_token
 from tests.api.conftest import PASSWORD, bearer, csrf_token
 
@@ -61,6 +61,24 @@ def test_a_revoked_token_stops_working_at_once(
         assert revoke_token(session=session, token_id=1)
     response = client.get("/api/v1/jobs", headers=bearer(tokens["read"]))
     assert response.status_code == 401 and "revoked" in response.get_json()["error"]["message"]
+
+
+def test_token_use_is_noted_at_most_once_a_minute(
+        client: FlaskClient, tokens: dict[str, str], sessions: sessionmaker[Session]) -> None:
+    def last_used() -> object:
+        with sessions() as session:
+            return session.scalar(select(ApiToken.last_used_at).where(ApiToken.name == "read-bot"))
+
+    assert last_used() is None
+    assert client.get("/api/v1/jobs", headers=bearer(tokens["read"])).status_code == 200
+    first = last_used()
+    assert first is not None
+    assert client.get("/api/v1/jobs", headers=bearer(tokens["read"])).status_code == 200
+    assert last_used() == first  # polling does not write on every request
+    with sessions.begin() as session:
+        session.execute(update(ApiToken).values(last_used_at=utcnow() - timedelta(minutes=2)))
+    assert client.get("/api/v1/jobs", headers=bearer(tokens["read"])).status_code == 200
+    assert last_used() > first  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(("scope", "read", "write"),

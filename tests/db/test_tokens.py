@@ -13,6 +13,7 @@ from db.models import ApiToken, User
 from db.tokens import (
     create_token,
     create_user,
+    last_use_is_stale,
     list_tokens,
     revoke_token,
     set_password,
@@ -105,3 +106,12 @@ def test_a_username_is_taken_once(db_sessionmaker: Maker) -> None:
         create_user(session=session, username="radiology", password="a")
     with pytest.raises(IntegrityError), db_sessionmaker.begin() as session:
         create_user(session=session, username="radiology", password="b")
+
+
+def test_a_read_only_check_writes_nothing(db_sessionmaker: Maker) -> None:
+    with db_sessionmaker.begin() as session:
+        text, _ = create_token(session=session, name="poller", scopes=["read"])
+    with db_sessionmaker() as session:
+        found = verify_token(session=session, token=text, note_use=False)
+        assert found is not None and found.last_used_at is None and last_use_is_stale(found)
+        assert not session.dirty and not session.new
