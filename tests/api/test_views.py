@@ -114,7 +114,8 @@ def test_the_submit_page_warns_when_no_model_is_registered(web: FlaskClient) -> 
 def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
         web: FlaskClient, sessions: sessionmaker[Session]) -> None:
     assert "No model registered yet" in page(web, "/model")
-    card = {"version": "m-1", "threshold": 0.2, "recall_target": 0.99, "plots": {"roc": "brainscan.roc.png"},
+    card = {"version": "m-1", "threshold": 0.2, "recall_target": 0.99, "specificity_floor": 0.97,
+            "plots": {"roc": "brainscan.roc.png"},
             "metrics": {"test": FOLD, "validation": FOLD,
                         "cv": {"k": 2, "folds": [FOLD, FOLD], "pooled": FOLD, "recall_mean": 0.93,
                                "recall_std": 0.01},
@@ -126,7 +127,8 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
                                threshold=0.2, metrics=card["metrics"], card=card)  # type: ignore[arg-type]
     html = page(web, "/model")
     for row in ("Test split", "Cross-validation · pooled over folds", "Cross-validation · fold 2",
-                "Cross-source · all held-out images", "holdout: seed-253", "recall 0.930 ± 0.010 over folds"):
+                "Cross-source · all held-out images", "holdout: seed-253", "recall 0.930 ± 0.010 over folds",
+                "Specificity floor"):
         assert row in html, row
     assert html.index("Test split") < html.index("Cross-validation") < html.index("Validation split")
     assert 'src="http://localhost/api/v1/models/m-1/plots/roc"' in html
