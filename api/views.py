@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -140,22 +141,27 @@ def job(job_id: int) -> str:
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel_job(job_id: int) -> Response:
     """The cancel button (audited); a job that has finished meanwhile is said so."""
-    try:
+    def act() -> str:
         cancel(job_id, actor=current_actor())
-        flash(f"Job {job_id} was cancelled.", "success")
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        flash(exc.message, "error")
-    return redirect(url_for("views.job", job_id=job_id))
+        return f"Job {job_id} was cancelled."
+
+    return _job_button(job_id, act)
 
 
 @bp.post("/jobs/<int:job_id>/rerun")
 def rerun_job(job_id: int) -> Response:
     """The re-run button: score the failed images again (audited)."""
-    try:
+    def act() -> str:
         sent = rerun(job_id, actor=current_actor())
-        flash(f"Job {job_id}: {sent} batch{'es' if sent != 1 else ''} queued again.", "success")
+        return f"Job {job_id}: {sent} batch{'es' if sent != 1 else ''} queued again."
+
+    return _job_button(job_id, act)
+
+
+def _job_button(job_id: int, act: Callable[[], str]) -> Response:
+    """Run a job page button's action; its message (or the refusal) is flashed on the job page."""
+    try:
+        flash(act(), "success")
     except ApiError as exc:
         if exc.status == 404:
             raise

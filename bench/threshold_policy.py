@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.metrics import compute_metrics, tune_threshold  # noqa: E402
+from training.metrics import compute_metrics, specificity_threshold, tune_threshold  # noqa: E402
 from training.splits import carve  # noqa: E402
 
 Policy = tuple[float, float]  # (recall target, specificity floor)
@@ -76,13 +76,6 @@ def _report(data: np.lib.npyio.NpzFile, policies: list[Policy], variant: str, pr
     print(f"AUC {base['auc']:.4f}")
 
 
-def spec_first_threshold(labels: np.ndarray, probs: np.ndarray, floor: float) -> float:
-    """The lowest threshold whose specificity on `labels == 0` is >= floor."""
-    negatives = np.sort(probs[labels == 0])[::-1]
-    allowed = int(np.floor((1 - floor) * len(negatives) + 1e-9))
-    return float(np.nextafter(negatives[allowed], np.inf)) if allowed < len(negatives) else 0.0
-
-
 def local_calibration(data: np.lib.npyio.NpzFile, task: int, variant: str, repeats: int) -> None:
     labels, groups = data["labels"], data["groups"]
     test_idx, probs = data[f"{task}_test_idx"], data[f"{task}_{variant}_test"]
@@ -99,7 +92,7 @@ def local_calibration(data: np.lib.npyio.NpzFile, task: int, variant: str, repea
             for tune, score in ((a, b), (b, a)):
                 pt = probs[[where[int(i)] for i in tune]]
                 threshold = (tune_threshold(labels[tune], pt, value) if kind == "recall"
-                             else spec_first_threshold(labels[tune], pt, value))
+                             else specificity_threshold(labels[tune], pt, value) or 0.0)
                 flags.append(probs[[where[int(i)] for i in score]] >= threshold)
                 truth.append(labels[score])
             m = compute_metrics(np.concatenate(truth), np.concatenate(flags).astype(float), 0.5)

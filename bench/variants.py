@@ -33,14 +33,13 @@ sys.path.insert(0, str(REPO))
 
 def recall_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> tuple[float, float]:
     """(recall, threshold) at the lowest threshold whose specificity on y == 0 is >= `specificity`."""
-    negatives = np.sort(p[y == 0])
-    if not len(negatives):
+    from training.metrics import specificity_threshold
+
+    if not (y == 0).any():
         return float("nan"), float("nan")
-    allowed = int(np.floor((1 - specificity) * len(negatives) + 1e-9))  # false alarms we may keep
-    if allowed >= len(negatives):
+    threshold = specificity_threshold(y, p, specificity)
+    if threshold is None:  # every negative may be flagged
         return 1.0, 0.0
-    # just above the (allowed + 1)-th highest negative: at most `allowed` negatives reach it
-    threshold = float(np.nextafter(negatives[len(negatives) - 1 - allowed], np.inf))
     return float(np.mean(p[y == 1] >= threshold)), threshold
 
 

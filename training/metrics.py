@@ -92,12 +92,25 @@ def tune_threshold(labels: np.ndarray, probs: np.ndarray, recall_target: float,
         raise ValueError("cannot tune a threshold without positive (tumour) examples")
     k = math.ceil(recall_target * positives.size - 1e-9)
     threshold = float(positives[k - 1])
-    negatives = np.sort(p[y == 0])[::-1]
-    if specificity_floor > 0 and negatives.size:
-        allowed = math.floor((1 - specificity_floor) * negatives.size + 1e-9)
-        if allowed < negatives.size:
-            threshold = min(threshold, float(np.nextafter(negatives[allowed], np.inf)))
+    if specificity_floor > 0:
+        lowest = specificity_threshold(y, p, specificity_floor)
+        if lowest is not None:
+            threshold = min(threshold, lowest)
     return threshold
+
+
+def specificity_threshold(labels: np.ndarray, probs: np.ndarray, specificity: float) -> float | None:
+    """The lowest threshold whose specificity on these labels is >= `specificity`, or None when no
+    negative constrains it (there are none, or all of them may be flagged).
+
+    With N negatives, F = floor((1 - specificity) * N) may be flagged, so the answer lies just
+    above the (F + 1)-th highest negative probability.
+    """
+    negatives = np.sort(np.asarray(probs, dtype=np.float64)[np.asarray(labels) == 0])[::-1]
+    allowed = math.floor((1 - specificity) * negatives.size + 1e-9)
+    if allowed >= negatives.size:
+        return None
+    return float(np.nextafter(negatives[allowed], np.inf))
 
 
 def sweep_table(
