@@ -2,6 +2,7 @@
 
     python bench/threshold_policy.py runs/predictions.npz \\
         [--targets 0.99,0.995,0.997] [--floors 0.95,0.97,0.98]
+    python bench/threshold_policy.py runs/ens.0.npz runs/ens.1.npz   # an ensemble of the two
 
 The .npz comes from `brainscan train --predictions` or `bench/variants.py --predictions`. A policy
 is a validation recall target, optionally with a specificity floor (`tune_threshold`: the highest
@@ -18,12 +19,20 @@ would get. The held-out source is cut in two by near-duplicate group (stratified
 is tuned on one half, by a recall target or as the lowest threshold whose specificity on that
 half's negatives is >= a floor, and scored on the other half; then the halves swap and the two
 matrices are pooled. Repeated over --repeats random cuts, median reported.
+
+Ensembles: given several files from fits that share every split (`bench/variants.py --variant
+member=1 ...`: the same tasks, initialisation and augmentation re-seeded), the members' validation
+and test probabilities are averaged per image, and every figure above is that of the averaged
+model, its thresholds tuned on the averaged validation probabilities as for a single model. Each
+member's own pooled figures (shipped policy) are printed first, for comparison in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +44,33 @@ from training.metrics import compute_metrics, specificity_threshold, tune_thresh
 from training.splits import carve  # noqa: E402
 
 Policy = tuple[float, float]  # (recall target, specificity floor)
+Predictions = Mapping[str, np.ndarray]  # an opened .npz from crossval.save_predictions, or an average
+_PROBABILITIES = re.compile(r"^\d+_(served|other)_(val|test)$")
 
 
-def _tasks(data: np.lib.npyio.NpzFile, prefix: str) -> list[int]:
+def average(members: list[Predictions]) -> dict[str, np.ndarray]:
+    """One set of predictions whose probabilities are the members' mean per image. The members must
+    come from the same tasks on the same images (same labels, task names and split indices)."""
+    first = members[0]
+    for other in members[1:]:
+        if set(other.keys()) != set(first.keys()):
+            raise ValueError("members hold different tasks")
+        for key in first:
+            if not _PROBABILITIES.match(key) and not key.endswith("_threshold") \
+                    and not np.array_equal(first[key], other[key]):
+                raise ValueError(f"members differ in {key!r}: not fits of the same splits")
+    out = {key: np.asarray(first[key]) for key in first}
+    for key in out:
+        if _PROBABILITIES.match(key):
+            out[key] = np.mean([np.asarray(m[key], dtype=np.float64) for m in members], axis=0)
+    return out
+
+
+def _tasks(data: Predictions, prefix: str) -> list[int]:
     return [i for i, name in enumerate(data["tasks"]) if str(name).startswith(prefix)]
 
 
-def pooled(data: np.lib.npyio.NpzFile, policy: Policy, variant: str,
+def pooled(data: Predictions, policy: Policy, variant: str,
            prefix: str = "fold") -> dict[str, float]:
     """Pooled held-out figures of the tasks named `prefix...` when each tunes by `policy` on validation."""
     labels = data["labels"]
@@ -64,7 +93,7 @@ def _name(policy: Policy) -> str:
     return f"recall {target:.3f}" + (f", spec floor {floor:.2f}" if floor else "")
 
 
-def _report(data: np.lib.npyio.NpzFile, policies: list[Policy], variant: str, prefix: str) -> None:
+def _report(data: Predictions, policies: list[Policy], variant: str, prefix: str) -> None:
     base = pooled(data, (0.99, 0.0), variant, prefix)
     print(f"{'validation policy':>30} {'recall':>8} {'specificity':>12} {'missed':>7} {'false alarms':>13} "
           f"{'missed vs shipped':>18}")
@@ -76,7 +105,7 @@ def _report(data: np.lib.npyio.NpzFile, policies: list[Policy], variant: str, pr
     print(f"AUC {base['auc']:.4f}")
 
 
-def local_calibration(data: np.lib.npyio.NpzFile, task: int, variant: str, repeats: int) -> None:
+def local_calibration(data: Predictions, task: int, variant: str, repeats: int) -> None:
     labels, groups = data["labels"], data["groups"]
     test_idx, probs = data[f"{task}_test_idx"], data[f"{task}_{variant}_test"]
     where = {int(i): n for n, i in enumerate(test_idx)}
@@ -103,14 +132,26 @@ def local_calibration(data: np.lib.npyio.NpzFile, task: int, variant: str, repea
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("predictions", type=Path)
+    parser.add_argument("predictions", type=Path, nargs="+",
+                        help="one file, or several fits of the same splits to average (an ensemble)")
     parser.add_argument("--targets", default="0.99,0.993,0.995,0.997,0.999")
     parser.add_argument("--floors", default="0.95,0.96,0.97,0.98,0.99",
                         help="specificity floors, each with recall target 0.99")
     parser.add_argument("--variant", choices=["served", "other"], default="served")
     parser.add_argument("--repeats", type=int, default=20, help="random cuts for local calibration")
     args = parser.parse_args()
-    data = np.load(args.predictions)
+    members = [np.load(path) for path in args.predictions]
+    data: Predictions = members[0]
+    if len(members) > 1:
+        print(f"each member alone (recall target 0.99), then the mean of the {len(members)} members")
+        for path, member in zip(args.predictions, members, strict=True):
+            for prefix in ("fold", "cross-source"):
+                if _tasks(member, prefix):
+                    row = pooled(member, (0.99, 0.0), args.variant, prefix)
+                    print(f"  {path.name:>24} {prefix:>12}: recall {row['recall']:.4f}  specificity "
+                          f"{row['specificity']:.4f}  AUC {row['auc']:.4f}  missed {row['fn']:.0f}")
+        data = average(members)
+        print()
     policies = [(float(t), 0.0) for t in args.targets.split(",") if t]
     policies += [(0.99, float(f)) for f in args.floors.split(",") if f]
     if _tasks(data, "fold"):

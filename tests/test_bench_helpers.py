@@ -32,3 +32,40 @@ def test_recall_at_specificity_keeps_the_allowed_false_alarms() -> None:
     assert variants.recall_at_specificity(y, p, 0.0) == (1.0, 0.0)
     recall, threshold = variants.recall_at_specificity(y, p, 1.0)  # no false alarm at all
     assert threshold > 0.95 and recall == 0.0
+
+
+def _fits(probabilities: list[np.ndarray], test_idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Saved predictions (crossval.save_predictions' layout) of one fold: validation 0..5, test rest."""
+    out = {"labels": np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1]), "groups": np.arange(10),
+           "tasks": np.array(["fold 1/1"]), "0_val_idx": np.arange(6), "0_test_idx": test_idx}
+    val, test = probabilities
+    for name in ("served", "other"):
+        out.update({f"0_{name}_val": val, f"0_{name}_test": test, f"0_{name}_threshold": np.array(0.5)})
+    return out
+
+
+def test_an_ensemble_averages_members_and_tunes_on_the_averaged_validation_scores() -> None:
+    policy = _load("threshold_policy")
+    test_idx = np.arange(6, 10)
+    # member a ranks the test part badly (a tumour below a clear slice), member b the other way
+    a = _fits([np.array([.1, .2, .3, .6, .7, .8]), np.array([.2, .7, .6, .9])], test_idx)
+    b = _fits([np.array([.2, .1, .2, .7, .8, .9]), np.array([.3, .1, .4, .8])], test_idx)
+    mean = policy.average([a, b])
+    np.testing.assert_allclose(mean["0_served_test"], [.25, .4, .5, .85])
+    np.testing.assert_array_equal(mean["0_test_idx"], test_idx)
+    alone = policy.pooled(a, (1.0, 0.0), "served")  # threshold 0.6 flags the clear slice at 0.7
+    assert (alone["recall"], alone["specificity"], alone["auc"]) == (1.0, 0.5, 0.75)
+    together = policy.pooled(mean, (1.0, 0.0), "served")  # threshold: lowest val tumour, 0.65
+    assert (together["recall"], together["specificity"], together["auc"]) == (0.5, 1.0, 1.0)
+
+
+def test_members_must_share_their_splits() -> None:
+    policy = _load("threshold_policy")
+    scores = [np.linspace(0, 1, 6), np.linspace(0, 1, 4)]
+    other = _fits(scores, np.array([6, 7, 9, 8]))
+    try:
+        policy.average([_fits(scores, np.arange(6, 10)), other])
+    except ValueError as error:
+        assert "0_test_idx" in str(error)
+    else:
+        raise AssertionError("members with different splits were averaged")

@@ -34,6 +34,13 @@ class TrainConfig:
     recall_target: float = 0.99  # the threshold is the highest one meeting this recall on val
     specificity_floor: float = 0.0  # then lowered while val specificity stays >= this (0: off)
     seed: int = 1337
+    member: int = 0  # ensemble member n > 0: initialisation and augmentation re-seeded, splits kept
+
+    @property
+    def fit_seed(self) -> int:
+        """Seed of initialisation and augmentation order; members of one ensemble share `seed`
+        (hence every split) and differ here."""
+        return self.seed + 7919 * self.member
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,10 +127,10 @@ def fit(
     loader_threads: int = 2,
 ) -> FitResult:
     """Train from scratch; keep the weights of the epoch with the best validation AUC."""
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.fit_seed)
     model = build_model(model_cfg)
     batches = AugmentedBatches(
-        x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.seed,
+        x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.fit_seed,
         class_weight=_class_weight(y_train, cfg.balance_classes), style=cfg.style_augment,
         contrast=cfg.contrast_augment,
         workers=loader_threads,

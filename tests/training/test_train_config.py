@@ -1,0 +1,23 @@
+"""Training settings given on the command line (`--set FIELD=VALUE`, bench/variants.py --variant)."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from brainscan.cli.train import _configs, apply_overrides
+
+
+def test_an_ensemble_member_reseeds_the_fit_but_keeps_the_splits() -> None:
+    spec, model_cfg, cfg = _configs("brainscan", None, {})
+    assert cfg.member == 0 and cfg.fit_seed == cfg.seed  # the shipped recipe's fit is member 0
+    _, _, member = apply_overrides((spec, model_cfg, cfg), ("member=2", "epochs=40"))
+    assert member.member == 2 and member.epochs == 40
+    assert member.seed == cfg.seed  # the seed every split is drawn from
+    first = apply_overrides((spec, model_cfg, cfg), ("member=1",))[2]
+    assert member.fit_seed not in (cfg.fit_seed, first.fit_seed)
+
+
+def test_an_unknown_setting_is_refused() -> None:
+    with pytest.raises(click.BadParameter, match="no_such_field"):
+        apply_overrides(_configs("brainscan", None, {}), ("no_such_field=1",))
