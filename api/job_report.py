@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from db.jobs import FINISHED_JOB_STATUSES, get_job
 from db.models import Batch, ImageResult, Job
-from db.progress import JobProgress, job_progress
+from db.progress import JobProgress, job_progress, jobs_progress
 
 RESULT_CSV_COLUMNS = ("id", "path", "label", "probability", "flagged", "status", "error", "batch_id")
 
@@ -86,6 +86,12 @@ def load_job_report(session: Session, job_id: int) -> dict[str, Any] | None:
     if job is None:
         return None
     return job_report(job, job_progress(session=session, job_id=job_id))
+
+
+def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+    """Reports of a page of jobs, their progress read in one query."""
+    progress = jobs_progress(session=session, job_ids=[job.id for job in jobs])
+    return [job_report(job, progress[job.id]) for job in jobs]
 
 
 def batch_report(batch: Batch) -> dict[str, Any]:

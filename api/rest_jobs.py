@@ -9,13 +9,12 @@ from flask import Blueprint, Response, jsonify, request
 from api.auth import current_actor
 from api.context import celery, sessions
 from api.errors import ApiError
-from api.job_report import batch_report, job_report, load_job_report
+from api.job_report import batch_report, job_reports, load_job_report
 from api.submission import submission_from_request, submit
 from db.audit import record_event
 from db.batches import list_batches
 from db.jobs import FINISHED_JOB_STATUSES, cancel_job, get_job, list_jobs, rerun_failed
 from db.models import JOB_STATUSES
-from db.progress import job_progress
 from worker.enqueue import enqueue_batches
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -69,7 +68,7 @@ def list_jobs_route() -> Response:
     before_id = int_arg("before_id", None)
     with sessions(read_only=True)() as session:
         jobs = list_jobs(session=session, status=status, limit=limit, before_id=before_id)
-        reports = [job_report(job, job_progress(session=session, job_id=job.id)) for job in jobs]
+        reports = job_reports(session, jobs)
     next_before = reports[-1]["id"] if len(reports) == limit else None
     return jsonify({"jobs": reports, "next_before_id": next_before})
 

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 from api.auth import current_actor, current_principal
 from api.context import sessions, settings
 from api.errors import ApiError
-from api.job_report import batch_report, job_report, load_job_report, result_report
+from api.job_report import batch_report, job_reports, load_job_report, result_report
 from api.model_figures import card_figures, sweep_rows
 from api.rest_jobs import MAX_PAGE, cancel, int_arg, rerun
 from api.rest_models import model_report, plot_file
@@ -25,7 +25,6 @@ from db.batches import list_batches
 from db.jobs import list_jobs
 from db.model_versions import current_model_version
 from db.models import JOB_STATUSES
-from db.progress import job_progress
 from db.results import list_results
 
 bp = Blueprint("views", __name__)
@@ -113,7 +112,7 @@ def jobs() -> str:
     before_id = int_arg("before_id", None)
     with sessions(read_only=True)() as session:
         rows = list_jobs(session=session, status=status, limit=JOBS_PER_PAGE, before_id=before_id)
-        reports = [job_report(job, job_progress(session=session, job_id=job.id)) for job in rows]
+        reports = job_reports(session, rows)
     older = reports[-1]["id"] if len(reports) == JOBS_PER_PAGE else None
     return render_template("jobs.html", jobs=reports, status=status, statuses=JOB_STATUSES,
                            before_id=before_id, older=older, archive_root=settings().resolved_archive_root,

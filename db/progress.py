@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,16 +45,24 @@ def _sum(column: Any) -> ColumnElement[Any]:
 
 def job_progress(*, session: Session, job_id: int) -> JobProgress:
     """The job's progress, from its batches only (one indexed aggregate; raises LookupError if no job)."""
-    stmt = (select(Job.total, _sum(Batch.scored), _sum(Batch.failed), _sum(Batch.flagged),
+    progress = jobs_progress(session=session, job_ids=[job_id]).get(job_id)
+    if progress is None:
+        raise LookupError(f"no job {job_id}")
+    return progress
+
+
+def jobs_progress(*, session: Session, job_ids: Sequence[int]) -> dict[int, JobProgress]:
+    """Progress of several jobs in one grouped aggregate (a page of the job list); absent ids are
+    left out."""
+    if not job_ids:
+        return {}
+    stmt = (select(Job.id, Job.total, _sum(Batch.scored), _sum(Batch.failed), _sum(Batch.flagged),
                    func.count(Batch.id), count_where(Batch.status == "done"),
                    count_where(Batch.status == "failed"),
                    _sum(Batch.tp), _sum(Batch.fp), _sum(Batch.tn), _sum(Batch.fn))
             .select_from(Job).outerjoin(Batch, Batch.job_id == Job.id)
-            .where(Job.id == job_id).group_by(Job.id, Job.total))
-    row = session.execute(stmt).first()
-    if row is None:
-        raise LookupError(f"no job {job_id}")
-    return JobProgress(*(int(value) for value in row))
+            .where(Job.id.in_(list(job_ids))).group_by(Job.id, Job.total))
+    return {int(row[0]): JobProgress(*(int(value) for value in row[1:])) for row in session.execute(stmt)}
 
 
 def _scored_groups(session: Session, job_id: int, since: datetime | None = None) -> list[tuple[Any, ...]]:

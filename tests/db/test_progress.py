@@ -11,7 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.batches import claim_batch, fail_batch, finish_batch
 from db.jobs import finish_planning, get_job, mark_planning
 from db.models import ImageResult
-from db.progress import JobProgress, finish_job_if_complete, job_confusion_from_results, job_progress
+from db.progress import (
+    JobProgress,
+    finish_job_if_complete,
+    job_confusion_from_results,
+    job_progress,
+    jobs_progress,
+)
 from db.results import ScoredImage
 from tests.dbfixtures import create_random_job, plan_random_images, score_randomly
 
@@ -84,6 +90,18 @@ def test_the_job_finishes_once_its_last_batch_settles_with_its_final_figures(db_
         assert job.specificity == pytest.approx(tn / (tn + fp))
         assert job.images_per_second is not None and job.images_per_second > 0
         assert job.started_at is not None and job.finished_at is not None and job.finished_at > job.started_at
+
+
+def test_a_page_of_jobs_reads_each_jobs_progress_in_one_query(db_sessionmaker: Maker) -> None:
+    running, _, _, _ = _job_in_flight(db_sessionmaker)
+    with db_sessionmaker.begin() as session:
+        waiting = create_random_job(session=session).id  # submitted, not planned: no batches yet
+    with db_sessionmaker() as session:
+        one_by_one = {job_id: job_progress(session=session, job_id=job_id) for job_id in (running, waiting)}
+        page = jobs_progress(session=session, job_ids=[waiting, running, 12345])
+        assert jobs_progress(session=session, job_ids=[]) == {}
+    assert page == one_by_one  # the unknown id is left out
+    assert page[waiting].batches_total == 0 and page[running].batches_total > 0
 
 
 def test_progress_of_an_unknown_job_is_an_error(db_sessionmaker: Maker) -> None:
