@@ -23,6 +23,7 @@ class ModelConfig:
     dropout: float = 0.3  # before the classifier; the data set is small
     weight_decay: float = 1e-4
     flip_tta: bool = False  # serve the mean of P(slice) and P(mirrored slice): 2x inference cost
+    members: int = 1  # networks trained apart (re-seeded) and served as one graph averaging them
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,11 +77,24 @@ def _block(x: Any, width: int, stride: int, cfg: ModelConfig, separable: bool) -
 
 
 def build_model(cfg: ModelConfig) -> keras.Model:
-    """Input: uint8 (size, size, 1) preprocessed slices. Output: P(tumour), shape (batch, 1)."""
+    """Input: uint8 (size, size, 1) preprocessed slices. Output: P(tumour), shape (batch, 1).
+    With members > 1, that many networks side by side and the mean of their probabilities; each
+    member is trained on its own (`training.train.fit`) and its weights copied in."""
+    if cfg.members < 1:
+        raise ValueError(f"members must be >= 1, not {cfg.members}")
+    if cfg.members == 1:
+        return _network(cfg)
+    inputs = keras.Input((cfg.input_size, cfg.input_size, 1), dtype="uint8", name="slice")
+    nets = [_network(cfg, name=f"member_{i}") for i in range(cfg.members)]
+    mean = layers.Average(name="tumour", dtype="float32")([net(inputs) for net in nets])
+    return keras.Model(inputs, mean, name=f"brainscan_ensemble_{cfg.members}")
+
+
+def _network(cfg: ModelConfig, name: str | None = None) -> keras.Model:
     inputs = keras.Input((cfg.input_size, cfg.input_size, 1), dtype="uint8", name="slice")
     x = layers.Rescaling(1 / 127.5, offset=-1.0)(layers.Identity(dtype="float32")(inputs))
     if cfg.arch == "seed":
-        return _seed_network(inputs, x)
+        return _seed_network(inputs, x, name or "seed_cnn")
     if cfg.arch != "resnet":
         raise ValueError(f"unknown architecture {cfg.arch!r}")
     x = layers.Conv2D(cfg.stem_width, 3, 2, padding="same", use_bias=False)(x)
@@ -93,10 +107,10 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(cfg.dropout)(x)
     outputs = layers.Dense(1, activation="sigmoid", name="tumour", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="brainscan_cnn")
+    return keras.Model(inputs, outputs, name=name or "brainscan_cnn")
 
 
-def _seed_network(inputs: Any, x: Any) -> keras.Model:
+def _seed_network(inputs: Any, x: Any, name: str) -> keras.Model:
     """The seed notebook's network: three conv/pool layers, a dense layer, dropout."""
     for width in (32, 64, 128):
         x = layers.Conv2D(width, 3, activation="relu")(x)
@@ -105,7 +119,7 @@ def _seed_network(inputs: Any, x: Any) -> keras.Model:
     x = layers.Dense(128, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(1, activation="sigmoid", name="tumour", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="seed_cnn")
+    return keras.Model(inputs, outputs, name=name)
 
 
 @keras.saving.register_keras_serializable(package="brainscan")

@@ -141,7 +141,9 @@ def train_and_package(
         architecture=model_cfg.to_dict(),
         training={**cfg.to_dict(), "epochs_run": len(result.history["loss"]),
                   "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
-                  "device": describe_device(), "params": int(result.model.count_params())},
+                  "device": describe_device(), "params": int(result.model.count_params()),
+                  **({"member_best_epochs": list(result.member_best_epochs)}
+                     if result.member_best_epochs else {})},
         data=_data_section(data, split),
         metrics=metrics,
         threshold_sweep=sweep_table(eval_labels, eval_probs),

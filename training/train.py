@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -55,9 +56,10 @@ class FitResult:
     """A trained model and what happened while training it."""
 
     model: keras.Model
-    history: dict[str, list[float]]
-    best_epoch: int
+    history: dict[str, list[float]]  # an ensemble's: its first member's
+    best_epoch: int  # an ensemble's: its first member's
     seconds: float
+    member_best_epochs: tuple[int, ...] = ()  # an ensemble's, one per member
 
 
 class EpochPrinter(keras.callbacks.Callback):
@@ -126,7 +128,12 @@ def fit(
     prefix: str = "",
     loader_threads: int = 2,
 ) -> FitResult:
-    """Train from scratch; keep the weights of the epoch with the best validation AUC."""
+    """Train from scratch; keep the weights of the epoch with the best validation AUC. An ensemble
+    (model_cfg.members > 1) trains each member apart, as ensemble members cfg.member, +1, ..., and
+    returns one network that averages them."""
+    if model_cfg.members > 1:
+        return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
+                             prefix=prefix, loader_threads=loader_threads)
     keras.utils.set_random_seed(cfg.fit_seed)
     model = build_model(model_cfg)
     batches = AugmentedBatches(
@@ -155,6 +162,21 @@ def fit(
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     best = int(np.argmax(hist["val_auc"])) + 1 if hist.get("val_auc") else len(hist["loss"])
     return FitResult(model, hist, best, time.perf_counter() - started)
+
+
+def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+                  model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
+                  loader_threads: int) -> FitResult:
+    single = dataclasses.replace(model_cfg, members=1)
+    n = model_cfg.members
+    fits = [fit(x_train, y_train, x_val, y_val, model_cfg=single,
+                cfg=dataclasses.replace(cfg, member=cfg.member + i),
+                prefix=f"{prefix}[member {i + 1}/{n}] ", loader_threads=loader_threads)
+            for i in range(n)]
+    ensemble = build_model(model_cfg)
+    ensemble.set_weights([w for f in fits for w in f.model.get_weights()])
+    return FitResult(ensemble, fits[0].history, fits[0].best_epoch, sum(f.seconds for f in fits),
+                     tuple(f.best_epoch for f in fits))
 
 
 def predict(model: keras.Model, inputs: np.ndarray, *, flip_tta: bool = False,

@@ -116,6 +116,8 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
     assert "No model registered yet" in page(web, "/model")
     card = {"version": "m-1", "threshold": 0.2, "recall_target": 0.99, "specificity_floor": 0.97,
             "plots": {"roc": "brainscan.roc.png"},
+            "architecture": {"arch": "resnet", "input_size": 160, "members": 2},
+            "training": {"epochs_run": 30, "best_epoch": 28, "member_best_epochs": [28, 30]},
             "metrics": {"test": FOLD, "validation": FOLD,
                         "cv": {"k": 2, "folds": [FOLD, FOLD], "pooled": FOLD, "recall_mean": 0.93,
                                "recall_std": 0.01},
@@ -128,7 +130,8 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
     html = page(web, "/model")
     for row in ("Test split", "Cross-validation · pooled over folds", "Cross-validation · fold 2",
                 "Cross-source · all held-out images", "holdout: seed-253", "recall 0.930 ± 0.010 over folds",
-                "Specificity floor"):
+                "Specificity floor", "resnet, ensemble of 2 averaged, input 160 px",
+                "30 epochs per member (best 28, 30)"):
         assert row in html, row
     assert html.index("Test split") < html.index("Cross-validation") < html.index("Validation split")
     assert 'src="http://localhost/api/v1/models/m-1/plots/roc"' in html

@@ -21,3 +21,11 @@ def test_an_ensemble_member_reseeds_the_fit_but_keeps_the_splits() -> None:
 def test_an_unknown_setting_is_refused() -> None:
     with pytest.raises(click.BadParameter, match="no_such_field"):
         apply_overrides(_configs("brainscan", None, {}), ("no_such_field=1",))
+
+
+def test_an_ensemble_is_an_architecture_setting_saved_in_the_card() -> None:
+    spec, model_cfg, cfg = _configs("brainscan", None, {})
+    assert model_cfg.members == 1  # the shipped recipe: one network
+    _, ensemble, same = apply_overrides((spec, model_cfg, cfg), ("members=3",))
+    assert ensemble.members == 3 and same == cfg
+    assert type(ensemble).from_dict(ensemble.to_dict()) == ensemble
