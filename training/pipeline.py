@@ -130,7 +130,8 @@ def train_and_package(
         eval_labels, eval_probs, eval_name = labels[split.test], p_test, "test"
     out_model.parent.mkdir(parents=True, exist_ok=True)
     save_for_inference(result.model, model_cfg, out_model)
-    plot_files = _write_plots(out_model, result.history, eval_labels, eval_probs, threshold, eval_name)
+    histories = result.member_histories or (result.history,)
+    plot_files = _write_plots(out_model, histories, eval_labels, eval_probs, threshold, eval_name)
     card = ModelCard(
         version=f"{out_model.stem}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}",
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -179,14 +180,14 @@ def _data_section(data: PreparedData, split: Any) -> dict[str, Any]:
 
 
 def _write_plots(
-    out_model: Path, history: dict[str, list[float]], labels: np.ndarray, probs: np.ndarray,
+    out_model: Path, histories: Sequence[dict[str, list[float]]], labels: np.ndarray, probs: np.ndarray,
     threshold: float, name: str,
 ) -> dict[str, str]:
     stem = out_model.stem
     files = {k: f"{stem}.{k}.png" for k in
              ("learning_curves", "confusion_matrix", "roc", "threshold_sweep", "reliability")}
     folder = out_model.parent
-    plots.learning_curves(history, folder / files["learning_curves"])
+    plots.learning_curves(histories, folder / files["learning_curves"])
     m = compute_metrics(labels, probs, threshold)
     plots.confusion_matrix(m, folder / files["confusion_matrix"], f"{name} set")
     plots.threshold_sweep(sweep_table(labels, probs), folder / files["threshold_sweep"], threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -14,14 +15,20 @@ from matplotlib.figure import Figure
 from training.metrics import Metrics
 
 
-def learning_curves(history: dict[str, list[float]], path: Path) -> None:
+def learning_curves(histories: Sequence[dict[str, list[float]]], path: Path) -> None:
+    """Train and validation loss and AUC per epoch; an ensemble's members each in their own colour
+    (train dashed, validation solid)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for index, history in enumerate(histories):
+        member = f"member {index + 1} " if len(histories) > 1 else ""
+        colour = {"color": f"C{index}"} if len(histories) > 1 else {}
+        epochs = np.arange(1, len(history.get("loss", [])) + 1)
+        for key, ax in (("loss", ax1), ("auc", ax2)):
+            if key in history:
+                ax.plot(epochs, history[key], "--" if member else "-", label=f"{member}train", **colour)
+            if f"val_{key}" in history:
+                ax.plot(epochs, history[f"val_{key}"], label=f"{member}validation", **colour)
     for key, ax in (("loss", ax1), ("auc", ax2)):
-        if key in history:
-            ax.plot(epochs, history[key], label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(key.upper() if key == "auc" else key)
         ax.grid(alpha=0.3)

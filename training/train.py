@@ -60,6 +60,7 @@ class FitResult:
     best_epoch: int  # an ensemble's: its first member's
     seconds: float
     member_best_epochs: tuple[int, ...] = ()  # an ensemble's, one per member
+    member_histories: tuple[dict[str, list[float]], ...] = ()  # an ensemble's, one per member
 
 
 class EpochPrinter(keras.callbacks.Callback):
@@ -176,7 +177,7 @@ def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
     ensemble = build_model(model_cfg)
     ensemble.set_weights([w for f in fits for w in f.model.get_weights()])
     return FitResult(ensemble, fits[0].history, fits[0].best_epoch, sum(f.seconds for f in fits),
-                     tuple(f.best_epoch for f in fits))
+                     tuple(f.best_epoch for f in fits), tuple(f.history for f in fits))
 
 
 def predict(model: keras.Model, inputs: np.ndarray, *, flip_tta: bool = False,

@@ -13,9 +13,10 @@ import_backend()
 
 import keras  # noqa: E402
 
+from training import plots  # noqa: E402
 from training.model import ModelConfig, build_model  # noqa: E402
 from training.pipeline import save_for_inference  # noqa: E402
-from training.train import TrainConfig, fit, predict  # noqa: E402
+from training.train import FitResult, TrainConfig, fit, predict  # noqa: E402
 
 TINY = ModelConfig(input_size=32, stem_width=8, widths=(8, 16), blocks=(1, 1), members=2)
 
@@ -30,16 +31,15 @@ def _slices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[keras.Model, tuple[int, ...], np.ndarray]:
+def trained() -> tuple[FitResult, np.ndarray]:
     x, y = _slices(96, 0)
     xv, yv = _slices(32, 1)
-    result = fit(x, y, xv, yv, model_cfg=TINY, cfg=TrainConfig(epochs=2, batch_size=16, warmup_epochs=0))
-    return result.model, result.member_best_epochs, xv
+    return fit(x, y, xv, yv, model_cfg=TINY, cfg=TrainConfig(epochs=2, batch_size=16, warmup_epochs=0)), xv
 
 
-def test_an_ensemble_serves_the_mean_of_members_trained_apart(
-        trained: tuple[keras.Model, tuple[int, ...], np.ndarray]) -> None:
-    model, best_epochs, x = trained
+def test_an_ensemble_serves_the_mean_of_members_trained_apart(trained: tuple[FitResult, np.ndarray]) -> None:
+    result, x = trained
+    model, best_epochs = result.model, result.member_best_epochs
     assert len(best_epochs) == 2 and all(1 <= e <= 2 for e in best_epochs)
     members = [model.get_layer(f"member_{i}") for i in range(2)]
     outputs = [np.asarray(m.predict_on_batch(x)).reshape(-1) for m in members]
@@ -50,10 +50,11 @@ def test_an_ensemble_serves_the_mean_of_members_trained_apart(
 
 @pytest.mark.parametrize("flip_tta", [False, True])
 def test_a_saved_ensemble_loads_as_one_model_with_the_same_probabilities(
-        trained: tuple[keras.Model, tuple[int, ...], np.ndarray], tmp_path: Path, flip_tta: bool) -> None:
+        trained: tuple[FitResult, np.ndarray], tmp_path: Path, flip_tta: bool) -> None:
     import dataclasses
 
-    model, _, x = trained
+    result, x = trained
+    model = result.model
     path = tmp_path / "ensemble.keras"
     save_for_inference(model, dataclasses.replace(TINY, flip_tta=flip_tta), path)
     loaded = keras.models.load_model(path, compile=False)
@@ -64,3 +65,20 @@ def test_a_saved_ensemble_loads_as_one_model_with_the_same_probabilities(
 def test_members_must_be_positive() -> None:
     with pytest.raises(ValueError, match="members"):
         build_model(ModelConfig(members=0))
+
+
+def test_the_learning_curves_of_an_ensemble_show_every_member(
+        trained: tuple[FitResult, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, _ = trained
+    histories = result.member_histories
+    assert len(histories) == 2 and histories[0] is result.history
+    assert all(len(h["val_auc"]) == 2 for h in histories) and histories[0] != histories[1]
+    drawn: list[list[str]] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.extend(
+        [line.get_label() for line in ax.get_lines()] for ax in fig.axes))
+    plots.learning_curves(histories, tmp_path / "curves.png")
+    expected = ["member 1 train", "member 1 validation", "member 2 train", "member 2 validation"]
+    assert drawn == [expected, expected]  # loss, AUC
+    drawn.clear()
+    plots.learning_curves([result.history], tmp_path / "curves.png")
+    assert drawn == [["train", "validation"]] * 2
