@@ -1,6 +1,8 @@
 """Scoring speed of the shipped model, against a naive pipeline measured in the same run.
 
     python bench/model_speed.py [--model models/brainscan.keras] [--images ../shared/data] [--n 2000]
+    python bench/model_speed.py --untrained size=192,input_size=192     # a shape not trained yet
+    python bench/model_speed.py --untrained members=2                   # an ensemble of 2
 
 Prints images/s for:
   model alone      preprocessed uint8 batches of 64 through Scorer.score_arrays
@@ -9,6 +11,9 @@ Prints images/s for:
   naive baseline   the same files decoded one by one at full resolution (no JPEG draft scaling,
                    no overlap), then model.predict on the whole array
 and the ratio end-to-end / baseline. Targets (issue 2): >= 300 model alone, >= 150 end to end.
+With --untrained, the figures are for a freshly initialised network of the model's recipe with
+those settings changed (the fields `brainscan train --set` takes): speed depends on the graph,
+not on the weights, so a candidate shape is timed before anyone spends hours training it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +34,32 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds else float("inf")
 
 
+def untrained_like(scorer: Any, assignments: str) -> Any:
+    """A Scorer of the same recipe with FIELD=VALUE,... changed, its network freshly initialised."""
+    import dataclasses
+
+    from brainscan.cli.train import apply_overrides
+    from training.model import ModelConfig, build_model, for_serving
+    from training.scorer import Scorer
+
+    card = scorer.card
+    spec, cfg = apply_overrides((scorer.spec, ModelConfig.from_dict(card.architecture)),
+                                tuple(filter(None, assignments.split(","))))
+    if spec.size != cfg.input_size:
+        raise SystemExit(f"size {spec.size} and input_size {cfg.input_size} differ: set both")
+    card = dataclasses.replace(card, input=spec.to_dict(), architecture=cfg.to_dict(),
+                               version=f"{card.version}+untrained:{assignments}", model_sha256="")
+    return Scorer(for_serving(build_model(cfg), cfg), card, threads=scorer.threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "brainscan.keras")
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--n", type=int, default=2000, help="files to score end to end")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--untrained", default="", metavar="FIELD=VALUE,...",
+                        help="time an untrained network of the model's recipe with these changes")
     args = parser.parse_args()
 
     from training.backend import import_backend
@@ -45,6 +71,8 @@ def main() -> None:
     from training.scorer import Scorer
 
     scorer = Scorer.load(args.model, threads=args.threads)
+    if args.untrained:
+        scorer = untrained_like(scorer, args.untrained)
     files = [r.path for r in discover([args.images]).images if r.path.suffix.lower() in (".jpg", ".jpeg")]
     files = [files[i] for i in np.random.default_rng(0).permutation(len(files))[: args.n]]
     for f in files:  # warm the page cache so every variant reads from memory alike

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -69,3 +70,20 @@ def test_members_must_share_their_splits() -> None:
         assert "0_test_idx" in str(error)
     else:
         raise AssertionError("members with different splits were averaged")
+
+
+def test_model_speed_times_an_untrained_shape_of_the_shipped_recipe() -> None:
+    model_speed = _load("model_speed")
+    from training.scorer import Scorer
+
+    shipped = Scorer.load(BENCH.parent / "models" / "brainscan.keras")
+    small = model_speed.untrained_like(shipped, "size=96,input_size=96")
+    assert small.spec.size == 96 and small.card.architecture["input_size"] == 96
+    assert small.spec.crop == shipped.spec.crop and small.threshold == shipped.threshold
+    assert small.card.version.endswith("+untrained:size=96,input_size=96")
+    probabilities = small.score_arrays(np.zeros((3, 96, 96), dtype=np.uint8))
+    assert probabilities.shape == (3,) and np.all((probabilities >= 0) & (probabilities <= 1))
+    pair = model_speed.untrained_like(shipped, "members=2")
+    assert pair.model.count_params() == 2 * shipped.model.count_params()
+    with pytest.raises(SystemExit, match="set both"):
+        model_speed.untrained_like(shipped, "input_size=96")
