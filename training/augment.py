@@ -4,7 +4,8 @@ Pose: small rotations, zoom and shifts in one affine warp; left-right flips (bra
 symmetric and tumours occur on either side; up-down flips are not used: no scanner shows a head
 upside down). Intensity: gamma (contrast) and gain (brightness), which vary between scanners and
 sequences. Optional: image-quality degradation (`degrade`) and random tissue-contrast curves
-(`remap_contrast`), both aimed at sources that look different from the training data. Doing this
+(`remap_contrast`), both aimed at sources that look different from the training data, and mixup
+(`mix_batch`: each slice blended with another of its batch, labels blended alike). Doing this
 outside the graph keeps the saved model free of augmentation layers and runs the same under any
 Keras backend (Keras' image layers were the bottleneck under JAX on the GPU machine).
 """
@@ -91,16 +92,28 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
     return clipped
 
 
+def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator,
+              alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mixup: each sample blended with a random partner of its batch, lam ~ Beta(alpha, alpha)
+    folded to >= 0.5 so every mixed slice stays mostly itself; images, labels and sample weights
+    are blended with the same lam. x is float (n, h, w, 1), y and w float (n,)."""
+    lam = rng.beta(alpha, alpha, len(x)).astype(np.float32)
+    lam = np.maximum(lam, 1 - lam)
+    partner = rng.permutation(len(x))
+    mixed_x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
+    return mixed_x, lam * y + (1 - lam) * y[partner], lam * w + (1 - lam) * w[partner]
+
+
 class AugmentedBatches(keras.utils.PyDataset):
     """Shuffled, augmented (x, y, sample_weight) batches; reproducible from the seed and epoch."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, strength: float,
                  seed: int, class_weight: dict[int, float] | None, style: float = 0.0,
-                 contrast: float = 0.0, **kwargs: object) -> None:
+                 contrast: float = 0.0, mixup: float = 0.0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
         self.batch_size, self.strength, self.seed = batch_size, strength, seed
-        self.style, self.contrast = style, contrast
+        self.style, self.contrast, self.mixup = style, contrast, mixup
         weights = class_weight or {0: 1.0, 1: 1.0}
         self.weights = np.where(y == 1, weights[1], weights[0]).astype(np.float32)
         self.epoch = 0
@@ -115,13 +128,15 @@ class AugmentedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, self.epoch, index))
+        y, w = self.y[idx], self.weights[idx]
         if self.strength > 0:
             batch = np.stack([augment_one(self.x[i, :, :, 0], rng, self.strength, self.style,
-                                              self.contrast) for i in idx])
-            batch = np.rint(batch).astype(np.uint8)[..., None]  # the model's input type
+                                              self.contrast) for i in idx])[..., None]
         else:
-            batch = self.x[idx]
-        return batch, self.y[idx], self.weights[idx]
+            batch = self.x[idx].astype(np.float32)
+        if self.mixup > 0:
+            batch, y, w = mix_batch(batch, y, w, rng, self.mixup)
+        return np.rint(batch).astype(np.uint8), y, w  # uint8: the model's input type
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

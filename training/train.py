@@ -29,6 +29,7 @@ class TrainConfig:
     augment_strength: float = 1.0  # scales every augmentation range
     style_augment: float = 0.0  # chance of each quality degradation (blur, resolution, JPEG, noise)
     contrast_augment: float = 0.0  # chance of a random tissue-contrast curve (another sequence's look)
+    mixup: float = 0.0  # Beta(a, a) of mixup within each batch (0: off; 0.2-0.4 usual)
     balance_classes: bool = True  # weight classes inversely to their frequency
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
     test_fraction: float = 0.15  # share of groups held out for the card's test figures (0: none)
@@ -140,7 +141,7 @@ def fit(
     batches = AugmentedBatches(
         x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.fit_seed,
         class_weight=_class_weight(y_train, cfg.balance_classes), style=cfg.style_augment,
-        contrast=cfg.contrast_augment,
+        contrast=cfg.contrast_augment, mixup=cfg.mixup,
         workers=loader_threads,
     )
     model.compile(

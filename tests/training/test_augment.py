@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.augment import AugmentedBatches, augment_one, remap_contrast
+from training.augment import AugmentedBatches, augment_one, mix_batch, remap_contrast
 
 
 def _head(size: int = 64) -> np.ndarray:
@@ -65,3 +65,51 @@ def test_augmented_batches_are_reproducible_and_weighted() -> None:
     np.testing.assert_array_equal(wb, np.where(yb == 1, 0.5, 2.0))
     first.on_epoch_end()
     assert not np.array_equal(first[0][0], xb)  # a new epoch: new order and new draws
+
+
+def test_mix_batch_blends_images_labels_and_weights_alike() -> None:
+    n = 64
+    x = np.stack([np.full((8, 8, 1), 10.0 * i, np.float32) for i in range(n)])  # image i is 10*i
+    y = (np.arange(n) % 2).astype(np.float32)
+    w = np.where(y == 1, 0.5, 2.0).astype(np.float32)
+    mx, my, mw = mix_batch(x, y, w, np.random.default_rng(0), 0.4)
+    lam_partner = []
+    for i in range(n):
+        value = float(mx[i, 0, 0, 0])
+        assert np.all(mx[i] == value)  # a blend of two flat images is flat
+        # recover (lam, partner): value = lam*10i + (1-lam)*10j, my = lam*y_i + (1-lam)*y_j
+        js = [j for j in range(n) if j != i and abs(10.0 * (i - j)) > 1e-6]
+        fits = [(j, (value - 10.0 * j) / (10.0 * (i - j))) for j in js]
+        fits = [(j, lam) for j, lam in fits if 0.5 - 1e-4 <= lam <= 1 + 1e-4
+                and abs(my[i] - (lam * y[i] + (1 - lam) * y[j])) < 1e-4
+                and abs(mw[i] - (lam * w[i] + (1 - lam) * w[j])) < 1e-4]
+        if value == 10.0 * i:  # paired with itself, or lam == 1
+            lam_partner.append(1.0)
+            continue
+        assert fits, f"sample {i}: no partner and lam >= 0.5 explain the blend"
+        lam_partner.append(fits[0][1])
+    lams = np.array(lam_partner)
+    assert lams.min() >= 0.5 - 1e-4 and lams.max() <= 1 + 1e-4
+    assert (lams < 0.9).sum() > 5  # alpha 0.4 often mixes substantially
+    assert not set(np.unique(my)) <= {0.0, 1.0}  # soft labels appear
+
+
+def test_mixup_batches_are_reproducible_and_off_by_default() -> None:
+    x = np.stack([_head()] * 8)[..., None]
+    x[::2] //= 2  # two kinds of image, so mixing changes pixels
+    y = np.array([0, 1] * 4)
+    weights = {0: 2.0, 1: 0.5}
+    plain = AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, class_weight=weights)
+    xb, yb, _ = plain[0]
+    assert set(np.unique(yb)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(xb, x[plain.order])  # no augmentation, no mixing: the inputs
+
+    def mixed() -> AugmentedBatches:
+        return AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, class_weight=weights,
+                                mixup=0.4)
+
+    mb, myb, mwb = mixed()[0]
+    assert mb.dtype == np.uint8 and mb.shape == xb.shape
+    np.testing.assert_array_equal(mb, mixed()[0][0])
+    assert not set(np.unique(myb)) <= {0.0, 1.0}  # blended labels
+    assert np.all((myb >= 0) & (myb <= 1)) and np.all((mwb >= 0.5) & (mwb <= 2.0))
