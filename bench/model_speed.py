@@ -1,7 +1,7 @@
 """Scoring speed of the shipped model, against a naive pipeline measured in the same run.
 
     python bench/model_speed.py [--model models/brainscan.keras] [--images ../shared/data] [--n 2000]
-    python bench/model_speed.py --untrained size=192,input_size=192     # a shape not trained yet
+    python bench/model_speed.py --untrained size=192                    # a shape not trained yet
     python bench/model_speed.py --untrained members=2                   # an ensemble of 2
 
 Prints images/s for:
@@ -45,8 +45,6 @@ def untrained_like(scorer: Any, assignments: str) -> Any:
     card = scorer.card
     spec, cfg = apply_overrides((scorer.spec, ModelConfig.from_dict(card.architecture)),
                                 tuple(filter(None, assignments.split(","))))
-    if spec.size != cfg.input_size:
-        raise SystemExit(f"size {spec.size} and input_size {cfg.input_size} differ: set both")
     card = dataclasses.replace(card, input=spec.to_dict(), architecture=cfg.to_dict(),
                                version=f"{card.version}+untrained:{assignments}", model_sha256="")
     return Scorer(for_serving(build_model(cfg), cfg), card, threads=scorer.threads)

@@ -85,5 +85,72 @@ def test_model_speed_times_an_untrained_shape_of_the_shipped_recipe() -> None:
     assert probabilities.shape == (3,) and np.all((probabilities >= 0) & (probabilities <= 1))
     pair = model_speed.untrained_like(shipped, "members=2")
     assert pair.model.count_params() == 2 * shipped.model.count_params()
-    with pytest.raises(SystemExit, match="set both"):
-        model_speed.untrained_like(shipped, "input_size=96")
+    assert model_speed.untrained_like(shipped, "input_size=96").spec.size == 96  # one setting
+
+
+def _two_fold_predictions(test_probs: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """Saved predictions of two folds over 12 images: fold 1 tests 0..5, fold 2 tests 6..11; each
+    validates on the other half with perfectly ranked scores, so the threshold is the lowest
+    validation tumour's score (0.6)."""
+    labels = np.array([1, 1, 1, 0, 0, 0] * 2)
+    names = ["glioma", "glioma", "yes", "notumor", "notumor", "no"] * 2
+    relpaths = np.array([f"data/src/src/{n}/img{i}.png" for i, n in enumerate(names)])
+    val_probs = np.where(labels[:6] == 1, 0.6, 0.1)
+    out = {"labels": labels, "groups": np.arange(12), "relpaths": relpaths,
+           "tasks": np.array(["fold 1/2", "fold 2/2"])}
+    for i, (val, test) in enumerate(((np.arange(6, 12), np.arange(6)), (np.arange(6), np.arange(6, 12)))):
+        out.update({f"{i}_val_idx": val, f"{i}_test_idx": test})
+        for name in ("served", "other"):
+            out.update({f"{i}_{name}_val": val_probs, f"{i}_{name}_test": test_probs[i],
+                        f"{i}_{name}_threshold": np.array(0.6)})
+    return out
+
+
+def test_errors_finds_each_fits_misses_and_false_alarms_and_how_deep_a_miss_sits() -> None:
+    errors = _load("errors")
+    # fold 1: image 2 (a tumour) at 0.2 is missed, below 1 of the 3 negatives (0.3); image 5
+    # (clear) at 0.7 is a false alarm; fold 2: everything right
+    data = _two_fold_predictions((np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]),
+                                  np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1])))
+    fit = errors.fit_errors(data)
+    assert fit.missed == {2} and fit.false_alarms == {5}
+    assert fit.depth[2] == pytest.approx(2 / 3)  # 0.3 and 0.7 score above it
+    assert len(fit.probs) == 12 and fit.probs[4] == 0.3
+    other = errors.fit_errors(_two_fold_predictions((np.array([0.9, 0.1, 0.2, 0.1, 0.1, 0.1]),
+                                                     np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.9]))))
+    assert other.missed == {1, 2} and other.false_alarms == {11}
+    assert errors.folder("data/src/src/glioma/img0.png") == "src/glioma"
+    assert errors.folder("seed-253/yes/Y 1.jpg") == "yes"
+    with pytest.raises(ValueError, match="no cross-validation folds"):
+        errors.fit_errors({**data, "tasks": np.array(["cross-source seed-253", "x"])})
+
+
+def test_errors_report_and_contact_sheet_show_what_every_fit_gets_wrong(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    errors = _load("errors")
+    first = errors.fit_errors(_two_fold_predictions((np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]),
+                                                     np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1]))))
+    second = errors.fit_errors(_two_fold_predictions((np.array([0.9, 0.1, 0.2, 0.1, 0.1, 0.1]),
+                                                      np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.9]))))
+    relpaths = _two_fold_predictions((np.zeros(6), np.zeros(6)))["relpaths"]
+    errors.report([Path("a.npz"), Path("b.npz")], [first, second], relpaths)
+    text = capsys.readouterr().out
+    assert "missed tumours: 1 made by all 2 fits, 2 by at least one" in text
+    assert "false alarms: 0 made by all 2 fits, 2 by at least one" in text
+    assert "median 0.333" in text  # 2/3 of the clear slices above it in one fit, none in the other
+    root = tmp_path / "data"
+    yy, xx = np.mgrid[:64, :64]
+    head = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 600, 60 + 2 * xx, 0).astype(np.uint8)
+    for rel in relpaths:
+        path = root.joinpath(*str(rel).split("/")[2:])  # the folder training was given is src's parent
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(head).save(path)
+    assert errors.resolve(root, str(relpaths[2])) == root / "src" / "yes" / "img2.png"
+    assert errors.resolve(root, "data/elsewhere/x.png") is None
+    sheet = tmp_path / "sheet.png"
+    assert errors.contact_sheet(sheet, root, relpaths, [first, second], size=64) == 1  # image 2
+    with Image.open(sheet) as img:
+        assert img.size == (8 * 68, 64 + 34)
+        assert np.asarray(img)[:64, :64].max() == 255  # the slice, stretched as the model sees it

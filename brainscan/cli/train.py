@@ -24,17 +24,32 @@ def _parse(current: Any, raw: str) -> Any:
 
 
 def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...]) -> tuple[Any, ...]:
-    """Apply KEY=VALUE settings to whichever config (spec, model, training) has that field."""
+    """Apply KEY=VALUE settings to whichever config (spec, model, training) has that field.
+
+    The preprocessed slice is the network's input, so the preprocessing `size` and the network's
+    `input_size` are one setting: setting either sets both, and setting both differently is refused.
+    """
     import dataclasses
 
     out = list(configs)
+    assigned: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         owner = next((i for i, c in enumerate(out) if key in c.__dataclass_fields__), None)
         if not sep or owner is None:
             raise click.BadParameter(f"{assignment!r}: expected FIELD=VALUE with a known field",
                                      param_hint="--set")
-        out[owner] = dataclasses.replace(out[owner], **{key: _parse(getattr(out[owner], key), raw)})
+        assigned[key] = _parse(getattr(out[owner], key), raw)
+        out[owner] = dataclasses.replace(out[owner], **{key: assigned[key]})
+    sides = {key: assigned[key] for key in ("size", "input_size") if key in assigned}
+    if len(set(sides.values())) > 1:
+        raise click.BadParameter(f"size={sides['size']} and input_size={sides['input_size']} differ: "
+                                 "the preprocessed slice is the network's input; set one of them",
+                                 param_hint="--set")
+    if sides:
+        value = next(iter(sides.values()))
+        out = [dataclasses.replace(c, **{k: value for k in ("size", "input_size")
+                                         if k in c.__dataclass_fields__}) for c in out]
     return tuple(out)
 
 
@@ -99,16 +114,12 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
     from training.backend import import_backend
 
     import_backend()
-    import dataclasses
-
     from training import crossval
     from training.card import card_path_for
     from training.dataset import DatasetError
     from training.pipeline import prepare, train_and_package
 
     spec, model_cfg, cfg = apply_overrides(_configs(recipe, size, options), assignments)
-    if model_cfg.input_size != spec.size:
-        model_cfg = dataclasses.replace(model_cfg, input_size=spec.size)
     try:
         data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
     except DatasetError as exc:

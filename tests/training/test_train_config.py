@@ -29,3 +29,17 @@ def test_an_ensemble_is_an_architecture_setting_saved_in_the_card() -> None:
     _, ensemble, same = apply_overrides((spec, model_cfg, cfg), ("members=3",))
     assert ensemble.members == 3 and same == cfg
     assert type(ensemble).from_dict(ensemble.to_dict()) == ensemble
+
+
+def test_size_and_input_size_are_one_setting() -> None:
+    """The preprocessed slice is the network's input: either name sets both, a mismatch is refused."""
+    configs = _configs("brainscan", None, {})
+    for name in ("size", "input_size"):
+        spec, model_cfg, cfg = apply_overrides(configs, (f"{name}=192", "epochs=3"))
+        assert spec.size == model_cfg.input_size == 192 and cfg.epochs == 3
+    spec, model_cfg, _ = apply_overrides(configs, ("size=96", "input_size=96"))
+    assert spec.size == model_cfg.input_size == 96
+    with pytest.raises(click.BadParameter, match="size=192 and input_size=160 differ"):
+        apply_overrides(configs, ("size=192", "input_size=160"))
+    spec, model_cfg, _ = apply_overrides(configs, ("members=2",))
+    assert spec.size == model_cfg.input_size == 160  # untouched when neither is set
