@@ -105,17 +105,17 @@ def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Genera
 
 
 class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled, augmented (x, y, sample_weight) batches; reproducible from the seed and epoch."""
+    """Shuffled, augmented (x, y, sample_weight) batches; reproducible from the seed and epoch.
+    `weights`: one loss weight per sample (class and source balance, `train.sample_weights`)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, strength: float,
-                 seed: int, class_weight: dict[int, float] | None, style: float = 0.0,
+                 seed: int, weights: np.ndarray | None = None, style: float = 0.0,
                  contrast: float = 0.0, mixup: float = 0.0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
         self.batch_size, self.strength, self.seed = batch_size, strength, seed
         self.style, self.contrast, self.mixup = style, contrast, mixup
-        weights = class_weight or {0: 1.0, 1: 1.0}
-        self.weights = np.where(y == 1, weights[1], weights[0]).astype(np.float32)
+        self.weights = (np.ones(len(y)) if weights is None else weights).astype(np.float32)
         self.epoch = 0
         self.order = self._order()
 

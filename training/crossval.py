@@ -98,11 +98,11 @@ def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig) -> 
     return FitTask(f"cross-source {holdout}", train_idx, val_idx, np.flatnonzero(held))
 
 
-def _run(x: np.ndarray, y: np.ndarray, task: FitTask, model_cfg: ModelConfig,
+def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model_cfg: ModelConfig,
          cfg: TrainConfig) -> TaskResult:
     log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}")
     result = fit(x[task.train], y[task.train], x[task.val], y[task.val],
-                 model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ")
+                 model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ", sources=sources[task.train])
     variants = []
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)
@@ -115,13 +115,13 @@ def _run(x: np.ndarray, y: np.ndarray, task: FitTask, model_cfg: ModelConfig,
     return TaskResult(task, served, other, result.best_epoch)
 
 
-def _run_in_child(inputs_path: str, y: np.ndarray, task: FitTask, model_cfg: dict[str, Any],
-                  cfg: dict[str, Any]) -> TaskResult:
+def _run_in_child(inputs_path: str, y: np.ndarray, sources: np.ndarray, task: FitTask,
+                  model_cfg: dict[str, Any], cfg: dict[str, Any]) -> TaskResult:
     from training.backend import import_backend
 
     import_backend()
     x = np.load(inputs_path, mmap_mode="r")
-    return _run(x, y, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg))
+    return _run(x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg))
 
 
 class HeldOutRuns:
@@ -145,13 +145,15 @@ class HeldOutRuns:
         self._pool = ProcessPoolExecutor(min(self.workers, len(tasks)),
                                          mp_context=multiprocessing.get_context("spawn"))
         y = self.data.loaded.labels
-        self._futures = [self._pool.submit(_run_in_child, path, y, t, self.model_cfg.to_dict(),
+        sources = self.data.loaded.sources
+        self._futures = [self._pool.submit(_run_in_child, path, y, sources, t, self.model_cfg.to_dict(),
                                            self.cfg.to_dict()) for t in tasks]
 
     def results(self) -> list[TaskResult]:
         if not self._futures:
             x, y = self.data.loaded.inputs, self.data.loaded.labels
-            return [_run(x, y, t, self.model_cfg, self.cfg) for t in self._tasks]
+            sources = self.data.loaded.sources
+            return [_run(x, y, sources, t, self.model_cfg, self.cfg) for t in self._tasks]
         try:
             return [f.result() for f in self._futures]
         finally:

@@ -118,7 +118,7 @@ def train_and_package(
     log(f"split by group: train {len(split.train)}, validation {len(split.val)}, "
         f"test {len(split.test)}; device: {describe_device()}")
     result = fit(x[split.train], labels[split.train], x[split.val], labels[split.val],
-                 model_cfg=model_cfg, cfg=cfg)
+                 model_cfg=model_cfg, cfg=cfg, sources=data.loaded.sources[split.train])
     tta = model_cfg.flip_tta
     p_val = predict(result.model, x[split.val], flip_tta=tta)
     threshold = tune_threshold(labels[split.val], p_val, cfg.recall_target, cfg.specificity_floor)

@@ -31,6 +31,7 @@ class TrainConfig:
     contrast_augment: float = 0.0  # chance of a random tissue-contrast curve (another sequence's look)
     mixup: float = 0.0  # Beta(a, a) of mixup within each batch (0: off; 0.2-0.4 usual)
     balance_classes: bool = True  # weight classes inversely to their frequency
+    source_balance: float = 0.0  # within each class, weight sources by count**-p (0: off, 1: equal)
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
     test_fraction: float = 0.15  # share of groups held out for the card's test figures (0: none)
     recall_target: float = 0.99  # the threshold is the highest one meeting this recall on val
@@ -112,11 +113,23 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedu
     )
 
 
-def _class_weight(labels: np.ndarray, balance: bool) -> dict[int, float] | None:
-    if not balance:
-        return None
-    counts = np.bincount(labels, minlength=2).astype(np.float64)
-    return {c: float(len(labels) / (2 * max(counts[c], 1))) for c in (0, 1)}
+def sample_weights(labels: np.ndarray, sources: np.ndarray | None, cfg: TrainConfig) -> np.ndarray:
+    """One loss weight per training sample. balance_classes: each class weighs as much in total as
+    the other. source_balance p > 0: within each class, samples of a source with n images of that
+    class weigh in proportion to n**-p, the class's total kept (p = 1: every source weighs the same
+    in total; 0.5 halfway, in logs). A rare source's images then count for more than its share."""
+    weights = np.ones(len(labels), dtype=np.float64)
+    if cfg.balance_classes:
+        counts = np.bincount(labels, minlength=2).astype(np.float64)
+        weights = len(labels) / (2 * np.maximum(counts[labels], 1))
+    if cfg.source_balance > 0 and sources is not None:
+        for label in np.unique(labels):
+            members = labels == label
+            _, index, per_source = np.unique(sources[members], return_inverse=True,
+                                             return_counts=True)
+            raw = per_source[index].astype(np.float64) ** -cfg.source_balance
+            weights[members] *= raw * (members.sum() / raw.sum())
+    return weights
 
 
 def fit(
@@ -129,18 +142,20 @@ def fit(
     cfg: TrainConfig,
     prefix: str = "",
     loader_threads: int = 2,
+    sources: np.ndarray | None = None,
 ) -> FitResult:
     """Train from scratch; keep the weights of the epoch with the best validation AUC. An ensemble
     (model_cfg.members > 1) trains each member apart, as ensemble members cfg.member, +1, ..., and
-    returns one network that averages them."""
+    returns one network that averages them. `sources`: each training image's source (folder), for
+    cfg.source_balance."""
     if model_cfg.members > 1:
         return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
-                             prefix=prefix, loader_threads=loader_threads)
+                             prefix=prefix, loader_threads=loader_threads, sources=sources)
     keras.utils.set_random_seed(cfg.fit_seed)
     model = build_model(model_cfg)
     batches = AugmentedBatches(
         x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.fit_seed,
-        class_weight=_class_weight(y_train, cfg.balance_classes), style=cfg.style_augment,
+        weights=sample_weights(y_train, sources, cfg), style=cfg.style_augment,
         contrast=cfg.contrast_augment, mixup=cfg.mixup,
         workers=loader_threads,
     )
@@ -168,12 +183,13 @@ def fit(
 
 def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                   model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
-                  loader_threads: int) -> FitResult:
+                  loader_threads: int, sources: np.ndarray | None) -> FitResult:
     single = dataclasses.replace(model_cfg, members=1)
     n = model_cfg.members
     fits = [fit(x_train, y_train, x_val, y_val, model_cfg=single,
                 cfg=dataclasses.replace(cfg, member=cfg.member + i),
-                prefix=f"{prefix}[member {i + 1}/{n}] ", loader_threads=loader_threads)
+                prefix=f"{prefix}[member {i + 1}/{n}] ", loader_threads=loader_threads,
+                sources=sources)
             for i in range(n)]
     ensemble = build_model(model_cfg)
     ensemble.set_weights([w for f in fits for w in f.model.get_weights()])

@@ -55,7 +55,7 @@ def test_augmented_batches_are_reproducible_and_weighted() -> None:
 
     def make() -> AugmentedBatches:
         return AugmentedBatches(x, y, batch_size=4, strength=1.0, seed=3,
-                                class_weight={0: 2.0, 1: 0.5}, style=0.5, contrast=0.5)
+                                weights=np.where(y == 1, 0.5, 2.0), style=0.5, contrast=0.5)
 
     first, second = make(), make()
     assert len(first) == 3
@@ -98,14 +98,14 @@ def test_mixup_batches_are_reproducible_and_off_by_default() -> None:
     x = np.stack([_head()] * 8)[..., None]
     x[::2] //= 2  # two kinds of image, so mixing changes pixels
     y = np.array([0, 1] * 4)
-    weights = {0: 2.0, 1: 0.5}
-    plain = AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, class_weight=weights)
+    weights = np.where(y == 1, 0.5, 2.0)
+    plain = AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights)
     xb, yb, _ = plain[0]
     assert set(np.unique(yb)) <= {0.0, 1.0}
     np.testing.assert_array_equal(xb, x[plain.order])  # no augmentation, no mixing: the inputs
 
     def mixed() -> AugmentedBatches:
-        return AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, class_weight=weights,
+        return AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights,
                                 mixup=0.4)
 
     mb, myb, mwb = mixed()[0]

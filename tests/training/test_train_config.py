@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 import pytest
 
@@ -43,3 +45,27 @@ def test_size_and_input_size_are_one_setting() -> None:
         apply_overrides(configs, ("size=192", "input_size=160"))
     spec, model_cfg, _ = apply_overrides(configs, ("members=2",))
     assert spec.size == model_cfg.input_size == 160  # untouched when neither is set
+
+
+def test_sample_weights_balance_classes_and_optionally_sources() -> None:
+    import numpy as np
+
+    from training.train import sample_weights
+
+    _, _, cfg = _configs("brainscan", None, {})
+    labels = np.array([1] * 90 + [1] * 10 + [0] * 50)
+    sources = np.array(["big"] * 90 + ["rare"] * 10 + ["big"] * 40 + ["rare"] * 10)
+    plain = sample_weights(labels, sources, cfg)  # the shipped recipe: classes only
+    np.testing.assert_allclose(plain, np.where(labels == 1, 150 / 200, 150 / 100))
+    assert sample_weights(labels, None, cfg)[0] == plain[0]
+    assert np.all(sample_weights(labels, sources, dataclasses.replace(cfg, balance_classes=False)) == 1)
+    for p in (0.5, 1.0):
+        w = sample_weights(labels, sources, dataclasses.replace(cfg, source_balance=p))
+        for label in (0, 1):  # each class keeps its total weight
+            assert w[labels == label].sum() == pytest.approx(plain[labels == label].sum())
+        rare, big = w[90], w[0]  # tumours: 10 rare against 90 big
+        assert rare / big == pytest.approx(9.0 ** p)
+    equal = sample_weights(labels, sources, dataclasses.replace(cfg, source_balance=1.0))
+    tumours = labels == 1
+    assert equal[tumours & (sources == "rare")].sum() == pytest.approx(
+        equal[tumours & (sources == "big")].sum())  # p = 1: every source weighs the same
