@@ -25,6 +25,27 @@ def run(*args: str) -> object:
 
 @pytest.mark.data
 @pytest.mark.slow
+def test_cross_validation_with_source_balance_reports_and_saves_held_out_predictions(
+        shared_data: Path, tmp_path: Path) -> None:
+    """--cv and --cross-source (in one process), with a setting that needs each image's source."""
+    out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
+    result = run("train", str(shared_data), "--out", str(out), "--limit", "160", "--epochs", "1",
+                 "--size", "64", "--seed", "3", "--cv", "2", "--cross-source", "seed-253",
+                 "--workers", "1", "--set", "source_balance=1.0", "--predictions", str(saved))
+    assert result.exit_code == 0, result.output
+    card = ModelCard.load(card_path_for(out))
+    assert card.training["source_balance"] == 1.0
+    assert card.metrics["cv"]["k"] == 2 and card.metrics["cross_source"]["holdout"] == "seed-253"
+    held = np.load(saved)
+    assert list(held["tasks"]) == ["fold 1/2", "fold 2/2", "cross-source seed-253"]
+    tested = np.concatenate([held["0_test_idx"], held["1_test_idx"]])
+    assert sorted(tested.tolist()) == list(range(160))  # every image held out once
+    assert all(str(p).split("/")[-2] in {"glioma", "meningioma", "pituitary", "notumor", "yes", "no"}
+               for p in held["relpaths"])
+
+
+@pytest.mark.data
+@pytest.mark.slow
 def test_short_training_run_writes_a_consistent_model(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "m" / "tiny.keras"
     result = run("train", str(shared_data), "--out", str(out), "--limit", "160", "--epochs", "2",
