@@ -16,6 +16,10 @@ the share of held-out clear slices (same fold) that score above each one.
 With --data and --sheet, a contact sheet (PNG) of the errors every fit makes, each image as the
 model sees it (cropped and stretched), captioned with its folder, file and mean probability: look
 at them before trusting any explanation.
+
+With --set-aside FILE (one file name per line, `#` comments; bench/suspect_labels.txt), each fit's
+pooled recall and specificity are given again without those images, at the same thresholds: what
+the figures would be if those labels are wrong. Not a replacement figure: the labels are the data's.
 """
 
 from __future__ import annotations
@@ -85,6 +89,24 @@ def resolve(root: Path, relpath: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def read_names(path: Path) -> set[str]:
+    """File names listed one per line; blank lines and `#` comments ignored."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {line for line in lines if line}
+
+
+def without(fit: FitErrors, labels: np.ndarray, relpaths: np.ndarray,
+            names: set[str]) -> tuple[dict[str, float], int]:
+    """Pooled recall and specificity at the fit's thresholds with images named in `names` left out,
+    and how many held-out images were left out."""
+    kept = [i for i in fit.probs if str(relpaths[i]).split("/")[-1] not in names]
+    positives = [i for i in kept if labels[i] == 1]
+    negatives = [i for i in kept if labels[i] == 0]
+    recall = 1 - len(fit.missed.intersection(positives)) / max(len(positives), 1)
+    specificity = 1 - len(fit.false_alarms.intersection(negatives)) / max(len(negatives), 1)
+    return {"recall": recall, "specificity": specificity}, len(fit.probs) - len(kept)
 
 
 def _row(name: str, kind: str, relpaths: np.ndarray, indices: set[int], folders: list[str]) -> str:
@@ -159,6 +181,7 @@ def main() -> None:
     parser.add_argument("--recall-target", type=float, default=0.99)
     parser.add_argument("--data", type=Path, help="the folder training was given (for --sheet)")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the shared errors here")
+    parser.add_argument("--set-aside", type=Path, help="file names whose labels are in doubt")
     args = parser.parse_args()
     if args.sheet and not args.data:
         parser.error("--sheet needs --data")
@@ -170,6 +193,15 @@ def main() -> None:
                 sys.exit(f"{path}: not fits of the same images and tasks as {args.predictions[0]} ({key})")
     fits = [fit_errors(f, args.recall_target) for f in files]
     report(args.predictions, fits, first["relpaths"])
+    if args.set_aside:
+        names = read_names(args.set_aside)
+        print(f"\nwithout the {len(names)} images of {args.set_aside} (same thresholds)")
+        for path, fit in zip(args.predictions, fits, strict=True):
+            full, _ = without(fit, first["labels"], first["relpaths"], set())
+            rest, dropped = without(fit, first["labels"], first["relpaths"], names)
+            print(f"{path.name[:22]:>22}  recall {full['recall']:.4f} -> {rest['recall']:.4f}  "
+                  f"specificity {full['specificity']:.4f} -> {rest['specificity']:.4f}  "
+                  f"({dropped} held-out images left out)")
     if args.sheet:
         drawn = contact_sheet(args.sheet, args.data, first["relpaths"], fits)
         print(f"\ncontact sheet: {drawn} images -> {args.sheet}")

@@ -154,3 +154,30 @@ def test_errors_report_and_contact_sheet_show_what_every_fit_gets_wrong(
     with Image.open(sheet) as img:
         assert img.size == (8 * 68, 64 + 34)
         assert np.asarray(img)[:64, :64].max() == 255  # the slice, stretched as the model sees it
+
+
+def test_errors_set_aside_recomputes_the_figures_without_doubtful_images(tmp_path: Path) -> None:
+    errors = _load("errors")
+    data = _two_fold_predictions((np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]),
+                                  np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1])))
+    fit = errors.fit_errors(data)  # image 2 missed, image 5 a false alarm
+    listed = tmp_path / "suspect.txt"
+    listed.write_text("# doubtful labels\nimg5.png  # the false alarm\n\nnot-held-out.png\n")
+    names = errors.read_names(listed)
+    assert names == {"img5.png", "not-held-out.png"}
+    full, dropped = errors.without(fit, data["labels"], data["relpaths"], set())
+    assert dropped == 0 and full == {"recall": 5 / 6, "specificity": 5 / 6}
+    rest, dropped = errors.without(fit, data["labels"], data["relpaths"], names)
+    assert dropped == 1 and rest == {"recall": 5 / 6, "specificity": 1.0}
+    # the shipped list names real files: 20 of them, none twice
+    shipped = errors.read_names(BENCH / "suspect_labels.txt")
+    assert len(shipped) == 20 and all(n.lower().endswith((".jpg", ".jpeg")) for n in shipped)
+
+
+@pytest.mark.data
+def test_the_suspect_label_list_names_no_tumour_images_of_the_data(shared_data: Path) -> None:
+    errors = _load("errors")
+    names = errors.read_names(BENCH / "suspect_labels.txt")
+    found = {p.name: p.parent.name for p in shared_data.rglob("*") if p.name in names}
+    assert set(found) == names
+    assert set(found.values()) == {"notumor", "no"}  # all labelled 'no tumour' in the data
