@@ -5,7 +5,8 @@ symmetric and tumours occur on either side; up-down flips are not used: no scann
 upside down). Intensity: gamma (contrast) and gain (brightness), which vary between scanners and
 sequences. Optional: image-quality degradation (`degrade`) and random tissue-contrast curves
 (`remap_contrast`), both aimed at sources that look different from the training data, and mixup
-(`mix_batch`: each slice blended with another of its batch, labels blended alike). Doing this
+(`mix_batch`: each slice blended with another of its batch, labels blended alike), and synthetic
+masses (`add_lesion`: a clear slice turned into a tumour example). Doing this
 outside the graph keeps the saved model free of augmentation layers and runs the same under any
 Keras backend (Keras' image layers were the bottleneck under JAX on the GPU machine).
 """
@@ -92,6 +93,36 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
     return clipped
 
 
+def add_lesion(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic mass drawn into a float slice (0..255, background 0): an ellipse with a soft
+    edge and mottled inside, bright (as a tumour or its oedema on T2/FLAIR) or, one time in three,
+    a bright rim around a darker core (as a ring-enhancing lesion), placed inside the head. Aimed at
+    the shortcut the error analysis found (docs/model.md): tumours on T2/FLAIR slices are rare in
+    the training data, so a clear slice of that look teaches "no tumour" whatever it shows."""
+    size = img.shape[0]
+    head = np.argwhere(img > 0.25 * max(float(img.max()), 1.0))
+    if len(head) < 50:
+        return img
+    inner = head[np.all(np.abs(head - head.mean(axis=0)) < 0.6 * np.ptp(head, axis=0) / 2, axis=1)]
+    cy, cx = (inner if len(inner) else head)[rng.integers(len(inner) if len(inner) else len(head))]
+    radius = rng.uniform(0.05, 0.16) * size
+    aspect, angle = rng.uniform(0.6, 1.0), rng.uniform(0, math.pi)
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    dy, dx = yy - cy, xx - cx
+    u = (dx * math.cos(angle) + dy * math.sin(angle)) / radius
+    v = (-dx * math.sin(angle) + dy * math.cos(angle)) / (radius * aspect)
+    dist = np.sqrt(u * u + v * v)
+    coarse = rng.uniform(0.65, 1.0, (10, 10)).astype(np.float32)  # mottled inside
+    texture = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
+    mask = 1.0 / (1.0 + np.exp((dist - 1.0) * rng.uniform(6.0, 14.0)))  # soft edge
+    if rng.random() < 1 / 3:  # ring: bright rim, core at a fraction of it
+        mask = mask * np.where(dist < 0.65, rng.uniform(0.2, 0.5), 1.0)
+    level = rng.uniform(0.75, 1.0) * 255.0
+    mask = mask * (img > 0)  # never outside the head
+    out: np.ndarray = np.clip(img * (1 - mask) + level * texture * mask, 0, 255).astype(np.float32)
+    return out
+
+
 def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator,
               alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mixup: each sample blended with a random partner of its batch, lam ~ Beta(alpha, alpha)
@@ -110,12 +141,15 @@ class AugmentedBatches(keras.utils.PyDataset):
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, strength: float,
                  seed: int, weights: np.ndarray | None = None, style: float = 0.0,
-                 contrast: float = 0.0, mixup: float = 0.0, **kwargs: object) -> None:
+                 contrast: float = 0.0, mixup: float = 0.0, lesions: float = 0.0,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
         self.batch_size, self.strength, self.seed = batch_size, strength, seed
-        self.style, self.contrast, self.mixup = style, contrast, mixup
+        self.style, self.contrast, self.mixup, self.lesions = style, contrast, mixup, lesions
         self.weights = (np.ones(len(y)) if weights is None else weights).astype(np.float32)
+        positive = self.weights[y == 1]  # a synthetic tumour weighs as a real one on average
+        self.positive_weight = np.float32(positive.mean() if positive.size else 1.0)
         self.epoch = 0
         self.order = self._order()
 
@@ -134,6 +168,13 @@ class AugmentedBatches(keras.utils.PyDataset):
                                               self.contrast) for i in idx])[..., None]
         else:
             batch = self.x[idx].astype(np.float32)
+        if self.lesions > 0:
+            chosen = np.flatnonzero((y == 0) & (rng.random(len(y)) < self.lesions))
+            if chosen.size:
+                y, w = y.copy(), w.copy()
+                for i in chosen:
+                    batch[i, :, :, 0] = add_lesion(batch[i, :, :, 0], rng)
+                y[chosen], w[chosen] = 1.0, self.positive_weight
         if self.mixup > 0:
             batch, y, w = mix_batch(batch, y, w, rng, self.mixup)
         return np.rint(batch).astype(np.uint8), y, w  # uint8: the model's input type

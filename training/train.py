@@ -30,6 +30,7 @@ class TrainConfig:
     style_augment: float = 0.0  # chance of each quality degradation (blur, resolution, JPEG, noise)
     contrast_augment: float = 0.0  # chance of a random tissue-contrast curve (another sequence's look)
     mixup: float = 0.0  # Beta(a, a) of mixup within each batch (0: off; 0.2-0.4 usual)
+    lesions: float = 0.0  # chance a clear training slice gets a synthetic mass and a tumour label
     balance_classes: bool = True  # weight classes inversely to their frequency
     source_balance: float = 0.0  # within each class, weight sources by count**-p (0: off, 1: equal)
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
@@ -156,7 +157,7 @@ def fit(
     batches = AugmentedBatches(
         x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.fit_seed,
         weights=sample_weights(y_train, sources, cfg), style=cfg.style_augment,
-        contrast=cfg.contrast_augment, mixup=cfg.mixup,
+        contrast=cfg.contrast_augment, mixup=cfg.mixup, lesions=cfg.lesions,
         workers=loader_threads,
     )
     model.compile(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.augment import AugmentedBatches, augment_one, mix_batch, remap_contrast
+from training.augment import AugmentedBatches, add_lesion, augment_one, mix_batch, remap_contrast
 
 
 def _head(size: int = 64) -> np.ndarray:
@@ -113,3 +113,32 @@ def test_mixup_batches_are_reproducible_and_off_by_default() -> None:
     np.testing.assert_array_equal(mb, mixed()[0][0])
     assert not set(np.unique(myb)) <= {0.0, 1.0}  # blended labels
     assert np.all((myb >= 0) & (myb <= 1)) and np.all((mwb >= 0.5) & (mwb <= 2.0))
+
+
+def test_add_lesion_draws_a_bright_mass_inside_the_head_only() -> None:
+    img = _head(96).astype(np.float32)
+    for seed in range(10):
+        out = add_lesion(img, np.random.default_rng(seed))
+        assert out.shape == img.shape and out.dtype == np.float32
+        assert np.all(out[img == 0] == 0)  # the background stays black
+        changed = np.abs(out - img) > 20
+        assert 30 < changed.sum() < 0.5 * (img > 0).sum()  # a mass, not the whole head
+        np.testing.assert_array_equal(out, add_lesion(img, np.random.default_rng(seed)))
+    blank = np.zeros((96, 96), np.float32)
+    assert np.all(add_lesion(blank, np.random.default_rng(0)) == 0)  # no head: nothing drawn
+
+
+def test_lesion_batches_turn_chosen_clear_slices_into_tumour_examples() -> None:
+    x = np.stack([_head()] * 8)[..., None]
+    y = np.array([0, 1] * 4)
+    weights = np.where(y == 1, 0.5, 2.0)
+    batches = AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights,
+                               lesions=1.0)
+    xb, yb, wb = batches[0]
+    assert np.all(yb == 1) and np.all(wb == 0.5)  # every clear slice now a (synthetic) tumour
+    order = batches.order
+    was_clear = y[order] == 0
+    assert np.all(xb[~was_clear] == x[order][~was_clear])  # real tumours untouched
+    assert all(np.any(xb[i] != x[order][i]) for i in np.flatnonzero(was_clear))
+    plain = AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights)
+    np.testing.assert_array_equal(plain[0][1], y[plain.order])  # off by default
