@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.threshold_policy import Predictions, check_same_splits, task_indices  # noqa: E402
 from training.metrics import tune_threshold  # noqa: E402
-
-Predictions = Mapping[str, np.ndarray]
 
 
 @dataclass
@@ -54,7 +52,7 @@ class FitErrors:
 def fit_errors(data: Predictions, recall_target: float = 0.99, variant: str = "served") -> FitErrors:
     labels = data["labels"]
     out = FitErrors(set(), set(), {}, {})
-    folds = [i for i, name in enumerate(data["tasks"]) if str(name).startswith("fold")]
+    folds = task_indices(data, "fold")
     if not folds:
         raise ValueError("no cross-validation folds in these predictions")
     for i in folds:
@@ -187,10 +185,10 @@ def main() -> None:
         parser.error("--sheet needs --data")
     files = [np.load(path) for path in args.predictions]
     first = files[0]
-    for path, other in zip(args.predictions[1:], files[1:], strict=True):
-        for key in ("labels", "relpaths", "tasks", *(k for k in first if k.endswith("_idx"))):
-            if not np.array_equal(first[key], other[key]):
-                sys.exit(f"{path}: not fits of the same images and tasks as {args.predictions[0]} ({key})")
+    try:
+        check_same_splits(files)
+    except ValueError as exc:
+        sys.exit(f"{', '.join(map(str, args.predictions))}: {exc}")
     fits = [fit_errors(f, args.recall_target) for f in files]
     report(args.predictions, fits, first["relpaths"])
     if args.set_aside:

@@ -48,9 +48,9 @@ Predictions = Mapping[str, np.ndarray]  # an opened .npz from crossval.save_pred
 _PROBABILITIES = re.compile(r"^\d+_(served|other)_(val|test)$")
 
 
-def average(members: list[Predictions]) -> dict[str, np.ndarray]:
-    """One set of predictions whose probabilities are the members' mean per image. The members must
-    come from the same tasks on the same images (same labels, task names and split indices)."""
+def check_same_splits(members: list[Predictions]) -> None:
+    """Raise ValueError unless the files come from the same tasks on the same images (same labels,
+    groups, names, task names and split indices): fits whose errors or probabilities compare."""
     first = members[0]
     for other in members[1:]:
         if set(other.keys()) != set(first.keys()):
@@ -59,6 +59,13 @@ def average(members: list[Predictions]) -> dict[str, np.ndarray]:
             if not _PROBABILITIES.match(key) and not key.endswith("_threshold") \
                     and not np.array_equal(first[key], other[key]):
                 raise ValueError(f"members differ in {key!r}: not fits of the same splits")
+
+
+def average(members: list[Predictions]) -> dict[str, np.ndarray]:
+    """One set of predictions whose probabilities are the members' mean per image. The members must
+    come from the same tasks on the same images (`check_same_splits`)."""
+    check_same_splits(members)
+    first = members[0]
     out = {key: np.asarray(first[key]) for key in first}
     for key in out:
         if _PROBABILITIES.match(key):
@@ -66,7 +73,8 @@ def average(members: list[Predictions]) -> dict[str, np.ndarray]:
     return out
 
 
-def _tasks(data: Predictions, prefix: str) -> list[int]:
+def task_indices(data: Predictions, prefix: str) -> list[int]:
+    """The saved tasks whose name starts with `prefix` ('fold', 'cross-source')."""
     return [i for i, name in enumerate(data["tasks"]) if str(name).startswith(prefix)]
 
 
@@ -75,7 +83,7 @@ def pooled(data: Predictions, policy: Policy, variant: str,
     """Pooled held-out figures of the tasks named `prefix...` when each tunes by `policy` on validation."""
     labels = data["labels"]
     flags, truth, probs = [], [], []
-    for i in _tasks(data, prefix):
+    for i in task_indices(data, prefix):
         val_idx, test_idx = data[f"{i}_val_idx"], data[f"{i}_test_idx"]
         threshold = tune_threshold(labels[val_idx], data[f"{i}_{variant}_val"], *policy)
         test_p = data[f"{i}_{variant}_test"]
@@ -146,7 +154,7 @@ def main() -> None:
         print(f"each member alone (recall target 0.99), then the mean of the {len(members)} members")
         for path, member in zip(args.predictions, members, strict=True):
             for prefix in ("fold", "cross-source"):
-                if _tasks(member, prefix):
+                if task_indices(member, prefix):
                     row = pooled(member, (0.99, 0.0), args.variant, prefix)
                     print(f"  {path.name:>24} {prefix:>12}: recall {row['recall']:.4f}  specificity "
                           f"{row['specificity']:.4f}  AUC {row['auc']:.4f}  missed {row['fn']:.0f}")
@@ -154,10 +162,10 @@ def main() -> None:
         print()
     policies = [(float(t), 0.0) for t in args.targets.split(",") if t]
     policies += [(0.99, float(f)) for f in args.floors.split(",") if f]
-    if _tasks(data, "fold"):
-        print(f"cross-validation, {len(_tasks(data, 'fold'))} folds pooled")
+    if task_indices(data, "fold"):
+        print(f"cross-validation, {len(task_indices(data, 'fold'))} folds pooled")
         _report(data, policies, args.variant, "fold")
-    for i in _tasks(data, "cross-source"):
+    for i in task_indices(data, "cross-source"):
         print(f"\n{data['tasks'][i]}: tuned on the training sources' validation part")
         _report(data, policies, args.variant, str(data["tasks"][i]))
         local_calibration(data, i, args.variant, args.repeats)
