@@ -31,6 +31,7 @@ class TrainConfig:
     contrast_augment: float = 0.0  # chance of a random tissue-contrast curve (another sequence's look)
     mixup: float = 0.0  # Beta(a, a) of mixup within each batch (0: off; 0.2-0.4 usual)
     lesions: float = 0.0  # chance a clear training slice gets a synthetic mass and a tumour label
+    ema: float = 0.0  # momentum of an exponential moving average of the weights (0: off; ~0.99)
     balance_classes: bool = True  # weight classes inversely to their frequency
     source_balance: float = 0.0  # within each class, weight sources by count**-p (0: off, 1: equal)
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
@@ -161,20 +162,27 @@ def fit(
         workers=loader_threads,
     )
     model.compile(
-        optimizer=keras.optimizers.AdamW(_schedule(cfg, len(batches)), weight_decay=cfg.weight_decay),
+        optimizer=keras.optimizers.AdamW(_schedule(cfg, len(batches)), weight_decay=cfg.weight_decay,
+                                         use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99),
         loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=[keras.metrics.AUC(name="auc")],
     )
     stopper = keras.callbacks.EarlyStopping(
         "val_auc", mode="max", patience=cfg.patience, restore_best_weights=True
     )
+    # With ema, the averaged weights are swapped in at the end of each epoch, before validation
+    # and before the stopper keeps a copy, and swapped out for the next epoch's training: early
+    # stopping then picks, and returns, the best epoch's averaged weights.
+    callbacks: list[keras.callbacks.Callback] = (
+        [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else [])
+    callbacks += [stopper, EpochPrinter(cfg.epochs, prefix)]
     started = time.perf_counter()
     history = model.fit(
         batches,
         validation_data=(x_val, y_val.astype(np.float32)),
         validation_batch_size=128,
         epochs=cfg.epochs,
-        callbacks=[stopper, EpochPrinter(cfg.epochs, prefix)],
+        callbacks=callbacks,
         verbose=0,
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
