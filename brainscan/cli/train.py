@@ -53,6 +53,16 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...]) -> t
     return tuple(out)
 
 
+def _refuse_conflicts(options: dict[str, Any], final: dict[str, Any]) -> None:
+    """An option given both by name (--epochs 5) and in --set (epochs=9) with different values is
+    refused rather than one of them silently winning."""
+    for name, value in options.items():
+        if value is not None and final[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise click.BadParameter(f"{flag} {value} and --set gave {name}={final[name]}: "
+                                     "give it once", param_hint="--set")
+
+
 def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(PreprocessSpec, ModelConfig, TrainConfig) for a recipe, with explicit options applied."""
     from training.backend import import_backend
@@ -120,6 +130,7 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
     from training.pipeline import prepare, train_and_package
 
     spec, model_cfg, cfg = apply_overrides(_configs(recipe, size, options), assignments)
+    _refuse_conflicts({"size": size, **options}, {"size": spec.size, **cfg.to_dict()})
     try:
         data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
     except DatasetError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 import pytest
@@ -69,3 +70,16 @@ def test_sample_weights_balance_classes_and_optionally_sources() -> None:
     tumours = labels == 1
     assert equal[tumours & (sources == "rare")].sum() == pytest.approx(
         equal[tumours & (sources == "big")].sum())  # p = 1: every source weighs the same
+
+
+def test_an_option_given_by_name_and_in_set_differently_is_refused(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from brainscan.cli import main
+
+    out = str(tmp_path / "m.keras")
+    for args, message in ((("--size", "128", "--set", "input_size=192"), "--size 128 and --set"),
+                          (("--epochs", "5", "--set", "epochs=9"), "--epochs 5 and --set")):
+        result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", out, *args])
+        assert result.exit_code == 2 and message in result.output
+        assert not (tmp_path / "m.keras").exists()
