@@ -31,6 +31,7 @@ class TrainConfig:
     contrast_augment: float = 0.0  # chance of a random tissue-contrast curve (another sequence's look)
     mixup: float = 0.0  # Beta(a, a) of mixup within each batch (0: off; 0.2-0.4 usual)
     lesions: float = 0.0  # chance a clear training slice gets a synthetic mass and a tumour label
+    focal_gamma: float = 0.0  # focal loss: down-weight well-classified slices by (1 - p_t)**gamma
     ema: float = 0.0  # momentum of an exponential moving average of the weights (0: off; ~0.99)
     balance_classes: bool = True  # weight classes inversely to their frequency
     source_balance: float = 0.0  # within each class, weight sources by count**-p (0: off, 1: equal)
@@ -115,6 +116,15 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedu
     )
 
 
+def loss_for(cfg: TrainConfig) -> keras.losses.Loss:
+    """Cross-entropy with label smoothing; with focal_gamma > 0 the focal form, whose loss on a
+    slice already scored right shrinks by (1 - p_t)**gamma, so training dwells on the hard ones."""
+    if cfg.focal_gamma > 0:
+        return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma,
+                                                    label_smoothing=cfg.label_smoothing)
+    return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
+
+
 def sample_weights(labels: np.ndarray, sources: np.ndarray | None, cfg: TrainConfig) -> np.ndarray:
     """One loss weight per training sample. balance_classes: each class weighs as much in total as
     the other. source_balance p > 0: within each class, samples of a source with n images of that
@@ -164,7 +174,7 @@ def fit(
     model.compile(
         optimizer=keras.optimizers.AdamW(_schedule(cfg, len(batches)), weight_decay=cfg.weight_decay,
                                          use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
+        loss=loss_for(cfg),
         metrics=[keras.metrics.AUC(name="auc")],
     )
     stopper = keras.callbacks.EarlyStopping(

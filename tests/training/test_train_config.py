@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -83,3 +85,21 @@ def test_an_option_given_by_name_and_in_set_differently_is_refused(tmp_path: Pat
         result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", out, *args])
         assert result.exit_code == 2 and message in result.output
         assert not (tmp_path / "m.keras").exists()
+
+
+def test_focal_loss_dwells_on_the_hard_slices() -> None:
+    import numpy as np
+
+    from training.train import loss_for
+
+    _, _, cfg = _configs("brainscan", None, {})
+    y = np.array([[1.0], [1.0]])
+    scores = np.array([[0.95], [0.30]])  # an easy tumour and a nearly missed one
+    plain = loss_for(cfg)
+    focal = loss_for(dataclasses.replace(cfg, focal_gamma=2.0))
+
+    def per_slice(loss: Callable[..., Any]) -> np.ndarray:
+        return np.array([float(loss(y[i:i + 1], scores[i:i + 1])) for i in range(2)])
+    easy_plain, hard_plain = per_slice(plain)
+    easy_focal, hard_focal = per_slice(focal)
+    assert easy_focal / hard_focal < easy_plain / hard_plain / 5  # the hard one counts far more
