@@ -58,6 +58,8 @@ def test_an_ensemble_averages_members_and_tunes_on_the_averaged_validation_score
     assert (alone["recall"], alone["specificity"], alone["auc"]) == (1.0, 0.5, 0.75)
     together = policy.pooled(mean, (1.0, 0.0), "served")  # threshold: lowest val tumour, 0.65
     assert (together["recall"], together["specificity"], together["auc"]) == (0.5, 1.0, 1.0)
+    # hindsight: every held-out tumour kept (0.98 of 2 needs both), threshold set on the test part
+    assert (alone["hindsight_0.98"], together["hindsight_0.98"]) == (0.5, 1.0)
 
 
 def test_members_must_share_their_splits() -> None:
