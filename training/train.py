@@ -180,9 +180,9 @@ def fit(
     stopper = keras.callbacks.EarlyStopping(
         "val_auc", mode="max", patience=cfg.patience, restore_best_weights=True
     )
-    # With ema, the averaged weights are swapped in at the end of each epoch, before validation
-    # and before the stopper keeps a copy, and swapped out for the next epoch's training: early
-    # stopping then picks, and returns, the best epoch's averaged weights.
+    # With ema, the averaged weights are swapped into the model for each validation and again at
+    # each epoch's end, before the stopper keeps a copy, and out for the next epoch's training:
+    # early stopping then scores, picks and returns the best epoch's averaged weights.
     callbacks: list[keras.callbacks.Callback] = (
         [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else [])
     callbacks += [stopper, EpochPrinter(cfg.epochs, prefix)]
