@@ -25,6 +25,21 @@ def create_random_slice(size: int = 128, seed: int = 0, lesion: bool = False) ->
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def square_slices(n: int, seed: int, *, noise: int = 60,
+                  square: int | tuple[int, int] = 230) -> tuple[np.ndarray, np.ndarray]:
+    """n noisy 32-px slices (uint8, NHWC) and labels 0, 1, 0, 1, ...: the tumour ones carry a square
+    of intensity `square`, a tiny network learns it in an epoch or two. Given a range, each square's
+    intensity is drawn from it; one overlapping the noise keeps a few epochs from solving it."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, noise, size=(n, 32, 32, 1), dtype=np.uint8)
+    y = np.arange(n) % 2
+    if isinstance(square, tuple):
+        x[y == 1, 10:20, 12:22] = rng.integers(*square, size=((y == 1).sum(), 1, 1, 1), dtype=np.uint8)
+    else:
+        x[y == 1, 10:20, 12:22] = square
+    return x, y
+
+
 def save_image(path: Path, array: np.ndarray, fmt: str | None = None, **params: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format=fmt, **params)

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from tests.images import square_slices
 from training.backend import import_backend
 
 import_backend()
@@ -19,17 +20,9 @@ from training.train import TrainConfig, fit, predict  # noqa: E402
 ONE = ModelConfig(input_size=32, stem_width=8, widths=(8, 16), blocks=(1, 1))
 
 
-def _slices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 120, size=(n, 32, 32, 1), dtype=np.uint8)
-    y = np.arange(n) % 2
-    x[y == 1, 10:20, 12:22] = rng.integers(40, 140, size=((y == 1).sum(), 1, 1, 1), dtype=np.uint8)
-    return x, y
-
-
 def test_ema_returns_the_validated_average_and_leaves_training_alone() -> None:
-    x, y = _slices(96, 0)
-    xv, yv = _slices(48, 1)
+    x, y = square_slices(96, 0, noise=120, square=(40, 140))
+    xv, yv = square_slices(48, 1, noise=120, square=(40, 140))
     base = TrainConfig(epochs=3, batch_size=16, warmup_epochs=0, patience=5, balance_classes=False)
     runs = {m: fit(x, y, xv, yv, model_cfg=ONE, cfg=dataclasses.replace(base, ema=m), loader_threads=1)
             for m in (0.0, 1e-9, 0.9)}

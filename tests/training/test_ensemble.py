@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.images import square_slices
 from training.backend import import_backend
 
 import_backend()
@@ -21,19 +22,10 @@ from training.train import FitResult, TrainConfig, fit, predict  # noqa: E402
 TINY = ModelConfig(input_size=32, stem_width=8, widths=(8, 16), blocks=(1, 1), members=2)
 
 
-def _slices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bright square in the tumour slices, none in the others: learnable in an epoch or two."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 60, size=(n, 32, 32, 1), dtype=np.uint8)
-    y = np.arange(n) % 2
-    x[y == 1, 10:20, 12:22] = 230
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def trained() -> tuple[FitResult, np.ndarray]:
-    x, y = _slices(96, 0)
-    xv, yv = _slices(32, 1)
+    x, y = square_slices(96, 0)
+    xv, yv = square_slices(32, 1)
     return fit(x, y, xv, yv, model_cfg=TINY, cfg=TrainConfig(epochs=2, batch_size=16, warmup_epochs=0)), xv
 
 
