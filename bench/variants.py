@@ -65,7 +65,7 @@ def main() -> None:
     names = ([] if args.no_baseline else [""]) + args.variant
     if not names:
         sys.exit("nothing to run: give --variant or drop --no-baseline")
-    configs = [apply_overrides(_configs("brainscan", None, {}), tuple(filter(None, v.split(","))))
+    configs = [apply_overrides(_configs("brainscan"), tuple(filter(None, v.split(","))))
                for v in names]
     spec = configs[0][0]
     if any(c[0] != spec for c in configs):

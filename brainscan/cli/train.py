@@ -23,8 +23,12 @@ def _parse(current: Any, raw: str) -> Any:
     return type(current)(raw)
 
 
-def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...]) -> tuple[Any, ...]:
-    """Apply KEY=VALUE settings to whichever config (spec, model, training) has that field.
+def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],
+                    named: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Apply settings to whichever config (spec, model, training) has that field: first the named
+    options (`named`, e.g. {"epochs": 5} from --epochs 5; None means not given), then --set's
+    KEY=VALUE strings. A field given twice with different values is refused, whether by name and
+    in --set or twice in --set, rather than the last one silently winning.
 
     The preprocessed slice is the network's input, so the preprocessing `size` and the network's
     `input_size` are one setting: setting either sets both, and setting both differently is refused.
@@ -32,39 +36,37 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...]) -> t
     import dataclasses
 
     out = list(configs)
-    assigned: dict[str, Any] = {}
+    given = [(key, value, f"--{key.replace('_', '-')} {value}")
+             for key, value in (named or {}).items() if value is not None]
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
-        owner = next((i for i, c in enumerate(out) if key in c.__dataclass_fields__), None)
+        owner = next((c for c in out if key in c.__dataclass_fields__), None)
         if not sep or owner is None:
             raise click.BadParameter(f"{assignment!r}: expected FIELD=VALUE with a known field",
                                      param_hint="--set")
-        assigned[key] = _parse(getattr(out[owner], key), raw)
-        out[owner] = dataclasses.replace(out[owner], **{key: assigned[key]})
+        given.append((key, _parse(getattr(owner, key), raw), f"--set {assignment}"))
+    assigned: dict[str, tuple[Any, str]] = {}
+    for key, value, origin in given:
+        if key in assigned and assigned[key][0] != value:
+            raise click.BadParameter(f"{assigned[key][1]} and {origin} differ: give {key} once",
+                                     param_hint="--set")
+        assigned[key] = (value, origin)
+        owner_index = next(i for i, c in enumerate(out) if key in c.__dataclass_fields__)
+        out[owner_index] = dataclasses.replace(out[owner_index], **{key: value})
     sides = {key: assigned[key] for key in ("size", "input_size") if key in assigned}
-    if len(set(sides.values())) > 1:
-        raise click.BadParameter(f"size={sides['size']} and input_size={sides['input_size']} differ: "
+    if len({value for value, _ in sides.values()}) > 1:
+        raise click.BadParameter(f"{sides['size'][1]} and {sides['input_size'][1]} differ: "
                                  "the preprocessed slice is the network's input; set one of them",
                                  param_hint="--set")
     if sides:
-        value = next(iter(sides.values()))
+        value = next(iter(sides.values()))[0]
         out = [dataclasses.replace(c, **{k: value for k in ("size", "input_size")
                                          if k in c.__dataclass_fields__}) for c in out]
     return tuple(out)
 
 
-def _refuse_conflicts(options: dict[str, Any], final: dict[str, Any]) -> None:
-    """An option given both by name (--epochs 5) and in --set (epochs=9) with different values is
-    refused rather than one of them silently winning."""
-    for name, value in options.items():
-        if value is not None and final[name] != value:
-            flag = "--" + name.replace("_", "-")
-            raise click.BadParameter(f"{flag} {value} and --set gave {name}={final[name]}: "
-                                     "give it once", param_hint="--set")
-
-
-def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """(PreprocessSpec, ModelConfig, TrainConfig) for a recipe, with explicit options applied."""
+def _configs(recipe: str) -> tuple[Any, Any, Any]:
+    """(PreprocessSpec, ModelConfig, TrainConfig) of a recipe, before any option is applied."""
     from training.backend import import_backend
 
     import_backend()
@@ -72,17 +74,15 @@ def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[An
     from training.preprocess import PreprocessSpec
     from training.train import TrainConfig
 
-    train_options = {k: v for k, v in options.items() if v is not None}
     if recipe == "seed":  # the seed notebook: plain resize, no augmentation, no balancing
-        spec = PreprocessSpec(size=size or 128, crop=False, normalise=False)
+        spec = PreprocessSpec(size=128, crop=False, normalise=False)
         model_cfg = ModelConfig(arch="seed", input_size=spec.size)
-        cfg = TrainConfig(**{"epochs": 20, "learning_rate": 1e-3, "warmup_epochs": 0,
-                             "label_smoothing": 0.0, "augment_strength": 0.0,
-                             "balance_classes": False, "weight_decay": 0.0, **train_options})
+        cfg = TrainConfig(epochs=20, learning_rate=1e-3, warmup_epochs=0, label_smoothing=0.0,
+                          augment_strength=0.0, balance_classes=False, weight_decay=0.0)
     else:
-        spec = PreprocessSpec(size=size or PreprocessSpec().size)
+        spec = PreprocessSpec()
         model_cfg = ModelConfig(input_size=spec.size)
-        cfg = TrainConfig(**train_options)
+        cfg = TrainConfig()
     return spec, model_cfg, cfg
 
 
@@ -110,7 +110,8 @@ def _configs(recipe: str, size: int | None, options: dict[str, Any]) -> tuple[An
               help="Also run group-aware K-fold cross-validation and record it in the card.")
 @click.option("--cross-source", help="Also train without this source and test on it (card).")
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
-              help="Set any training, architecture or preprocessing field, e.g. augment_strength=1.5.")
+              help="Set any training, architecture or preprocessing field, e.g. augment_strength=1.5 "
+                   "(a field given twice, here or by name, must agree).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Run the held-out (CV, cross-source) fits in this many parallel processes.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write the metrics JSON here too.")
@@ -129,8 +130,7 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
     from training.dataset import DatasetError
     from training.pipeline import prepare, train_and_package
 
-    spec, model_cfg, cfg = apply_overrides(_configs(recipe, size, options), assignments)
-    _refuse_conflicts({"size": size, **options}, {"size": spec.size, **cfg.to_dict()})
+    spec, model_cfg, cfg = apply_overrides(_configs(recipe), assignments, {"size": size, **options})
     try:
         data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
     except DatasetError as exc:

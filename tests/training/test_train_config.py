@@ -14,7 +14,7 @@ from brainscan.cli.train import _configs, apply_overrides
 
 
 def test_an_ensemble_member_reseeds_the_fit_but_keeps_the_splits() -> None:
-    spec, model_cfg, cfg = _configs("brainscan", None, {})
+    spec, model_cfg, cfg = _configs("brainscan")
     assert cfg.member == 0 and cfg.fit_seed == cfg.seed  # the shipped recipe's fit is member 0
     _, _, member = apply_overrides((spec, model_cfg, cfg), ("member=2", "epochs=40"))
     assert member.member == 2 and member.epochs == 40
@@ -25,11 +25,11 @@ def test_an_ensemble_member_reseeds_the_fit_but_keeps_the_splits() -> None:
 
 def test_an_unknown_setting_is_refused() -> None:
     with pytest.raises(click.BadParameter, match="no_such_field"):
-        apply_overrides(_configs("brainscan", None, {}), ("no_such_field=1",))
+        apply_overrides(_configs("brainscan"), ("no_such_field=1",))
 
 
 def test_an_ensemble_is_an_architecture_setting_saved_in_the_card() -> None:
-    spec, model_cfg, cfg = _configs("brainscan", None, {})
+    spec, model_cfg, cfg = _configs("brainscan")
     assert model_cfg.members == 1  # the shipped recipe: one network
     _, ensemble, same = apply_overrides((spec, model_cfg, cfg), ("members=3",))
     assert ensemble.members == 3 and same == cfg
@@ -38,13 +38,13 @@ def test_an_ensemble_is_an_architecture_setting_saved_in_the_card() -> None:
 
 def test_size_and_input_size_are_one_setting() -> None:
     """The preprocessed slice is the network's input: either name sets both, a mismatch is refused."""
-    configs = _configs("brainscan", None, {})
+    configs = _configs("brainscan")
     for name in ("size", "input_size"):
         spec, model_cfg, cfg = apply_overrides(configs, (f"{name}=192", "epochs=3"))
         assert spec.size == model_cfg.input_size == 192 and cfg.epochs == 3
     spec, model_cfg, _ = apply_overrides(configs, ("size=96", "input_size=96"))
     assert spec.size == model_cfg.input_size == 96
-    with pytest.raises(click.BadParameter, match="size=192 and input_size=160 differ"):
+    with pytest.raises(click.BadParameter, match="--set size=192 and --set input_size=160 differ"):
         apply_overrides(configs, ("size=192", "input_size=160"))
     spec, model_cfg, _ = apply_overrides(configs, ("members=2",))
     assert spec.size == model_cfg.input_size == 160  # untouched when neither is set
@@ -55,7 +55,7 @@ def test_sample_weights_balance_classes_and_optionally_sources() -> None:
 
     from training.train import sample_weights
 
-    _, _, cfg = _configs("brainscan", None, {})
+    _, _, cfg = _configs("brainscan")
     labels = np.array([1] * 90 + [1] * 10 + [0] * 50)
     sources = np.array(["big"] * 90 + ["rare"] * 10 + ["big"] * 40 + ["rare"] * 10)
     plain = sample_weights(labels, sources, cfg)  # the shipped recipe: classes only
@@ -74,17 +74,30 @@ def test_sample_weights_balance_classes_and_optionally_sources() -> None:
         equal[tumours & (sources == "big")].sum())  # p = 1: every source weighs the same
 
 
-def test_an_option_given_by_name_and_in_set_differently_is_refused(tmp_path: Path) -> None:
+def test_a_field_given_twice_differently_is_refused(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from brainscan.cli import main
 
     out = str(tmp_path / "m.keras")
-    for args, message in ((("--size", "128", "--set", "input_size=192"), "--size 128 and --set"),
-                          (("--epochs", "5", "--set", "epochs=9"), "--epochs 5 and --set")):
+    for args, message in (
+        (("--size", "128", "--set", "input_size=192"), "--size 128 and --set input_size=192 differ"),
+        (("--epochs", "5", "--set", "epochs=9"), "--epochs 5 and --set epochs=9 differ"),
+        (("--set", "epochs=5", "--set", "epochs=9"), "--set epochs=5 and --set epochs=9 differ"),
+        (("--learning-rate", "0.002", "--set", "learning_rate=0.001"), "give learning_rate once"),
+    ):
         result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", out, *args])
-        assert result.exit_code == 2 and message in result.output
+        assert result.exit_code == 2 and message in result.output, result.output
         assert not (tmp_path / "m.keras").exists()
+
+
+def test_named_options_apply_over_the_recipe_and_agree_with_set() -> None:
+    spec, model_cfg, cfg = apply_overrides(_configs("seed"), ("epochs=5", "size=96"),
+                                           {"size": 96, "epochs": 5, "learning_rate": None})
+    assert (spec.size, model_cfg.input_size, model_cfg.arch) == (96, 96, "seed")
+    assert (cfg.epochs, cfg.learning_rate, cfg.augment_strength) == (5, 1e-3, 0.0)  # seed's own
+    _, _, cfg = apply_overrides(_configs("brainscan"), (), {"learning_rate": 0.001, "seed": 7})
+    assert (cfg.learning_rate, cfg.seed, cfg.epochs) == (0.001, 7, 30)
 
 
 def test_focal_loss_dwells_on_the_hard_slices() -> None:
@@ -92,7 +105,7 @@ def test_focal_loss_dwells_on_the_hard_slices() -> None:
 
     from training.train import loss_for
 
-    _, _, cfg = _configs("brainscan", None, {})
+    _, _, cfg = _configs("brainscan")
     y = np.array([[1.0], [1.0]])
     scores = np.array([[0.95], [0.30]])  # an easy tumour and a nearly missed one
     plain = loss_for(cfg)
