@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -137,16 +138,20 @@ def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Genera
 
 class AugmentedBatches(keras.utils.PyDataset):
     """Shuffled, augmented (x, y, sample_weight) batches; reproducible from the seed and epoch.
-    `weights`: one loss weight per sample (class and source balance, `train.sample_weights`)."""
+    `weights`: one loss weight per sample (class and source balance, `train.sample_weights`).
+    `teacher` (distillation): scores a finished batch, P(tumour) per slice; each target becomes
+    (1 - teacher_weight) * label + teacher_weight * that score, on the very view the student sees."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, strength: float,
                  seed: int, weights: np.ndarray | None = None, style: float = 0.0,
                  contrast: float = 0.0, mixup: float = 0.0, lesions: float = 0.0,
-                 **kwargs: object) -> None:
+                 teacher: Callable[[np.ndarray], np.ndarray] | None = None,
+                 teacher_weight: float = 0.0, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
         self.batch_size, self.strength, self.seed = batch_size, strength, seed
         self.style, self.contrast, self.mixup, self.lesions = style, contrast, mixup, lesions
+        self.teacher, self.teacher_weight = teacher, np.float32(teacher_weight)
         self.weights = (np.ones(len(y)) if weights is None else weights).astype(np.float32)
         positive = self.weights[y == 1]  # a synthetic tumour weighs as a real one on average
         self.positive_weight = np.float32(positive.mean() if positive.size else 1.0)
@@ -177,7 +182,11 @@ class AugmentedBatches(keras.utils.PyDataset):
                 y[chosen], w[chosen] = 1.0, self.positive_weight
         if self.mixup > 0:
             batch, y, w = mix_batch(batch, y, w, rng, self.mixup)
-        return np.rint(batch).astype(np.uint8), y, w  # uint8: the model's input type
+        batch = np.rint(batch).astype(np.uint8)  # uint8: the model's input type
+        if self.teacher is not None and self.teacher_weight > 0:
+            scores = np.asarray(self.teacher(batch), dtype=np.float32).reshape(-1)
+            y = (1 - self.teacher_weight) * y + self.teacher_weight * scores
+        return batch, y, w
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

@@ -144,7 +144,9 @@ def train_and_package(
                   "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
                   "device": describe_device(), "params": int(result.model.count_params()),
                   **({"member_best_epochs": list(result.member_best_epochs)}
-                     if result.member_best_epochs else {})},
+                     if result.member_best_epochs else {}),
+                  **({"teacher_best_epochs": list(result.teacher_best_epochs)}
+                     if result.teacher_best_epochs else {})},
         data=_data_section(data, split),
         metrics=metrics,
         threshold_sweep=sweep_table(eval_labels, eval_probs),

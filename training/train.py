@@ -33,6 +33,8 @@ class TrainConfig:
     lesions: float = 0.0  # chance a clear training slice gets a synthetic mass and a tumour label
     focal_gamma: float = 0.0  # focal loss: down-weight well-classified slices by (1 - p_t)**gamma
     ema: float = 0.0  # momentum of an exponential moving average of the weights (0: off; ~0.99)
+    distill: float = 0.0  # weight of a teacher's scores in the targets (0: off, 1: teacher alone)
+    distill_members: int = 2  # the teacher: this many re-seeded fits of the recipe, averaged
     balance_classes: bool = True  # weight classes inversely to their frequency
     source_balance: float = 0.0  # within each class, weight sources by count**-p (0: off, 1: equal)
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
@@ -66,21 +68,23 @@ class FitResult:
     seconds: float
     member_best_epochs: tuple[int, ...] = ()  # an ensemble's, one per member
     member_histories: tuple[dict[str, list[float]], ...] = ()  # an ensemble's, one per member
+    teacher_best_epochs: tuple[int, ...] = ()  # a distilled fit's teacher, one per member
 
 
 class EpochPrinter(keras.callbacks.Callback):
     """One line per epoch on stderr: a progress display that survives logs and pipes."""
 
-    def __init__(self, epochs: int, prefix: str = "") -> None:
+    def __init__(self, epochs: int, prefix: str = "", shown: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.epochs, self.prefix, self.started = epochs, prefix, 0.0
+        self.shown = shown or _SHOWN
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
-        parts = [f"{k} {v:.4f}" for k, v in logs.items() if k in _SHOWN]
+        parts = [f"{k} {v:.4f}" for k, v in logs.items() if k in self.shown]
         took = time.perf_counter() - self.started
         line = f"{self.prefix}epoch {epoch + 1:>3}/{self.epochs}  " + "  ".join(parts)
         print(f"{line}  ({took:.1f} s)", file=sys.stderr, flush=True)
@@ -158,17 +162,37 @@ def fit(
 ) -> FitResult:
     """Train from scratch; keep the weights of the epoch with the best validation AUC. An ensemble
     (model_cfg.members > 1) trains each member apart, as ensemble members cfg.member, +1, ..., and
-    returns one network that averages them. `sources`: each training image's source (folder), for
-    cfg.source_balance."""
+    returns one network that averages them. With cfg.distill > 0 an ensemble teacher of
+    cfg.distill_members is trained first and the one network returned learns its scores
+    (`_fit_distilled`). `sources`: each training image's source (folder), for cfg.source_balance."""
+    if model_cfg.members > 1 and cfg.distill > 0:
+        raise ValueError(f"distill={cfg.distill} trains one network from an ensemble teacher; with "
+                         f"members={model_cfg.members} set distill_members instead")
     if model_cfg.members > 1:
         return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
                              prefix=prefix, loader_threads=loader_threads, sources=sources)
+    if cfg.distill > 0:
+        return _fit_distilled(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
+                              prefix=prefix, loader_threads=loader_threads, sources=sources)
+    return _fit_single(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg, prefix=prefix,
+                       loader_threads=loader_threads, sources=sources)
+
+
+def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+                model_cfg: ModelConfig, cfg: TrainConfig, prefix: str, loader_threads: int,
+                sources: np.ndarray | None, teacher: keras.Model | None = None) -> FitResult:
     keras.utils.set_random_seed(cfg.fit_seed)
     model = build_model(model_cfg)
+    scorer = None
+    if teacher is not None:
+        # Built once here, before the loader threads share it (its first call compiles).
+        scorer = teacher.predict_on_batch
+        scorer(x_train[:1])
     batches = AugmentedBatches(
         x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.fit_seed,
         weights=sample_weights(y_train, sources, cfg), style=cfg.style_augment,
         contrast=cfg.contrast_augment, mixup=cfg.mixup, lesions=cfg.lesions,
+        teacher=scorer, teacher_weight=cfg.distill if teacher is not None else 0.0,
         workers=loader_threads,
     )
     model.compile(
@@ -185,7 +209,9 @@ def fit(
     # early stopping then scores, picks and returns the best epoch's averaged weights.
     callbacks: list[keras.callbacks.Callback] = (
         [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else [])
-    callbacks += [stopper, EpochPrinter(cfg.epochs, prefix)]
+    # Training AUC counts every non-zero target as a tumour: meaningless on a teacher's scores.
+    shown = tuple(k for k in _SHOWN if k != "auc") if teacher is not None else _SHOWN
+    callbacks += [stopper, EpochPrinter(cfg.epochs, prefix, shown)]
     started = time.perf_counter()
     history = model.fit(
         batches,
@@ -214,6 +240,25 @@ def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
     ensemble.set_weights([w for f in fits for w in f.model.get_weights()])
     return FitResult(ensemble, fits[0].history, fits[0].best_epoch, sum(f.seconds for f in fits),
                      tuple(f.best_epoch for f in fits), tuple(f.history for f in fits))
+
+
+def _fit_distilled(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+                   model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
+                   loader_threads: int, sources: np.ndarray | None) -> FitResult:
+    """Ensemble distillation: fit a teacher of cfg.distill_members re-seeded copies of the recipe
+    (members cfg.member, +1, ...; the same as `members=n` would ship), then one network, seeded as
+    member cfg.member, whose every training target mixes the label with the teacher's score of the
+    same augmented slice ("consistent views"), so it learns the ensemble's ranking at one network's
+    inference cost. Early stopping and the returned weights follow the student's validation AUC."""
+    plain = dataclasses.replace(cfg, distill=0.0)
+    teacher = fit(x_train, y_train, x_val, y_val,
+                  model_cfg=dataclasses.replace(model_cfg, members=cfg.distill_members), cfg=plain,
+                  prefix=f"{prefix}[teacher] ", loader_threads=loader_threads, sources=sources)
+    student = _fit_single(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
+                          prefix=f"{prefix}[student] ", loader_threads=loader_threads,
+                          sources=sources, teacher=teacher.model)
+    return dataclasses.replace(student, seconds=teacher.seconds + student.seconds,
+                               teacher_best_epochs=teacher.member_best_epochs or (teacher.best_epoch,))
 
 
 def predict(model: keras.Model, inputs: np.ndarray, *, flip_tta: bool = False,
