@@ -172,6 +172,8 @@ def fit(
         return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
                              prefix=prefix, loader_threads=loader_threads, sources=sources)
     if cfg.distill > 0:
+        if cfg.distill_members < 1:
+            raise ValueError(f"distill_members={cfg.distill_members}: the teacher needs a member")
         return _fit_distilled(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
                               prefix=prefix, loader_threads=loader_threads, sources=sources)
     return _fit_single(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg, prefix=prefix,

@@ -79,3 +79,6 @@ def test_fit_trains_the_teacher_first_and_returns_one_network() -> None:
     assert len(result.history["loss"]) >= 1
     with pytest.raises(ValueError, match="distill_members"):
         fit(x, y, xv, yv, model_cfg=dataclasses.replace(ONE, members=2), cfg=cfg, loader_threads=1)
+    with pytest.raises(ValueError, match="needs a member"):
+        fit(x, y, xv, yv, model_cfg=ONE, cfg=dataclasses.replace(cfg, distill_members=0),
+            loader_threads=1)
