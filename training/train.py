@@ -194,7 +194,7 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
         x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.fit_seed,
         weights=sample_weights(y_train, sources, cfg), style=cfg.style_augment,
         contrast=cfg.contrast_augment, mixup=cfg.mixup, lesions=cfg.lesions,
-        teacher=scorer, teacher_weight=cfg.distill if teacher is not None else 0.0,
+        teacher=scorer, teacher_weight=cfg.distill,
         workers=loader_threads,
     )
     model.compile(
