@@ -14,7 +14,8 @@ its specificity >= 0.80 (chosen with the held-out labels: what a department's ow
 sample could reach, not a deployable figure), and the validation AUC on the training sources.
 CV columns: pooled recall, specificity, AUC and missed tumours, as the card reports them.
 Fits run in parallel processes (--workers, default one per task); each variant's line is
-printed when its fits end, the table at the end.
+printed when its fits end, the table at the end. Variants may change the preprocessing (the images
+are then decoded once per distinct preprocessing), not which images form a near-duplicate group.
 """
 
 from __future__ import annotations
@@ -67,13 +68,16 @@ def main() -> None:
         sys.exit("nothing to run: give --variant or drop --no-baseline")
     configs = [apply_overrides(_configs("brainscan"), tuple(filter(None, v.split(","))))
                for v in names]
-    spec = configs[0][0]
-    if any(c[0] != spec for c in configs):
-        sys.exit("variants must share the preprocessing (the images are decoded once)")
-    data = prepare(args.paths, spec)
-    y = data.loaded.labels
+    prepared = {spec: prepare(args.paths, spec) for spec in dict.fromkeys(c[0] for c in configs)}
+    first = prepared[configs[0][0]]
+    for other in prepared.values():  # a variant's preprocessing may differ, never its images or splits
+        if (other.loaded.records != first.loaded.records
+                or not np.array_equal(other.grouping.groups, first.grouping.groups)):
+            sys.exit("these variants' preprocessing groups the images differently: run them apart")
+    y = first.loaded.labels
     runs = []
-    for _, model_cfg, cfg in configs:
+    for spec, model_cfg, cfg in configs:
+        data = prepared[spec]
         tasks = crossval.cv_tasks(data, k=args.cv, cfg=cfg) if args.cv else []
         if args.holdout:
             tasks.append(crossval.cross_source_task(data, holdout=args.holdout, cfg=cfg))
@@ -81,8 +85,9 @@ def main() -> None:
         run.start(tasks)  # every variant's processes start now and share the cores
         runs.append(run)
     rows: list[dict[str, Any]] = []
-    for index, (name, run) in enumerate(zip(names, runs, strict=True)):
+    for index, (name, run, (spec, _, _)) in enumerate(zip(names, runs, configs, strict=True)):
         results = run.results()
+        data = prepared[spec]
         row: dict[str, Any] = {"variant": name or "baseline (shipped recipe)"}
         if args.predictions:
             path = args.predictions if len(names) == 1 else args.predictions.with_suffix(f".{index}.npz")

@@ -22,7 +22,14 @@ class PreprocessSpec:
     crop_min_fraction: float = 0.02  # a row/column belongs to the head if this share is bright
     crop_margin: float = 0.02  # margin kept around the head, as a fraction of its size
     normalise: bool = True  # stretch the head's 1st..99th percentile to 0..255
+    equalise: float = 0.0  # share of histogram equalisation in that mapping (0: the stretch alone)
     version: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.equalise <= 1.0:
+            raise ValueError(f"equalise={self.equalise}: a share between 0 and 1")
+        if self.equalise and not self.normalise:
+            raise ValueError("equalise needs normalise: it reshapes the intensity mapping")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +66,7 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         grey = grey[top:bottom, left:right]
     head = grey
     if spec.normalise:
-        head = _stretch(head)
+        head = _normalise(head, spec)
     side = max(head.shape)
     square = np.zeros((side, side), dtype=np.uint8)
     oy, ox = (side - head.shape[0]) // 2, (side - head.shape[1]) // 2
@@ -70,7 +77,11 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _stretch(head: np.ndarray) -> np.ndarray:
+def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Map the head's intensities to 0..255 through one look-up table: its 1st..99th percentile
+    stretched linearly, blended (`equalise`) with its histogram equalised, where each grey level
+    becomes its rank among the head's pixels, so that scanners and sequences whose grey levels
+    differ by any increasing curve give (nearly) the same picture."""
     sample = head[::2, ::2]
     bright = sample[sample > 0]
     if bright.size < 16:
@@ -78,7 +89,14 @@ def _stretch(head: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(bright, [1, 99])
     if hi - lo < 1:
         return head
-    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255)
+    levels = np.arange(256, dtype=np.float32)
+    lut = np.clip((levels - lo) * (255.0 / (hi - lo)), 0, 255)
+    if spec.equalise:
+        tissue = bright[bright >= hi * spec.crop_threshold]  # the head, without the dark air
+        counts = np.bincount(tissue, minlength=256).astype(np.float32)
+        ranks = (np.cumsum(counts) - counts / 2) * (255.0 / tissue.size)  # mid-rank of each level
+        equalised = np.where(levels >= hi * spec.crop_threshold, ranks, 0.0)
+        lut = (1.0 - spec.equalise) * lut + spec.equalise * equalised
     out: np.ndarray = lut.astype(np.uint8)[head]
     return out
 

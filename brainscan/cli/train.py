@@ -52,7 +52,10 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],
                                      param_hint="--set")
         assigned[key] = (value, origin)
         owner_index = next(i for i, c in enumerate(out) if key in c.__dataclass_fields__)
-        out[owner_index] = dataclasses.replace(out[owner_index], **{key: value})
+        try:
+            out[owner_index] = dataclasses.replace(out[owner_index], **{key: value})
+        except ValueError as exc:  # a config's own check: out-of-range value, or needs another field
+            raise click.BadParameter(f"{origin}: {exc}", param_hint="--set") from exc
     sides = {key: assigned[key] for key in ("size", "input_size") if key in assigned}
     if len({value for value, _ in sides.values()}) > 1:
         raise click.BadParameter(f"{sides['size'][1]} and {sides['input_size'][1]} differ: "
