@@ -27,7 +27,7 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.equalise <= 1.0:
-            raise ValueError(f"equalise={self.equalise}: a share between 0 and 1")
+            raise ValueError(f"equalise is a share between 0 and 1, not {self.equalise}")
         if self.equalise and not self.normalise:
             raise ValueError("equalise needs normalise: it reshapes the intensity mapping")
 
@@ -80,8 +80,8 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Map the head's intensities to 0..255 through one look-up table: its 1st..99th percentile
     stretched linearly, blended (`equalise`) with its histogram equalised, where each grey level
-    becomes its rank among the head's pixels, so that scanners and sequences whose grey levels
-    differ by any increasing curve give (nearly) the same picture."""
+    becomes its rank among the head's pixels, so that slices whose grey levels differ by any
+    increasing curve (another scanner's or contrast setting's) give nearly the same picture."""
     sample = head[::2, ::2]
     bright = sample[sample > 0]
     if bright.size < 16:

@@ -85,7 +85,7 @@ def test_a_field_given_twice_differently_is_refused(tmp_path: Path) -> None:
         (("--epochs", "5", "--set", "epochs=9"), "--epochs 5 and --set epochs=9 differ"),
         (("--set", "epochs=5", "--set", "epochs=9"), "--set epochs=5 and --set epochs=9 differ"),
         (("--learning-rate", "0.002", "--set", "learning_rate=0.001"), "give learning_rate once"),
-        (("--set", "equalise=1.5"), "--set equalise=1.5: equalise=1.5: a share between 0 and 1"),
+        (("--set", "equalise=1.5"), "--set equalise=1.5: equalise is a share between 0 and 1, not 1.5"),
         (("--recipe", "seed", "--set", "equalise=0.5"), "equalise needs normalise"),
     ):
         result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", out, *args])
