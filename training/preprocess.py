@@ -36,8 +36,14 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """A card's spec. A card older than a field lacks it and gets the default (what it was
+        trained with); a field this code does not know would be silently skipped, so scoring would
+        feed the model other inputs than it was trained on: refused."""
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"preprocessing setting(s) {', '.join(unknown)} unknown to this version "
+                             "of brainscan: the model needs a newer one")
+        return cls(**data)
 
 
 def head_box(grey: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:

@@ -53,7 +53,10 @@ class Scorer:
     ) -> None:
         self.model = model
         self.card = card
-        self.spec = PreprocessSpec.from_dict(card.input)
+        try:
+            self.spec = PreprocessSpec.from_dict(card.input)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"model card {card.version}: {exc}") from exc
         self.threshold = float(card.threshold if threshold is None else threshold)
         self.threads = max(1, threads)
         self.batch_size = batch_size

@@ -80,5 +80,12 @@ def test_load_input_is_decode_then_preprocess(tmp_path: Path) -> None:
 
 
 def test_spec_round_trips_through_a_dict() -> None:
-    spec = PreprocessSpec(size=144, crop=False)
-    assert PreprocessSpec.from_dict({**spec.to_dict(), "unknown": 1}) == spec
+    spec = PreprocessSpec(size=144, crop=False, equalise=0.5)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    older = {k: v for k, v in spec.to_dict().items() if k != "equalise"}  # a card from before it
+    assert PreprocessSpec.from_dict(older).equalise == 0.0
+
+
+def test_a_card_with_preprocessing_this_code_does_not_know_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"setting\(s\) sharpen unknown .* needs a newer one"):
+        PreprocessSpec.from_dict({**PreprocessSpec().to_dict(), "sharpen": 1.0})

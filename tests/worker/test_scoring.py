@@ -144,3 +144,13 @@ def test_paths_may_not_leave_the_source_folder(tmp_path: Path) -> None:
     assert scoring.confined(root, "a.png") == root / "a.png"
     assert scoring.confined(root, "../outside.png") == "path leads outside the job's source folder"
     assert scoring.confined(root, "link.png") == "symbolic links are not followed"
+
+
+def test_a_card_asking_for_preprocessing_this_code_lacks_is_refused(scorer: Scorer) -> None:
+    import dataclasses
+
+    from training.scorer import ModelError
+
+    card = dataclasses.replace(scorer.card, input={**scorer.card.input, "sharpen": 1.0})
+    with pytest.raises(ModelError, match=f"model card {card.version}: .*sharpen unknown"):
+        Scorer(scorer.model, card)
