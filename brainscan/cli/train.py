@@ -51,11 +51,17 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],
             raise click.BadParameter(f"{assigned[key][1]} and {origin} differ: give {key} once",
                                      param_hint="--set")
         assigned[key] = (value, origin)
-        owner_index = next(i for i, c in enumerate(out) if key in c.__dataclass_fields__)
+    # Each config takes all its settings in one step, so that its own checks (a range, a field
+    # that needs another) see the finished settings, whatever order they were given in.
+    owned: dict[int, list[str]] = {}
+    for key in assigned:
+        owned.setdefault(next(i for i, c in enumerate(out) if key in c.__dataclass_fields__), []).append(key)
+    for index, keys in owned.items():
         try:
-            out[owner_index] = dataclasses.replace(out[owner_index], **{key: value})
-        except ValueError as exc:  # a config's own check: out-of-range value, or needs another field
-            raise click.BadParameter(f"{origin}: {exc}", param_hint="--set") from exc
+            out[index] = dataclasses.replace(out[index], **{k: assigned[k][0] for k in keys})
+        except ValueError as exc:
+            raise click.BadParameter(f"{', '.join(assigned[k][1] for k in keys)}: {exc}",
+                                     param_hint="--set") from exc
     sides = {key: assigned[key] for key in ("size", "input_size") if key in assigned}
     if len({value for value, _ in sides.values()}) > 1:
         raise click.BadParameter(f"{sides['size'][1]} and {sides['input_size'][1]} differ: "

@@ -102,6 +102,14 @@ def test_named_options_apply_over_the_recipe_and_agree_with_set() -> None:
     assert (cfg.learning_rate, cfg.seed, cfg.epochs) == (0.001, 7, 30)
 
 
+def test_a_configs_checks_see_all_its_settings_whatever_their_order() -> None:
+    for order in (("equalise=0.5", "normalise=true"), ("normalise=true", "equalise=0.5")):
+        spec, _, _ = apply_overrides(_configs("seed"), order)  # the seed recipe does not normalise
+        assert (spec.normalise, spec.equalise) == (True, 0.5)
+    _, model_cfg, cfg = apply_overrides(_configs("brainscan"), ("weight_decay=0.001",))
+    assert (model_cfg.weight_decay, cfg.weight_decay) == (0.001, 1e-4)  # the first config's field
+
+
 def test_focal_loss_dwells_on_the_hard_slices() -> None:
     import numpy as np
 
