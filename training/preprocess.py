@@ -98,10 +98,11 @@ def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     levels = np.arange(256, dtype=np.float32)
     lut = np.clip((levels - lo) * (255.0 / (hi - lo)), 0, 255)
     if spec.equalise:
-        tissue = bright[bright >= hi * spec.crop_threshold]  # the head, without the dark air
+        air = hi * spec.crop_threshold  # darker than this is background, as for the head crop
+        tissue = bright[bright >= air]
         counts = np.bincount(tissue, minlength=256).astype(np.float32)
         ranks = (np.cumsum(counts) - counts / 2) * (255.0 / tissue.size)  # mid-rank of each level
-        equalised = np.where(levels >= hi * spec.crop_threshold, ranks, 0.0)
+        equalised = np.where(levels >= air, ranks, 0.0)
         lut = (1.0 - spec.equalise) * lut + spec.equalise * equalised
     out: np.ndarray = lut.astype(np.uint8)[head]
     return out
