@@ -4,6 +4,7 @@
         --variant contrast_augment=0.5 --variant contrast_augment=0.5,style_augment=0.5
     python bench/variants.py ../shared/data --holdout '' --cv 5 --no-baseline \\
         --variant contrast_augment=0.5 --predictions runs/contrast.npz
+    python bench/variants.py ../shared/data --variant widths=32,64,128,256,dropout=0.2
 
 Every variant (and the baseline, the shipped recipe fitted again in the same run unless
 --no-baseline) runs the same tasks as `brainscan train --cv K --cross-source SOURCE`: the same
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,13 +46,19 @@ def recall_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> t
     return float(np.mean(p[y == 1] >= threshold)), threshold
 
 
+def split_variant(variant: str) -> tuple[str, ...]:
+    """A --variant's FIELD=VALUE settings: split at each comma that starts the next FIELD=, so a
+    tuple value keeps its own commas (`widths=32,64,128,192,dropout=0.2` is two settings)."""
+    return tuple(part.strip() for part in re.split(r",(?=\s*\w+=)", variant) if part.strip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--holdout", default="seed-253", help="cross-source task ('' for none)")
     parser.add_argument("--cv", type=int, default=0, help="also run K-fold cross-validation")
     parser.add_argument("--variant", action="append", default=[],
-                        help="comma-separated FIELD=VALUE overrides (repeatable)")
+                        help="comma-separated FIELD=VALUE overrides (repeatable; a tuple value keeps its commas)")
     parser.add_argument("--no-baseline", action="store_true", help="skip refitting the shipped recipe")
     parser.add_argument("--workers", type=int, default=0, help="processes per variant (0: one per task)")
     parser.add_argument("--predictions", type=Path,
@@ -66,8 +74,7 @@ def main() -> None:
     names = ([] if args.no_baseline else [""]) + args.variant
     if not names:
         sys.exit("nothing to run: give --variant or drop --no-baseline")
-    configs = [apply_overrides(_configs("brainscan"), tuple(filter(None, v.split(","))))
-               for v in names]
+    configs = [apply_overrides(_configs("brainscan"), split_variant(v)) for v in names]
     prepared = {spec: prepare(args.paths, spec) for spec in dict.fromkeys(c[0] for c in configs)}
     first = prepared[configs[0][0]]
     for other in prepared.values():  # a variant's preprocessing may differ, never its images or splits
