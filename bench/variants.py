@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--holdout", default="seed-253", help="cross-source task ('' for none)")
     parser.add_argument("--cv", type=int, default=0, help="also run K-fold cross-validation")
     parser.add_argument("--variant", action="append", default=[],
-                        help="comma-separated FIELD=VALUE overrides (repeatable; a tuple value keeps its commas)")
+                        help="comma-separated FIELD=VALUE overrides (repeatable; tuples keep their commas)")
     parser.add_argument("--no-baseline", action="store_true", help="skip refitting the shipped recipe")
     parser.add_argument("--workers", type=int, default=0, help="processes per variant (0: one per task)")
     parser.add_argument("--predictions", type=Path,
