@@ -38,13 +38,14 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],
     out = list(configs)
     given = [(key, value, f"--{key.replace('_', '-')} {value}")
              for key, value in (named or {}).items() if value is not None]
+    # the first config with a field owns it (weight_decay: the network's, not the optimiser's)
+    owners = {key: i for i in reversed(range(len(out))) for key in out[i].__dataclass_fields__}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
-        owner = next((c for c in out if key in c.__dataclass_fields__), None)
-        if not sep or owner is None:
+        if not sep or key not in owners:
             raise click.BadParameter(f"{assignment!r}: expected FIELD=VALUE with a known field",
                                      param_hint="--set")
-        given.append((key, _parse(getattr(owner, key), raw), f"--set {assignment}"))
+        given.append((key, _parse(getattr(out[owners[key]], key), raw), f"--set {assignment}"))
     assigned: dict[str, tuple[Any, str]] = {}
     for key, value, origin in given:
         if key in assigned and assigned[key][0] != value:
@@ -55,7 +56,7 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],
     # that needs another) see the finished settings, whatever order they were given in.
     owned: dict[int, list[str]] = {}
     for key in assigned:
-        owned.setdefault(next(i for i, c in enumerate(out) if key in c.__dataclass_fields__), []).append(key)
+        owned.setdefault(owners[key], []).append(key)
     for index, keys in owned.items():
         try:
             out[index] = dataclasses.replace(out[index], **{k: assigned[k][0] for k in keys})
