@@ -38,13 +38,13 @@ def untrained_like(scorer: Any, assignments: str) -> Any:
     """A Scorer of the same recipe with FIELD=VALUE,... changed, its network freshly initialised."""
     import dataclasses
 
-    from brainscan.cli.train import apply_overrides
+    from brainscan.cli.train import apply_overrides, split_assignments
     from training.model import ModelConfig, build_model, for_serving
     from training.scorer import Scorer
 
     card = scorer.card
     spec, cfg = apply_overrides((scorer.spec, ModelConfig.from_dict(card.architecture)),
-                                tuple(filter(None, assignments.split(","))))
+                                split_assignments(assignments))
     card = dataclasses.replace(card, input=spec.to_dict(), architecture=cfg.to_dict(),
                                version=f"{card.version}+untrained:{assignments}", model_sha256="")
     return Scorer(for_serving(build_model(cfg), cfg), card, threads=scorer.threads)

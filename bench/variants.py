@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,6 @@ def recall_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> t
     return float(np.mean(p[y == 1] >= threshold)), threshold
 
 
-def split_variant(variant: str) -> tuple[str, ...]:
-    """A --variant's FIELD=VALUE settings: split at each comma that starts the next FIELD=, so a
-    tuple value keeps its own commas (`widths=32,64,128,192,dropout=0.2` is two settings)."""
-    return tuple(part.strip() for part in re.split(r",(?=\s*\w+=)", variant) if part.strip())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path)
@@ -66,7 +59,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the rows here as JSON too")
     args = parser.parse_args()
 
-    from brainscan.cli.train import _configs, apply_overrides
+    from brainscan.cli.train import _configs, apply_overrides, split_assignments
     from training import crossval
     from training.metrics import compute_metrics
     from training.pipeline import prepare
@@ -74,7 +67,7 @@ def main() -> None:
     names = ([] if args.no_baseline else [""]) + args.variant
     if not names:
         sys.exit("nothing to run: give --variant or drop --no-baseline")
-    configs = [apply_overrides(_configs("brainscan"), split_variant(v)) for v in names]
+    configs = [apply_overrides(_configs("brainscan"), split_assignments(v)) for v in names]
     prepared = {spec: prepare(args.paths, spec) for spec in dict.fromkeys(c[0] for c in configs)}
     first = prepared[configs[0][0]]
     for other in prepared.values():  # a variant's preprocessing may differ, never its images or splits

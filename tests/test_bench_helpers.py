@@ -184,10 +184,3 @@ def test_the_suspect_label_list_names_no_tumour_images_of_the_data(shared_data: 
     assert set(found) == names
     assert set(found.values()) == {"notumor", "no"}  # all labelled 'no tumour' in the data
 
-
-def test_a_variant_splits_at_settings_not_inside_a_tuple_value() -> None:
-    variants = _load("variants")
-    assert variants.split_variant("widths=32,64,128,192,dropout=0.2") == ("widths=32,64,128,192",
-                                                                          "dropout=0.2")
-    assert variants.split_variant("dropout=0.2, blocks=1,1,2,1") == ("dropout=0.2", "blocks=1,1,2,1")
-    assert variants.split_variant("") == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +22,13 @@ def _parse(current: Any, raw: str) -> Any:
     if isinstance(current, tuple):
         return tuple(int(v) for v in raw.split(","))
     return type(current)(raw)
+
+
+def split_assignments(text: str) -> tuple[str, ...]:
+    """FIELD=VALUE settings written as one comma-separated string (the bench scripts' --variant
+    and --untrained): split at each comma that starts the next FIELD=, so a tuple value keeps its
+    own commas (`widths=32,64,128,256,dropout=0.2` is two settings)."""
+    return tuple(part.strip(" ,") for part in re.split(r",(?=\s*\w+=)", text) if part.strip(" ,"))
 
 
 def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import pytest
 
-from brainscan.cli.train import _configs, apply_overrides
+from brainscan.cli.train import _configs, apply_overrides, split_assignments
 
 
 def test_an_ensemble_member_reseeds_the_fit_but_keeps_the_splits() -> None:
@@ -48,6 +48,16 @@ def test_size_and_input_size_are_one_setting() -> None:
         apply_overrides(configs, ("size=192", "input_size=160"))
     spec, model_cfg, _ = apply_overrides(configs, ("members=2",))
     assert spec.size == model_cfg.input_size == 160  # untouched when neither is set
+
+
+def test_comma_separated_settings_split_at_fields_not_inside_a_tuple() -> None:
+    assert split_assignments("widths=32,64,128,256,dropout=0.2") == ("widths=32,64,128,256",
+                                                                      "dropout=0.2")
+    assert split_assignments("dropout=0.2, blocks=1,1,2,1,") == ("dropout=0.2", "blocks=1,1,2,1")
+    assert split_assignments("") == ()
+    settings = split_assignments("widths=32,64,128,256,dropout=0.2")
+    _, model_cfg, _ = apply_overrides(_configs("brainscan"), settings)
+    assert (model_cfg.widths, model_cfg.dropout) == ((32, 64, 128, 256), 0.2)
 
 
 def test_sample_weights_balance_classes_and_optionally_sources() -> None:
