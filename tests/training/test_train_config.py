@@ -30,7 +30,7 @@ def test_an_unknown_setting_is_refused() -> None:
 
 def test_an_ensemble_is_an_architecture_setting_saved_in_the_card() -> None:
     spec, model_cfg, cfg = _configs("brainscan")
-    assert model_cfg.members == 1  # the shipped recipe: one network
+    assert model_cfg.members == 1  # the recipe's default (the shipped model: --set members=2)
     _, ensemble, same = apply_overrides((spec, model_cfg, cfg), ("members=3",))
     assert ensemble.members == 3 and same == cfg
     assert type(ensemble).from_dict(ensemble.to_dict()) == ensemble
