@@ -14,12 +14,12 @@ import_backend()
 
 import keras  # noqa: E402
 
+from tests.training.tiny import TINY_NETWORK  # noqa: E402
 from training.augment import AugmentedBatches  # noqa: E402
 from training.metrics import compute_metrics  # noqa: E402
-from training.model import ModelConfig, build_model  # noqa: E402
+from training.model import build_model  # noqa: E402
 from training.train import TrainConfig, _fit_single, fit, predict  # noqa: E402
 
-ONE = ModelConfig(input_size=32, stem_width=8, widths=(8, 16), blocks=(1, 1))
 BASE = TrainConfig(epochs=3, batch_size=16, warmup_epochs=0, patience=5, balance_classes=False,
                    label_smoothing=0.0)
 
@@ -59,7 +59,7 @@ def test_a_student_follows_its_teacher_not_the_labels() -> None:
     teacher = _square_reader()
     assert compute_metrics(yv, predict(teacher, xv), 0.5).auc == 1.0
     wrong = 1 - y  # every training label inverted: only the teacher can tell the student the truth
-    runs = {w: _fit_single(x, wrong, xv, yv, model_cfg=ONE, cfg=dataclasses.replace(BASE, distill=w),
+    runs = {w: _fit_single(x, wrong, xv, yv, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(BASE, distill=w),
                            prefix="", loader_threads=1, sources=None, teacher=teacher)
             for w in (0.0, 1.0)}
     auc = {w: compute_metrics(yv, predict(r.model, xv), 0.5).auc for w, r in runs.items()}
@@ -73,12 +73,12 @@ def test_fit_trains_the_teacher_first_and_returns_one_network() -> None:
     x, y = square_slices(64, 0)
     xv, yv = square_slices(32, 1)
     cfg = dataclasses.replace(BASE, epochs=2, distill=0.5, distill_members=2)
-    result = fit(x, y, xv, yv, model_cfg=ONE, cfg=cfg, loader_threads=1)
-    assert result.model.count_params() == build_model(ONE).count_params()
+    result = fit(x, y, xv, yv, model_cfg=TINY_NETWORK, cfg=cfg, loader_threads=1)
+    assert result.model.count_params() == build_model(TINY_NETWORK).count_params()
     assert len(result.teacher_best_epochs) == 2 and result.member_best_epochs == ()
     assert len(result.history["loss"]) >= 1
     with pytest.raises(ValueError, match="distill_members"):
-        fit(x, y, xv, yv, model_cfg=dataclasses.replace(ONE, members=2), cfg=cfg, loader_threads=1)
+        fit(x, y, xv, yv, model_cfg=dataclasses.replace(TINY_NETWORK, members=2), cfg=cfg, loader_threads=1)
     with pytest.raises(ValueError, match="needs a member"):
-        fit(x, y, xv, yv, model_cfg=ONE, cfg=dataclasses.replace(cfg, distill_members=0),
+        fit(x, y, xv, yv, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(cfg, distill_members=0),
             loader_threads=1)

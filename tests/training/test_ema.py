@@ -14,17 +14,16 @@ import_backend()
 
 import keras  # noqa: E402
 
-from training.model import ModelConfig  # noqa: E402
+from tests.training.tiny import TINY_NETWORK  # noqa: E402
 from training.train import TrainConfig, fit, predict  # noqa: E402
-
-ONE = ModelConfig(input_size=32, stem_width=8, widths=(8, 16), blocks=(1, 1))
 
 
 def test_ema_returns_the_validated_average_and_leaves_training_alone() -> None:
     x, y = square_slices(96, 0, noise=120, square=(40, 140))
     xv, yv = square_slices(48, 1, noise=120, square=(40, 140))
     base = TrainConfig(epochs=3, batch_size=16, warmup_epochs=0, patience=5, balance_classes=False)
-    runs = {m: fit(x, y, xv, yv, model_cfg=ONE, cfg=dataclasses.replace(base, ema=m), loader_threads=1)
+    runs = {m: fit(x, y, xv, yv, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(base, ema=m),
+                   loader_threads=1)
             for m in (0.0, 1e-9, 0.9)}
     raw = runs[0.0].model.get_weights()
     # Momentum ~0 averages nothing: the same weights as no average, so the swaps in and out of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,13 @@ import_backend()
 
 import keras  # noqa: E402
 
+from tests.training.tiny import TINY_NETWORK  # noqa: E402
 from training import plots  # noqa: E402
 from training.model import ModelConfig, build_model  # noqa: E402
 from training.pipeline import save_for_inference  # noqa: E402
 from training.train import FitResult, TrainConfig, fit, predict  # noqa: E402
 
-TINY = ModelConfig(input_size=32, stem_width=8, widths=(8, 16), blocks=(1, 1), members=2)
+TINY = dataclasses.replace(TINY_NETWORK, members=2)
 
 
 @pytest.fixture(scope="module")
