@@ -28,6 +28,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def known_settings(cls: type[Any], data: dict[str, Any], what: str) -> dict[str, Any]:
+    """A card's `what` settings, checked against the dataclass `cls` that takes them. A card older
+    than a field lacks it and gets the default (what it was made with); a field this code does not
+    know would be silently dropped, rebuilding something other than what was saved: refused."""
+    unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{what} setting(s) {', '.join(unknown)} unknown to this version of brainscan: "
+                         "the model needs a newer one")
+    return dict(data)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

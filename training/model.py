@@ -8,6 +8,8 @@ from typing import Any
 import keras
 from keras import layers
 
+from training.card import known_settings
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -33,7 +35,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = known_settings(cls, data, "architecture")
         for key in ("widths", "blocks"):
             if key in known:
                 known[key] = tuple(known[key])

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from training.card import known_settings
 from training.decode import DEFAULT_MAX_PIXELS, ImageError, decode_image
 
 
@@ -36,14 +37,9 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
-        """A card's spec. A card older than a field lacks it and gets the default (what it was
-        trained with); a field this code does not know would be silently skipped, so scoring would
-        feed the model other inputs than it was trained on: refused."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"preprocessing setting(s) {', '.join(unknown)} unknown to this version "
-                             "of brainscan: the model needs a newer one")
-        return cls(**data)
+        """A card's spec; an unknown field is refused (scoring would feed the model other inputs
+        than it was trained on)."""
+        return cls(**known_settings(cls, data, "preprocessing"))
 
 
 def head_box(grey: np.ndarray, spec: PreprocessSpec) -> tuple[int, int, int, int]:

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from training.augment import AugmentedBatches
+from training.card import known_settings
 from training.model import ModelConfig, build_model
 
 
@@ -55,7 +56,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        return cls(**known_settings(cls, data, "training"))
 
 
 @dataclass

@@ -36,6 +36,17 @@ def test_an_ensemble_is_an_architecture_setting_saved_in_the_card() -> None:
     assert type(ensemble).from_dict(ensemble.to_dict()) == ensemble
 
 
+def test_every_config_round_trips_and_refuses_a_field_it_does_not_know() -> None:
+    """The network, its inputs and its training are rebuilt from a card or a pool worker's dict: a
+    field this version lacks would otherwise be dropped and something else rebuilt, silently."""
+    names = ("preprocessing", "architecture", "training")
+    for config, what in zip(_configs("brainscan"), names, strict=True):
+        saved = config.to_dict()
+        assert type(config).from_dict(saved) == config
+        with pytest.raises(ValueError, match=rf"{what} setting\(s\) attention unknown .* needs a newer one"):
+            type(config).from_dict({**saved, "attention": "transformer"})
+
+
 def test_size_and_input_size_are_one_setting() -> None:
     """The preprocessed slice is the network's input: either name sets both, a mismatch is refused."""
     configs = _configs("brainscan")
