@@ -27,6 +27,8 @@ class TrainConfig:
     weight_decay: float = 1e-4  # AdamW decoupled decay
     label_smoothing: float = 0.05  # softer targets: better-ranked probabilities for thresholding
     patience: int = 12  # epochs without a better validation AUC before stopping early
+    keep_last: bool = False  # keep the last epoch's weights (learning rate decayed to ~0), never
+    # stop early; validation AUC is still recorded each epoch but picks nothing
     augment_strength: float = 1.0  # scales every augmentation range
     style_augment: float = 0.0  # chance of each quality degradation (blur, resolution, JPEG, noise)
     contrast_augment: float = 0.0  # chance of a random tissue-contrast curve (another sequence's look)
@@ -204,9 +206,6 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
         loss=loss_for(cfg),
         metrics=[keras.metrics.AUC(name="auc")],
     )
-    stopper = keras.callbacks.EarlyStopping(
-        "val_auc", mode="max", patience=cfg.patience, restore_best_weights=True
-    )
     # With ema, the averaged weights are swapped into the model for each validation and again at
     # each epoch's end, before the stopper keeps a copy, and out for the next epoch's training:
     # early stopping then scores, picks and returns the best epoch's averaged weights.
@@ -214,7 +213,10 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
         [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else [])
     # Training AUC counts every non-zero target as a tumour: meaningless on a teacher's scores.
     shown = tuple(k for k in _SHOWN if k != "auc") if teacher is not None else _SHOWN
-    callbacks += [stopper, EpochPrinter(cfg.epochs, prefix, shown)]
+    if not cfg.keep_last:
+        callbacks.append(keras.callbacks.EarlyStopping("val_auc", mode="max", patience=cfg.patience,
+                                                       restore_best_weights=True))
+    callbacks.append(EpochPrinter(cfg.epochs, prefix, shown))
     started = time.perf_counter()
     history = model.fit(
         batches,
@@ -225,7 +227,8 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
         verbose=0,
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    best = int(np.argmax(hist["val_auc"])) + 1 if hist.get("val_auc") else len(hist["loss"])
+    kept_best = hist.get("val_auc") and not cfg.keep_last
+    best = int(np.argmax(hist["val_auc"])) + 1 if kept_best else len(hist["loss"])
     return FitResult(model, hist, best, time.perf_counter() - started)
 
 
