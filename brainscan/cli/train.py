@@ -18,7 +18,11 @@ RECIPES = ("brainscan", "seed")
 
 def _parse(current: Any, raw: str) -> Any:
     if isinstance(current, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, not {raw!r}")
     if isinstance(current, tuple):
         return tuple(int(v) for v in raw.split(","))
     return type(current)(raw)
@@ -53,7 +57,11 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],
         if not sep or key not in owners:
             raise click.BadParameter(f"{assignment!r}: expected FIELD=VALUE with a known field",
                                      param_hint="--set")
-        given.append((key, _parse(getattr(out[owners[key]], key), raw), f"--set {assignment}"))
+        try:
+            value = _parse(getattr(out[owners[key]], key), raw)
+        except ValueError as exc:
+            raise click.BadParameter(f"{assignment!r}: {exc}", param_hint="--set") from exc
+        given.append((key, value, f"--set {assignment}"))
     assigned: dict[str, tuple[Any, str]] = {}
     for key, value, origin in given:
         if key in assigned and assigned[key][0] != value:

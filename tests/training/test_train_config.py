@@ -28,6 +28,15 @@ def test_an_unknown_setting_is_refused() -> None:
         apply_overrides(_configs("brainscan"), ("no_such_field=1",))
 
 
+def test_a_value_that_does_not_parse_is_refused_not_guessed() -> None:
+    configs = _configs("brainscan")
+    cfg = apply_overrides(configs, ("keep_last=yes", "balance_classes=off"))[2]
+    assert cfg.keep_last is True and cfg.balance_classes is False
+    for bad in ("keep_last=maybe", "epochs=thirty", "widths=32,wide"):
+        with pytest.raises(click.BadParameter, match=bad.split("=")[0]):
+            apply_overrides(configs, (bad,))
+
+
 def test_an_ensemble_is_an_architecture_setting_saved_in_the_card() -> None:
     spec, model_cfg, cfg = _configs("brainscan")
     assert model_cfg.members == 1  # the recipe's default (the shipped model: --set members=2)
