@@ -67,7 +67,7 @@ class FitResult:
 
     model: keras.Model
     history: dict[str, list[float]]  # an ensemble's: its first member's
-    best_epoch: int  # an ensemble's: its first member's
+    best_epoch: int  # the epoch whose weights were kept (keep_last: the last); an ensemble's: member 0's
     seconds: float
     member_best_epochs: tuple[int, ...] = ()  # an ensemble's, one per member
     member_histories: tuple[dict[str, list[float]], ...] = ()  # an ensemble's, one per member
