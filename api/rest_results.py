@@ -17,24 +17,23 @@ from api.errors import ApiError
 from api.job_report import RESULT_CSV_COLUMNS, result_report, result_row
 from api.rest_jobs import MAX_PAGE, int_arg, not_found
 from api.thumbnails import ThumbnailError, thumbnail_png
+from brainscan.settings import parse_bool
 from db.jobs import get_job
 from db.models import ImageResult
 from db.results import iter_results, list_results
 
 bp = Blueprint("results", __name__, url_prefix="/api/v1")
 FILTERS = ("flagged", "false_negatives", "errors")
-TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
 def _flag(name: str) -> bool | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
-    if raw.lower() in TRUE:
-        return True
-    if raw.lower() in FALSE:
-        return False
-    raise ApiError(400, "bad_request", f"{name} must be true or false, not {raw!r}")
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be true or false, not {raw!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

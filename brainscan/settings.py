@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -80,6 +81,18 @@ class Settings:
     def embedded_broker(self) -> bool:
         return self.resolved_broker_url.startswith("filesystem://")
 
+    def misspellings(self) -> list[tuple[str, str]]:
+        """(variable, the setting it most resembles) for each unknown BRAINSCAN_* variable close
+        to a real setting's name: a typo would otherwise leave that setting at its default.
+        Unknown variables that resemble none (tools' own, e.g. BRAINSCAN_TEST_REDIS) are fine."""
+        names = [f.name.upper() for f in fields(self) if f.name != "extra"]
+        found = []
+        for key, _ in self.extra:
+            close = difflib.get_close_matches(key.removeprefix("BRAINSCAN_"), names, n=1, cutoff=0.8)
+            if close:
+                found.append((key, "BRAINSCAN_" + close[0]))
+        return found
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (CLI options win over the environment)."""
         clean = {k: v for k, v in changes.items() if v is not None}
@@ -102,13 +115,27 @@ class Settings:
         return self
 
 
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_bool(raw: str) -> bool:
+    """A true/false word as brainscan reads it everywhere (environment, --set, REST filters):
+    1/true/yes/on or 0/false/no/off, any case; any other word is refused, never read as false."""
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"expected true or false, not {raw!r}")
+
+
 def _convert(raw: str, annotation: str) -> Any:
     if "bool" in annotation:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        return parse_bool(raw)
     if "Path" in annotation:
-        return Path(raw).expanduser() if raw else None
+        return Path(raw).expanduser()
     if "float" in annotation:
-        return float(raw) if raw else None
+        return float(raw)
     if "int" in annotation:
         return int(raw)
     return raw
@@ -122,7 +149,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if f.name == "extra":
             continue
         key = f"BRAINSCAN_{f.name.upper()}"
-        if key in env:
+        if env.get(key, "").strip():  # unset or empty (compose's `${X:-}`): the default
             try:
                 values[f.name] = _convert(env[key], str(f.type))
             except ValueError as exc:

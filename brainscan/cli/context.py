@@ -8,8 +8,13 @@ from brainscan.settings import Settings, SettingsError, load_settings
 
 
 def cli_settings() -> Settings:
-    """Settings from BRAINSCAN_* variables; a bad value becomes a one-line error and exit 1."""
+    """Settings from BRAINSCAN_* variables; a bad value becomes a one-line error and exit 1, a
+    misspelt variable name a warning."""
     try:
-        return load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
+    for key, meant in settings.misspellings():
+        click.echo(f"warning: {key} is not a brainscan setting and is ignored; did you mean {meant}?",
+                   err=True)
+    return settings

@@ -11,18 +11,14 @@ from typing import Any
 
 import click
 
-from brainscan.settings import DEFAULT_MODEL
+from brainscan.settings import DEFAULT_MODEL, parse_bool
 
 RECIPES = ("brainscan", "seed")
 
 
 def _parse(current: Any, raw: str) -> Any:
     if isinstance(current, bool):
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true or false, not {raw!r}")
+        return parse_bool(raw)
     if isinstance(current, tuple):
         return tuple(int(v) for v in raw.split(","))
     return type(current)(raw)

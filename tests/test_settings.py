@@ -1,0 +1,66 @@
+"""Settings from BRAINSCAN_* variables: typed, strict about true/false words, empty means default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from brainscan.settings import DEV_SECRET, Settings, SettingsError, load_settings, parse_bool
+
+
+def test_true_false_words_are_read_alike_everywhere_and_others_refused() -> None:
+    for word in ("1", "true", "TRUE", "yes", "on", " On "):
+        assert parse_bool(word) is True
+    for word in ("0", "false", "False", "no", "off"):
+        assert parse_bool(word) is False
+    for word in ("ture", "maybe", "2", "enabled", ""):
+        with pytest.raises(ValueError, match="expected true or false"):
+            parse_bool(word)
+
+
+def test_a_mistyped_true_false_value_stops_the_process_instead_of_reading_as_false() -> None:
+    assert load_settings({"BRAINSCAN_SESSION_COOKIE_SECURE": "yes"}).session_cookie_secure is True
+    with pytest.raises(SettingsError, match="BRAINSCAN_SESSION_COOKIE_SECURE='ture' is not valid"):
+        load_settings({"BRAINSCAN_SESSION_COOKIE_SECURE": "ture"})
+    with pytest.raises(SettingsError, match="BRAINSCAN_BATCH_SIZE='lots' is not valid"):
+        load_settings({"BRAINSCAN_BATCH_SIZE": "lots"})
+
+
+def test_an_empty_variable_means_the_default() -> None:
+    empty = {f"BRAINSCAN_{name}": "" for name in
+             ("DATA_DIR", "MODEL_PATH", "THRESHOLD", "BATCH_SIZE", "MAX_COMPRESSION_RATIO",
+              "SESSION_COOKIE_SECURE", "ARCHIVE_ROOT", "SECRET_KEY")}
+    assert load_settings(empty) == Settings()
+    # an empty secret key is the development key, so production still refuses it
+    with pytest.raises(SettingsError, match="BRAINSCAN_SECRET_KEY must be set"):
+        load_settings({"BRAINSCAN_ENV": "production", "BRAINSCAN_SECRET_KEY": ""})
+    assert Settings().secret_key == DEV_SECRET
+
+
+def test_values_are_typed() -> None:
+    s = load_settings({"BRAINSCAN_DATA_DIR": "/srv/brainscan", "BRAINSCAN_THRESHOLD": "0.25",
+                       "BRAINSCAN_BATCH_SIZE": "64"})
+    assert (s.data_dir, s.threshold, s.batch_size) == (Path("/srv/brainscan"), 0.25, 64)
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles() -> None:
+    s = load_settings({"BRAINSCAN_BATCHSIZE": "64", "BRAINSCAN_SESION_COOKIE_SECURE": "true",
+                       "BRAINSCAN_TEST_REDIS": "redis://x", "BRAINSCAN_SHARED_DATA": "/data"})
+    assert s.batch_size == 256  # the typo did not set it
+    assert s.misspellings() == [("BRAINSCAN_BATCHSIZE", "BRAINSCAN_BATCH_SIZE"),
+                                ("BRAINSCAN_SESION_COOKIE_SECURE", "BRAINSCAN_SESSION_COOKIE_SECURE")]
+
+
+def test_every_command_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
+    from brainscan.cli import main as cli
+
+    env = {"BRAINSCAN_DATA_DIR": str(tmp_path), "BRAINSCAN_ENV": "test", "BRAINSCAN_BATCHSIZE": "64"}
+    result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0, result.output
+    assert ("warning: BRAINSCAN_BATCHSIZE is not a brainscan setting and is ignored; "
+            "did you mean BRAINSCAN_BATCH_SIZE?") in result.output
+    bad = CliRunner().invoke(cli, ["db", "upgrade"], env={**env, "BRAINSCAN_SESSION_COOKIE_SECURE": "ture"})
+    assert bad.exit_code == 1
+    assert "BRAINSCAN_SESSION_COOKIE_SECURE='ture' is not valid: expected true or false" in bad.output
