@@ -5,13 +5,14 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import Field, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "brainscan.keras"
 DEV_SECRET = "dev-only-secret-change-me"
+PREFIX = "BRAINSCAN_"  # of every setting's environment variable
 
 
 class SettingsError(ValueError):
@@ -85,12 +86,13 @@ class Settings:
         """(variable, the setting it most resembles) for each unknown BRAINSCAN_* variable close
         to a real setting's name: a typo would otherwise leave that setting at its default.
         Unknown variables that resemble none (tools' own, e.g. BRAINSCAN_TEST_REDIS) are fine."""
-        names = [f.name.upper() for f in fields(self) if f.name != "extra"]
+        # compared without the prefix, which makes any two names look alike (PORT vs API_PORT)
+        names = [f.name.upper() for f in variables().values()]
         found = []
         for key, _ in self.extra:
-            close = difflib.get_close_matches(key.removeprefix("BRAINSCAN_"), names, n=1, cutoff=0.8)
+            close = difflib.get_close_matches(key.removeprefix(PREFIX), names, n=1, cutoff=0.8)
             if close:
-                found.append((key, "BRAINSCAN_" + close[0]))
+                found.append((key, PREFIX + close[0]))
         return found
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -141,20 +143,22 @@ def _convert(raw: str, annotation: str) -> Any:
     return raw
 
 
+def variables() -> dict[str, Field[Any]]:
+    """Each setting's environment variable name (BRAINSCAN_<FIELD>) and its field."""
+    return {PREFIX + f.name.upper(): f for f in fields(Settings) if f.name != "extra"}
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate Settings from BRAINSCAN_* variables (the process environment by default)."""
     env = os.environ if environ is None else environ
+    known = variables()
     values: dict[str, Any] = {}
-    for f in fields(Settings):
-        if f.name == "extra":
-            continue
-        key = f"BRAINSCAN_{f.name.upper()}"
+    for key, f in known.items():
         if env.get(key, "").strip():  # unset or empty (compose's `${X:-}`): the default
             try:
                 values[f.name] = _convert(env[key], str(f.type))
             except ValueError as exc:
                 raise SettingsError(f"{key}={env[key]!r} is not valid: {exc}") from exc
-    known = {f"BRAINSCAN_{f.name.upper()}" for f in fields(Settings)}
     values["extra"] = tuple(sorted((k, v) for k, v in env.items()
-                                   if k.startswith("BRAINSCAN_") and k not in known))
+                                   if k.startswith(PREFIX) and k not in known))
     return Settings(**values).validate()
