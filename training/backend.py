@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 from collections.abc import Iterator
@@ -22,14 +23,21 @@ def _stderr_muted() -> Iterator[None]:
         os.close(saved)
 
 
+_configured = False
+
+
 def import_backend(threads: int | None = None, gpu_memory_growth: bool = False) -> None:
     """Import keras (and TensorFlow when it is the backend) without the start-up banner.
 
     threads caps TensorFlow's intra-op pool; a worker running one process per core passes 1 so
-    processes do not fight over cores. A GPU worker asks for memory growth.
+    processes do not fight over cores. A GPU worker asks for memory growth. The first call in a
+    process configures it, whether or not something imported keras before (a spawned process
+    does, unpickling its task); later calls change nothing.
     """
-    if "keras" in sys.modules:
+    global _configured
+    if _configured:
         return
+    _configured = True
     with _stderr_muted():
         import keras
 
@@ -43,3 +51,47 @@ def import_backend(threads: int | None = None, gpu_memory_growth: bool = False) 
             if threads:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
                 tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
+            restore_malloc_thresholds()
+
+
+def intra_op_threads() -> int | None:
+    """TensorFlow's intra-op thread count as configured in this process (0: its default, one per
+    core); None under another Keras backend."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return int(tf.config.threading.get_intra_op_parallelism_threads())
+
+
+# glibc's mallopt() parameters, and the values its dynamic thresholds settle at for a process that
+# allocates large buffers: mmap only above 32 MB (its ceiling on 64-bit), give the heap back above
+# twice that.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_BYTES, _MMAP_BYTES = 64 << 20, 32 << 20
+
+
+def restore_malloc_thresholds() -> bool:
+    """Undo TensorFlow's malloc patch, so that training does not spend half its CPU time in the kernel.
+
+    The first tf.data generator dataset a process builds (every Keras fit on a PyDataset) calls
+    mallopt(M_TRIM_THRESHOLD, 128 kB) ("Memory patch applied" in TensorFlow 2.21's log). Setting
+    any threshold also freezes glibc's mmap threshold at its 128 kB start, so every batch-sized
+    buffer is then mmap'd, faulted in page by page, and unmapped again: on the 2-core machine an
+    epoch ran 17.8 s with 14.3 s of system time and 3.7 million page faults, against 9.4 s, 1.8 s
+    and 0.35 million with the thresholds restored (docs/benchmarks.md). This builds one such
+    dataset now, so the patch is spent, and then sets glibc's usual large-buffer thresholds.
+    Returns False where there is no glibc to tell (the patch is glibc-only too)."""
+    import tensorflow as tf
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    spent = tf.data.Dataset.from_generator(lambda: iter((0,)), output_signature=tf.TensorSpec((), tf.int32))
+    for _ in spent:
+        pass
+    mmap_set = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
+    return bool(mmap_set and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))

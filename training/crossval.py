@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import multiprocessing
+import os
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -115,11 +116,20 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
     return TaskResult(task, served, other, result.best_epoch)
 
 
-def _run_in_child(inputs_path: str, y: np.ndarray, sources: np.ndarray, task: FitTask,
-                  model_cfg: dict[str, Any], cfg: dict[str, Any]) -> TaskResult:
-    from training.backend import import_backend
+def threads_per_fit(processes: int) -> int:
+    """TensorFlow threads for each of `processes` fits run side by side: the cores shared out, at
+    least one each. TensorFlow's default, a pool of every core in every process, ran 5 fits on 2
+    cores at 1.25x the epoch time of one thread each (bench/train_speed.py, docs/benchmarks.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, processes))
 
-    import_backend()
+
+def _run_in_child(inputs_path: str, y: np.ndarray, sources: np.ndarray, task: FitTask,
+                  model_cfg: dict[str, Any], cfg: dict[str, Any], threads: int) -> TaskResult:
+    from training.backend import import_backend, intra_op_threads
+
+    import_backend(threads)
+    log(f"[{task.name}] in its own process, TensorFlow threads: {intra_op_threads()}")
     x = np.load(inputs_path, mmap_mode="r")
     return _run(x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg))
 
@@ -142,12 +152,13 @@ class HeldOutRuns:
         self._tmp = tempfile.TemporaryDirectory(prefix="brainscan-cv-")
         path = str(Path(self._tmp.name) / "inputs.npy")
         np.save(path, self.data.loaded.inputs)
-        self._pool = ProcessPoolExecutor(min(self.workers, len(tasks)),
-                                         mp_context=multiprocessing.get_context("spawn"))
+        processes = min(self.workers, len(tasks))
+        self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
         y = self.data.loaded.labels
         sources = self.data.loaded.sources
+        threads = threads_per_fit(processes)
         self._futures = [self._pool.submit(_run_in_child, path, y, sources, t, self.model_cfg.to_dict(),
-                                           self.cfg.to_dict()) for t in tasks]
+                                           self.cfg.to_dict(), threads) for t in tasks]
 
     def results(self) -> list[TaskResult]:
         if not self._futures:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from brainscan.cli import main
 from tests.images import create_random_slice, encoded, save_image
 from training.card import ModelCard, card_path_for, file_sha256
+from training.crossval import threads_per_fit
 
 EVALUATE_FIELDS = {"n", "tp", "fp", "tn", "fn", "accuracy", "recall", "specificity", "precision",
                    "auc", "threshold", "images_per_second", "model_version"}
@@ -42,6 +43,25 @@ def test_cross_validation_with_source_balance_reports_and_saves_held_out_predict
     assert sorted(tested.tolist()) == list(range(160))  # every image held out once
     assert all(str(p).split("/")[-2] in {"glioma", "meningioma", "pituitary", "notumor", "yes", "no"}
                for p in held["relpaths"])
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_held_out_fits_in_worker_processes_share_the_cores(
+        shared_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """--workers 2: the folds train in two spawned processes, each with its share of the cores."""
+    out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
+    result = run("train", str(shared_data), "--out", str(out), "--limit", "120", "--epochs", "1",
+                 "--size", "64", "--seed", "3", "--cv", "2", "--workers", "2", "--predictions", str(saved))
+    assert result.exit_code == 0, result.output
+    logged = capfd.readouterr().err  # the children write to the inherited stderr
+    threads = threads_per_fit(2)
+    for fold in ("fold 1/2", "fold 2/2"):
+        assert f"[{fold}] in its own process, TensorFlow threads: {threads}" in logged
+    card = ModelCard.load(card_path_for(out))
+    assert [f["n"] for f in card.metrics["cv"]["folds"]] == [len(np.load(saved)[f"{i}_test_idx"])
+                                                          for i in range(2)]
+    assert card.metrics["cv"]["pooled"]["n"] == 120
 
 
 @pytest.mark.data

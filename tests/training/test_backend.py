@@ -1,0 +1,51 @@
+"""import_backend undoes TensorFlow's malloc patch, which made training fault in every batch buffer.
+
+Each check runs in a fresh interpreter: the patch and the thresholds are per process, set once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Builds a generator dataset as Keras' fit on a PyDataset does (TensorFlow patches malloc there),
+# then allocates and frees a 4 MB buffer 200 times, as a training step does with its batches,
+# and reports the page faults that cost.
+PROBE = """
+import json, resource, sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+import training.backend as backend
+if {disable!r}:
+    backend.restore_malloc_thresholds = lambda: False
+backend.import_backend()
+import tensorflow as tf
+for _ in tf.data.Dataset.from_generator(lambda: iter((1, 2)), output_signature=tf.TensorSpec((), tf.int32)):
+    pass
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(200):
+    np.ones(1 << 20, dtype=np.float32).sum()
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
+"""
+
+
+def _faults(disable: bool) -> int:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(repo=str(REPO), disable=disable)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc thresholds: Linux only")
+def test_batch_buffers_are_reused_instead_of_faulted_in_again() -> None:
+    patched = _faults(disable=True)
+    if patched < 200 * 256:  # 4 MB is 1,024 pages; with the patch each buffer faults them all in
+        pytest.skip(f"this TensorFlow no longer patches malloc ({patched} faults for 200 buffers): "
+                    "restore_malloc_thresholds is no longer needed")
+    restored = _faults(disable=False)
+    assert restored < patched / 20, (restored, patched)
