@@ -79,10 +79,11 @@ def restore_malloc_thresholds() -> bool:
     The first tf.data generator dataset a process builds (every Keras fit on a PyDataset) calls
     mallopt(M_TRIM_THRESHOLD, 128 kB) ("Memory patch applied" in TensorFlow 2.21's log). Setting
     any threshold also freezes glibc's mmap threshold at its 128 kB start, so every batch-sized
-    buffer is then mmap'd, faulted in page by page, and unmapped again: on the 2-core machine an
-    epoch ran 17.8 s with 14.3 s of system time and 3.7 million page faults, against 9.4 s, 1.8 s
-    and 0.35 million with the thresholds restored (docs/benchmarks.md). This builds one such
-    dataset now, so the patch is spent, and then sets glibc's usual large-buffer thresholds.
+    buffer is then mmap'd, faulted in page by page, and unmapped again: with 5 fits side by side
+    on 2 cores an epoch took 66.6 s, 11.8 s of it system time, and 2.9 million page faults,
+    against 36.0 s, 1.1 s and 0.15 million with the thresholds restored (bench/train_speed.py,
+    docs/benchmarks.md). This builds one such dataset now, so the patch is spent, and then sets
+    glibc's usual large-buffer thresholds.
     Returns False where there is no glibc to tell (the patch is glibc-only too)."""
     import tensorflow as tf
 
