@@ -54,6 +54,13 @@ def import_backend(threads: int | None = None, gpu_memory_growth: bool = False) 
             restore_malloc_thresholds()
 
 
+def threads_per_process(processes: int) -> int:
+    """TensorFlow threads for each of `processes` processes sharing this machine: the cores shared
+    out, at least one each. TensorFlow's default, a pool of every core in every process, ran 5
+    training fits on 2 cores at 1.25x the epoch time of one thread each (bench/train_speed.py)."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
+
+
 def intra_op_threads() -> int | None:
     """TensorFlow's intra-op thread count as configured in this process (0: its default, one per
     core); None under another Keras backend."""

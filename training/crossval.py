@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import multiprocessing
-import os
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from training.backend import threads_per_process
 from training.metrics import compute_metrics, tune_threshold
 from training.model import ModelConfig
 from training.pipeline import PreparedData, log
@@ -116,14 +116,6 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
     return TaskResult(task, served, other, result.best_epoch)
 
 
-def threads_per_fit(processes: int) -> int:
-    """TensorFlow threads for each of `processes` fits run side by side: the cores shared out, at
-    least one each. TensorFlow's default, a pool of every core in every process, ran 5 fits on 2
-    cores at 1.25x the epoch time of one thread each (bench/train_speed.py, docs/benchmarks.md)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // max(1, processes))
-
-
 def _run_in_child(inputs_path: str, y: np.ndarray, sources: np.ndarray, task: FitTask,
                   model_cfg: dict[str, Any], cfg: dict[str, Any], threads: int) -> TaskResult:
     from training.backend import import_backend, intra_op_threads
@@ -156,7 +148,7 @@ class HeldOutRuns:
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
         y = self.data.loaded.labels
         sources = self.data.loaded.sources
-        threads = threads_per_fit(processes)
+        threads = threads_per_process(processes)
         self._futures = [self._pool.submit(_run_in_child, path, y, sources, t, self.model_cfg.to_dict(),
                                            self.cfg.to_dict(), threads) for t in tasks]
 

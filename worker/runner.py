@@ -9,6 +9,7 @@ import socket
 from celery.signals import worker_ready, worker_shutdown
 
 from brainscan.settings import Settings
+from training.backend import threads_per_process
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, celery_for
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def pool_size(settings: Settings) -> int:
 
 def model_threads(settings: Settings, processes: int) -> int:
     """TensorFlow threads per process so that the pool together uses each core once."""
-    return settings.model_threads or max(1, (os.cpu_count() or 1) // processes)
+    return settings.model_threads or threads_per_process(processes)
 
 
 def register_model(settings: Settings) -> str:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from brainscan.cli import main
 from tests.images import create_random_slice, encoded, save_image
+from training.backend import threads_per_process
 from training.card import ModelCard, card_path_for, file_sha256
-from training.crossval import threads_per_fit
 
 EVALUATE_FIELDS = {"n", "tp", "fp", "tn", "fn", "accuracy", "recall", "specificity", "precision",
                    "auc", "threshold", "images_per_second", "model_version"}
@@ -55,12 +55,11 @@ def test_held_out_fits_in_worker_processes_share_the_cores(
                  "--size", "64", "--seed", "3", "--cv", "2", "--workers", "2", "--predictions", str(saved))
     assert result.exit_code == 0, result.output
     logged = capfd.readouterr().err  # the children write to the inherited stderr
-    threads = threads_per_fit(2)
+    threads = threads_per_process(2)
     for fold in ("fold 1/2", "fold 2/2"):
         assert f"[{fold}] in its own process, TensorFlow threads: {threads}" in logged
-    card = ModelCard.load(card_path_for(out))
-    assert [f["n"] for f in card.metrics["cv"]["folds"]] == [len(np.load(saved)[f"{i}_test_idx"])
-                                                          for i in range(2)]
+    card, held = ModelCard.load(card_path_for(out)), np.load(saved)
+    assert [f["n"] for f in card.metrics["cv"]["folds"]] == [len(held[f"{i}_test_idx"]) for i in range(2)]
     assert card.metrics["cv"]["pooled"]["n"] == 120
 
 
