@@ -113,12 +113,13 @@ def _row(name: str, kind: str, relpaths: np.ndarray, indices: set[int], folders:
             + "  ".join(f"{counts.get(f, 0):>10}" for f in folders))
 
 
-def report(paths: list[Path], fits: list[FitErrors], relpaths: np.ndarray) -> None:
+def report(paths: list[Path], fits: list[FitErrors], relpaths: np.ndarray,
+           recall_target: float = 0.99) -> None:
     scored = sorted(set().union(*(f.probs for f in fits)))
     folders = sorted({folder(str(relpaths[i])) for i in scored})
     totals = Counter(folder(str(relpaths[i])) for i in scored)
     print("held-out images by folder: " + ", ".join(f"{f} {totals[f]}" for f in folders))
-    print("\nerrors at the shipped rule (validation recall >= 0.99), by folder")
+    print(f"\nerrors at the rule validation recall >= {recall_target:g}, by folder")
     print(f"{'':>22} {'':>7} {'all':>5}  " + "  ".join(f"{f.split('/')[-1][:10]:>10}" for f in folders))
     for path, f in zip(paths, fits, strict=True):
         print(_row(path.name, "missed", relpaths, f.missed, folders))
@@ -176,7 +177,8 @@ def contact_sheet(out: Path, root: Path, relpaths: np.ndarray, fits: list[FitErr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("predictions", type=Path, nargs="+", help="fits of the same splits")
-    parser.add_argument("--recall-target", type=float, default=0.99)
+    parser.add_argument("--recall-target", type=float, default=0.99,
+                        help="the threshold rule (the shipped model's card says its own; default 0.99)")
     parser.add_argument("--data", type=Path, help="the folder training was given (for --sheet)")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the shared errors here")
     parser.add_argument("--set-aside", type=Path, help="file names whose labels are in doubt")
@@ -190,7 +192,7 @@ def main() -> None:
     except ValueError as exc:
         sys.exit(f"{', '.join(map(str, args.predictions))}: {exc}")
     fits = [fit_errors(f, args.recall_target) for f in files]
-    report(args.predictions, fits, first["relpaths"])
+    report(args.predictions, fits, first["relpaths"], args.recall_target)
     if args.set_aside:
         names = read_names(args.set_aside)
         print(f"\nwithout the {len(names)} images of {args.set_aside} (same thresholds)")

@@ -140,6 +140,7 @@ def test_errors_report_and_contact_sheet_show_what_every_fit_gets_wrong(
     relpaths = _two_fold_predictions((np.zeros(6), np.zeros(6)))["relpaths"]
     errors.report([Path("a.npz"), Path("b.npz")], [first, second], relpaths)
     text = capsys.readouterr().out
+    assert "errors at the rule validation recall >= 0.99, by folder" in text
     assert "missed tumours: 1 made by all 2 fits, 2 by at least one" in text
     assert "false alarms: 0 made by all 2 fits, 2 by at least one" in text
     assert "median 0.333" in text  # 2/3 of the clear slices above it in one fit, none in the other

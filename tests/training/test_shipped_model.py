@@ -15,7 +15,9 @@ def test_model_file_is_small_and_its_card_matches_it(shipped_model: Path) -> Non
     assert shipped_model.stat().st_size <= 20 * 1024 * 1024
     card = ModelCard.load(card_path_for(shipped_model))
     assert card.model_sha256 == file_sha256(shipped_model)
-    assert 0 < card.threshold < 1 and card.recall_target == 0.99
+    assert 0 < card.threshold < 1
+    # tuned for at least the 0.99 recall that screening asks of it, as the training run recorded
+    assert card.recall_target == card.training["recall_target"] >= 0.99
     for name in card.plots.values():
         assert (shipped_model.parent / name).is_file(), name
     assert card.input["size"] == card.architecture["input_size"]
