@@ -138,6 +138,21 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
     assert 'class="chosen"' in html
 
 
+def test_the_model_page_names_a_last_epoch_ensemble_and_a_fractional_recall_target(
+        web: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    card = {"version": "m-2", "threshold": 0.22, "recall_target": 0.993,
+            "architecture": {"arch": "resnet", "input_size": 160, "members": 2},
+            "training": {"epochs_run": 30, "keep_last": True, "best_epoch": 30,
+                         "member_best_epochs": [30, 30]},
+            "metrics": {"test": FOLD}}
+    with sessions.begin() as session:
+        register_model_version(session=session, version="m-2", file=str(SHIPPED_MODEL), sha256="4" * 64,
+                               threshold=0.22, metrics=card["metrics"], card=card)  # type: ignore[arg-type]
+    html = page(web, "/model")
+    assert "99.3 %" in html  # the shipped target is 0.993: "99 %" would hide the difference from 0.99
+    assert "30 epochs per member, last epoch kept" in html and "(best 30, 30)" not in html
+
+
 def test_an_unknown_page_or_job_gets_a_calm_html_error_page(web: FlaskClient) -> None:
     html = page(web, "/jobs/999", 404)
     assert "there is no job 999" in html and "Back to the jobs" in html and "Traceback" not in html
