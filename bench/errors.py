@@ -47,11 +47,12 @@ class FitErrors:
     false_alarms: set[int]
     probs: dict[int, float]  # every held-out image's probability
     depth: dict[int, float]  # missed tumour -> share of its fold's held-out negatives scoring above it
+    recall_target: float  # the rule the thresholds came from
 
 
 def fit_errors(data: Predictions, recall_target: float = 0.99, variant: str = "served") -> FitErrors:
     labels = data["labels"]
-    out = FitErrors(set(), set(), {}, {})
+    out = FitErrors(set(), set(), {}, {}, recall_target)
     folds = task_indices(data, "fold")
     if not folds:
         raise ValueError("no cross-validation folds in these predictions")
@@ -113,13 +114,13 @@ def _row(name: str, kind: str, relpaths: np.ndarray, indices: set[int], folders:
             + "  ".join(f"{counts.get(f, 0):>10}" for f in folders))
 
 
-def report(paths: list[Path], fits: list[FitErrors], relpaths: np.ndarray,
-           recall_target: float = 0.99) -> None:
+def report(paths: list[Path], fits: list[FitErrors], relpaths: np.ndarray) -> None:
     scored = sorted(set().union(*(f.probs for f in fits)))
     folders = sorted({folder(str(relpaths[i])) for i in scored})
     totals = Counter(folder(str(relpaths[i])) for i in scored)
     print("held-out images by folder: " + ", ".join(f"{f} {totals[f]}" for f in folders))
-    print(f"\nerrors at the rule validation recall >= {recall_target:g}, by folder")
+    rules = ", ".join(f"{t:g}" for t in sorted({f.recall_target for f in fits}))
+    print(f"\nerrors at the rule validation recall >= {rules}, by folder")
     print(f"{'':>22} {'':>7} {'all':>5}  " + "  ".join(f"{f.split('/')[-1][:10]:>10}" for f in folders))
     for path, f in zip(paths, fits, strict=True):
         print(_row(path.name, "missed", relpaths, f.missed, folders))
@@ -192,7 +193,7 @@ def main() -> None:
     except ValueError as exc:
         sys.exit(f"{', '.join(map(str, args.predictions))}: {exc}")
     fits = [fit_errors(f, args.recall_target) for f in files]
-    report(args.predictions, fits, first["relpaths"], args.recall_target)
+    report(args.predictions, fits, first["relpaths"])
     if args.set_aside:
         names = read_names(args.set_aside)
         print(f"\nwithout the {len(names)} images of {args.set_aside} (same thresholds)")
