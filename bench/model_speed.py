@@ -3,14 +3,21 @@
     python bench/model_speed.py [--model models/brainscan.keras] [--images ../shared/data] [--n 2000]
     python bench/model_speed.py --untrained size=192                    # a shape not trained yet
     python bench/model_speed.py --untrained members=2                   # an ensemble of 2
+    python bench/model_speed.py --glibc-malloc                          # large buffers mmap'd
 
 Prints images/s for:
-  model alone      preprocessed uint8 batches of 64 through Scorer.score_arrays
+  model alone      preprocessed uint8 batches of 64 through Scorer.score_arrays (the frozen graph)
+  Keras graph      the same batches through Keras's predict_on_batch, alternated with the above:
+                   how the model alone was served until 2026-12-02
   end to end       JPEG files on disk through Scorer.iter_scores (threaded decode overlapping
                    inference), the path `brainscan evaluate` and the worker take
   naive baseline   the same files decoded one by one at full resolution (no JPEG draft scaling,
                    no overlap), then model.predict on the whole array
-and the ratio end-to-end / baseline. Targets (issue 2): >= 300 model alone, >= 150 end to end.
+and the ratio end-to-end / baseline, all in a process that keeps buffers on the heap as the
+worker and the CLI do (training.backend.serve_from_heap), unless --glibc-malloc leaves glibc's
+mmap of large buffers on (that setting cannot be compared within one process: the heap the first
+variant grows serves the second's buffers too, so compare runs, alternated).
+Targets (issue 2): >= 300 model alone, >= 150 end to end.
 With --untrained, the figures are for a freshly initialised network of the model's recipe with
 those settings changed (the fields `brainscan train --set` takes): speed depends on the graph,
 not on the weights, so a candidate shape is timed before anyone spends hours training it.
@@ -19,6 +26,7 @@ not on the weights, so a candidate shape is timed before anyone spends hours tra
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -56,13 +64,17 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--n", type=int, default=2000, help="files to score end to end")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--glibc-malloc", action="store_true",
+                        help="leave glibc's mmap of large buffers on, as before 2026-12-02")
     parser.add_argument("--untrained", default="", metavar="FIELD=VALUE,...",
                         help="time an untrained network of the model's recipe with these changes")
     args = parser.parse_args()
 
-    from training.backend import import_backend
+    from training.backend import import_backend, serve_from_heap
 
     import_backend()
+    if not args.glibc_malloc:
+        serve_from_heap()
     from training.dataset import discover
     from training.decode import decode_image
     from training.preprocess import preprocess
@@ -78,11 +90,18 @@ def main() -> None:
     size = scorer.spec.size
 
     batch = np.random.default_rng(1).integers(0, 255, (512, size, size, 1), dtype=np.uint8)
-    scorer.score_arrays(batch[:64])  # build the graph once
-    started = time.perf_counter()
-    for _ in range(3):
-        scorer.score_arrays(batch)
-    model_alone = _rate(3 * len(batch), time.perf_counter() - started)
+    keras_graph = Scorer(scorer.model, scorer.card, threads=args.threads, frozen=False)
+    alone: dict[Any, list[float]] = {scorer: [], keras_graph: []}
+    for each in alone:
+        each.score_arrays(batch[:64])  # build the graph once
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):  # alternated, so a noisy neighbour slows both alike
+        for each, rates in alone.items():
+            started = time.perf_counter()
+            each.score_arrays(batch)
+            rates.append(_rate(len(batch), time.perf_counter() - started))
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    model_alone, model_keras = (float(np.median(rates)) for rates in alone.values())
 
     started = time.perf_counter()
     results = list(scorer.iter_scores(files))
@@ -97,6 +116,10 @@ def main() -> None:
     print(f"model {args.model.name} ({scorer.version}), input {size} px, {len(files)} JPEG files, "
           f"{errors} unreadable")
     print(f"{'model alone (preprocessed batches)':<38} {model_alone:8.0f} images/s   target >= 300")
+    print(f"{'  the same, Keras graph (not frozen)':<38} {model_keras:8.0f} images/s   "
+          f"frozen / Keras {model_alone / model_keras:.2f} x")
+    print(f"{'  minor page faults, both model-alone':<38} {faults / (10 * len(batch)):8.0f} per image   "
+          f"({'glibc mmap' if args.glibc_malloc else 'heap'} buffers)")
     print(f"{'end to end from JPEG files':<38} {end_to_end:8.0f} images/s   target >= 150")
     print(f"{'naive baseline (same run)':<38} {naive:8.0f} images/s")
     print(f"{'end to end / naive baseline':<38} {end_to_end / naive:8.2f} x")

@@ -76,8 +76,9 @@ def intra_op_threads() -> int | None:
 # glibc's mallopt() parameters, and the values its dynamic thresholds settle at for a process that
 # allocates large buffers: mmap only above 32 MB (its ceiling on 64-bit), give the heap back above
 # twice that.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _TRIM_BYTES, _MMAP_BYTES = 64 << 20, 32 << 20
+_SERVING_TRIM_BYTES, _GLIBC_MMAP_MAX = 1 << 30, 65536
 
 
 def restore_malloc_thresholds() -> bool:
@@ -103,3 +104,25 @@ def restore_malloc_thresholds() -> bool:
         pass
     mmap_set = libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
     return bool(mmap_set and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
+
+
+def serve_from_heap(on: bool = True) -> bool:
+    """Keep every buffer on the heap in a scoring process, so each batch reuses the last one's
+    memory instead of mapping fresh pages and faulting them in.
+
+    glibc maps any buffer above 32 MB (its ceiling for the mmap threshold) with mmap and unmaps
+    it on free; the first convolution's output for a batch of 64 slices is 39 MB per network, so
+    every batch faulted its pages in afresh: about 300 minor page faults per image scored on
+    2 AVX2 cores, against about 10 with mmap off and up to 1 GB of freed heap kept, and the
+    model alone ran 1.13x faster (bench/model_speed.py with and without --glibc-malloc, runs
+    alternated; docs/benchmarks.md). A scoring process's working set is the same every batch, so
+    the heap it keeps is what it would map again for the next one.
+    Only for processes that serve a model: training keeps glibc's thresholds
+    (`restore_malloc_thresholds`). on=False puts those thresholds back (bench/model_speed.py
+    times both ways in one process). Returns False where there is no glibc to tell."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    mmap_max, trim = (0, _SERVING_TRIM_BYTES) if on else (_GLIBC_MMAP_MAX, _TRIM_BYTES)
+    return bool(libc.mallopt(_M_MMAP_MAX, mmap_max) and libc.mallopt(_M_TRIM_THRESHOLD, trim))

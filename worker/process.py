@@ -41,9 +41,10 @@ def process_scorer(settings: Settings) -> Scorer:
     """This process's Scorer, loaded on first use (or at start-up by `_after_fork`)."""
     global _scorer
     if _scorer is None:
-        from training.backend import import_backend
+        from training.backend import import_backend, serve_from_heap
 
         import_backend(threads=settings.model_threads or None, gpu_memory_growth=True)
+        serve_from_heap()
         _scorer = Scorer.load(settings.model_path, threads=settings.decode_threads,
                               max_pixels=settings.max_image_pixels)
         size = _scorer.spec.size

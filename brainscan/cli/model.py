@@ -19,10 +19,11 @@ MODEL = click.option("--model", "model_path", type=click.Path(path_type=Path),
 
 
 def _scorer(model_path: Path | None, threshold: float | None) -> Any:
-    from training.backend import import_backend
+    from training.backend import import_backend, serve_from_heap
     from training.scorer import ModelError, Scorer
 
     import_backend()
+    serve_from_heap()
     settings = cli_settings()
     try:
         return Scorer.load(model_path or settings.model_path,
