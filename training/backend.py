@@ -78,7 +78,7 @@ def intra_op_threads() -> int | None:
 # twice that.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _TRIM_BYTES, _MMAP_BYTES = 64 << 20, 32 << 20
-_SERVING_TRIM_BYTES, _GLIBC_MMAP_MAX = 1 << 30, 65536
+_SERVING_TRIM_BYTES = 1 << 30  # a scoring process keeps up to 1 GB of freed heap
 
 
 def restore_malloc_thresholds() -> bool:
@@ -106,7 +106,7 @@ def restore_malloc_thresholds() -> bool:
     return bool(mmap_set and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
 
 
-def serve_from_heap(on: bool = True) -> bool:
+def serve_from_heap() -> bool:
     """Keep every buffer on the heap in a scoring process, so each batch reuses the last one's
     memory instead of mapping fresh pages and faulting them in.
 
@@ -118,11 +118,9 @@ def serve_from_heap(on: bool = True) -> bool:
     alternated; docs/benchmarks.md). A scoring process's working set is the same every batch, so
     the heap it keeps is what it would map again for the next one.
     Only for processes that serve a model: training keeps glibc's thresholds
-    (`restore_malloc_thresholds`). on=False puts those thresholds back (bench/model_speed.py
-    times both ways in one process). Returns False where there is no glibc to tell."""
+    (`restore_malloc_thresholds`). Returns False where there is no glibc to tell."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    mmap_max, trim = (0, _SERVING_TRIM_BYTES) if on else (_GLIBC_MMAP_MAX, _TRIM_BYTES)
-    return bool(libc.mallopt(_M_MMAP_MAX, mmap_max) and libc.mallopt(_M_TRIM_THRESHOLD, trim))
+    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _SERVING_TRIM_BYTES))

@@ -26,7 +26,7 @@ def frozen_predictor(model: object, batch_shape: tuple[int, ...]) -> Predictor |
     """The model as one TensorFlow graph for uint8 batches of exactly `batch_shape`, its weights
     folded in as constants: TensorFlow's graph optimiser can then fold each batch normalisation's
     scale into the convolution before it, which it cannot do while the weights are variables. Scores
-    match Keras's to about 1e-8 and came 1.01-1.24x faster on 2 AVX2 cores, 1.14x in the median
+    match Keras's to about 1e-8 and came 1.01-1.24x faster on 2 AVX2 cores, 1.13x in the median
     of six runs (bench/model_speed.py, docs/benchmarks.md). None where TensorFlow is not the
     Keras backend."""
     import keras
