@@ -6,6 +6,7 @@ training.decode for thumbnails (decoding only: it imports no model code).
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from datetime import timedelta
 from typing import IO, Any
@@ -49,7 +50,10 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     """Build the app for these settings (default: from BRAINSCAN_* variables); test_config wins."""
     from api import auth, errors, health, openapi, rest_jobs, rest_models, rest_results, views
 
-    settings = settings or load_settings()
+    if settings is None:  # `flask --app api run`; the CLI loads settings itself and warns there
+        settings = load_settings()
+        for line in settings.misspelling_warnings():
+            logging.getLogger(__name__).warning(line)
     app = Flask(__name__)
     app.request_class = UploadRequest
     app.extensions[EXTENSION] = settings

@@ -95,6 +95,11 @@ class Settings:
                 found.append((key, PREFIX + close[0]))
         return found
 
+    def misspelling_warnings(self) -> list[str]:
+        """One line per misspelt variable, as the CLI prints them and the web app logs them."""
+        return [f"{key} is not a brainscan setting and is ignored; did you mean {meant}?"
+                for key, meant in self.misspellings()]
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (CLI options win over the environment)."""
         clean = {k: v for k, v in changes.items() if v is not None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,16 @@ def test_every_command_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
     bad = CliRunner().invoke(cli, ["db", "upgrade"], env={**env, "BRAINSCAN_SESSION_COOKIE_SECURE": "ture"})
     assert bad.exit_code == 1
     assert "BRAINSCAN_SESSION_COOKIE_SECURE='ture' is not valid: expected true or false" in bad.output
+
+
+def test_the_app_factory_loading_settings_itself_logs_a_misspelt_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from api import create_app
+
+    monkeypatch.setenv("BRAINSCAN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BRAINSCAN_ENV", "test")
+    monkeypatch.setenv("BRAINSCAN_THRESHHOLD", "0.3")
+    with caplog.at_level(logging.WARNING, logger="api"):
+        create_app()
+    assert ("BRAINSCAN_THRESHHOLD is not a brainscan setting and is ignored; "
+            "did you mean BRAINSCAN_THRESHOLD?") in caplog.text

@@ -14,7 +14,6 @@ def cli_settings() -> Settings:
         settings = load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    for key, meant in settings.misspellings():
-        click.echo(f"warning: {key} is not a brainscan setting and is ignored; did you mean {meant}?",
-                   err=True)
+    for line in settings.misspelling_warnings():
+        click.echo(f"warning: {line}", err=True)
     return settings
