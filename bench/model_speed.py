@@ -13,9 +13,9 @@ Prints images/s for:
                    inference), the path `brainscan evaluate` and the worker take
   naive baseline   the same files decoded one by one at full resolution (no JPEG draft scaling,
                    no overlap), then model.predict on the whole array
-and the ratio end-to-end / baseline, all in a process that keeps buffers on the heap as the
-worker and the CLI do (training.backend.serve_from_heap), unless --glibc-malloc leaves glibc's
-mmap of large buffers on (that setting cannot be compared within one process: the heap the first
+the process's resident memory after the end-to-end pass (Linux), and the ratio end-to-end /
+baseline, all in a process that keeps buffers on the heap as the worker and the CLI do
+(training.backend.serve_from_heap), unless --glibc-malloc leaves glibc's mmap of large buffers on (that setting cannot be compared within one process: the heap the first
 variant grows serves the second's buffers too, so compare runs, alternated).
 Targets (issue 2): >= 300 model alone, >= 150 end to end.
 With --untrained, the figures are for a freshly initialised network of the model's recipe with
@@ -106,6 +106,8 @@ def main() -> None:
     started = time.perf_counter()
     results = list(scorer.iter_scores(files))
     end_to_end = _rate(len(results), time.perf_counter() - started)
+    resident_mb = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
     started = time.perf_counter()
     arrays = [preprocess(decode_image(f), scorer.spec) for f in files]
@@ -121,6 +123,7 @@ def main() -> None:
     print(f"{'  minor page faults, both model-alone':<38} {faults / (10 * len(batch)):8.0f} per image   "
           f"({'glibc mmap' if args.glibc_malloc else 'heap'} buffers)")
     print(f"{'end to end from JPEG files':<38} {end_to_end:8.0f} images/s   target >= 150")
+    print(f"{'resident memory after end to end':<38} {resident_mb:8.0f} MB   peak {peak_mb:.0f} MB")
     print(f"{'naive baseline (same run)':<38} {naive:8.0f} images/s")
     print(f"{'end to end / naive baseline':<38} {end_to_end / naive:8.2f} x")
 
