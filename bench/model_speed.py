@@ -15,8 +15,9 @@ Prints images/s for:
                    no overlap), then model.predict on the whole array
 the process's resident memory after the end-to-end pass (Linux), and the ratio end-to-end /
 baseline, all in a process that keeps buffers on the heap as the worker and the CLI do
-(training.backend.serve_from_heap), unless --glibc-malloc leaves glibc's mmap of large buffers on (that setting cannot be compared within one process: the heap the first
-variant grows serves the second's buffers too, so compare runs, alternated).
+(training.backend.serve_from_heap), unless --glibc-malloc leaves glibc's mmap of large buffers on
+(that setting cannot be compared within one process: the heap the first variant grows serves the
+second's buffers too, so compare runs, alternated).
 Targets (issue 2): >= 300 model alone, >= 150 end to end.
 With --untrained, the figures are for a freshly initialised network of the model's recipe with
 those settings changed (the fields `brainscan train --set` takes): speed depends on the graph,
