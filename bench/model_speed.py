@@ -95,13 +95,15 @@ def main() -> None:
     alone: dict[Any, list[float]] = {scorer: [], keras_graph: []}
     for each in alone:
         each.score_arrays(batch[:64])  # build the graph once
+    rounds = 5
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):  # alternated, so a noisy neighbour slows both alike
+    for _ in range(rounds):  # alternated, so a noisy neighbour slows both alike
         for each, rates in alone.items():
             started = time.perf_counter()
             each.score_arrays(batch)
             rates.append(_rate(len(batch), time.perf_counter() - started))
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    faults_per_image = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (
+        rounds * len(alone) * len(batch))
     model_alone, model_keras = (float(np.median(rates)) for rates in alone.values())
 
     started = time.perf_counter()
@@ -121,7 +123,7 @@ def main() -> None:
     print(f"{'model alone (preprocessed batches)':<38} {model_alone:8.0f} images/s   target >= 300")
     print(f"{'  the same, Keras graph (not frozen)':<38} {model_keras:8.0f} images/s   "
           f"frozen / Keras {model_alone / model_keras:.2f} x")
-    print(f"{'  minor page faults, both model-alone':<38} {faults / (10 * len(batch)):8.0f} per image   "
+    print(f"{'  minor page faults, both model-alone':<38} {faults_per_image:8.0f} per image   "
           f"({'glibc mmap' if args.glibc_malloc else 'heap'} buffers)")
     print(f"{'end to end from JPEG files':<38} {end_to_end:8.0f} images/s   target >= 150")
     print(f"{'resident memory after end to end':<38} {resident_mb:8.0f} MB   peak {peak_mb:.0f} MB")

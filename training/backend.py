@@ -81,6 +81,14 @@ _TRIM_BYTES, _MMAP_BYTES = 64 << 20, 32 << 20
 _SERVING_TRIM_BYTES = 1 << 30  # a scoring process keeps up to 1 GB of freed heap
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, for mallopt(); None where it is not glibc (the thresholds are glibc's)."""
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def restore_malloc_thresholds() -> bool:
     """Undo TensorFlow's malloc patch, so that training does not spend half its CPU time in the kernel.
 
@@ -95,9 +103,8 @@ def restore_malloc_thresholds() -> bool:
     Returns False where there is no glibc to tell (the patch is glibc-only too)."""
     import tensorflow as tf
 
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     spent = tf.data.Dataset.from_generator(lambda: iter((0,)), output_signature=tf.TensorSpec((), tf.int32))
     for _ in spent:
@@ -119,8 +126,7 @@ def serve_from_heap() -> bool:
     the heap it keeps is what it would map again for the next one.
     Only for processes that serve a model: training keeps glibc's thresholds
     (`restore_malloc_thresholds`). Returns False where there is no glibc to tell."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _SERVING_TRIM_BYTES))

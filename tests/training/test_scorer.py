@@ -33,12 +33,11 @@ def _slices(n: int, size: int) -> np.ndarray:
 
 def test_the_frozen_graph_scores_as_keras_does_including_a_partial_last_batch(shipped: Scorer) -> None:
     x = _slices(70, shipped.spec.size)  # a full batch of 64 and a padded one of 6
-    keras_scores = np.asarray(shipped.model.predict_on_batch(x[:64, ..., None])).reshape(-1)  # type: ignore[attr-defined]
-    keras_scores = np.concatenate(
-        [keras_scores, np.asarray(shipped.model.predict_on_batch(x[64:, ..., None])).reshape(-1)])  # type: ignore[attr-defined]
+    keras = shipped.model.predict_on_batch  # type: ignore[attr-defined]
+    keras_scores = np.concatenate([np.asarray(keras(x[i : i + 64, ..., None])).reshape(-1) for i in (0, 64)])
     scores = shipped.score_arrays(x)
     predictor = shipped._predictors[(64, shipped.spec.size, shipped.spec.size, 1)]
-    assert predictor != shipped.model.predict_on_batch  # type: ignore[attr-defined]  (it is the frozen one)
+    assert predictor != keras  # it is the frozen one
     assert keras_scores.std() > 0.01  # the inputs spread the scores, so agreement means something
     np.testing.assert_allclose(scores, keras_scores, rtol=1e-5, atol=1e-6)
 
