@@ -9,7 +9,8 @@ and scores the held-out source at the threshold tuned on the training sources' v
 (--recall-target, the shipped 0.993):
 
 - as trained (the shipped figures' protocol);
-- adapted on all held-out slices (transductive: the slices scored are the slices adapted on);
+- adapted on all held-out slices (transductive: the slices scored are the slices adapted on), and
+  with only each network's first --depths batch normalisation layers adapted (intensity level);
 - adapted on one half of the held-out source's near-duplicate groups, scored on the other half,
   both ways round, over --cuts random halvings (the figures are medians);
 - adapted on the held-out `no` slices only, and on its `yes` slices only: how much the figures
@@ -138,10 +139,10 @@ def main() -> None:
     record(_row("adapted on all held-out slices", y[test], scores(adapted(test), test), threshold))
     for depth in args.depths:
         record(_row(f"adapted on all held-out slices, first {depth} BN layers only", y[test],
-                         scores(adapted(test, depth), test), threshold))
+                    scores(adapted(test, depth), test), threshold))
     for label, name in ((0, "no"), (1, "yes")):
         record(_row(f"adapted on held-out '{name}' only", y[test],
-                         scores(adapted(test[y[test] == label]), test), threshold))
+                    scores(adapted(test[y[test] == label]), test), threshold))
     rng = np.random.default_rng(0)
     unique = np.unique(groups[test])
     halves = []
@@ -151,15 +152,15 @@ def main() -> None:
         b = test[~np.isin(groups[test], chosen)]
         for fit_idx, score_idx in ((a, b), (b, a)):
             halves.append(_row("", y[score_idx], scores(adapted(fit_idx), score_idx), threshold))
+    medians = {k: float(np.median([h[k] for h in halves])) for k in
+               ("n", "recall", "specificity", "auc", "recall_at_spec_080", "median_yes", "median_no")}
     record({"case": f"adapted on half the groups, scored on the other (median of {len(halves)})",
-                 **{k: float(np.median([h[k] for h in halves])) for k in
-                    ("n", "recall", "specificity", "auc", "recall_at_spec_080", "median_yes",
-                     "median_no")}, "threshold": threshold})
+            **medians, "threshold": threshold})
     p_val = scores(nets, val)
     record(_row("control: validation part as trained", y[val], p_val, threshold))
     p_val_adapted = scores(adapted(val), val)
     record(_row("control: validation part adapted on itself, threshold re-tuned", y[val],
-                     p_val_adapted, tune_threshold(y[val], p_val_adapted, args.recall_target)))
+                p_val_adapted, tune_threshold(y[val], p_val_adapted, args.recall_target)))
     print(f"\nheld-out source {args.holdout}: {len(test)} slices, threshold {threshold:.4f} "
           f"(validation recall target {args.recall_target})")
     print(f"{'case':<72} {'recall':>7} {'spec':>6} {'AUC':>6} {'recall@.80':>11} {'med yes':>8} "

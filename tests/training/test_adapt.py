@@ -27,8 +27,8 @@ def _normalised_outputs(model: keras.Model, x: np.ndarray) -> list[tuple[Any, np
     """Each BN layer and its inference-mode output on x, flattened to (pixels, channels)."""
     out = []
     for layer in batchnorm_layers(model):
-        net = next(n for n in ([*model.layers, model]) if isinstance(n, keras.Model) and layer in n.layers)
-        values = np.asarray(keras.Model(net.inputs, layer.output).predict_on_batch(x))
+        net = next(n for n in [*model.layers, model] if isinstance(n, keras.Model) and layer in n.layers)
+        values = np.asarray(keras.Model(net.input, layer.output).predict_on_batch(x))
         out.append((layer, values.reshape(-1, values.shape[-1])))
     return out
 
@@ -70,9 +70,8 @@ def test_depth_adapts_only_each_networks_first_layers() -> None:
     keras.utils.set_random_seed(5)
     model = build_model(dataclasses.replace(SMALL, members=2))
     adapted = adapt_batchnorm(model, _slices(16, 200, seed=3), depth=1)
-    firsts = {id(net.layers[i]) for net in model.layers if isinstance(net, keras.Model)
-              for i in [next(j for j, layer in enumerate(net.layers)
-                             if isinstance(layer, keras.layers.BatchNormalization))]}
+    firsts = {id(next(layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)))
+              for net in model.layers if isinstance(net, keras.Model)}
     assert len(firsts) == 2  # one first layer per member
     for old, new in zip(batchnorm_layers(model), batchnorm_layers(adapted), strict=True):
         moved = not np.allclose(np.asarray(old.moving_mean), np.asarray(new.moving_mean))
