@@ -134,7 +134,8 @@ def main() -> None:
         log(json.dumps(row))  # progress: each case as it is measured
 
     test, val = task.test, task.val
-    threshold = tune_threshold(y[val], scores(nets, val), args.recall_target)
+    p_val = scores(nets, val)
+    threshold = tune_threshold(y[val], p_val, args.recall_target)
     record(_row("as trained", y[test], scores(nets, test), threshold))
     record(_row("adapted on all held-out slices", y[test], scores(adapted(test), test), threshold))
     for depth in args.depths:
@@ -156,7 +157,6 @@ def main() -> None:
                ("n", "recall", "specificity", "auc", "recall_at_spec_080", "median_yes", "median_no")}
     record({"case": f"adapted on half the groups, scored on the other (median of {len(halves)})",
             **medians, "threshold": threshold})
-    p_val = scores(nets, val)
     record(_row("control: validation part as trained", y[val], p_val, threshold))
     p_val_adapted = scores(adapted(val), val)
     record(_row("control: validation part adapted on itself, threshold re-tuned", y[val],

@@ -52,8 +52,7 @@ def adapt_batchnorm(model: keras.Model, inputs: np.ndarray, *, batch_size: int =
     adapted = keras.models.clone_model(model)
     adapted.set_weights(model.get_weights())
     for net in _networks(adapted):
-        layers = [layer for layer in net.layers if isinstance(layer, keras.layers.BatchNormalization)]
-        for layer in layers[:depth]:
+        for layer in batchnorm_layers(net)[:depth]:
             mean, var = _channel_moments(net, layer.input, inputs, batch_size)
             layer.moving_mean.assign(mean.astype(np.float32))
             layer.moving_variance.assign(var.astype(np.float32))
