@@ -24,6 +24,11 @@ is tuned on one half, by a recall target or as the lowest threshold whose specif
 half's negatives is >= a floor, and scored on the other half; then the halves swap and the two
 matrices are pooled. Repeated over --repeats random cuts, median reported.
 
+Domain adaptation (`bench/variants.py --variant domain_adapt=...`): such a fit read half of the
+held-out source's groups without labels. `--unread-half` scores every cross-source figure on the
+other half only (`training.domain.adaptation_split`, the seed of the fits), so adapted and plain
+fits compare on slices no fit has seen.
+
 Ensembles: given several files from fits that share every split (`bench/variants.py --variant
 member=1 ...`: the same tasks, initialisation and augmentation re-seeded), the members' validation
 and test probabilities are averaged per image, and every figure above is that of the averaged
@@ -75,6 +80,21 @@ def average(members: list[Predictions]) -> dict[str, np.ndarray]:
     for key in out:
         if _PROBABILITIES.match(key):
             out[key] = np.mean([np.asarray(m[key], dtype=np.float64) for m in members], axis=0)
+    return out
+
+
+def unread_half(data: Predictions, seed: int) -> dict[str, np.ndarray]:
+    """The predictions with each cross-source task's test part cut to the half of its groups that
+    domain adaptation never reads (the same cut `training.crossval.cross_source_task` makes)."""
+    from training.domain import adaptation_split
+
+    out = {key: np.asarray(data[key]) for key in data}
+    for i in task_indices(data, "cross-source"):
+        test_idx = out[f"{i}_test_idx"]
+        keep = np.isin(test_idx, adaptation_split(out["groups"], test_idx, seed)[1])
+        out[f"{i}_test_idx"] = test_idx[keep]
+        for variant in ("served", "other"):
+            out[f"{i}_{variant}_test"] = out[f"{i}_{variant}_test"][keep]
     return out
 
 
@@ -157,8 +177,13 @@ def main() -> None:
                         help="specificity floors, each with recall target 0.99")
     parser.add_argument("--variant", choices=["served", "other"], default="served")
     parser.add_argument("--repeats", type=int, default=20, help="random cuts for local calibration")
+    parser.add_argument("--unread-half", action="store_true",
+                        help="score cross-source tasks on the half that domain adaptation never reads")
+    parser.add_argument("--seed", type=int, default=1337, help="the fits' seed (for --unread-half)")
     args = parser.parse_args()
-    members = [np.load(path) for path in args.predictions]
+    members: list[Predictions] = [np.load(path) for path in args.predictions]
+    if args.unread_half:
+        members = [unread_half(m, args.seed) for m in members]
     data: Predictions = members[0]
     if len(members) > 1:
         print(f"each member alone (recall target 0.99), then the mean of the {len(members)} members")
@@ -176,7 +201,8 @@ def main() -> None:
         print(f"cross-validation, {len(task_indices(data, 'fold'))} folds pooled")
         _report(data, policies, args.variant, "fold")
     for i in task_indices(data, "cross-source"):
-        print(f"\n{data['tasks'][i]}: tuned on the training sources' validation part")
+        part = " (only the half that domain adaptation never reads)" if args.unread_half else ""
+        print(f"\n{data['tasks'][i]}{part}: tuned on the training sources' validation part")
         _report(data, policies, args.variant, str(data["tasks"][i]))
         local_calibration(data, i, args.variant, args.repeats)
 

@@ -186,3 +186,21 @@ def test_the_suspect_label_list_names_no_tumour_images_of_the_data(shared_data: 
     assert set(found) == names
     assert set(found.values()) == {"notumor", "no"}  # all labelled 'no tumour' in the data
 
+
+
+def test_unread_half_scores_cross_source_tasks_on_the_slices_adaptation_never_read() -> None:
+    from training.domain import adaptation_split
+
+    policy = _load("threshold_policy")
+    data = _fits([np.linspace(0, 1, 6), np.array([.2, .9, .1, .8])], np.arange(6, 10))
+    data["tasks"] = np.array(["cross-source x"])
+    data["groups"] = np.array([0, 1, 2, 3, 4, 5, 6, 6, 7, 8])  # test groups 6, 7, 8
+    cut = policy.unread_half(data, seed=5)
+    read, unread = adaptation_split(data["groups"], np.arange(6, 10), seed=5)
+    np.testing.assert_array_equal(cut["0_test_idx"], unread)
+    assert not set(cut["0_test_idx"]) & set(read)
+    where = [int(i) - 6 for i in unread]  # each kept image keeps its own probability
+    np.testing.assert_array_equal(cut["0_served_test"], data["0_served_test"][where])
+    np.testing.assert_array_equal(cut["0_val_idx"], data["0_val_idx"])
+    fold = _fits([np.linspace(0, 1, 6), np.array([.2, .9, .1, .8])], np.arange(6, 10))
+    np.testing.assert_array_equal(policy.unread_half(fold, seed=5)["0_test_idx"], np.arange(6, 10))

@@ -11,13 +11,14 @@ import fnmatch
 import multiprocessing
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.backend import threads_per_process
+from training.domain import adaptation_split
 from training.metrics import compute_metrics, tune_threshold
 from training.model import ModelConfig
 from training.pipeline import PreparedData, log
@@ -33,6 +34,8 @@ class FitTask:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    # slices training may read without their labels (domain_adapt: half the held-out source)
+    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) 
 
 def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:
     """K folds by group; each fold's validation part is carved, by group, from its training part."""
+    if cfg.domain_adapt > 0:
+        raise ValueError("domain_adapt needs a target source: it applies to the cross-source task only")
     y, groups = data.loaded.labels, data.grouping.groups
     tasks = []
     for i, (rest, test_idx) in enumerate(group_kfold(y, groups, k, cfg.seed)):
@@ -90,20 +95,27 @@ def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:
 
 
 def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig) -> FitTask:
-    """Train and validate on every source but `holdout`; test on `holdout` alone."""
+    """Train and validate on every source but `holdout`; test on `holdout` alone. With
+    cfg.domain_adapt, training also reads half of `holdout`'s groups without their labels
+    (`domain.adaptation_split`); the test part stays the whole source."""
     held = np.array([fnmatch.fnmatch(r.source, f"*{holdout}*") for r in data.loaded.records])
     if not held.any():
         raise ValueError(f"no images from a source matching {holdout!r}")
     y, groups = data.loaded.labels, data.grouping.groups
     train_idx, val_idx = carve(np.flatnonzero(~held), y, groups, cfg.val_fraction, cfg.seed)
-    return FitTask(f"cross-source {holdout}", train_idx, val_idx, np.flatnonzero(held))
+    test_idx = np.flatnonzero(held)
+    unlabelled = (adaptation_split(groups, test_idx, cfg.seed)[0] if cfg.domain_adapt > 0
+                  else np.zeros(0, dtype=np.int64))
+    return FitTask(f"cross-source {holdout}", train_idx, val_idx, test_idx, unlabelled)
 
 
 def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model_cfg: ModelConfig,
          cfg: TrainConfig) -> TaskResult:
-    log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}")
+    seen = f" (of which {len(task.unlabelled)} read unlabelled in training)" if len(task.unlabelled) else ""
+    log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}{seen}")
     result = fit(x[task.train], y[task.train], x[task.val], y[task.val],
-                 model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ", sources=sources[task.train])
+                 model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ", sources=sources[task.train],
+                 unlabelled=x[task.unlabelled] if len(task.unlabelled) else None)
     variants = []
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)

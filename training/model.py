@@ -10,6 +10,8 @@ from keras import layers
 
 from training.card import known_settings
 
+FEATURES = "pooled_features"  # the pooled features before the classifier (read by training.domain)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -106,7 +108,7 @@ def _network(cfg: ModelConfig, name: str | None = None) -> keras.Model:
         separable = stage >= cfg.separable_from
         for i in range(count):
             x = _block(x, width, 2 if i == 0 else 1, cfg, separable)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.GlobalAveragePooling2D(name=FEATURES)(x)
     x = layers.Dropout(cfg.dropout)(x)
     outputs = layers.Dense(1, activation="sigmoid", name="tumour", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name or "brainscan_cnn")

@@ -13,6 +13,7 @@ import numpy as np
 
 from training.augment import AugmentedBatches
 from training.card import known_settings
+from training.domain import DomainBatches, ReversalSchedule, adversarial_model
 from training.model import ModelConfig, build_model
 
 
@@ -38,6 +39,8 @@ class TrainConfig:
     ema: float = 0.0  # momentum of an exponential moving average of the weights (0: off; ~0.99)
     distill: float = 0.0  # weight of a teacher's scores in the targets (0: off, 1: teacher alone)
     distill_members: int = 2  # the teacher: this many re-seeded fits of the recipe, averaged
+    domain_adapt: float = 0.0  # peak gradient reversal of a critic telling the training sources
+    # from unlabelled target-source slices (DANN, `training.domain`; 0: off; needs `unlabelled`)
     balance_classes: bool = True  # weight classes inversely to their frequency
     source_balance: float = 0.0  # within each class, weight sources by count**-p (0: off, 1: equal)
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
@@ -87,13 +90,27 @@ class EpochPrinter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
-        parts = [f"{k} {v:.4f}" for k, v in logs.items() if k in self.shown]
+        parts = [f"{k} {logs[k]:.4f}" for k in self.shown if k in logs]
         took = time.perf_counter() - self.started
         line = f"{self.prefix}epoch {epoch + 1:>3}/{self.epochs}  " + "  ".join(parts)
         print(f"{line}  ({took:.1f} s)", file=sys.stderr, flush=True)
 
 
 _SHOWN = ("loss", "auc", "val_loss", "val_auc")
+
+
+class _RenameLogs(keras.callbacks.Callback):
+    """Renames epoch logs in place (a multi-output graph's "tumour_auc" to "auc"), before the
+    callbacks after it, and the history, read them."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        for old, new in self.names.items():
+            if logs is not None and old in logs:
+                logs[new] = logs.pop(old)
 
 
 def describe_device() -> str:
@@ -162,30 +179,40 @@ def fit(
     prefix: str = "",
     loader_threads: int = 2,
     sources: np.ndarray | None = None,
+    unlabelled: np.ndarray | None = None,
 ) -> FitResult:
     """Train from scratch; keep the weights of the epoch with the best validation AUC. An ensemble
     (model_cfg.members > 1) trains each member apart, as ensemble members cfg.member, +1, ..., and
     returns one network that averages them. With cfg.distill > 0 an ensemble teacher of
     cfg.distill_members is trained first and the one network returned learns its scores
-    (`_fit_distilled`). `sources`: each training image's source (folder), for cfg.source_balance."""
+    (`_fit_distilled`). `sources`: each training image's source (folder), for cfg.source_balance.
+    `unlabelled`: slices of a target source, read without labels when cfg.domain_adapt > 0."""
+    if cfg.domain_adapt > 0 and (unlabelled is None or len(unlabelled) == 0):
+        raise ValueError(f"domain_adapt={cfg.domain_adapt} needs unlabelled slices of a target "
+                         "source: it is an experiment setting for held-out source tasks "
+                         "(bench/variants.py --holdout), not for a model trained on every source")
     if model_cfg.members > 1 and cfg.distill > 0:
         raise ValueError(f"distill={cfg.distill} trains one network from an ensemble teacher; with "
                          f"members={model_cfg.members} set distill_members instead")
     if model_cfg.members > 1:
         return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
-                             prefix=prefix, loader_threads=loader_threads, sources=sources)
+                             prefix=prefix, loader_threads=loader_threads, sources=sources,
+                             unlabelled=unlabelled)
     if cfg.distill > 0:
         if cfg.distill_members < 1:
             raise ValueError(f"distill_members={cfg.distill_members}: the teacher needs a member")
+        if cfg.domain_adapt > 0:
+            raise ValueError("distill and domain_adapt are not combined")
         return _fit_distilled(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
                               prefix=prefix, loader_threads=loader_threads, sources=sources)
     return _fit_single(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg, prefix=prefix,
-                       loader_threads=loader_threads, sources=sources)
+                       loader_threads=loader_threads, sources=sources, unlabelled=unlabelled)
 
 
 def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                 model_cfg: ModelConfig, cfg: TrainConfig, prefix: str, loader_threads: int,
-                sources: np.ndarray | None, teacher: keras.Model | None = None) -> FitResult:
+                sources: np.ndarray | None, teacher: keras.Model | None = None,
+                unlabelled: np.ndarray | None = None) -> FitResult:
     keras.utils.set_random_seed(cfg.fit_seed)
     model = build_model(model_cfg)
     scorer = None
@@ -200,12 +227,9 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
         teacher=scorer, teacher_weight=cfg.distill,
         workers=loader_threads,
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(_schedule(cfg, len(batches)), weight_decay=cfg.weight_decay,
-                                         use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99),
-        loss=loss_for(cfg),
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
+    optimizer = keras.optimizers.AdamW(_schedule(cfg, len(batches)), weight_decay=cfg.weight_decay,
+                                       use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+    auc = keras.metrics.AUC(name="auc")
     # With ema, the averaged weights are swapped into the model for each validation and again at
     # each epoch's end, before the stopper keeps a copy, and out for the next epoch's training:
     # early stopping then scores, picks and returns the best epoch's averaged weights.
@@ -213,14 +237,36 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
         [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else [])
     # Training AUC counts every non-zero target as a tumour: meaningless on a teacher's scores.
     shown = tuple(k for k in _SHOWN if k != "auc") if teacher is not None else _SHOWN
+    trained: keras.Model = model
+    data: keras.utils.PyDataset = batches
+    validation: tuple[Any, ...] = (x_val, y_val.astype(np.float32))
+    if cfg.domain_adapt > 0:
+        assert unlabelled is not None  # checked by fit()
+        # The training graph shares `model`'s layers; its "tumour" output's logs are renamed
+        # below, so the history, the stopper and the plots read as a plain fit's.
+        trained, reversal = adversarial_model(model)
+        data = DomainBatches(batches, unlabelled, target_batch=cfg.batch_size // 2,
+                             seed=cfg.fit_seed + 1, workers=loader_threads)
+        none = np.zeros(len(y_val), dtype=np.float32)
+        validation = (x_val, {"tumour": y_val.astype(np.float32), "domain": none},
+                      {"tumour": np.ones_like(none), "domain": none})
+        trained.compile(optimizer=optimizer,
+                        loss={"tumour": loss_for(cfg), "domain": keras.losses.BinaryCrossentropy()},
+                        # weighted: a target slice's tumour weight 0 keeps it out of the AUC too
+                        weighted_metrics={"tumour": [auc]})
+        callbacks.append(ReversalSchedule(reversal, cfg.domain_adapt, cfg.epochs))
+        callbacks.append(_RenameLogs({"tumour_auc": "auc", "val_tumour_auc": "val_auc"}))
+        shown = (*shown, "domain_loss")
+    else:
+        model.compile(optimizer=optimizer, loss=loss_for(cfg), metrics=[auc])
     if not cfg.keep_last:
         callbacks.append(keras.callbacks.EarlyStopping("val_auc", mode="max", patience=cfg.patience,
                                                        restore_best_weights=True))
     callbacks.append(EpochPrinter(cfg.epochs, prefix, shown))
     started = time.perf_counter()
-    history = model.fit(
-        batches,
-        validation_data=(x_val, y_val.astype(np.float32)),
+    history = trained.fit(
+        data,
+        validation_data=validation,
         validation_batch_size=128,
         epochs=cfg.epochs,
         callbacks=callbacks,
@@ -234,13 +280,14 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
 
 def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                   model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
-                  loader_threads: int, sources: np.ndarray | None) -> FitResult:
+                  loader_threads: int, sources: np.ndarray | None,
+                  unlabelled: np.ndarray | None) -> FitResult:
     single = dataclasses.replace(model_cfg, members=1)
     n = model_cfg.members
     fits = [fit(x_train, y_train, x_val, y_val, model_cfg=single,
                 cfg=dataclasses.replace(cfg, member=cfg.member + i),
                 prefix=f"{prefix}[member {i + 1}/{n}] ", loader_threads=loader_threads,
-                sources=sources)
+                sources=sources, unlabelled=unlabelled)
             for i in range(n)]
     ensemble = build_model(model_cfg)
     ensemble.set_weights([w for f in fits for w in f.model.get_weights()])

@@ -153,6 +153,10 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
     from training.pipeline import prepare, train_and_package
 
     spec, model_cfg, cfg = apply_overrides(_configs(recipe), assignments, {"size": size, **options})
+    if cfg.domain_adapt > 0:
+        raise click.BadParameter("domain_adapt reads unlabelled slices of a held-out source, and the "
+                                 "model trained here learns from every source: measure it with "
+                                 "bench/variants.py --holdout SOURCE", param_hint="--set")
     try:
         data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
     except DatasetError as exc:
