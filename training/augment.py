@@ -94,6 +94,16 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
     return clipped
 
 
+def augmented_views(x: np.ndarray, idx: np.ndarray, rng: np.random.Generator, strength: float,
+                    style: float = 0.0, contrast: float = 0.0) -> np.ndarray:
+    """The slices x[idx] (uint8, (n, size, size, 1)), each augmented by `augment_one` in order
+    (strength 0: unchanged), as a float32 (len(idx), size, size, 1) batch in 0..255."""
+    if strength <= 0:
+        plain: np.ndarray = x[idx].astype(np.float32)
+        return plain
+    return np.stack([augment_one(x[i, :, :, 0], rng, strength, style, contrast) for i in idx])[..., None]
+
+
 def add_lesion(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A synthetic mass drawn into a float slice (0..255, background 0): an ellipse with a soft
     edge and mottled inside, bright (as a tumour or its oedema on T2/FLAIR) or, one time in three,
@@ -168,11 +178,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         y, w = self.y[idx], self.weights[idx]
-        if self.strength > 0:
-            batch = np.stack([augment_one(self.x[i, :, :, 0], rng, self.strength, self.style,
-                                              self.contrast) for i in idx])[..., None]
-        else:
-            batch = self.x[idx].astype(np.float32)
+        batch = augmented_views(self.x, idx, rng, self.strength, self.style, self.contrast)
         if self.lesions > 0:
             chosen = np.flatnonzero((y == 0) & (rng.random(len(y)) < self.lesions))
             if chosen.size:

@@ -7,6 +7,7 @@ separate processes (worth it on a GPU or a many-core host) while the caller trai
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import multiprocessing
 import tempfile
@@ -103,10 +104,10 @@ def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig) -> 
         raise ValueError(f"no images from a source matching {holdout!r}")
     y, groups = data.loaded.labels, data.grouping.groups
     train_idx, val_idx = carve(np.flatnonzero(~held), y, groups, cfg.val_fraction, cfg.seed)
-    test_idx = np.flatnonzero(held)
-    unlabelled = (adaptation_split(groups, test_idx, cfg.seed)[0] if cfg.domain_adapt > 0
-                  else np.zeros(0, dtype=np.int64))
-    return FitTask(f"cross-source {holdout}", train_idx, val_idx, test_idx, unlabelled)
+    task = FitTask(f"cross-source {holdout}", train_idx, val_idx, np.flatnonzero(held))
+    if cfg.domain_adapt > 0:
+        task = dataclasses.replace(task, unlabelled=adaptation_split(groups, task.test, cfg.seed)[0])
+    return task
 
 
 def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model_cfg: ModelConfig,

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from training.augment import AugmentedBatches, augment_one
+from training.augment import AugmentedBatches, augmented_views
 from training.model import FEATURES
 
 
@@ -70,7 +70,8 @@ def adversarial_model(net: keras.Model, hidden: int = 64) -> tuple[keras.Model, 
 
 class DomainBatches(keras.utils.PyDataset):
     """Each labelled batch of `labelled` followed by `target_batch` unlabelled target slices, drawn
-    at random (reproducibly from the seed, epoch and index) and augmented as the labelled ones are.
+    at random (reproducibly from the seed, epoch and index) and given the labelled ones' pose and
+    intensity augmentation (at its strength; not its optional quality or contrast degradation).
     Yields (x, targets, weights) dicts for `adversarial_model`'s outputs: target slices weigh 0 in
     the tumour loss; in the domain loss each domain weighs as much in total as the other."""
 
@@ -91,10 +92,8 @@ class DomainBatches(keras.utils.PyDataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         pick = rng.choice(len(self.target), self.target_batch,
                           replace=len(self.target) < self.target_batch)
-        strength = self.labelled.strength
-        views = [augment_one(self.target[i, :, :, 0], rng, strength) if strength > 0
-                 else self.target[i, :, :, 0].astype(np.float32) for i in pick]
-        xt = np.rint(np.stack(views)[..., None]).astype(np.uint8)
+        views = augmented_views(self.target, pick, rng, self.labelled.strength)
+        xt = np.rint(views).astype(np.uint8)
         n, m = len(x), len(xt)
         none = np.zeros(m, dtype=np.float32)
         targets = {"tumour": np.concatenate([y, none]),
