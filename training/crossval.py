@@ -84,9 +84,8 @@ def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) 
 
 
 def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:
-    """K folds by group; each fold's validation part is carved, by group, from its training part."""
-    if cfg.domain_adapt > 0:
-        raise ValueError("domain_adapt needs a target source: it applies to the cross-source task only")
+    """K folds by group; each fold's validation part is carved, by group, from its training part.
+    With cfg.domain_adapt the folds need a new site's slices: `HeldOutRuns(unlabelled=...)`."""
     y, groups = data.loaded.labels, data.grouping.groups
     tasks = []
     for i, (rest, test_idx) in enumerate(group_kfold(y, groups, k, cfg.seed)):
@@ -95,28 +94,32 @@ def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:
     return tasks
 
 
-def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig) -> FitTask:
+def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig,
+                      adapt_to_holdout: bool = True) -> FitTask:
     """Train and validate on every source but `holdout`; test on `holdout` alone. With
-    cfg.domain_adapt, training also reads half of `holdout`'s groups without their labels
-    (`domain.adaptation_split`); the test part stays the whole source."""
+    cfg.domain_adapt and `adapt_to_holdout`, training also reads half of `holdout`'s groups without
+    their labels (`domain.adaptation_split`; the test part stays the whole source); without it, the
+    fit reads the slices every task reads (`HeldOutRuns(unlabelled=...)`, a new site's)."""
     held = np.array([fnmatch.fnmatch(r.source, f"*{holdout}*") for r in data.loaded.records])
     if not held.any():
         raise ValueError(f"no images from a source matching {holdout!r}")
     y, groups = data.loaded.labels, data.grouping.groups
     train_idx, val_idx = carve(np.flatnonzero(~held), y, groups, cfg.val_fraction, cfg.seed)
     task = FitTask(f"cross-source {holdout}", train_idx, val_idx, np.flatnonzero(held))
-    if cfg.domain_adapt > 0:
+    if cfg.domain_adapt > 0 and adapt_to_holdout:
         task = dataclasses.replace(task, unlabelled=adaptation_split(groups, task.test, cfg.seed)[0])
     return task
 
 
 def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model_cfg: ModelConfig,
-         cfg: TrainConfig) -> TaskResult:
+         cfg: TrainConfig, site: np.ndarray | None = None) -> TaskResult:
+    """Fit, tune and score one task. `site`: a new site's slices, read unlabelled (domain_adapt)
+    by a task that reads none of its own images so."""
     seen = f" (of which {len(task.unlabelled)} read unlabelled in training)" if len(task.unlabelled) else ""
     log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}{seen}")
     result = fit(x[task.train], y[task.train], x[task.val], y[task.val],
                  model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ", sources=sources[task.train],
-                 unlabelled=x[task.unlabelled] if len(task.unlabelled) else None)
+                 unlabelled=x[task.unlabelled] if len(task.unlabelled) else site)
     variants = []
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)
@@ -130,21 +133,26 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
 
 
 def _run_in_child(inputs_path: str, y: np.ndarray, sources: np.ndarray, task: FitTask,
-                  model_cfg: dict[str, Any], cfg: dict[str, Any], threads: int) -> TaskResult:
+                  model_cfg: dict[str, Any], cfg: dict[str, Any], threads: int,
+                  site_path: str | None) -> TaskResult:
     from training.backend import import_backend, intra_op_threads
 
     import_backend(threads)
     log(f"[{task.name}] in its own process, TensorFlow threads: {intra_op_threads()}")
     x = np.load(inputs_path, mmap_mode="r")
-    return _run(x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg))
+    site = np.load(site_path) if site_path else None
+    return _run(x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg), site)
 
 
 class HeldOutRuns:
     """Runs FitTasks now (workers=1) or in a process pool started at once (workers>1)."""
 
     def __init__(self, data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig,
-                 workers: int = 1) -> None:
+                 workers: int = 1, unlabelled: np.ndarray | None = None) -> None:
+        """`unlabelled`: a new site's slices, which every task's fit reads without labels (with
+        cfg.domain_adapt), unless the task names slices of its own (`FitTask.unlabelled`)."""
         self.data, self.model_cfg, self.cfg, self.workers = data, model_cfg, cfg, workers
+        self.unlabelled = unlabelled
         self._futures: list[Future[TaskResult]] = []
         self._tasks: list[FitTask] = []
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -157,19 +165,24 @@ class HeldOutRuns:
         self._tmp = tempfile.TemporaryDirectory(prefix="brainscan-cv-")
         path = str(Path(self._tmp.name) / "inputs.npy")
         np.save(path, self.data.loaded.inputs)
+        site_path = None
+        if self.unlabelled is not None:
+            site_path = str(Path(self._tmp.name) / "site.npy")
+            np.save(site_path, self.unlabelled)
         processes = min(self.workers, len(tasks))
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
         y = self.data.loaded.labels
         sources = self.data.loaded.sources
         threads = threads_per_process(processes)
         self._futures = [self._pool.submit(_run_in_child, path, y, sources, t, self.model_cfg.to_dict(),
-                                           self.cfg.to_dict(), threads) for t in tasks]
+                                           self.cfg.to_dict(), threads, site_path) for t in tasks]
 
     def results(self) -> list[TaskResult]:
         if not self._futures:
             x, y = self.data.loaded.inputs, self.data.loaded.labels
             sources = self.data.loaded.sources
-            return [_run(x, y, sources, t, self.model_cfg, self.cfg) for t in self._tasks]
+            return [_run(x, y, sources, t, self.model_cfg, self.cfg, self.unlabelled)
+                    for t in self._tasks]
         try:
             return [f.result() for f in self._futures]
         finally:

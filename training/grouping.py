@@ -91,3 +91,19 @@ def group_near_duplicates(fps: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
     roots = np.array([find(i) for i in range(n)], dtype=np.int64)
     _, groups = np.unique(roots, return_inverse=True)
     return Grouping(groups=groups.astype(np.int64), threshold=threshold)
+
+
+def near_duplicates_of(fps: np.ndarray, reference: np.ndarray,
+                       threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Which of `fps` (n, 256) correlate >= threshold with any of `reference`, mirrored or not:
+    the test `group_near_duplicates` joins on, between two sets."""
+    out = np.zeros(len(fps), dtype=bool)
+    if not len(fps) or not len(reference):
+        return out
+    reference = reference.astype(np.float32)
+    mirrored = _mirror(reference)
+    for start in range(0, len(fps), _CHUNK):
+        block = fps[start : start + _CHUNK].astype(np.float32)
+        sims = np.maximum(block @ reference.T, block @ mirrored.T)
+        out[start : start + _CHUNK] = (sims >= threshold).any(axis=1)
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 from training import plots
 from training.card import ModelCard, card_path_for, file_sha256, library_versions
 from training.dataset import DatasetError, Discovery, ImageRecord, discover
-from training.grouping import DEFAULT_THRESHOLD, Grouping, group_near_duplicates
+from training.grouping import DEFAULT_THRESHOLD, Grouping, group_near_duplicates, near_duplicates_of
 from training.loading import LoadedImages, load_images
 from training.metrics import compute_metrics, sweep_table, tune_threshold
 from training.model import ModelConfig
@@ -33,6 +33,25 @@ class PreparedData:
     loaded: LoadedImages
     grouping: Grouping
     fingerprint: str
+
+
+@dataclass
+class AdaptationData:
+    """A new site's slices that training reads without labels (`--adapt-to`, cfg.domain_adapt)."""
+
+    folder: str
+    inputs: np.ndarray  # uint8 (n, size, size, 1), as the training images
+    found: int  # images under the folder, before sampling
+    unreadable: int
+    near_duplicates: int  # of training images (kept)
+    fingerprint: str
+
+    def summary(self) -> dict[str, Any]:
+        """The card's record of what training read, and that it read no label."""
+        return {"folder": self.folder, "images": len(self.inputs), "found": self.found,
+                "unreadable": self.unreadable,
+                "near_duplicates_of_training": self.near_duplicates,
+                "fingerprint": self.fingerprint, "labels_read": False}
 
 
 def log(message: str) -> None:
@@ -102,6 +121,39 @@ def prepare(
     return PreparedData(found, loaded, grouping, data_fingerprint(loaded.records))
 
 
+def prepare_adaptation(root: Path, spec: PreprocessSpec, training: PreparedData, *, limit: int,
+                       seed: int = 0) -> AdaptationData:
+    """Decode a sample of at most `limit` images under `root` for domain-adversarial training,
+    ignoring any label they carry. Training images are refused (the folder must be the new site's,
+    not training data); near-duplicates of training images are counted and kept: leaving them out
+    would change the mix of the site's slices the network aligns to (e.g. 96 of seed-253's 98
+    clear slices have a twin in the 4-class set, and a tumour-only target skews the features)."""
+    found = discover([root])
+    training_paths = {r.path for r in training.loaded.records}
+    shared = [r for r in found.images if r.path in training_paths]
+    if shared:
+        raise DatasetError(f"{len(shared)} of the {len(found.images)} images under {root} are training "
+                           f"images too (e.g. {shared[0].path}): adapt to a folder of the new site's "
+                           "slices that training does not read (or --exclude that source)")
+    records = found.images
+    if len(records) > limit:
+        picked = np.random.default_rng(seed).choice(len(records), limit, replace=False)
+        records = [records[i] for i in sorted(picked)]
+    log(f"adapting to {root}: {len(found.images)} images found, reading {len(records)} "
+        "without their labels")
+    loaded = load_images(records, spec, progress=True)
+    for path, reason in loaded.errors:
+        log(f"  unreadable, skipped: {path}: {reason}")
+    if not loaded.records:
+        raise DatasetError(f"none of the {len(records)} images under {root} could be read")
+    twins = near_duplicates_of(loaded.fingerprints, training.loaded.fingerprints,
+                               training.grouping.threshold)
+    if twins.any():  # kept: leaving them out would skew what the site's slices look like
+        log(f"  {int(twins.sum())} of them are near-duplicates of training images")
+    return AdaptationData(str(root), loaded.inputs, len(found.images), len(loaded.errors),
+                          int(twins.sum()), data_fingerprint(loaded.records))
+
+
 def train_and_package(
     data: PreparedData,
     out_model: Path,
@@ -109,8 +161,10 @@ def train_and_package(
     spec: PreprocessSpec,
     model_cfg: ModelConfig,
     cfg: TrainConfig,
+    adaptation: AdaptationData | None = None,
 ) -> ModelCard:
-    """Split, fit, tune the threshold on validation, test, then write model, plots and card."""
+    """Split, fit, tune the threshold on validation, test, then write model, plots and card.
+    `adaptation`: a new site's unlabelled slices, read when cfg.domain_adapt > 0."""
     labels, groups = data.loaded.labels, data.grouping.groups
     split = train_val_test(labels, groups, val=cfg.val_fraction, test=cfg.test_fraction,
                            seed=cfg.seed)
@@ -118,7 +172,8 @@ def train_and_package(
     log(f"split by group: train {len(split.train)}, validation {len(split.val)}, "
         f"test {len(split.test)}; device: {describe_device()}")
     result = fit(x[split.train], labels[split.train], x[split.val], labels[split.val],
-                 model_cfg=model_cfg, cfg=cfg, sources=data.loaded.sources[split.train])
+                 model_cfg=model_cfg, cfg=cfg, sources=data.loaded.sources[split.train],
+                 unlabelled=adaptation.inputs if adaptation else None)
     tta = model_cfg.flip_tta
     p_val = predict(result.model, x[split.val], flip_tta=tta)
     threshold = tune_threshold(labels[split.val], p_val, cfg.recall_target, cfg.specificity_floor)
@@ -128,6 +183,12 @@ def train_and_package(
         p_test = predict(result.model, x[split.test], flip_tta=tta)
         metrics["test"] = compute_metrics(labels[split.test], p_test, threshold).to_dict()
         eval_labels, eval_probs, eval_name = labels[split.test], p_test, "test"
+    site: dict[str, Any] = {}
+    if adaptation is not None:  # no labels there: how many the model would flag is what is known
+        flagged = predict(result.model, adaptation.inputs, flip_tta=tta) >= threshold
+        site = {**adaptation.summary(), "flagged_at_threshold": int(flagged.sum())}
+        log(f"adapted to {adaptation.folder}: {int(flagged.sum())} of {len(flagged)} of its slices "
+            "flagged at the tuned threshold (no labels read: measure it there with brainscan evaluate)")
     out_model.parent.mkdir(parents=True, exist_ok=True)
     save_for_inference(result.model, model_cfg, out_model)
     histories = result.member_histories or (result.history,)
@@ -147,7 +208,7 @@ def train_and_package(
                      if result.member_best_epochs else {}),
                   **({"teacher_best_epochs": list(result.teacher_best_epochs)}
                      if result.teacher_best_epochs else {})},
-        data=_data_section(data, split),
+        data={**_data_section(data, split), **({"adaptation": site} if site else {})},
         metrics=metrics,
         threshold_sweep=sweep_table(eval_labels, eval_probs),
         evaluation_set=eval_name,

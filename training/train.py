@@ -189,8 +189,8 @@ def fit(
     `unlabelled`: slices of a target source, read without labels when cfg.domain_adapt > 0."""
     if cfg.domain_adapt > 0 and (unlabelled is None or len(unlabelled) == 0):
         raise ValueError(f"domain_adapt={cfg.domain_adapt} needs unlabelled slices of a target "
-                         "source: it is an experiment setting for held-out source tasks "
-                         "(bench/variants.py --holdout), not for a model trained on every source")
+                         "source: a new site's (brainscan train --adapt-to FOLDER) or a held-out "
+                         "source's (bench/variants.py --holdout SOURCE)")
     if model_cfg.members > 1 and cfg.distill > 0:
         raise ValueError(f"distill={cfg.distill} trains one network from an ensemble teacher; with "
                          f"members={model_cfg.members} set distill_members instead")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -14,6 +15,9 @@ import click
 from brainscan.settings import DEFAULT_MODEL, parse_bool
 
 RECIPES = ("brainscan", "seed")
+# --adapt-to's reversal weight unless --set domain_adapt says otherwise: the best trade measured
+# (docs/model.md, experiment 30)
+DEFAULT_ADAPT_WEIGHT = 0.1
 
 
 def _parse(current: Any, raw: str) -> Any:
@@ -41,8 +45,6 @@ def apply_overrides(configs: tuple[Any, ...], assignments: tuple[str, ...],
     The preprocessed slice is the network's input, so the preprocessing `size` and the network's
     `input_size` are one setting: setting either sets both, and setting both differently is refused.
     """
-    import dataclasses
-
     out = list(configs)
     given = [(key, value, f"--{key.replace('_', '-')} {value}")
              for key, value in (named or {}).items() if value is not None]
@@ -134,6 +136,13 @@ def _configs(recipe: str) -> tuple[Any, Any, Any]:
 @click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
               help="Set any training, architecture or preprocessing field, e.g. augment_strength=1.5 "
                    "(a field given twice, here or by name, must agree).")
+@click.option("--adapt-to", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A new site's folder of slices, read WITHOUT labels: the network learns features "
+                   "that do not tell that site from the training sources (domain-adversarial, "
+                   "weight domain_adapt, default 0.1). Every fit reads them, --cv's too. Measure "
+                   "the result on a labelled sample of the site before use.")
+@click.option("--adapt-limit", type=click.IntRange(16), default=2000, show_default=True,
+              help="Read at most this many of the site's slices (a random sample).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Run the held-out (CV, cross-source) fits in this many parallel processes.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write the metrics JSON here too.")
@@ -141,8 +150,8 @@ def _configs(recipe: str) -> tuple[Any, Any, Any]:
               help="Save every held-out fit's validation and test probabilities here (.npz).")
 def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, limit: int | None,
           exclude: tuple[str, ...], cv_folds: int | None, cross_source: str | None,
-          assignments: tuple[str, ...], workers: int, report: Path | None, predictions: Path | None,
-          **options: Any) -> None:
+          assignments: tuple[str, ...], adapt_to: Path | None, adapt_limit: int, workers: int,
+          report: Path | None, predictions: Path | None, **options: Any) -> None:
     """Train the screening model on labelled image folders and write model, card and plots."""
     from training.backend import import_backend
 
@@ -150,23 +159,29 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
     from training import crossval
     from training.card import card_path_for
     from training.dataset import DatasetError
-    from training.pipeline import prepare, train_and_package
+    from training.pipeline import prepare, prepare_adaptation, train_and_package
 
     spec, model_cfg, cfg = apply_overrides(_configs(recipe), assignments, {"size": size, **options})
-    if cfg.domain_adapt > 0:
-        raise click.BadParameter("domain_adapt reads unlabelled slices of a held-out source, and the "
-                                 "model trained here learns from every source: measure it with "
-                                 "bench/variants.py --holdout SOURCE", param_hint="--set")
+    if cfg.domain_adapt > 0 and adapt_to is None:
+        raise click.BadParameter("domain_adapt reads a new site's slices without their labels: name "
+                                 "its folder with --adapt-to (bench/variants.py --holdout SOURCE "
+                                 "measures it on a held-out source)", param_hint="--set")
+    if adapt_to is not None and cfg.domain_adapt == 0:
+        cfg = dataclasses.replace(cfg, domain_adapt=DEFAULT_ADAPT_WEIGHT)
     try:
         data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
+        site = (prepare_adaptation(adapt_to, spec, data, limit=adapt_limit, seed=cfg.seed)
+                if adapt_to is not None else None)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
     tasks = crossval.cv_tasks(data, k=cv_folds, cfg=cfg) if cv_folds else []
     if cross_source:
-        tasks.append(crossval.cross_source_task(data, holdout=cross_source, cfg=cfg))
-    runs = crossval.HeldOutRuns(data, model_cfg, cfg, workers)
+        tasks.append(crossval.cross_source_task(data, holdout=cross_source, cfg=cfg,
+                                                adapt_to_holdout=False))
+    runs = crossval.HeldOutRuns(data, model_cfg, cfg, workers,
+                                unlabelled=site.inputs if site is not None else None)
     runs.start(tasks)  # with workers > 1 these train while the final model trains below
-    card = train_and_package(data, out, spec=spec, model_cfg=model_cfg, cfg=cfg)
+    card = train_and_package(data, out, spec=spec, model_cfg=model_cfg, cfg=cfg, adaptation=site)
     card.training["command"] = "brainscan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = runs.results()
     if predictions and results:
@@ -204,6 +219,11 @@ def _print_summary(card: Any, out: Path) -> None:
         a = xs["all"]
         click.echo(f"cross-source ({xs['holdout']}): recall {a['recall']:.4f}  specificity "
                    f"{a['specificity']:.4f}  AUC {a['auc'] or float('nan'):.4f}")
+    site = card.data.get("adaptation")
+    if site:
+        click.echo(f"adapted to {site['folder']} ({site['images']} slices read without labels): "
+                   f"{site['flagged_at_threshold']} flagged at the threshold; measure it there on "
+                   "a labelled sample (brainscan evaluate) before use")
 
 
 COMMANDS: list[click.Command] = [train]
