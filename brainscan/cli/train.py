@@ -168,6 +168,9 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
                                  "measures it on a held-out source)", param_hint="--set")
     if adapt_to is not None and cfg.domain_adapt == 0:
         cfg = dataclasses.replace(cfg, domain_adapt=DEFAULT_ADAPT_WEIGHT)
+    if cfg.domain_adapt > 0 and cfg.distill > 0:
+        raise click.BadParameter("--adapt-to (domain_adapt) and distill are not combined",
+                                 param_hint="--set")
     try:
         data = prepare(paths, spec, exclude=exclude, limit=limit, seed=cfg.seed)
         site = (prepare_adaptation(adapt_to, spec, data, limit=adapt_limit, seed=cfg.seed)

@@ -118,6 +118,7 @@ def test_a_field_given_twice_differently_is_refused(tmp_path: Path) -> None:
         (("--set", "equalise=1.5"), "--set equalise=1.5: equalise is a share between 0 and 1, not 1.5"),
         (("--recipe", "seed", "--set", "equalise=0.5"), "equalise needs normalise"),
         (("--set", "domain_adapt=1.0"), "name its folder with --adapt-to"),
+        (("--adapt-to", str(tmp_path), "--set", "distill=0.5"), "and distill are not combined"),
     ):
         result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", out, *args])
         assert result.exit_code == 2 and message in result.output, result.output
