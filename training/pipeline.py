@@ -39,7 +39,7 @@ class PreparedData:
 class AdaptationData:
     """A new site's slices that training reads without labels (`--adapt-to`, cfg.domain_adapt)."""
 
-    folder: str
+    folder: str  # resolved
     inputs: np.ndarray  # uint8 (n, size, size, 1), as the training images
     found: int  # images under the folder, before sampling
     unreadable: int
@@ -150,7 +150,7 @@ def prepare_adaptation(root: Path, spec: PreprocessSpec, training: PreparedData,
                                training.grouping.threshold)
     if twins.any():  # kept: leaving them out would skew what the site's slices look like
         log(f"  {int(twins.sum())} of them are near-duplicates of training images")
-    return AdaptationData(str(root), loaded.inputs, len(found.images), len(loaded.errors),
+    return AdaptationData(str(root.resolve()), loaded.inputs, len(found.images), len(loaded.errors),
                           int(twins.sum()), data_fingerprint(loaded.records))
 
 

@@ -153,6 +153,21 @@ def test_the_model_page_names_a_last_epoch_ensemble_and_a_fractional_recall_targ
     assert "30 epochs per member, last epoch kept" in html and "(best 30, 30)" not in html
 
 
+def test_the_model_page_says_which_site_a_model_was_adapted_to(
+        web: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    site = {"folder": "/archive/site-b", "images": 1200, "found": 5400, "unreadable": 0,
+            "near_duplicates_of_training": 3, "fingerprint": "f" * 64, "labels_read": False,
+            "flagged_at_threshold": 410}
+    card = {"version": "m-3", "threshold": 0.3, "recall_target": 0.993, "metrics": {"test": FOLD},
+            "data": {"images": 4484, "adaptation": site}}
+    with sessions.begin() as session:
+        register_model_version(session=session, version="m-3", file=str(SHIPPED_MODEL), sha256="5" * 64,
+                               threshold=0.3, metrics=card["metrics"], card=card)  # type: ignore[arg-type]
+    html = page(web, "/model")
+    assert "Adapted to <code>/archive/site-b</code>: 1,200 of that" in html
+    assert "<strong>without their labels</strong>" in html and "(410 of them flagged" in html
+
+
 def test_an_unknown_page_or_job_gets_a_calm_html_error_page(web: FlaskClient) -> None:
     html = page(web, "/jobs/999", 404)
     assert "there is no job 999" in html and "Back to the jobs" in html and "Traceback" not in html

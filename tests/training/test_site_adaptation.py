@@ -77,7 +77,9 @@ def test_train_adapted_to_a_site_reads_it_in_every_fit(
     assert card.training["domain_adapt"] == 0.1  # the default weight
     assert card.data["by_source"] and not any("seed-253" in s for s in card.data["by_source"])
     assert card.metrics["cv"]["k"] == 2
-    assert f"adapted to {shared_data / 'seed-253'} (40 slices read without labels)" in result.output
+    folder = (shared_data / "seed-253").resolve()
+    assert site["folder"] == str(folder)
+    assert f"adapted to {folder} (40 slices read without labels)" in result.output
     # the final fit and both folds trained with the critic (the log goes to stderr)
     assert result.stderr.count("domain_loss") >= 3, result.stderr[-2000:]
     assert "[fold 1/2] epoch" in result.stderr and "[fold 2/2] epoch" in result.stderr
