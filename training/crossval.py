@@ -115,11 +115,16 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
          cfg: TrainConfig, site: np.ndarray | None = None) -> TaskResult:
     """Fit, tune and score one task. `site`: a new site's slices, read unlabelled (domain_adapt)
     by a task that reads none of its own images so."""
-    seen = f" (of which {len(task.unlabelled)} read unlabelled in training)" if len(task.unlabelled) else ""
+    unlabelled = x[task.unlabelled] if len(task.unlabelled) else site
+    seen = ""
+    if len(task.unlabelled):
+        seen = f" (of which {len(task.unlabelled)} read unlabelled in training)"
+    elif site is not None and cfg.domain_adapt > 0:
+        seen = f"; {len(site)} site slices read unlabelled in training"
     log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}{seen}")
     result = fit(x[task.train], y[task.train], x[task.val], y[task.val],
                  model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ", sources=sources[task.train],
-                 unlabelled=x[task.unlabelled] if len(task.unlabelled) else site)
+                 unlabelled=unlabelled)
     variants = []
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,4 +83,7 @@ def test_train_adapted_to_a_site_reads_it_in_every_fit(
     assert f"adapted to {folder} (40 slices read without labels)" in result.output
     # the final fit and both folds trained with the critic (the log goes to stderr)
     assert result.stderr.count("domain_loss") >= 3, result.stderr[-2000:]
-    assert "[fold 1/2] epoch" in result.stderr and "[fold 2/2] epoch" in result.stderr
+    for fold in ("fold 1/2", "fold 2/2"):
+        assert f"[{fold}] epoch" in result.stderr
+        assert re.search(rf"\[{fold}\] train \d+, validation \d+, test \d+; 40 site slices read "
+                         "unlabelled in training", result.stderr)
