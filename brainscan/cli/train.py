@@ -167,6 +167,9 @@ def train(paths: tuple[Path, ...], out: Path, recipe: str, size: int | None, lim
                                  "its folder with --adapt-to (bench/variants.py --holdout SOURCE "
                                  "measures it on a held-out source)", param_hint="--set")
     if adapt_to is not None and cfg.domain_adapt == 0:
+        if any(a.partition("=")[0] == "domain_adapt" for a in assignments):
+            raise click.BadParameter("domain_adapt=0 turns the adaptation off: give a weight above "
+                                     "0, or leave out --adapt-to", param_hint="--set")
         cfg = dataclasses.replace(cfg, domain_adapt=DEFAULT_ADAPT_WEIGHT)
     if cfg.domain_adapt > 0 and cfg.distill > 0:
         raise click.BadParameter("--adapt-to (domain_adapt) and distill are not combined",

@@ -119,6 +119,7 @@ def test_a_field_given_twice_differently_is_refused(tmp_path: Path) -> None:
         (("--recipe", "seed", "--set", "equalise=0.5"), "equalise needs normalise"),
         (("--set", "domain_adapt=1.0"), "name its folder with --adapt-to"),
         (("--adapt-to", str(tmp_path), "--set", "distill=0.5"), "and distill are not combined"),
+        (("--adapt-to", str(tmp_path), "--set", "domain_adapt=0"), "domain_adapt=0 turns the adaptation off"),
     ):
         result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", out, *args])
         assert result.exit_code == 2 and message in result.output, result.output
