@@ -10,6 +10,7 @@ kaggle-4class-train/notumor and never joins a tumour image with a no-tumour one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,12 +78,8 @@ def group_near_duplicates(fps: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
             i = int(parent[i])
         return i
 
-    fps = fps.astype(np.float32)
-    mirrored = _mirror(fps)
-    for start in range(0, n, _CHUNK):
-        block = fps[start : start + _CHUNK]
-        sims = np.maximum(block @ fps.T, block @ mirrored.T)
-        rows, cols = np.nonzero(sims >= threshold)
+    for start, hits in _matches(fps, fps, threshold):
+        rows, cols = np.nonzero(hits)
         for r, c in zip(rows + start, cols, strict=True):
             if c > r:
                 a, b = find(int(r)), find(int(c))
@@ -95,15 +92,20 @@ def group_near_duplicates(fps: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
 
 def near_duplicates_of(fps: np.ndarray, reference: np.ndarray,
                        threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Which of `fps` (n, 256) correlate >= threshold with any of `reference`, mirrored or not:
-    the test `group_near_duplicates` joins on, between two sets."""
+    """Which of `fps` (n, 256) `group_near_duplicates` would join to any of `reference`."""
     out = np.zeros(len(fps), dtype=bool)
     if not len(fps) or not len(reference):
         return out
+    for start, hits in _matches(fps, reference, threshold):
+        out[start : start + len(hits)] = hits.any(axis=1)
+    return out
+
+
+def _matches(fps: np.ndarray, reference: np.ndarray, threshold: float) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, hits) for each block of _CHUNK rows of `fps`: hits[i, j] when the row correlates
+    >= threshold with reference[j], as it is or mirrored (bounded memory for large sets)."""
     reference = reference.astype(np.float32)
     mirrored = _mirror(reference)
     for start in range(0, len(fps), _CHUNK):
         block = fps[start : start + _CHUNK].astype(np.float32)
-        sims = np.maximum(block @ reference.T, block @ mirrored.T)
-        out[start : start + _CHUNK] = (sims >= threshold).any(axis=1)
-    return out
+        yield start, np.maximum(block @ reference.T, block @ mirrored.T) >= threshold

@@ -108,9 +108,7 @@ def prepare(
     found = discover(roots)
     records = select_records(found, exclude=exclude, limit=limit, seed=seed)
     log(f"found {len(found.images)} images; training on {len(records)} labelled ones")
-    loaded = load_images(records, spec, progress=True)
-    for path, reason in loaded.errors:
-        log(f"  unreadable, skipped: {path}: {reason}")
+    loaded = _load(records, spec)
     grouping = group_near_duplicates(loaded.fingerprints, group_threshold)
     s = grouping.summary()
     log(
@@ -119,6 +117,14 @@ def prepare(
         f"multi-image groups (largest {s['largest_group']})"
     )
     return PreparedData(found, loaded, grouping, data_fingerprint(loaded.records))
+
+
+def _load(records: Sequence[ImageRecord], spec: PreprocessSpec) -> LoadedImages:
+    """Decode with progress; each unreadable file is logged and skipped."""
+    loaded = load_images(records, spec, progress=True)
+    for path, reason in loaded.errors:
+        log(f"  unreadable, skipped: {path}: {reason}")
+    return loaded
 
 
 def prepare_adaptation(root: Path, spec: PreprocessSpec, training: PreparedData, *, limit: int,
@@ -141,9 +147,7 @@ def prepare_adaptation(root: Path, spec: PreprocessSpec, training: PreparedData,
         records = [records[i] for i in sorted(picked)]
     log(f"adapting to {root}: {len(found.images)} images found, reading {len(records)} "
         "without their labels")
-    loaded = load_images(records, spec, progress=True)
-    for path, reason in loaded.errors:
-        log(f"  unreadable, skipped: {path}: {reason}")
+    loaded = _load(records, spec)
     if not loaded.records:
         raise DatasetError(f"none of the {len(records)} images under {root} could be read")
     twins = near_duplicates_of(loaded.fingerprints, training.loaded.fingerprints,
