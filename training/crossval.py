@@ -112,9 +112,10 @@ def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig,
 
 
 def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model_cfg: ModelConfig,
-         cfg: TrainConfig, site: np.ndarray | None = None) -> TaskResult:
+         cfg: TrainConfig, site: np.ndarray | None = None,
+         categories: np.ndarray | None = None) -> TaskResult:
     """Fit, tune and score one task. `site`: a new site's slices, read unlabelled (domain_adapt)
-    by a task that reads none of its own images so."""
+    by a task that reads none of its own images so. `categories`: every image's label folder."""
     unlabelled = x[task.unlabelled] if len(task.unlabelled) else site
     seen = ""
     if len(task.unlabelled):
@@ -124,7 +125,8 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
     log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}{seen}")
     result = fit(x[task.train], y[task.train], x[task.val], y[task.val],
                  model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ", sources=sources[task.train],
-                 unlabelled=unlabelled)
+                 unlabelled=unlabelled,
+                 categories=None if categories is None else categories[task.train])
     variants = []
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)
@@ -139,14 +141,15 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
 
 def _run_in_child(inputs_path: str, y: np.ndarray, sources: np.ndarray, task: FitTask,
                   model_cfg: dict[str, Any], cfg: dict[str, Any], threads: int,
-                  site_path: str | None) -> TaskResult:
+                  site_path: str | None, categories: np.ndarray) -> TaskResult:
     from training.backend import import_backend, intra_op_threads
 
     import_backend(threads)
     log(f"[{task.name}] in its own process, TensorFlow threads: {intra_op_threads()}")
     x = np.load(inputs_path, mmap_mode="r")
     site = np.load(site_path) if site_path else None
-    return _run(x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg), site)
+    return _run(x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg), site,
+                categories)
 
 
 class HeldOutRuns:
@@ -177,16 +180,17 @@ class HeldOutRuns:
         processes = min(self.workers, len(tasks))
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
         y = self.data.loaded.labels
-        sources = self.data.loaded.sources
+        sources, categories = self.data.loaded.sources, self.data.loaded.categories
         threads = threads_per_process(processes)
         self._futures = [self._pool.submit(_run_in_child, path, y, sources, t, self.model_cfg.to_dict(),
-                                           self.cfg.to_dict(), threads, site_path) for t in tasks]
+                                           self.cfg.to_dict(), threads, site_path, categories)
+                         for t in tasks]
 
     def results(self) -> list[TaskResult]:
         if not self._futures:
             x, y = self.data.loaded.inputs, self.data.loaded.labels
-            sources = self.data.loaded.sources
-            return [_run(x, y, sources, t, self.model_cfg, self.cfg, self.unlabelled)
+            sources, categories = self.data.loaded.sources, self.data.loaded.categories
+            return [_run(x, y, sources, t, self.model_cfg, self.cfg, self.unlabelled, categories)
                     for t in self._tasks]
         try:
             return [f.result() for f in self._futures]

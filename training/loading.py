@@ -34,6 +34,11 @@ class LoadedImages:
         """Each image's source (its root folder and first folder below), for source balance."""
         return np.array([r.source for r in self.records])
 
+    @property
+    def categories(self) -> np.ndarray:
+        """Each image's label folder (glioma, no, ...; "" when unknown), for the tumour-type head."""
+        return np.array([r.category for r in self.records])
+
     def subset(self, idx: np.ndarray) -> LoadedImages:
         return LoadedImages(
             [self.records[i] for i in idx], self.inputs[idx], self.fingerprints[idx], self.errors

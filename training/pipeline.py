@@ -177,7 +177,8 @@ def train_and_package(
         f"test {len(split.test)}; device: {describe_device()}")
     result = fit(x[split.train], labels[split.train], x[split.val], labels[split.val],
                  model_cfg=model_cfg, cfg=cfg, sources=data.loaded.sources[split.train],
-                 unlabelled=adaptation.inputs if adaptation else None)
+                 unlabelled=adaptation.inputs if adaptation else None,
+                 categories=data.loaded.categories[split.train])
     tta = model_cfg.flip_tta
     p_val = predict(result.model, x[split.val], flip_tta=tta)
     threshold = tune_threshold(labels[split.val], p_val, cfg.recall_target, cfg.specificity_floor)

@@ -15,6 +15,7 @@ from training.augment import AugmentedBatches
 from training.card import known_settings
 from training.domain import DomainBatches, ReversalSchedule, adversarial_model
 from training.model import ModelConfig, build_model
+from training.subtype import SubtypeBatches, subtype_labels, subtype_model
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class TrainConfig:
     distill_members: int = 2  # the teacher: this many re-seeded fits of the recipe, averaged
     domain_adapt: float = 0.0  # peak gradient reversal of a critic telling the training sources
     # from unlabelled target-source slices (DANN, `training.domain`; 0: off; needs `unlabelled`)
+    subtype_aux: float = 0.0  # loss weight of a training-only tumour-type head (glioma, meningioma,
+    # pituitary, none) on the pooled features (`training.subtype`; 0: off)
     balance_classes: bool = True  # weight classes inversely to their frequency
     source_balance: float = 0.0  # within each class, weight sources by count**-p (0: off, 1: equal)
     val_fraction: float = 0.15  # share of groups held out to early-stop and tune the threshold
@@ -180,13 +183,15 @@ def fit(
     loader_threads: int = 2,
     sources: np.ndarray | None = None,
     unlabelled: np.ndarray | None = None,
+    categories: np.ndarray | None = None,
 ) -> FitResult:
     """Train from scratch; keep the weights of the epoch with the best validation AUC. An ensemble
     (model_cfg.members > 1) trains each member apart, as ensemble members cfg.member, +1, ..., and
     returns one network that averages them. With cfg.distill > 0 an ensemble teacher of
     cfg.distill_members is trained first and the one network returned learns its scores
     (`_fit_distilled`). `sources`: each training image's source (folder), for cfg.source_balance.
-    `unlabelled`: slices of a target source, read without labels when cfg.domain_adapt > 0."""
+    `unlabelled`: slices of a target source, read without labels when cfg.domain_adapt > 0.
+    `categories`: each training image's label folder (glioma, no, ...), for cfg.subtype_aux."""
     if cfg.domain_adapt > 0 and (unlabelled is None or len(unlabelled) == 0):
         raise ValueError(f"domain_adapt={cfg.domain_adapt} needs unlabelled slices of a target "
                          "source: a new site's (brainscan train --adapt-to FOLDER) or a held-out "
@@ -194,10 +199,12 @@ def fit(
     if model_cfg.members > 1 and cfg.distill > 0:
         raise ValueError(f"distill={cfg.distill} trains one network from an ensemble teacher; with "
                          f"members={model_cfg.members} set distill_members instead")
+    if cfg.subtype_aux > 0 and (cfg.domain_adapt > 0 or cfg.distill > 0):
+        raise ValueError("subtype_aux is not combined with domain_adapt or distill")
     if model_cfg.members > 1:
         return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
                              prefix=prefix, loader_threads=loader_threads, sources=sources,
-                             unlabelled=unlabelled)
+                             unlabelled=unlabelled, categories=categories)
     if cfg.distill > 0:
         if cfg.distill_members < 1:
             raise ValueError(f"distill_members={cfg.distill_members}: the teacher needs a member")
@@ -206,13 +213,15 @@ def fit(
         return _fit_distilled(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
                               prefix=prefix, loader_threads=loader_threads, sources=sources)
     return _fit_single(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg, prefix=prefix,
-                       loader_threads=loader_threads, sources=sources, unlabelled=unlabelled)
+                       loader_threads=loader_threads, sources=sources, unlabelled=unlabelled,
+                       categories=categories)
 
 
 def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                 model_cfg: ModelConfig, cfg: TrainConfig, prefix: str, loader_threads: int,
                 sources: np.ndarray | None, teacher: keras.Model | None = None,
-                unlabelled: np.ndarray | None = None) -> FitResult:
+                unlabelled: np.ndarray | None = None,
+                categories: np.ndarray | None = None) -> FitResult:
     keras.utils.set_random_seed(cfg.fit_seed)
     model = build_model(model_cfg)
     scorer = None
@@ -242,21 +251,19 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
     validation: tuple[Any, ...] = (x_val, y_val.astype(np.float32))
     if cfg.domain_adapt > 0:
         assert unlabelled is not None  # checked by fit()
-        # The training graph shares `model`'s layers; its "tumour" output's logs are renamed
-        # below, so the history, the stopper and the plots read as a plain fit's.
-        trained, reversal = adversarial_model(model)
-        data = DomainBatches(batches, unlabelled, target_batch=cfg.batch_size // 2,
-                             seed=cfg.fit_seed + 1, workers=loader_threads)
-        none = np.zeros(len(y_val), dtype=np.float32)
-        validation = (x_val, {"tumour": y_val.astype(np.float32), "domain": none},
-                      {"tumour": np.ones_like(none), "domain": none})
-        trained.compile(optimizer=optimizer,
-                        loss={"tumour": loss_for(cfg), "domain": keras.losses.BinaryCrossentropy()},
-                        # weighted: a target slice's tumour weight 0 keeps it out of the AUC too
-                        weighted_metrics={"tumour": [auc]})
-        callbacks.append(ReversalSchedule(reversal, cfg.domain_adapt, cfg.epochs))
-        callbacks.append(_RenameLogs({"tumour_auc": "auc", "val_tumour_auc": "val_auc"}))
+        trained, data, validation = _adversarial_graph(model, batches, x_val, y_val, cfg=cfg,
+                                                       optimizer=optimizer, auc=auc,
+                                                       unlabelled=unlabelled, callbacks=callbacks,
+                                                       loader_threads=loader_threads)
         shown = (*shown, "domain_loss")
+    elif cfg.subtype_aux > 0:
+        if categories is None:
+            raise ValueError("subtype_aux needs each training image's folder (its tumour type)")
+        trained, data, validation = _subtype_graph(model, batches, x_val, y_val, cfg=cfg,
+                                                   optimizer=optimizer, auc=auc,
+                                                   categories=categories, callbacks=callbacks,
+                                                   loader_threads=loader_threads)
+        shown = (*shown, "subtype_loss")
     else:
         model.compile(optimizer=optimizer, loss=loss_for(cfg), metrics=[auc])
     if not cfg.keep_last:
@@ -278,16 +285,61 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
     return FitResult(model, hist, best, time.perf_counter() - started)
 
 
+
+def _adversarial_graph(model: keras.Model, batches: AugmentedBatches, x_val: np.ndarray,
+                       y_val: np.ndarray, *, cfg: TrainConfig, optimizer: keras.optimizers.Optimizer,
+                       auc: keras.metrics.Metric, unlabelled: np.ndarray,
+                       callbacks: list[keras.callbacks.Callback],
+                       loader_threads: int) -> tuple[keras.Model, keras.utils.PyDataset, tuple[Any, ...]]:
+    """The compiled DANN training graph (`training.domain`), its batches and validation data; the
+    schedule and log renaming are appended to `callbacks`."""
+    # The training graph shares `model`'s layers; its "tumour" output's logs are renamed
+    # below, so the history, the stopper and the plots read as a plain fit's.
+    trained, reversal = adversarial_model(model)
+    data = DomainBatches(batches, unlabelled, target_batch=cfg.batch_size // 2,
+                         seed=cfg.fit_seed + 1, workers=loader_threads)
+    none = np.zeros(len(y_val), dtype=np.float32)
+    validation = (x_val, {"tumour": y_val.astype(np.float32), "domain": none},
+                  {"tumour": np.ones_like(none), "domain": none})
+    trained.compile(optimizer=optimizer,
+                    loss={"tumour": loss_for(cfg), "domain": keras.losses.BinaryCrossentropy()},
+                    # weighted: a target slice's tumour weight 0 keeps it out of the AUC too
+                    weighted_metrics={"tumour": [auc]})
+    callbacks.append(ReversalSchedule(reversal, cfg.domain_adapt, cfg.epochs))
+    callbacks.append(_RenameLogs({"tumour_auc": "auc", "val_tumour_auc": "val_auc"}))
+    return trained, data, validation
+
+
+def _subtype_graph(model: keras.Model, batches: AugmentedBatches, x_val: np.ndarray,
+                   y_val: np.ndarray, *, cfg: TrainConfig, optimizer: keras.optimizers.Optimizer,
+                   auc: keras.metrics.Metric, categories: np.ndarray,
+                   callbacks: list[keras.callbacks.Callback],
+                   loader_threads: int) -> tuple[keras.Model, keras.utils.PyDataset, tuple[Any, ...]]:
+    """The compiled training graph with the tumour-type head (`training.subtype`), its batches
+    and validation data (validated on the tumour output alone)."""
+    trained = subtype_model(model)
+    data = SubtypeBatches(batches, subtype_labels(categories), workers=loader_threads)
+    none = np.zeros(len(y_val), dtype=np.float32)
+    validation = (x_val, {"tumour": y_val.astype(np.float32), "subtype": none},
+                  {"tumour": np.ones_like(none), "subtype": none})
+    trained.compile(optimizer=optimizer,
+                    loss={"tumour": loss_for(cfg), "subtype": keras.losses.SparseCategoricalCrossentropy()},
+                    loss_weights={"tumour": 1.0, "subtype": cfg.subtype_aux},
+                    weighted_metrics={"tumour": [auc]})
+    callbacks.append(_RenameLogs({"tumour_auc": "auc", "val_tumour_auc": "val_auc"}))
+    return trained, data, validation
+
+
 def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
                   model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
                   loader_threads: int, sources: np.ndarray | None,
-                  unlabelled: np.ndarray | None) -> FitResult:
+                  unlabelled: np.ndarray | None, categories: np.ndarray | None) -> FitResult:
     single = dataclasses.replace(model_cfg, members=1)
     n = model_cfg.members
     fits = [fit(x_train, y_train, x_val, y_val, model_cfg=single,
                 cfg=dataclasses.replace(cfg, member=cfg.member + i),
                 prefix=f"{prefix}[member {i + 1}/{n}] ", loader_threads=loader_threads,
-                sources=sources, unlabelled=unlabelled)
+                sources=sources, unlabelled=unlabelled, categories=categories)
             for i in range(n)]
     ensemble = build_model(model_cfg)
     ensemble.set_weights([w for f in fits for w in f.model.get_weights()])

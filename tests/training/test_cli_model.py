@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -49,10 +50,12 @@ def test_cross_validation_with_source_balance_reports_and_saves_held_out_predict
 @pytest.mark.slow
 def test_held_out_fits_in_worker_processes_share_the_cores(
         shared_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """--workers 2: the folds train in two spawned processes, each with its share of the cores."""
+    """--workers 2: the folds train in two spawned processes, each with its share of the cores, with
+    a setting (the tumour-type head) that needs every image's label folder there and in the final fit."""
     out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
     result = run("train", str(shared_data), "--out", str(out), "--limit", "120", "--epochs", "1",
-                 "--size", "64", "--seed", "3", "--cv", "2", "--workers", "2", "--predictions", str(saved))
+                 "--size", "64", "--seed", "3", "--cv", "2", "--workers", "2", "--predictions", str(saved),
+                 "--set", "subtype_aux=0.5")
     assert result.exit_code == 0, result.output
     logged = capfd.readouterr().err  # the children write to the inherited stderr
     threads = threads_per_process(2)
@@ -61,6 +64,8 @@ def test_held_out_fits_in_worker_processes_share_the_cores(
     card, held = ModelCard.load(card_path_for(out)), np.load(saved)
     assert [f["n"] for f in card.metrics["cv"]["folds"]] == [len(held[f"{i}_test_idx"]) for i in range(2)]
     assert card.metrics["cv"]["pooled"]["n"] == 120
+    assert card.training["subtype_aux"] == 0.5
+    assert len(keras.models.load_model(out, compile=False).outputs) == 1  # the head is not shipped
 
 
 @pytest.mark.data
