@@ -285,7 +285,6 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
     return FitResult(model, hist, best, time.perf_counter() - started)
 
 
-
 def _adversarial_graph(model: keras.Model, batches: AugmentedBatches, x_val: np.ndarray,
                        y_val: np.ndarray, *, cfg: TrainConfig, optimizer: keras.optimizers.Optimizer,
                        auc: keras.metrics.Metric, unlabelled: np.ndarray,
