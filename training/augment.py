@@ -174,8 +174,12 @@ class AugmentedBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
+    def batch_indices(self, index: int) -> np.ndarray:
+        """Which training slices batch `index` of this epoch holds, in its order."""
+        return self.order[index * self.batch_size : (index + 1) * self.batch_size]
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        idx = self.batch_indices(index)
         rng = np.random.default_rng((self.seed, self.epoch, index))
         y, w = self.y[idx], self.weights[idx]
         batch = augmented_views(self.x, idx, rng, self.strength, self.style, self.contrast)

@@ -58,8 +58,7 @@ class SubtypeBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray],
                                                dict[str, np.ndarray]]:
         x, y, w = self.labelled[index]
-        size = self.labelled.batch_size
-        known = self.subtypes[self.labelled.order[index * size : (index + 1) * size]]
+        known = self.subtypes[self.labelled.batch_indices(index)]
         targets = {"tumour": y, "subtype": np.maximum(known, 0).astype(np.float32)}
         weights = {"tumour": w, "subtype": (known != UNKNOWN).astype(np.float32)}
         return x, targets, weights

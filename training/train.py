@@ -201,6 +201,8 @@ def fit(
                          f"members={model_cfg.members} set distill_members instead")
     if cfg.subtype_aux > 0 and (cfg.domain_adapt > 0 or cfg.distill > 0):
         raise ValueError("subtype_aux is not combined with domain_adapt or distill")
+    if cfg.subtype_aux > 0 and categories is None:
+        raise ValueError("subtype_aux needs each training image's folder (its tumour type)")
     if model_cfg.members > 1:
         return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
                              prefix=prefix, loader_threads=loader_threads, sources=sources,
@@ -251,18 +253,22 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
     validation: tuple[Any, ...] = (x_val, y_val.astype(np.float32))
     if cfg.domain_adapt > 0:
         assert unlabelled is not None  # checked by fit()
-        trained, data, validation = _adversarial_graph(model, batches, x_val, y_val, cfg=cfg,
-                                                       optimizer=optimizer, auc=auc,
-                                                       unlabelled=unlabelled, callbacks=callbacks,
-                                                       loader_threads=loader_threads)
+        trained, reversal = adversarial_model(model)
+        data = DomainBatches(batches, unlabelled, target_batch=cfg.batch_size // 2,
+                             seed=cfg.fit_seed + 1, workers=loader_threads)
+        validation = _compile_with_second_output(trained, x_val, y_val, "domain",
+                                                 keras.losses.BinaryCrossentropy(), 1.0, cfg=cfg,
+                                                 optimizer=optimizer, auc=auc, callbacks=callbacks)
+        callbacks.append(ReversalSchedule(reversal, cfg.domain_adapt, cfg.epochs))
         shown = (*shown, "domain_loss")
     elif cfg.subtype_aux > 0:
-        if categories is None:
-            raise ValueError("subtype_aux needs each training image's folder (its tumour type)")
-        trained, data, validation = _subtype_graph(model, batches, x_val, y_val, cfg=cfg,
-                                                   optimizer=optimizer, auc=auc,
-                                                   categories=categories, callbacks=callbacks,
-                                                   loader_threads=loader_threads)
+        assert categories is not None  # checked by fit()
+        trained = subtype_model(model)
+        data = SubtypeBatches(batches, subtype_labels(categories), workers=loader_threads)
+        validation = _compile_with_second_output(trained, x_val, y_val, "subtype",
+                                                 keras.losses.SparseCategoricalCrossentropy(),
+                                                 cfg.subtype_aux, cfg=cfg, optimizer=optimizer,
+                                                 auc=auc, callbacks=callbacks)
         shown = (*shown, "subtype_loss")
     else:
         model.compile(optimizer=optimizer, loss=loss_for(cfg), metrics=[auc])
@@ -285,48 +291,22 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
     return FitResult(model, hist, best, time.perf_counter() - started)
 
 
-def _adversarial_graph(model: keras.Model, batches: AugmentedBatches, x_val: np.ndarray,
-                       y_val: np.ndarray, *, cfg: TrainConfig, optimizer: keras.optimizers.Optimizer,
-                       auc: keras.metrics.Metric, unlabelled: np.ndarray,
-                       callbacks: list[keras.callbacks.Callback],
-                       loader_threads: int) -> tuple[keras.Model, keras.utils.PyDataset, tuple[Any, ...]]:
-    """The compiled DANN training graph (`training.domain`), its batches and validation data; the
-    schedule and log renaming are appended to `callbacks`."""
-    # The training graph shares `model`'s layers; its "tumour" output's logs are renamed
-    # below, so the history, the stopper and the plots read as a plain fit's.
-    trained, reversal = adversarial_model(model)
-    data = DomainBatches(batches, unlabelled, target_batch=cfg.batch_size // 2,
-                         seed=cfg.fit_seed + 1, workers=loader_threads)
-    none = np.zeros(len(y_val), dtype=np.float32)
-    validation = (x_val, {"tumour": y_val.astype(np.float32), "domain": none},
-                  {"tumour": np.ones_like(none), "domain": none})
-    trained.compile(optimizer=optimizer,
-                    loss={"tumour": loss_for(cfg), "domain": keras.losses.BinaryCrossentropy()},
-                    # weighted: a target slice's tumour weight 0 keeps it out of the AUC too
-                    weighted_metrics={"tumour": [auc]})
-    callbacks.append(ReversalSchedule(reversal, cfg.domain_adapt, cfg.epochs))
-    callbacks.append(_RenameLogs({"tumour_auc": "auc", "val_tumour_auc": "val_auc"}))
-    return trained, data, validation
-
-
-def _subtype_graph(model: keras.Model, batches: AugmentedBatches, x_val: np.ndarray,
-                   y_val: np.ndarray, *, cfg: TrainConfig, optimizer: keras.optimizers.Optimizer,
-                   auc: keras.metrics.Metric, categories: np.ndarray,
-                   callbacks: list[keras.callbacks.Callback],
-                   loader_threads: int) -> tuple[keras.Model, keras.utils.PyDataset, tuple[Any, ...]]:
-    """The compiled training graph with the tumour-type head (`training.subtype`), its batches
-    and validation data (validated on the tumour output alone)."""
-    trained = subtype_model(model)
-    data = SubtypeBatches(batches, subtype_labels(categories), workers=loader_threads)
-    none = np.zeros(len(y_val), dtype=np.float32)
-    validation = (x_val, {"tumour": y_val.astype(np.float32), "subtype": none},
-                  {"tumour": np.ones_like(none), "subtype": none})
-    trained.compile(optimizer=optimizer,
-                    loss={"tumour": loss_for(cfg), "subtype": keras.losses.SparseCategoricalCrossentropy()},
-                    loss_weights={"tumour": 1.0, "subtype": cfg.subtype_aux},
+def _compile_with_second_output(trained: keras.Model, x_val: np.ndarray, y_val: np.ndarray,
+                                name: str, loss: keras.losses.Loss, weight: float, *, cfg: TrainConfig,
+                                optimizer: keras.optimizers.Optimizer, auc: keras.metrics.Metric,
+                                callbacks: list[keras.callbacks.Callback]) -> tuple[Any, ...]:
+    """Compile a training graph whose outputs are "tumour" and `name` (its loss weighted `weight`)
+    and return validation data that scores the tumour output alone. The graph shares the network's
+    layers; its "tumour" logs are renamed (a callback appended), so the history, the stopper and
+    the plots read as a plain fit's."""
+    trained.compile(optimizer=optimizer, loss={"tumour": loss_for(cfg), name: loss},
+                    loss_weights={"tumour": 1.0, name: weight},
+                    # weighted: a slice whose tumour weight is 0 stays out of the AUC too
                     weighted_metrics={"tumour": [auc]})
     callbacks.append(_RenameLogs({"tumour_auc": "auc", "val_tumour_auc": "val_auc"}))
-    return trained, data, validation
+    none = np.zeros(len(y_val), dtype=np.float32)
+    return (x_val, {"tumour": y_val.astype(np.float32), name: none},
+            {"tumour": np.ones_like(none), name: none})
 
 
 def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
