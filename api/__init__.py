@@ -14,6 +14,7 @@ from typing import IO, Any
 from flask import Flask, Request, Response, current_app
 
 from api.context import EXTENSION
+from api.signing_key import session_signing_key
 from brainscan.settings import Settings, load_settings
 
 SESSION_HOURS = 12  # one working shift; operators log in again the next day
@@ -54,11 +55,12 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         settings = load_settings()
         for line in settings.misspelling_warnings():
             logging.getLogger(__name__).warning(line)
+    settings.validate()
     app = Flask(__name__)
     app.request_class = UploadRequest
     app.extensions[EXTENSION] = settings
     app.config.from_mapping(
-        SECRET_KEY=settings.secret_key,
+        SECRET_KEY=session_signing_key(settings),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         SESSION_COOKIE_NAME="brainscan_session",
         SESSION_COOKIE_HTTPONLY=True,

@@ -11,7 +11,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "brainscan.keras"
-DEV_SECRET = "dev-only-secret-change-me"
+MIN_SECRET_LENGTH = 32  # characters of a configured session key; `openssl rand -hex 32` gives 64
 PREFIX = "BRAINSCAN_"  # of every setting's environment variable
 
 
@@ -41,7 +41,7 @@ class Settings:
     watchdog_interval: int = 30  # seconds between checks for stranded batches (0: off)
     requeue_after: int = 60  # a batch queued this long while its queue is empty was lost: resend
     max_batch_attempts: int = 3  # a batch that fails this often fails its images
-    secret_key: str = DEV_SECRET
+    secret_key: str = ""  # empty: a random key made on first start, kept 0600 in data_dir
     session_cookie_secure: bool = False  # True behind HTTPS
     max_upload_bytes: int = 2 * 1024**3
     max_archive_files: int = 1_000_000
@@ -61,6 +61,10 @@ class Settings:
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "session-key"
 
     @property
     def upload_dir(self) -> Path:
@@ -109,8 +113,9 @@ class Settings:
         """Refuse settings that are unsafe or cannot work."""
         if self.env not in ("development", "production", "test"):
             raise SettingsError(f"BRAINSCAN_ENV must be development, production or test, not {self.env!r}")
-        if self.env == "production" and self.secret_key == DEV_SECRET:
-            raise SettingsError("BRAINSCAN_SECRET_KEY must be set to a random value in production")
+        if self.secret_key and len(self.secret_key) < MIN_SECRET_LENGTH:
+            raise SettingsError(f"BRAINSCAN_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters "
+                                "(e.g. openssl rand -hex 32), or unset to use a key made on first start")
         if self.batch_size < 1:
             raise SettingsError("BRAINSCAN_BATCH_SIZE must be at least 1")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

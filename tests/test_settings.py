@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from brainscan.settings import DEV_SECRET, Settings, SettingsError, load_settings, parse_bool
+from brainscan.settings import Settings, SettingsError, load_settings, parse_bool
 
 
 def test_true_false_words_are_read_alike_everywhere_and_others_refused() -> None:
@@ -34,10 +34,14 @@ def test_an_empty_variable_means_the_default() -> None:
              ("DATA_DIR", "MODEL_PATH", "THRESHOLD", "BATCH_SIZE", "MAX_COMPRESSION_RATIO",
               "SESSION_COOKIE_SECURE", "ARCHIVE_ROOT", "SECRET_KEY")}
     assert load_settings(empty) == Settings()
-    # an empty secret key is the development key, so production still refuses it
-    with pytest.raises(SettingsError, match="BRAINSCAN_SECRET_KEY must be set"):
-        load_settings({"BRAINSCAN_ENV": "production", "BRAINSCAN_SECRET_KEY": ""})
-    assert load_settings({"BRAINSCAN_SECRET_KEY": ""}).secret_key == DEV_SECRET
+    # an empty secret key means "make one on first start" (api.signing_key), in production too
+    assert load_settings({"BRAINSCAN_ENV": "production", "BRAINSCAN_SECRET_KEY": ""}).secret_key == ""
+
+
+def test_a_short_session_key_is_refused() -> None:
+    with pytest.raises(SettingsError, match="BRAINSCAN_SECRET_KEY must be at least 32 characters"):
+        load_settings({"BRAINSCAN_SECRET_KEY": "changeme"})
+    assert load_settings({"BRAINSCAN_SECRET_KEY": "k" * 32}).secret_key == "k" * 32
 
 
 def test_values_are_typed() -> None:

@@ -59,7 +59,7 @@ def api_settings(tmp_path: Path, db_url: str) -> Settings:
     save_image(outside / "secret.png", create_random_slice(64, seed=99))
     (root / "escape").symlink_to(outside, target_is_directory=True)  # a link leading out of the root
     return Settings(env="test", data_dir=tmp_path / "data", database_url=db_url, archive_root=root,
-                    secret_key="test-secret-key", model_path=SHIPPED_MODEL, batch_size=4,
+                    model_path=SHIPPED_MODEL, batch_size=4,
                     max_archive_files=20, max_archive_bytes=2_000_000, max_compression_ratio=50.0,
                     max_upload_bytes=3_000_000)
 

@@ -66,7 +66,6 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
     base = tmp_path_factory.mktemp("browser")
     env = {"BRAINSCAN_ENV": "test", "BRAINSCAN_DATA_DIR": str(base / "data"),
            "BRAINSCAN_ARCHIVE_ROOT": str(shared_data), "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL),
-           "BRAINSCAN_SECRET_KEY": "browser-test-secret",
            "BRAINSCAN_DATABASE_URL": "", "BRAINSCAN_BROKER_URL": ""}  # the embedded defaults
     full_env = {**os.environ, **env}
     subprocess.run([BRAINSCAN, "db", "upgrade"], env=full_env, check=True, capture_output=True, cwd=base)
