@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from brainscan.cli.context import cli_settings
 from brainscan.settings import Settings
 
-GUNICORN_THREADS = 4  # per process: pages poll every few seconds, uploads stream for minutes
-GUNICORN_TIMEOUT_S = 120  # a worker silent this long is restarted (gthread workers stay chatty)
+API_THREADS = 8  # per process, running views; clients still sending headers wait in the event loop
+GUNICORN_TIMEOUT_S = 120  # a worker silent this long is restarted; also the longest wait for a body chunk
+KEEPALIVE_S = 5  # an idle kept-alive connection is closed after this
 SCOPE_CHOICES = ("read", "submit", "admin")
 TIMES = ("created", "last used", "revoked")
 
@@ -45,16 +46,24 @@ def _gunicorn(settings: Settings, options: dict[str, Any]) -> Any:
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):  # type: ignore[misc]
-        """Gunicorn running `create_app(settings)` in each worker process (engines made after fork)."""
+        """Gunicorn running `create_app(settings)` in each worker process (engines made after fork).
+
+        Gunicorn's asyncio (asgi) worker reads every request's headers in its event loop, so slow
+        or stalled clients (slowloris) cost a socket, not one of the threads that run views;
+        a2wsgi runs the Flask app in API_THREADS threads and streams request bodies to it, so
+        the app refuses an unauthenticated or oversized body before reading it.
+        """
 
         def load_config(self) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Callable[..., Any]:
+            from a2wsgi import WSGIMiddleware
+
             from api import create_app
 
-            return create_app(settings)
+            return WSGIMiddleware(create_app(settings), workers=API_THREADS)  # type: ignore[arg-type]
 
     return Server()
 
@@ -68,7 +77,7 @@ def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the REST API and the web view with gunicorn (production)."""
     settings = cli_settings().with_overrides(api_host=host, api_port=port, api_workers=workers)
     click.echo(f"brainscan api: http://{settings.api_host}:{settings.api_port}/ "
-               f"({settings.api_workers} processes x {GUNICORN_THREADS} threads), "
+               f"({settings.api_workers} processes x {API_THREADS} threads), "
                f"archive root {settings.resolved_archive_root}", err=True)
     serve_api(settings)
 
@@ -77,7 +86,8 @@ def serve_api(settings: Settings) -> None:
     """Run gunicorn with the app factory on settings.api_host:api_port until stopped (also for `up`)."""
     _gunicorn(settings, {
         "bind": f"{settings.api_host}:{settings.api_port}", "workers": settings.api_workers,
-        "worker_class": "gthread", "threads": GUNICORN_THREADS, "timeout": GUNICORN_TIMEOUT_S,
+        "worker_class": "asgi", "timeout": GUNICORN_TIMEOUT_S, "keepalive": KEEPALIVE_S,
+        "asgi_lifespan": "off", "control_socket_disable": True,
         "accesslog": "-", "errorlog": "-", "loglevel": settings.log_level.lower(),
         "forwarded_allow_ips": "127.0.0.1",
     }).run()

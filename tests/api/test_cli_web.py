@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -92,26 +95,64 @@ def get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_brainscan_api_serves_the_app_with_gunicorn(env: dict[str, str], tmp_path: Path) -> None:
+@dataclass
+class LiveApi:
+    """`brainscan api` running as a real process: where it listens, a read token, its log."""
+
+    port: int
+    token: str
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+def live_api(env: dict[str, str], tmp_path: Path) -> Iterator[LiveApi]:
+    """`brainscan api --workers 1` on a free port, answering /healthz."""
     token = run(env, "token", "create", "--scope", "read").strip().splitlines()[-1]
-    port = free_port()
-    log = (tmp_path / "api.log").open("wb")
-    server = subprocess.Popen([BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
-                              env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                              cwd=tmp_path, start_new_session=True)
+    port, log_path = free_port(), tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen([BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
+                                  env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=tmp_path, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if get(f"http://127.0.0.1:{port}/healthz")[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            yield LiveApi(port, token, log_path)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(20)
+
+
+def test_brainscan_api_serves_the_app_with_gunicorn(live_api: LiveApi) -> None:
+    status, body = get(live_api.url("/api/v1/jobs"), live_api.token)
+    assert (status, json.loads(body)) == (200, {"jobs": [], "next_before_id": None})
+    assert get(live_api.url("/api/v1/jobs"))[0] == 401
+    assert "Using worker: asgi" in live_api.log.read_text()
+
+
+SLOW_SOCKETS = 50
+
+
+def test_fifty_slow_clients_do_not_keep_healthz_from_answering(live_api: LiveApi) -> None:
+    """Slowloris: each socket sends one more header line every 2 s and never ends its request."""
+    slow = [socket.create_connection(("127.0.0.1", live_api.port)) for _ in range(SLOW_SOCKETS)]
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if get(f"http://127.0.0.1:{port}/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        status, body = get(f"http://127.0.0.1:{port}/api/v1/jobs", token)
-        assert (status, json.loads(body)) == (200, {"jobs": [], "next_before_id": None})
-        assert get(f"http://127.0.0.1:{port}/api/v1/jobs")[0] == 401
+        for line in range(4):
+            for sock in slow:
+                sock.sendall(b"X-Slow: %d\r\n" % line if line else b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            assert get(live_api.url("/healthz"))[0] == 200
+            assert time.monotonic() - started < 1.0
+            time.sleep(2)
+        status, _ = get(live_api.url("/api/v1/jobs"), live_api.token)
+        assert status == 200
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(20)
-        log.close()
-    assert "gthread" in (tmp_path / "api.log").read_text()
+        for sock in slow:
+            sock.close()
