@@ -1,7 +1,7 @@
 """The Flask app factory: settings, database, auth and CSRF, the REST and web blueprints, error pages.
 
 Dependencies: api -> db, worker.enqueue / worker.celery_app (sending work, never task code), and
-training.decode for thumbnails (decoding only: it imports no model code).
+training.decode and training.thumbnail for previews (rendered in child processes: api.thumbnails).
 """
 
 from __future__ import annotations

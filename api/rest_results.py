@@ -16,7 +16,7 @@ from api.context import sessions, settings
 from api.errors import ApiError
 from api.job_report import RESULT_CSV_COLUMNS, result_report, result_row
 from api.rest_jobs import MAX_PAGE, int_arg, not_found
-from api.thumbnails import ThumbnailError, thumbnail_png
+from api.thumbnails import ThumbnailError, previews
 from brainscan.settings import parse_bool
 from db.jobs import get_job
 from db.models import ImageResult
@@ -130,10 +130,11 @@ def _image_path(job_id: int, result_id: int) -> Path:
 
 @bp.get("/jobs/<int:job_id>/results/<int:result_id>/thumbnail")
 def thumbnail_route(job_id: int, result_id: int) -> Response:
-    """A small PNG of the image, rendered from the source file (JPEG, PNG, BMP, TIFF or DICOM)."""
+    """A small PNG of the image, rendered from the source file (JPEG, PNG, BMP, TIFF or DICOM)
+    in a memory-capped preview process; never cached, since it shows a patient's pixels."""
     path = _image_path(job_id, result_id)
     try:
-        png = thumbnail_png(path, max_pixels=settings().max_image_pixels)
+        png = previews.render(path, max_pixels=settings().max_image_pixels)
     except ThumbnailError as exc:
         raise ApiError(422, "unreadable_image", f"the image cannot be shown: {exc}") from None
-    return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=86400"})
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "no-store"})

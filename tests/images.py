@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 
 def create_random_slice(size: int = 128, seed: int = 0, lesion: bool = False) -> np.ndarray:
@@ -58,3 +60,57 @@ def create_labelled_folder(root: Path, n_per_class: int = 4, fmt: str = "png") -
         save_image(root / "yes" / f"Y ({i}).{fmt}", create_random_slice(seed=i, lesion=True))
         save_image(root / "no" / f"N ({i}).{fmt}", create_random_slice(seed=100 + i))
     return root
+
+
+def write_dicom(
+    path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", frames: int = 1,
+    slope: float | None = None, intercept: float | None = None,
+    window: tuple[float, float] | None = None, syntax: str = ExplicitVRLittleEndian,
+    pixel_data: bytes | None = None,
+) -> Path:
+    """A DICOM MR slice (or `frames` of them) of `pixels`; `pixel_data` replaces the pixel bytes
+    whatever the header says (an attacker's file); an encapsulated syntax gets a stand-in frame."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if pixel_data is not None:
+        ds.PixelData = pixel_data
+    elif syntax in (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    else:  # an encapsulated (compressed) frame: bytes we cannot and should not decode
+        from pydicom.encaps import encapsulate
+
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_deflated_dicom_bomb(path: Path, *, pixel_bytes: int = 256 * 1024**2) -> Path:
+    """The probe's file: a 128x128 header over `pixel_bytes` of zeros, deflated to a few hundred KB."""
+    return write_dicom(path, np.zeros((128, 128)), syntax=DeflatedExplicitVRLittleEndian,
+                       pixel_data=bytes(pixel_bytes))
+
+
+def write_sparse_file(path: Path, head: bytes, size: int) -> Path:
+    """A file of `size` bytes that takes no disk: `head`, then a hole."""
+    with path.open("wb") as out:
+        out.write(head)
+        out.truncate(size)
+    return path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -13,7 +15,9 @@ RASTER_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 IMAGE_SUFFIXES = RASTER_SUFFIXES | DICOM_SUFFIXES
 MIN_SIDE = 32  # smaller images cannot hold a readable slice
-DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_PIXELS = 4096 * 4096  # 8x the largest slice in ../shared/data; decoding stays < ~0.5 GB
+MAX_FILE_BYTES = 256 * 1024**2  # one slice (or a multi-frame series) is far smaller; larger is refused unread
+EXACT_PERCENTILE_PIXELS = 4_000_000  # above this, the rescale window comes from a regular subsample
 
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit before decoding, with a clear reason
 
@@ -54,6 +58,8 @@ def decode_image(
     which is several times faster and loses nothing the model can see.
     """
     data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(_too_large(len(data)))
     if not data:
         raise ImageError("empty file (0 bytes)")
     if has_dicom_preamble(data[:132]):
@@ -64,15 +70,29 @@ def decode_image(
 
 
 def read_image_bytes(path: Path) -> bytes:
-    """A file's bytes, or ImageError saying why they cannot be read."""
+    """A file's bytes, or ImageError saying why they cannot be read; a file above MAX_FILE_BYTES
+    (a sparse multi-GB 'image', say) is refused from its size, never read whole."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError("not a regular file")
+            if info.st_size > MAX_FILE_BYTES:
+                raise ImageError(_too_large(info.st_size))
+            data = fh.read(info.st_size + 1)  # read(n) reserves n bytes: ask for what is there
     except IsADirectoryError as exc:
         raise ImageError("is a directory, not an image file") from exc
     except FileNotFoundError as exc:
         raise ImageError("file not found") from exc
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+    if len(data) > info.st_size:
+        raise ImageError("the file grew while it was read (still being copied?)")
+    return data
+
+
+def _too_large(size: int) -> str:
+    return f"file is {size / 2**20:,.0f} MiB, above the limit of {MAX_FILE_BYTES // 2**20} MiB for one image"
 
 
 def _decode_raster(data: bytes, *, draft_side: int, max_pixels: int) -> np.ndarray:
@@ -102,7 +122,7 @@ def _decode_raster(data: bytes, *, draft_side: int, max_pixels: int) -> np.ndarr
 def _to_grey(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return rescale_to_uint8(np.asarray(img, dtype=np.float32))
+        return rescale_to_uint8(np.asarray(img))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA").convert("RGB")  # drop alpha; MRI slices are opaque
     if mode != "L":
@@ -111,15 +131,26 @@ def _to_grey(img: Image.Image) -> np.ndarray:
 
 
 def rescale_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map a high-bit-depth image to 0..255 by its 0.5th..99.5th percentiles."""
-    finite = values[np.isfinite(values)]
+    """Map a high-bit-depth image to 0..255 by its 0.5th..99.5th percentiles.
+
+    Works in place on one float64 copy (as the arithmetic always was), not a chain of temporaries.
+    Images above EXACT_PERCENTILE_PIXELS take the percentiles of a regular subsample.
+    """
+    step = max(1, int(np.ceil(np.sqrt(values.size / EXACT_PERCENTILE_PIXELS))))
+    sample = np.asarray(values[::step, ::step] if values.ndim == 2 else values, dtype=np.float32)
+    finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise ImageError("image holds no finite pixel values")
-    lo, hi = np.percentile(finite, [0.5, 99.5])
+    lo, hi = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+    del sample, finite
     if hi <= lo:
         hi = lo + 1.0
-    scaled = (np.nan_to_num(values, nan=lo) - lo) * (255.0 / (hi - lo))
-    grey: np.ndarray = np.clip(scaled, 0, 255).astype(np.uint8)
+    scaled = np.array(values, dtype=np.float64)  # the one working copy
+    np.nan_to_num(scaled, copy=False, nan=lo)
+    scaled -= lo
+    scaled *= 255.0 / (hi - lo)
+    np.clip(scaled, 0, 255, out=scaled)
+    grey: np.ndarray = scaled.astype(np.uint8)
     return grey
 
 

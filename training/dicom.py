@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 
-from training.decode import ImageError, rescale_to_uint8
+from training.decode import MAX_FILE_BYTES, ImageError, rescale_to_uint8
+
+MAX_BYTES_PER_PIXEL = 6  # 16-bit, three samples: the most a screening slice can use
 
 
 def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
@@ -16,17 +19,20 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]
 
     try:
+        _refuse_deflate_bomb(data, max_pixels=max_pixels)
         ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, zlib.error) as exc:
         raise ImageError(f"corrupt DICOM file: {exc}") from exc
     if "PixelData" not in ds:
         raise ImageError("DICOM file holds no pixel data")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    if rows * cols > max_pixels:
-        raise ImageError(f"DICOM image is {cols}x{rows} pixels, above the limit of {max_pixels:,}")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows * cols * frames > max_pixels:
+        raise ImageError(f"DICOM image is {cols}x{rows} pixels x {frames} frame(s), "
+                         f"above the limit of {max_pixels:,}")
     if frames > 1:
         raise ImageError(f"multi-frame DICOM ({frames} frames); submit one slice per file")
+    _check_pixel_data_length(ds, rows, cols, frames)
     pixels = _pixel_array(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
@@ -42,6 +48,40 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
     if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
         grey = 255 - grey
     return grey
+
+
+def _refuse_deflate_bomb(data: bytes, *, max_pixels: int) -> None:
+    """A deflated data set is inflated once with a byte limit before pydicom inflates it whole:
+    a few hundred KB can hold gigabytes of zeros. The limit is what the largest image allowed
+    can need (16-bit RGB), plus a megabyte of header."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    stream = io.BytesIO(data)
+    read_preamble(stream, False)
+    meta = _read_file_meta_info(stream)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    limit = min(MAX_FILE_BYTES, max_pixels * MAX_BYTES_PER_PIXEL + 2**20)
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell():], limit + 1)
+    if len(inflated) > limit:
+        raise ImageError(f"deflated DICOM inflates beyond {limit // 2**20} MiB, more than an image of "
+                         f"{max_pixels:,} pixels can hold (possible decompression bomb)")
+
+
+def _check_pixel_data_length(ds: object, rows: int, cols: int, frames: int) -> None:
+    """Uncompressed pixel data must be as long as the header says: pydicom would otherwise infer
+    extra frames from the length (8,192 of them from a 128x128 header, the probe found)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_encapsulated:
+        return  # compressed frames decode to the declared size, checked above
+    bits = int(getattr(ds, "BitsAllocated", 16) or 16)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    expected = (rows * cols * frames * samples * bits + 7) // 8
+    found = len(getattr(ds, "PixelData", b""))
+    if not expected <= found <= expected + 1:  # one byte of padding to an even length
+        raise ImageError(f"DICOM pixel data holds {found:,} bytes where the header declares {expected:,} "
+                         f"({cols}x{rows}, {frames} frame(s), {bits}-bit)")
 
 
 def _pixel_array(ds: object) -> np.ndarray:

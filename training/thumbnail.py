@@ -1,7 +1,7 @@
-"""Small PNG previews of source images for the web view.
+"""A small grey PNG preview of one slice, for people to look at (the web view's thumbnails).
 
-Decoding goes through training.decode (the one decoder of JPEG, PNG, BMP, TIFF and DICOM, with
-its pixel limit against decompression bombs); it imports no model code, so the API stays light.
+Decoding goes through training.decode, the one decoder, with its limits; this module imports no
+model code, so the API's preview processes (api.thumbnails) start light.
 """
 
 from __future__ import annotations
@@ -11,21 +11,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from training.decode import ImageError, decode_image
+from training.decode import decode_image
 
 THUMBNAIL_SIDE = 192  # pixels; shown at 96 CSS px, sharp on high-density screens
 
 
-class ThumbnailError(Exception):
-    """The image cannot be previewed; the message says why."""
-
-
-def thumbnail_png(path: Path, *, side: int = THUMBNAIL_SIDE, max_pixels: int) -> bytes:
-    """The image at `path` as a grey PNG at most `side` pixels a side."""
-    try:
-        grey = decode_image(path, draft_side=side, max_pixels=max_pixels)
-    except ImageError as exc:
-        raise ThumbnailError(exc.reason) from None
+def thumbnail_png(path: Path | str, *, side: int = THUMBNAIL_SIDE, max_pixels: int) -> bytes:
+    """The image at `path` as a grey PNG at most `side` pixels a side; ImageError when unreadable."""
+    grey = decode_image(Path(path), draft_side=side, max_pixels=max_pixels)
     image = Image.fromarray(grey)
     image.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()

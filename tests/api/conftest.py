@@ -134,6 +134,15 @@ def web(client: FlaskClient, operator: str) -> Iterator[FlaskClient]:
     yield client
 
 
+@pytest.fixture
+def job(client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings) -> int:
+    """A finished job of six labelled images, two of which could not be read."""
+    response = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"]))
+    job_id: int = response.get_json()["id"]
+    plan_and_score(api_settings, job_id, seed=3, error_every=3)
+    return job_id
+
+
 def plan_and_score(settings: Settings, job_id: int, *, seed: int = 0, error_every: int = 0,
                    finish: bool = True) -> None:
     """Plan the job with the worker's planner, then score every batch with seeded random scores."""

@@ -7,21 +7,11 @@ import io
 import json
 from typing import Any
 
-import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
 from brainscan.settings import Settings
-from tests.api.conftest import bearer, plan_and_score
-
-
-@pytest.fixture
-def job(client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings) -> int:
-    """A finished job of six labelled images, two of which could not be read."""
-    response = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"]))
-    job_id: int = response.get_json()["id"]
-    plan_and_score(api_settings, job_id, seed=3, error_every=3)
-    return job_id
+from tests.api.conftest import bearer
 
 
 def results(client: FlaskClient, token: str, job_id: int, query: str = "") -> dict[str, Any]:

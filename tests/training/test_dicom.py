@@ -6,51 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    MRImageStorage,
-    generate_uid,
-)
+from pydicom.uid import JPEG2000Lossless
 
-from tests.images import create_random_slice
+from tests.images import create_random_slice, write_dicom
 from training.decode import ImageError, decode_image
-
-
-def write_dicom(
-    path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", frames: int = 1,
-    slope: float | None = None, intercept: float | None = None,
-    window: tuple[float, float] | None = None, syntax: str = ExplicitVRLittleEndian,
-) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if syntax == ExplicitVRLittleEndian:
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    else:  # an encapsulated (compressed) frame: bytes we cannot and should not decode
-        from pydicom.encaps import encapsulate
-
-        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
-        ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def mri(seed: int = 0) -> np.ndarray:

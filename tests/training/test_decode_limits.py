@@ -1,0 +1,79 @@
+"""Memory is bounded before decoding: the probe's bombs are refused from their headers and sizes.
+
+Each file is decoded in a fresh Python process whose peak resident memory (VmHWM, which starts
+afresh at exec, unlike ru_maxrss) is read afterwards: the figure is the decode's own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.images import save_image, write_deflated_dicom_bomb, write_dicom, write_sparse_file
+from training.decode import DEFAULT_MAX_PIXELS
+
+PEAK_LIMIT_MB = 400  # an interpreter with numpy, Pillow and pydicom is ~60 MB; a bomb used 1.6-5.7 GB
+DECODE_AND_MEASURE = """
+import json, re, sys
+from pathlib import Path
+from training.decode import ImageError, decode_image
+try:
+    shape, reason = list(decode_image(Path(sys.argv[1])).shape), None
+except ImageError as exc:
+    shape, reason = None, exc.reason
+peak_kb = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
+print(json.dumps({"shape": shape, "reason": reason, "peak_mb": int(peak_kb) / 1024}))
+"""
+
+
+def decode_in_child(path: Path) -> dict[str, object]:
+    """decode_image(path) in a new process: its shape or refusal, and the process's peak memory."""
+    done = subprocess.run([sys.executable, "-c", DECODE_AND_MEASURE, str(path)], capture_output=True,
+                          text=True, timeout=120, check=True)
+    outcome: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return outcome
+
+
+def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    bomb = write_deflated_dicom_bomb(tmp_path / "bomb.dcm")  # 256 MiB of pixels behind 128x128
+    assert bomb.stat().st_size < 400_000
+    outcome = decode_in_child(bomb)
+    assert outcome["shape"] is None and "possible decompression bomb" in str(outcome["reason"])
+    assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
+
+
+def test_pixel_data_longer_than_the_header_declares_is_refused(tmp_path: Path) -> None:
+    excess = write_dicom(tmp_path / "excess.dcm", np.zeros((128, 128)), pixel_data=bytes(64 * 1024**2))
+    outcome = decode_in_child(excess)
+    assert outcome["reason"] == ("DICOM pixel data holds 67,108,864 bytes where the header declares "
+                                 "32,768 (128x128, 1 frame(s), 16-bit)")
+    assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
+
+
+def test_a_huge_sixteen_bit_png_is_refused_from_its_header(tmp_path: Path) -> None:
+    png = save_image(tmp_path / "big.png", np.zeros((7999, 8000), dtype=np.uint16))
+    assert png.stat().st_size < 200_000
+    outcome = decode_in_child(png)
+    assert "8000x7999 pixels, above the limit" in str(outcome["reason"])
+    assert float(outcome["peak_mb"]) < 150  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_largest_sixteen_bit_image_allowed_decodes_within_the_bound(tmp_path: Path) -> None:
+    side = int(np.sqrt(DEFAULT_MAX_PIXELS))
+    ramp = (np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16).reshape(side, side)
+    outcome = decode_in_child(save_image(tmp_path / "largest.png", ramp))
+    assert outcome["shape"] == [side, side]
+    assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
+
+
+def test_a_sparse_multi_gigabyte_file_is_refused_unread(tmp_path: Path) -> None:
+    sparse = write_sparse_file(tmp_path / "huge.jpg", b"\xff\xd8\xff\xe0", 1536 * 1024**2)
+    outcome = decode_in_child(sparse)
+    assert outcome["reason"] == "file is 1,536 MiB, above the limit of 256 MiB for one image"
+    assert float(outcome["peak_mb"]) < 150  # type: ignore[arg-type]
