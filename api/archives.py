@@ -4,7 +4,9 @@ Every member is checked before a byte of it is written: no absolute names, no `.
 devices or other special files; the file count, the total uncompressed size and the ratio of that
 size to the archive's are bounded while extracting (member headers can lie, the bytes cannot).
 Files are created with O_EXCL under a fresh folder that holds no links, so nothing can be written
-outside it. Any violation raises ArchiveError and the caller removes the partial folder.
+outside it. Only what a job reads is written: images (by suffix, or a DICOM preamble for files
+without one) and labels.csv; other members are skipped unwritten. Any violation, and any error
+the file system raises, becomes an ArchiveError, and the caller removes the partial folder.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from training.dataset import LABELS_CSV
+from training.decode import IMAGE_SUFFIXES, has_dicom_preamble
+
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 CHUNK = 1024 * 1024
+MAX_DEPTH = 32  # folders deep: a study tree is under ten; a thousand-deep zip is an attack
+MAX_PATH_BYTES = 1024  # a member's path; file systems refuse 255 bytes a name, 4096 a path
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -43,6 +50,7 @@ class Limits:
     archive_bytes: int
     files: int = field(default=0)
     written: int = field(default=0)
+    skipped: int = field(default=0)  # members that are neither images nor labels.csv, not written
 
     def add_file(self, name: str) -> None:
         self.files += 1
@@ -78,7 +86,22 @@ def member_path(name: str) -> PurePosixPath | None:
     parts = [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
     if ".." in parts:
         raise ArchiveError(400, f"the archive member {name!r} points outside the archive ('..')")
+    if len(parts) > MAX_DEPTH or len(name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise ArchiveError(400, f"the archive member {shown!r} is nested deeper than {MAX_DEPTH} folders "
+                                f"or its path is longer than {MAX_PATH_BYTES} bytes")
     return PurePosixPath(*parts) if parts else None
+
+
+def _wanted(rel: PurePosixPath, source: IO[bytes]) -> bytes | None:
+    """The member's first bytes when a job would read it (an image or labels.csv), else None.
+    A file without a suffix is an image only if it starts with a DICOM preamble."""
+    if rel.suffix.lower() in IMAGE_SUFFIXES or rel.as_posix() == LABELS_CSV:
+        return b""
+    if rel.suffix:
+        return None
+    head = source.read(132)
+    return head if has_dicom_preamble(head) else None
 
 
 def _target(dest: Path, rel: PurePosixPath) -> Path:
@@ -89,9 +112,16 @@ def _target(dest: Path, rel: PurePosixPath) -> Path:
 
 
 def _copy(source: IO[bytes], target: Path, rel: PurePosixPath, limits: Limits) -> None:
+    head = _wanted(rel, source)
+    if head is None:
+        limits.skipped += 1
+        return
+    limits.add_file(str(rel))
+    limits.add_bytes(len(head), str(rel))
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with target.open("xb") as out:
+            out.write(head)
             while chunk := source.read(CHUNK):
                 limits.add_bytes(len(chunk), str(rel))
                 out.write(chunk)
@@ -123,7 +153,6 @@ def _extract_zip(path: Path, dest: Path, limits: Limits) -> None:
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            limits.add_file(str(rel))
             with archive.open(info) as source:
                 _copy(source, target, rel, limits)
 
@@ -142,7 +171,6 @@ def _extract_tar(path: Path, dest: Path, limits: Limits) -> None:
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            limits.add_file(str(rel))
             source = archive.extractfile(member)
             if source is None:
                 raise ArchiveError(400, f"the archive member {member.name!r} cannot be read")
@@ -162,6 +190,9 @@ def extract_archive(path: Path, kind: str, dest: Path, limits: Limits) -> int:
         raise ArchiveError(400, f"the archive is corrupt or truncated ({exc})") from exc
     except NotImplementedError as exc:  # zipfile: a compression method it cannot read
         raise ArchiveError(400, f"the archive uses an unsupported compression method ({exc})") from exc
+    except OSError as exc:  # a name the file system refuses, a full disk
+        raise ArchiveError(400, f"the archive cannot be unpacked here: {exc.strerror or exc}") from exc
     if limits.files == 0:
-        raise ArchiveError(400, "the archive holds no files")
+        what = f" ({limits.skipped} other file(s) skipped)" if limits.skipped else ""
+        raise ArchiveError(400, f"the archive holds no images{what}")
     return limits.files

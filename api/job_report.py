@@ -8,7 +8,7 @@ from typing import Any
 from flask import url_for
 from sqlalchemy.orm import Session
 
-from db.jobs import FINISHED_JOB_STATUSES, get_job
+from db.jobs import FINISHED_JOB_STATUSES, Viewer, get_job
 from db.models import Batch, ImageResult, Job
 from db.progress import JobProgress, job_progress, jobs_progress
 
@@ -66,6 +66,7 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
         "id": job.id, "status": job.status,
         "url": url_for("jobs.get_job_route", job_id=job.id, _external=True),
         "source": job.source, "source_kind": job.source_kind, "submitted_by": job.submitted_by,
+        "team": job.team,
         "model_version": job.model_version, "threshold": job.threshold, "batch_size": job.batch_size,
         "total": progress.total, "scored": progress.scored, "failed": progress.failed,
         "flagged": progress.flagged, "skipped": job.skipped, "remaining": progress.remaining,
@@ -80,9 +81,9 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
     }
 
 
-def load_job_report(session: Session, job_id: int) -> dict[str, Any] | None:
-    """The report of one job read in `session`, or None when there is no such job."""
-    job = get_job(session=session, job_id=job_id)
+def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dict[str, Any] | None:
+    """The report of one job read in `session`, or None when there is none that `viewer` may see."""
+    job = get_job(session=session, job_id=job_id, viewer=viewer)
     if job is None:
         return None
     return job_report(job, job_progress(session=session, job_id=job_id))

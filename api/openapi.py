@@ -49,7 +49,8 @@ SCHEMAS: Obj = {
             "properties": {
                 "id": INT, "status": {"type": "string", "enum": list(JOB_STATUSES)}, "url": STR,
                 "source": STR, "source_kind": {"type": "string", "enum": ["folder", "upload"]},
-                "submitted_by": STR, "model_version": STR, "threshold": NUM, "batch_size": INT,
+                "submitted_by": STR, "team": _nullable(STR), "model_version": STR, "threshold": NUM,
+                "batch_size": INT,
                 "total": INT, "scored": INT, "failed": INT, "flagged": INT, "skipped": INT, "remaining": INT,
                 "batches": {"type": "object", "properties": {"total": INT, "done": INT, "failed": INT}},
                 "confusion": _ref("Confusion"), "recall": _nullable(NUM), "specificity": _nullable(NUM),
@@ -77,7 +78,7 @@ SCHEMAS: Obj = {
 ERROR_TEXT = {400: "Malformed request or refused input.", 401: "No valid token or web session.",
               403: "The token lacks the scope.", 404: "Not found.", 409: "Not possible in the job's state.",
               413: "Upload or archive over a limit.", 415: "Not a .zip, .tar.gz or .tgz archive.",
-              422: "The image cannot be decoded.",
+              422: "The image cannot be decoded, or an Idempotency-Key was reused for another request.",
               503: "Not ready (no model registered, or a dependency down)."}
 JOB_RESPONSE = _json(_ref("Job"), "The job.")
 
@@ -118,8 +119,9 @@ PATHS: Obj = {
         "post": _op("Submit a folder under the archive root (JSON) or an archive (multipart)", {
             "202": JOB_RESPONSE,
             "200": _json(_ref("Job"), "The job that already holds this Idempotency-Key."),
-            **_errors(400, 401, 403, 413, 415, 503)}, body=SUBMIT_BODY, params=[
-            _param("Idempotency-Key", "header", STR, "Repeat a submission safely: same key, same job.")]),
+            **_errors(400, 401, 403, 413, 415, 422, 503)}, body=SUBMIT_BODY, params=[
+            _param("Idempotency-Key", "header", STR,
+                   "Repeat a submission safely: same caller, same key and request, same job.")]),
         "get": _op("List jobs, newest first", {"200": _json({"type": "object", "properties": {
             "jobs": {"type": "array", "items": _ref("Job")}, "next_before_id": _nullable(INT)}}, "A page."),
             **_errors(400, 401, 403)}, params=[
@@ -167,7 +169,8 @@ def openapi_document() -> Obj:
         "openapi": "3.1.0",
         "info": {"title": "brainscan", "version": __version__,
                  "description": "Brain MRI tumour screening as batch jobs. Tokens: `brainscan token create "
-                                "--scope read|submit|admin`; GET needs read, POST needs submit."},
+                                "--scope read|submit|all-jobs|admin`; GET needs read, POST needs submit; "
+                                "other callers' jobs (not the team's) need all-jobs."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],
         "paths": PATHS,

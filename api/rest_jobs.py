@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import current_actor
+from api import MAX_ID
+from api.auth import current_actor, current_principal, current_viewer
 from api.context import celery, sessions
 from api.errors import ApiError
 from api.job_report import batch_report, job_reports, load_job_report
@@ -26,13 +27,13 @@ def int_arg(name: str, default: int | None, *, low: int = 1, high: int | None = 
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
+    high = MAX_ID if high is None else high
     try:
         value = int(raw)
     except ValueError:
         raise ApiError(400, "bad_request", f"{name} must be a whole number, not {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        limit = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise ApiError(400, "bad_request", f"{name} must be {limit}, not {value}")
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be from {low} to {high}, not {value}")
     return value
 
 
@@ -42,9 +43,9 @@ def not_found(job_id: int) -> ApiError:
 
 
 def job_or_404(job_id: int) -> dict[str, Any]:
-    """The report of a job, read now; 404 when there is no such job."""
+    """The report of a job, read now; 404 when there is no such job or the caller may not see it."""
     with sessions(read_only=True)() as session:
-        report = load_job_report(session, job_id)
+        report = load_job_report(session, job_id, current_viewer())
     if report is None:
         raise not_found(job_id)
     return report
@@ -53,7 +54,7 @@ def job_or_404(job_id: int) -> dict[str, Any]:
 @bp.post("/jobs")
 def submit_job_route() -> tuple[Response, int, dict[str, str]]:
     """Submit a folder (JSON) or an archive (multipart); 202 for a new job, 200 for a repeated key."""
-    job_id, created = submit(submission_from_request(), actor=current_actor())
+    job_id, created = submit(submission_from_request(), principal=current_principal())
     report = job_or_404(job_id)
     return jsonify(report), 202 if created else 200, {"Location": report["url"]}
 
@@ -67,7 +68,8 @@ def list_jobs_route() -> Response:
     limit = int_arg("limit", 50, high=MAX_PAGE) or 50
     before_id = int_arg("before_id", None)
     with sessions(read_only=True)() as session:
-        jobs = list_jobs(session=session, status=status, limit=limit, before_id=before_id)
+        jobs = list_jobs(session=session, status=status, limit=limit, before_id=before_id,
+                         viewer=current_viewer())
         reports = job_reports(session, jobs)
     next_before = reports[-1]["id"] if len(reports) == limit else None
     return jsonify({"jobs": reports, "next_before_id": next_before})
@@ -83,16 +85,16 @@ def get_job_route(job_id: int) -> Response:
 def list_batches_route(job_id: int) -> Response:
     """The job's batches in planning order, each with its confusion matrix."""
     with sessions(read_only=True)() as session:
-        if get_job(session=session, job_id=job_id) is None:
+        if get_job(session=session, job_id=job_id, viewer=current_viewer()) is None:
             raise not_found(job_id)
         batches = [batch_report(batch) for batch in list_batches(session=session, job_id=job_id)]
     return jsonify({"job_id": job_id, "batches": batches})
 
 
 def cancel(job_id: int, *, actor: str) -> None:
-    """Cancel an unfinished job and audit it; 404 for no such job, 409 when it has finished."""
+    """Cancel an unfinished job and audit it; 404 for no such job (or another's), 409 when it has finished."""
     with sessions().begin() as session:
-        job = get_job(session=session, job_id=job_id)
+        job = get_job(session=session, job_id=job_id, viewer=current_viewer())
         if job is None:
             raise not_found(job_id)
         if not cancel_job(session=session, job_id=job_id):
@@ -103,7 +105,7 @@ def cancel(job_id: int, *, actor: str) -> None:
 def rerun(job_id: int, *, actor: str) -> int:
     """Queue a finished job's failed images again and audit it; returns the batches sent."""
     with sessions().begin() as session:
-        job = get_job(session=session, job_id=job_id)
+        job = get_job(session=session, job_id=job_id, viewer=current_viewer())
         if job is None:
             raise not_found(job_id)
         batch_ids = rerun_failed(session=session, job_id=job_id)

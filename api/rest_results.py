@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.auth import current_viewer
 from api.context import sessions, settings
 from api.errors import ApiError
 from api.job_report import RESULT_CSV_COLUMNS, result_report, result_row
@@ -21,9 +22,17 @@ from brainscan.settings import parse_bool
 from db.jobs import get_job
 from db.models import ImageResult
 from db.results import iter_results, list_results
+from training.dataset import file_at, resolves_inside
 
 bp = Blueprint("results", __name__, url_prefix="/api/v1")
 FILTERS = ("flagged", "false_negatives", "errors")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A text cell that a spreadsheet would read as a formula, quoted with a leading apostrophe
+    (OWASP's advice for CSV injection); numbers and other text unchanged."""
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
 
 
 def _flag(name: str) -> bool | None:
@@ -59,7 +68,7 @@ def _csv_lines(maker: sessionmaker[Session], job_id: int, filters: Filters) -> I
     writer = csv.writer(buffer)
 
     def line(row: tuple[object, ...]) -> str:
-        writer.writerow(row)
+        writer.writerow([spreadsheet_safe(cell) for cell in row])
         text = buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -100,7 +109,7 @@ def list_results_route(job_id: int) -> Response:
     limit = int_arg("limit", 100, high=MAX_PAGE) or 100
     after_id = int_arg("after_id", None)
     with sessions(read_only=True)() as session:
-        if get_job(session=session, job_id=job_id) is None:
+        if get_job(session=session, job_id=job_id, viewer=current_viewer()) is None:
             raise not_found(job_id)
         if fmt:
             return _download(job_id, fmt, filters)
@@ -113,14 +122,15 @@ def list_results_route(job_id: int) -> Response:
 
 def _image_path(job_id: int, result_id: int) -> Path:
     with sessions(read_only=True)() as session:
-        job = get_job(session=session, job_id=job_id)
+        job = get_job(session=session, job_id=job_id, viewer=current_viewer())
         result = session.get(ImageResult, result_id)
         if job is None or result is None or result.job_id != job_id:
             raise ApiError(404, "not_found", f"job {job_id} has no result {result_id}")
         root, relpath = Path(job.source_path), result.relpath
-    path = root.joinpath(relpath)
+    path = file_at(root, relpath)
     try:
-        inside = path.resolve(strict=True).is_relative_to(root.resolve()) and not path.is_symlink()
+        inside = (resolves_inside(root, settings().source_roots) and not path.is_symlink()
+                  and path.resolve(strict=True).is_relative_to(root.resolve()))
     except OSError:
         inside = False
     if not inside:

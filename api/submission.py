@@ -7,6 +7,8 @@ the settings, else from the model card; it is audited with its submitter and sen
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import secrets
@@ -15,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import request
 from werkzeug.datastructures import FileStorage
@@ -24,9 +26,12 @@ from api.archives import ARCHIVE_SUFFIXES, ArchiveError, Limits, archive_kind, e
 from api.context import celery, sessions, settings
 from api.errors import ApiError
 from db.audit import record_event
-from db.jobs import create_job
+from db.jobs import KeyReused, create_job
 from db.model_versions import current_model_version
 from worker.enqueue import submit_job
+
+if TYPE_CHECKING:
+    from api.auth import Principal
 
 log = logging.getLogger(__name__)
 MAX_BATCH_SIZE = 4096  # a batch is one task: far larger ones outlive the task's time limit
@@ -45,6 +50,13 @@ class Submission:
     threshold: float | None
     batch_size: int | None
     idempotency_key: str | None
+    request_hash: str  # what was asked, so a repeated Idempotency-Key with another request is refused
+
+
+def request_hash(kind: str, what: str, threshold: float | None, batch_size: int | None) -> str:
+    """sha256 of a submission's substance: the folder (resolved) or the archive's own sha256, options."""
+    canonical = {"kind": kind, "source": what, "threshold": threshold, "batch_size": batch_size}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
 def _bad(message: str, code: str = "bad_request") -> ApiError:
@@ -124,8 +136,9 @@ def _upload_on_disk(upload: FileStorage) -> Path:
     return Path(out.name)
 
 
-def receive_upload(upload: FileStorage) -> tuple[str, Path]:
-    """Extract an uploaded archive into a new folder under the upload folder: (its name, the folder)."""
+def receive_upload(upload: FileStorage) -> tuple[str, Path, str]:
+    """Extract an uploaded archive into a new folder under the upload folder: (its name, the folder,
+    the archive's sha256)."""
     name = PurePosixPath((upload.filename or "").replace("\\", "/")).name
     kind = archive_kind(name)
     if kind is None:
@@ -138,6 +151,8 @@ def receive_upload(upload: FileStorage) -> tuple[str, Path]:
     limits = Limits(max_files=config.max_archive_files, max_bytes=config.max_archive_bytes,
                     max_ratio=config.max_compression_ratio, archive_bytes=path.stat().st_size)
     try:
+        with path.open("rb") as archive:
+            digest = hashlib.file_digest(archive, "sha256").hexdigest()
         extract_archive(path, kind, dest, limits)
     except ArchiveError as exc:
         shutil.rmtree(dest, ignore_errors=True)
@@ -146,7 +161,7 @@ def receive_upload(upload: FileStorage) -> tuple[str, Path]:
     finally:
         upload.close()
         path.unlink(missing_ok=True)
-    return name, dest
+    return name, dest, digest
 
 
 def submission_from_request() -> Submission:
@@ -170,15 +185,20 @@ def submission_from_request() -> Submission:
     if upload is not None and source.strip():
         raise _bad("give either a folder or an archive, not both")
     if upload is not None:
-        name, folder = receive_upload(upload)
-        return Submission(name, "upload", folder, threshold, batch_size, key)
+        name, folder, digest = receive_upload(upload)
+        fingerprint = request_hash("upload", f"sha256:{digest}", threshold, batch_size)
+        return Submission(name, "upload", folder, threshold, batch_size, key, fingerprint)
     folder = confine_folder(settings().resolved_archive_root, source)
-    return Submission(source.strip(), "folder", folder, threshold, batch_size, key)
+    fingerprint = request_hash("folder", str(folder), threshold, batch_size)
+    return Submission(source.strip(), "folder", folder, threshold, batch_size, key, fingerprint)
 
 
-def submit(submission: Submission, *, actor: str) -> tuple[int, bool]:
-    """Create (or find, by idempotency key) the job, audit it and send it to the planner: (id, created)."""
-    config = settings()
+def submit(submission: Submission, *, principal: Principal | None) -> tuple[int, bool]:
+    """Create (or find, by the caller's idempotency key) the job, audit it and send it to the planner:
+    (id, created). The caller owns the job; its team shares it."""
+    if principal is None:
+        raise ApiError(401, "unauthorized", "this needs an API token or a web login")
+    actor, config = principal.actor, settings()
     try:
         with sessions().begin() as session:
             model = current_model_version(session=session)
@@ -190,12 +210,16 @@ def submit(submission: Submission, *, actor: str) -> tuple[int, bool]:
                 session=session, source=submission.source, source_kind=submission.source_kind,
                 source_path=str(submission.source_path), submitted_by=actor, model_version=model.version,
                 threshold=threshold, batch_size=submission.batch_size or config.batch_size,
-                idempotency_key=submission.idempotency_key)
+                team=principal.team, idempotency_key=submission.idempotency_key,
+                request_hash=submission.request_hash if submission.idempotency_key else None)
             if created:
                 record_event(session=session, actor=actor, action="job.submit", job_id=job.id, detail={
                     "source": submission.source, "kind": submission.source_kind, "threshold": threshold,
                     "batch_size": job.batch_size, "idempotency_key": submission.idempotency_key})
             job_id = job.id
+    except KeyReused as exc:
+        _discard_upload(submission, created=False)
+        raise ApiError(422, "idempotency_key_reused", f"{exc}: use a new key for a new submission") from None
     except BaseException:
         _discard_upload(submission, created=False)
         raise

@@ -12,7 +12,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from PIL import Image
 from werkzeug.wrappers import Response
 
-from api.auth import current_actor, current_principal
+from api.auth import current_actor, current_principal, current_viewer
 from api.context import sessions, settings
 from api.errors import ApiError
 from api.job_report import batch_report, job_reports, load_job_report, result_report
@@ -111,7 +111,8 @@ def jobs() -> str:
         raise ApiError(400, "bad_request", f"there is no job status {status!r}")
     before_id = int_arg("before_id", None)
     with sessions(read_only=True)() as session:
-        rows = list_jobs(session=session, status=status, limit=JOBS_PER_PAGE, before_id=before_id)
+        rows = list_jobs(session=session, status=status, limit=JOBS_PER_PAGE, before_id=before_id,
+                         viewer=current_viewer())
         reports = job_reports(session, rows)
     older = reports[-1]["id"] if len(reports) == JOBS_PER_PAGE else None
     return render_template("jobs.html", jobs=reports, status=status, statuses=JOB_STATUSES,
@@ -123,7 +124,7 @@ def jobs() -> str:
 def job(job_id: int) -> str:
     """One job: source, model, timings, confusion matrix, batches, missed and flagged images."""
     with sessions(read_only=True)() as session:
-        report = load_job_report(session, job_id)
+        report = load_job_report(session, job_id, current_viewer())
         if report is None:
             raise ApiError(404, "not_found", f"there is no job {job_id}")
         batches = [batch_report(b) for b in list_batches(session=session, job_id=job_id)[:BATCHES_SHOWN]]
@@ -207,7 +208,7 @@ def submit_page() -> str | Response | tuple[str, int]:
     if request.method == "GET":
         return render_template("submit.html", **context)
     try:
-        job_id, _ = submit(submission_from_request(), actor=current_actor())
+        job_id, _ = submit(submission_from_request(), principal=current_principal())
     except ApiError as exc:
         return render_template("submit.html", error=exc.message, **context), exc.status
     flash(f"Job {job_id} was submitted; it starts as soon as a worker is free.", "success")

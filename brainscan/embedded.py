@@ -44,13 +44,14 @@ def prepare(settings: Settings) -> list[str]:
 
     for folder in (settings.data_dir, settings.resolved_archive_root, settings.upload_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)  # one made by an earlier version may be readable by all
     upgrade(settings.resolved_database_url)
     credentials = (settings.data_dir / CREDENTIALS).resolve()
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
         first_start = not list_tokens(session=session)
         if first_start:
-            password = secrets.token_urlsafe(12)
-            create_user(session=session, username="admin", password=password)
+            password = secrets.token_urlsafe(16)
+            create_user(session=session, username="admin", password=password, scopes="admin")
             token, _ = create_token(session=session, name="brainscan up (first start)", scopes="admin")
     if first_start:
         credentials.write_text(f"web login: admin / {password}\nAPI token (admin): {token}\n")

@@ -44,13 +44,15 @@ class Settings:
     secret_key: str = ""  # empty: a random key made on first start, kept 0600 in data_dir
     session_cookie_secure: bool = False  # True behind HTTPS
     max_upload_bytes: int = 2 * 1024**3
+    upload_retention_hours: int = 72  # uploads are deleted this long after their job finishes; 0: kept
     max_archive_files: int = 1_000_000
     max_archive_bytes: int = 20 * 1024**3  # total uncompressed size
     max_compression_ratio: float = 200.0
-    max_image_pixels: int = 64_000_000  # larger images are refused as decompression bombs
+    max_image_pixels: int = 4096 * 4096  # larger are refused as decompression bombs (= training.decode's)
     api_host: str = "127.0.0.1"  # `brainscan api` binds here; 0.0.0.0 in a container
     api_port: int = 8000
     api_workers: int = 2  # gunicorn processes, each serving several threads (polling is light)
+    proxies: int = 0  # reverse proxies in front of the API: their X-Forwarded-For/-Proto are trusted
     log_level: str = "INFO"
     extra: tuple[tuple[str, str], ...] = ()  # unknown BRAINSCAN_* variables, kept to warn about
 
@@ -81,6 +83,11 @@ class Settings:
     @property
     def resolved_archive_root(self) -> Path:
         return (self.archive_root or self.data_dir / "archive").resolve()
+
+    @property
+    def source_roots(self) -> tuple[Path, ...]:
+        """Where a job's images may be read from: the archive root and the upload folder."""
+        return self.resolved_archive_root, self.upload_dir.resolve()
 
     @property
     def embedded_broker(self) -> bool:

@@ -11,15 +11,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import AuditEvent
+from db.models import AuditEvent, UTCDateTime
 
-ACTIONS = ("job.submit", "job.cancel", "job.rerun", "token.create", "token.revoke", "login", "login.failed")
+ACTIONS = ("job.submit", "job.cancel", "job.rerun", "token.create", "token.revoke", "login", "login.failed",
+           "login.unblock", "logout", "user.create", "user.password", "user.disable", "user.enable")
 
 
 def record_event(*, session: Session, actor: str, action: str, job_id: int | None = None,
-                 detail: dict[str, Any] | None = None) -> AuditEvent:
+                 detail: dict[str, Any] | None = None, client: str | None = None) -> AuditEvent:
     """Append one event (in the caller's transaction, so it commits with the change it describes)."""
-    event = AuditEvent(actor=actor, action=action, job_id=job_id, detail=detail)
+    event = AuditEvent(actor=actor, action=action, job_id=job_id, detail=detail, client=client)
     session.add(event)
     session.flush()
     return event
@@ -36,8 +37,11 @@ def list_events(*, session: Session, job_id: int | None = None, limit: int = 100
     return list(session.scalars(stmt))
 
 
-def count_events(*, session: Session, actor: str, action: str, since: datetime) -> int:
-    """How many `action` events `actor` has had since `since` (login throttling counts failures)."""
-    stmt = select(func.count()).where(AuditEvent.actor == actor, AuditEvent.action == action,
-                                      AuditEvent.at >= since)
-    return int(session.scalar(stmt) or 0)
+def recent_events(*, session: Session, client: str, action: str,
+                  since: datetime) -> tuple[int, datetime | None]:
+    """How many `action` events came from `client` since `since`, and when the last one did
+    (sign-in throttling counts one address's failures)."""
+    stmt = select(func.count(), func.max(AuditEvent.at)).where(
+        AuditEvent.client == client, AuditEvent.action == action, AuditEvent.at >= since)
+    count, last = session.execute(stmt).one()
+    return int(count or 0), UTCDateTime().process_result_value(last, session.get_bind().dialect)

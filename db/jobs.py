@@ -5,7 +5,9 @@ Every function runs inside the caller's transaction and never commits (``with Se
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -18,42 +20,73 @@ FINISHED_JOB_STATUSES = ("succeeded", "failed", "cancelled")
 MATRIX = ("tp", "fp", "tn", "fn")  # a column named fn cannot be a keyword argument of .values()
 
 
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Whose jobs a caller sees: its own (`owner`, the submitted_by it submits as) and its team's."""
+
+    owner: str
+    team: str | None = None
+
+    def condition(self) -> Any:
+        """The SQL condition on Job for the jobs this viewer may see."""
+        mine = Job.submitted_by == self.owner
+        return or_(mine, Job.team == self.team) if self.team else mine
+
+
+class KeyReused(ValueError):
+    """An Idempotency-Key its submitter already used for a different request."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"this Idempotency-Key was used for a different request (job {job_id})")
+        self.job_id = job_id
+
+
 def create_job(*, session: Session, source: str, source_kind: str, source_path: str, submitted_by: str,
-               model_version: str, threshold: float, batch_size: int,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
-    """A new queued job and True, or the job that already holds `idempotency_key` and False."""
+               model_version: str, threshold: float, batch_size: int, team: str | None = None,
+               idempotency_key: str | None = None, request_hash: str | None = None) -> tuple[Job, bool]:
+    """A new queued job and True, or the job this submitter's `idempotency_key` already holds and
+    False; KeyReused when that job was asked for with another `request_hash`."""
     if idempotency_key is not None:
-        existing = _job_with_key(session, idempotency_key)
+        existing = _job_with_key(session, submitted_by, idempotency_key, request_hash)
         if existing is not None:
             return existing, False
     job = Job(source=source, source_kind=source_kind, source_path=source_path, submitted_by=submitted_by,
-              model_version=model_version, threshold=threshold, batch_size=batch_size,
-              idempotency_key=idempotency_key, status="queued")
+              team=team, model_version=model_version, threshold=threshold, batch_size=batch_size,
+              idempotency_key=idempotency_key, request_hash=request_hash, status="queued")
     try:
         with session.begin_nested():  # a savepoint: losing the race leaves the caller's transaction usable
             session.add(job)
     except IntegrityError:
         # Another submission with the same key committed between our read and our insert.
-        winner = _job_with_key(session, idempotency_key) if idempotency_key is not None else None
+        winner = (_job_with_key(session, submitted_by, idempotency_key, request_hash)
+                  if idempotency_key is not None else None)
         if winner is None:
             raise
         return winner, False
     return job, True
 
 
-def _job_with_key(session: Session, key: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+def _job_with_key(session: Session, owner: str, key: str, request_hash: str | None) -> Job | None:
+    job = session.scalars(select(Job).where(Job.submitted_by == owner, Job.idempotency_key == key)).first()
+    if job is not None and job.request_hash != request_hash:
+        raise KeyReused(job.id)
+    return job
 
 
-def get_job(*, session: Session, job_id: int) -> Job | None:
-    """The job as the database has it now, or None."""
-    return session.get(Job, job_id, populate_existing=True)
+def get_job(*, session: Session, job_id: int, viewer: Viewer | None = None) -> Job | None:
+    """The job as the database has it now, or None (also when `viewer` may not see it)."""
+    if viewer is None:
+        return session.get(Job, job_id, populate_existing=True)
+    stmt = select(Job).where(Job.id == job_id, viewer.condition()).execution_options(populate_existing=True)
+    return session.scalars(stmt).first()
 
 
 def list_jobs(*, session: Session, status: str | None = None, limit: int = 50,
-              before_id: int | None = None) -> list[Job]:
-    """Jobs newest first; pass the last id seen as `before_id` for the next page."""
+              before_id: int | None = None, viewer: Viewer | None = None) -> list[Job]:
+    """Jobs newest first (those `viewer` may see); pass the last id seen as `before_id` for more."""
     stmt = select(Job).order_by(Job.id.desc()).limit(limit).execution_options(populate_existing=True)
+    if viewer is not None:
+        stmt = stmt.where(viewer.condition())
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if before_id is not None:

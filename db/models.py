@@ -90,6 +90,8 @@ class Job(Base):
         _one_of("status", JOB_STATUSES),
         _one_of("source_kind", ("folder", "upload")),
         Index("ix_jobs_status_id", "status", "id"),
+        # a key is the submitter's own: another caller's key neither finds nor blocks this one's job
+        UniqueConstraint("submitted_by", "idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -102,8 +104,10 @@ class Job(Base):
     model_version: Mapped[str] = mapped_column(String(128))
     threshold: Mapped[float] = mapped_column(Float)
     batch_size: Mapped[int]
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
-    submitted_by: Mapped[str] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of what was asked, keyed jobs only
+    submitted_by: Mapped[str] = mapped_column(String(255))  # the owner: "user:alice" or "token:name#3"
+    team: Mapped[str | None] = mapped_column(String(64))  # the owner's team when submitted: they share it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     planned_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]  # the planner's last sign of life while planning
@@ -203,8 +207,10 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(255))
     prefix: Mapped[str] = mapped_column(String(8), index=True)  # shown in listings, narrows the lookup
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole token
-    scopes: Mapped[str] = mapped_column(String(64))  # comma-separated: submit, read, admin
+    scopes: Mapped[str] = mapped_column(String(64))  # comma-separated: read, submit, all-jobs, admin
+    team: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]  # None only for tokens made before expiry existed
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
 
@@ -215,21 +221,27 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(String(64), default="read,submit", server_default="read,submit")
+    team: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled: Mapped[bool] = mapped_column(default=False)
+    # in every session cookie; bumped by logout, password change and disabling, which ends them all
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         Index("ix_audit_events_job_id_id", "job_id", "id"),
-        # sign-in throttling counts one actor's recent failures on every login attempt
         Index("ix_audit_events_actor_action_at", "actor", "action", "at"),
+        # sign-in throttling counts one client address's recent failures on every login attempt
+        Index("ix_audit_events_client_action_at", "client", "action", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(255))
     action: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str | None] = mapped_column(String(64))  # the client's address, for web requests
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     detail: Mapped[dict[str, Any] | None]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from db.jobs import create_job, get_job
 from db.models import Job
 from tests.conftest import IN_CI
 from training.card import ModelCard, card_path_for
+from training.scorer import Scorer
 
 REPO = Path(__file__).resolve().parents[1]
 BRAINSCAN = str(Path(sys.executable).with_name("brainscan"))
@@ -87,6 +88,20 @@ class Service:
         if created:
             submit_job(celery_for(self.settings), job_id)
         return job_id, created
+
+    def plan(self, job_id: int, *, enqueue: Callable[[list[int]], object]) -> int:
+        """Plan the job in this process, as a worker's plan_job does."""
+        from worker import planning
+
+        return planning.plan(job_id, sessions=self.sessions(), enqueue=enqueue,
+                             roots=self.settings.source_roots)
+
+    def score(self, batch_id: int, *, scorer: Scorer, worker: str, max_attempts: int = 3) -> str:
+        """Score the batch in this process, as a worker's score_batch does."""
+        from worker import scoring
+
+        return scoring.score(batch_id, sessions=self.sessions(), scorer=scorer, worker=worker,
+                             max_attempts=max_attempts, roots=self.settings.source_roots)
 
     def job(self, job_id: int) -> Job:
         with self.sessions()() as session:

@@ -86,6 +86,37 @@ def read_labels_csv(path: Path) -> dict[str, int]:
     return labels
 
 
+def storable_relpath(relpath: str) -> str:
+    """A relative path as the database keeps and people see it: itself when it is valid UTF-8; else
+    (an old export's Latin-1 name, say) with backslashes doubled and each undecodable byte written
+    \\xNN, which `file_at` reverses."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system encoding kept as surrogates
+        return os.fsencode(relpath.replace("\\", "\\\\")).decode("utf-8", "backslashreplace")
+    return relpath
+
+
+def file_at(root: Path, relpath: str) -> Path:
+    """The file a stored relative path names: as written, or, when no such file exists, the name
+    `storable_relpath` escaped."""
+    path = root / relpath
+    if "\\" not in relpath or path.exists():
+        return path
+    try:
+        raw = relpath.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    except (UnicodeError, ValueError):
+        return path
+    return root / os.fsdecode(raw)
+
+
+def resolves_inside(folder: Path, roots: Iterable[Path]) -> bool:
+    """Whether `folder` resolves (links included) inside one of `roots`: a job's folder is checked
+    again whenever its files are read, not only at submission, in case it was swapped for a link."""
+    resolved = folder.resolve()
+    return any(resolved.is_relative_to(root) for root in roots)
+
+
 def iter_files(root: Path) -> Iterator[Path]:
     """Every regular file under root, streaming: a folder of a million files is never listed whole.
 

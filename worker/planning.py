@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.batches import PlannedImage, add_batch
 from db.jobs import fail_job, finish_planning, get_job, mark_planning
-from training.dataset import iter_records
+from training.dataset import iter_records, resolves_inside, storable_relpath
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_EVERY = 20  # batches between looks at whether the job was cancelled meanwhile
@@ -20,16 +20,20 @@ class SourceError(Exception):
     """The job's source cannot be walked at all."""
 
 
-def _check_source(source_path: str) -> Path:
+def _check_source(source_path: str, roots: Sequence[Path]) -> Path:
     root = Path(source_path)
     if not root.exists():
         raise SourceError(f"source folder not found: {source_path}")
     if not root.is_dir():
         raise SourceError(f"source is not a folder: {source_path}")
+    if not resolves_inside(root, roots):
+        raise SourceError("the source folder now leads outside the archive root (a link changed since "
+                          "it was submitted); nothing was read")
     return root
 
 
-def plan(job_id: int, *, sessions: sessionmaker[Session], enqueue: Callable[[list[int]], object]) -> int:
+def plan(job_id: int, *, sessions: sessionmaker[Session], enqueue: Callable[[list[int]], object],
+         roots: Sequence[Path]) -> int:
     """Record every image of the job in batches, enqueueing each batch as soon as it is committed.
 
     Scoring starts while a large archive is still being walked; the job becomes 'running' (and
@@ -42,7 +46,7 @@ def plan(job_id: int, *, sessions: sessionmaker[Session], enqueue: Callable[[lis
             return 0
         source_path, batch_size = job.source_path, job.batch_size
     try:
-        root = _check_source(source_path)
+        root = _check_source(source_path, roots)
     except SourceError as exc:
         with sessions.begin() as session:
             fail_job(session=session, job_id=job_id, error=str(exc))
@@ -55,7 +59,7 @@ def plan(job_id: int, *, sessions: sessionmaker[Session], enqueue: Callable[[lis
 
     total, index, chunk = 0, 0, []
     for record in iter_records(root, on_skip=count_skip):
-        chunk.append(PlannedImage(record.relpath, _size(record.path), record.label))
+        chunk.append(PlannedImage(storable_relpath(record.relpath), _size(record.path), record.label))
         if len(chunk) == batch_size:
             _flush(sessions, enqueue, job_id, index, chunk)
             total, index, chunk = total + len(chunk), index + 1, []

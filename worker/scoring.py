@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from db.batches import claim_batch, fail_batch, finish_batch, reclaim_batch
 from db.jobs import get_job
 from db.progress import finish_job_if_complete
 from db.results import PendingImage, ScoredImage, pending_images, record_results
+from training.dataset import file_at, resolves_inside
 from training.scorer import Scorer
+
+OUTSIDE = "the job's folder now leads outside the archive root (a link changed since it was submitted)"
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ def claim(sessions: sessionmaker[Session], batch_id: int, worker: str) -> Claime
 
 def confined(root: Path, relpath: str) -> Path | str:
     """The file's path, or why it may not be read: it must stay inside the job's folder."""
-    path = root / relpath
+    path = file_at(root, relpath)
     if path.is_symlink():
         return "symbolic links are not followed"
     try:
@@ -81,7 +85,7 @@ def score_claimed(work: Claimed, scorer: Scorer) -> list[ScoredImage]:
 
 
 def score(batch_id: int, *, sessions: sessionmaker[Session], scorer: Scorer, worker: str,
-          max_attempts: int) -> str:
+          max_attempts: int, roots: Sequence[Path]) -> str:
     """Claim, score, record, finish: returns 'skipped', 'done' or 'failed'."""
     work = claim(sessions, batch_id, worker)
     if work is None:
@@ -92,7 +96,10 @@ def score(batch_id: int, *, sessions: sessionmaker[Session], scorer: Scorer, wor
                 f"gave up after {max_attempts} attempts (the worker was lost each time)")
         return "failed"
     started = time.perf_counter()
-    results = score_claimed(work, scorer)
+    if resolves_inside(work.root, roots):
+        results = score_claimed(work, scorer)
+    else:  # nothing is read from wherever the folder now leads
+        results = [ScoredImage(image.relpath, None, None, OUTSIDE, None) for image in work.pending]
     with sessions.begin() as session:
         record_results(session=session, job_id=work.job_id, batch_id=batch_id, results=results)
         finish_batch(session=session, batch_id=batch_id, seconds=time.perf_counter() - started)

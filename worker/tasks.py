@@ -41,7 +41,7 @@ def plan_job(self: Task, job_id: int) -> int:
     settings = settings_of(self.app)
     try:
         return planning.plan(job_id, sessions=process_sessions(settings),
-                             enqueue=lambda ids: enqueue_batches(self.app, ids))
+                             enqueue=lambda ids: enqueue_batches(self.app, ids), roots=settings.source_roots)
     except Exception as exc:
         if _is_transient(exc) and self.request.retries < MAX_RETRIES:
             log.warning("job %s: planning hit %s; retrying", job_id, exc)
@@ -57,7 +57,8 @@ def score_batch(self: Task, batch_id: int) -> str:
     sessions = process_sessions(settings)
     try:
         return scoring.score(batch_id, sessions=sessions, scorer=process_scorer(settings),
-                             worker=worker_name(self.request.id), max_attempts=settings.max_batch_attempts)
+                             worker=worker_name(self.request.id), max_attempts=settings.max_batch_attempts,
+                             roots=settings.source_roots)
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch):
             _requeue(sessions, batch_id)  # let any worker (one with the right model) take it

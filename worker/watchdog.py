@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -26,6 +27,7 @@ from db.models import Batch, utcnow
 from db.progress import finish_job_if_complete
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE
 from worker.enqueue import enqueue_batches, queue_depth, submit_job
+from worker.retention import prune_uploads
 
 log = logging.getLogger(__name__)
 GRACE = 60  # at most this many seconds past the hard time limit before a batch counts as abandoned
@@ -98,8 +100,12 @@ def _recover_running(sessions: sessionmaker[Session], batch_id: int, max_attempt
         finish_job_if_complete(session=session, job_id=job_id)
 
 
+PRUNE_EVERY = 600  # seconds between looks at the upload folder (worker.retention)
+
+
 class Watchdog(threading.Thread):
-    """Runs `sweep` every settings.watchdog_interval seconds until stopped."""
+    """Runs `sweep` every settings.watchdog_interval seconds, and prunes uploads now and then,
+    until stopped."""
 
     def __init__(self, *, app: Celery, sessions: sessionmaker[Session], settings: Settings) -> None:
         super().__init__(name="brainscan-watchdog", daemon=True)
@@ -107,9 +113,13 @@ class Watchdog(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        pruned_at = 0.0
         while not self.stopped.wait(self.settings.watchdog_interval):
             try:
                 sweep(app=self.app, sessions=self.sessions, settings=self.settings)
+                if time.monotonic() - pruned_at > PRUNE_EVERY:
+                    prune_uploads(sessions=self.sessions, settings=self.settings)
+                    pruned_at = time.monotonic()
             except Exception:  # a database or broker outage: try again next round
                 log.exception("watchdog sweep failed; retrying in %ss", self.settings.watchdog_interval)
 

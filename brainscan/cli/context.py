@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from brainscan.settings import Settings, SettingsError, load_settings
+
+
+def private_files() -> None:
+    """Files a service process creates are its owner's alone (umask 077): the database holds file
+    names, which can name patients, the data folder a session key and first-run credentials."""
+    os.umask(0o077)
 
 
 def cli_settings() -> Settings:

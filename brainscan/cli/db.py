@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from sqlalchemy.engine import make_url
 
-from brainscan.cli.context import cli_settings
+from brainscan.cli.context import cli_settings, private_files
 
 
 def _database_url() -> str:
@@ -27,6 +27,7 @@ def upgrade(revision: str) -> None:
     """Migrate the database up to REVISION (default: the newest)."""
     from db import migrate
 
+    private_files()  # a new SQLite database holds file names, which can name patients
     url = _database_url()
     migrate.upgrade(url, revision)
     click.echo(f"{_shown(url)} is at revision {migrate.current(url)}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from brainscan.cli.context import cli_settings
+from brainscan.cli.context import cli_settings, private_files
 
 
 @click.command()
@@ -23,6 +23,7 @@ def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str
     """Run a Celery worker that plans jobs and scores batches (Ctrl-C finishes current batches)."""
     from worker.runner import run_worker
 
+    private_files()
     settings = cli_settings().with_overrides(worker_concurrency=concurrency, worker_gpus=gpus)
     click.echo(f"brainscan worker: database {settings.resolved_database_url.split('@')[-1]}, "
                f"broker {settings.resolved_broker_url.split('@')[-1]}, model {settings.model_path}",
@@ -45,6 +46,7 @@ def up(data_dir: Path | None, archive_root: Path | None, host: str, port: int,
     from brainscan import embedded
     from training.card import card_path_for
 
+    private_files()
     settings = cli_settings().with_overrides(data_dir=data_dir, archive_root=archive_root,
                                           worker_concurrency=concurrency)
     if not card_path_for(settings.model_path).is_file():

@@ -12,14 +12,17 @@ import click
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from brainscan.cli.context import cli_settings
+from brainscan.cli.context import cli_settings, private_files
 from brainscan.settings import Settings
 
 API_THREADS = 8  # per process, running views; clients still sending headers wait in the event loop
 GUNICORN_TIMEOUT_S = 120  # a worker silent this long is restarted; also the longest wait for a body chunk
 KEEPALIVE_S = 5  # an idle kept-alive connection is closed after this
-SCOPE_CHOICES = ("read", "submit", "admin")
-TIMES = ("created", "last used", "revoked")
+SCOPE_CHOICES = ("read", "submit", "all-jobs", "admin")
+SCOPE_HELP = ("read (GET), submit (POST jobs, cancel, re-run), all-jobs (other owners' jobs too, not only "
+              "its own and its team's) or admin (all of them); repeat for several.")
+TEAM_OPTION = click.option("--team", help="Team whose members share their jobs (e.g. neuroradiology).")
+TIMES = ("created", "expires", "last used", "revoked")
 
 
 @contextmanager
@@ -75,6 +78,7 @@ def _gunicorn(settings: Settings, options: dict[str, Any]) -> Any:
               help="Gunicorn processes (default: BRAINSCAN_API_WORKERS, else 2).")
 def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the REST API and the web view with gunicorn (production)."""
+    private_files()
     settings = cli_settings().with_overrides(api_host=host, api_port=port, api_workers=workers)
     click.echo(f"brainscan api: http://{settings.api_host}:{settings.api_port}/ "
                f"({settings.api_workers} processes x {API_THREADS} threads), "
@@ -100,30 +104,37 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPE_CHOICES),
-              help="read (GET), submit (POST jobs, cancel, re-run) or admin (both); repeat for several.")
+              help=SCOPE_HELP)
 @click.option("--name", default="", help="Who or what uses it (shown in listings and the audit log).")
-def token_create(scopes: tuple[str, ...], name: str) -> None:
+@TEAM_OPTION
+@click.option("--expires-in-days", type=click.IntRange(1, 730), default=365, show_default=True,
+              help="Days until the token stops working.")
+def token_create(scopes: tuple[str, ...], name: str, team: str | None, expires_in_days: int) -> None:
     """Create a token; the token alone is printed on the last line."""
+    from datetime import timedelta
+
     from db.audit import record_event
     from db.tokens import create_token
 
     label = name or f"{'+'.join(scopes)} token"
     with _transaction() as session:
-        text, row = create_token(session=session, name=label, scopes=scopes)
+        text, row = create_token(session=session, name=label, scopes=scopes, team=team,
+                                 lifetime=timedelta(days=expires_in_days))
         record_event(session=session, actor=_cli_actor(), action="token.create",
-                     detail={"token_id": row.id, "name": label, "scopes": row.scopes})
-        token_id, granted = row.id, row.scopes
-    click.echo(f"token {token_id} ({label}), scopes {granted}; it is shown only now:", err=True)
+                     detail={"token_id": row.id, "name": label, "scopes": row.scopes, "team": row.team})
+        token_id, granted, expires = row.id, row.scopes, row.expires_at
+    click.echo(f"token {token_id} ({label}), scopes {granted}, expires {expires:%Y-%m-%d}; "
+               "it is shown only now:", err=True)
     click.echo(text)
 
 
 @token.command("list")
 def token_list() -> None:
-    """List tokens: id, prefix, scopes, name, created, last used, revoked."""
+    """List tokens: id, prefix, scopes, created, expires, last used, revoked, name."""
     from db.tokens import list_tokens
 
     with _transaction() as session:
-        rows = [(t.id, t.prefix, t.scopes, t.name, t.created_at, t.last_used_at, t.revoked_at)
+        rows = [(t.id, t.prefix, t.scopes, t.name, t.created_at, t.expires_at, t.last_used_at, t.revoked_at)
                 for t in list_tokens(session=session)]
     if not rows:
         click.echo("no tokens yet: brainscan token create --scope read")
@@ -154,8 +165,12 @@ def _password(from_stdin: bool) -> str:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not password:
-        raise click.ClickException("the password must not be empty")
+    from db.tokens import check_password
+
+    try:
+        check_password(password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     return password
 
 
@@ -171,14 +186,22 @@ def user() -> None:
 @user.command("create")
 @click.argument("username")
 @PASSWORD_STDIN
-def user_create(username: str, password_stdin: bool) -> None:
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPE_CHOICES),
+              help="What the login may do (default: read and submit, its own and its team's jobs). "
+                   + SCOPE_HELP)
+@TEAM_OPTION
+def user_create(username: str, password_stdin: bool, scopes: tuple[str, ...], team: str | None) -> None:
     """Create operator USERNAME (asks for the password unless --password-stdin)."""
-    from db.tokens import create_user
+    from db.audit import record_event
+    from db.tokens import OPERATOR_SCOPES, create_user
 
     password = _password(password_stdin)
     try:
         with _transaction() as session:
-            create_user(session=session, username=username, password=password)
+            row = create_user(session=session, username=username, password=password,
+                              scopes=scopes or OPERATOR_SCOPES, team=team)
+            record_event(session=session, actor=_cli_actor(), action="user.create",
+                         detail={"username": username, "scopes": row.scopes, "team": row.team})
     except IntegrityError as exc:
         hint = "use `brainscan user set-password` to change its password"
         raise click.ClickException(f"user {username} already exists ({hint})") from exc
@@ -191,14 +214,55 @@ def user_create(username: str, password_stdin: bool) -> None:
 @click.argument("username")
 @PASSWORD_STDIN
 def user_set_password(username: str, password_stdin: bool) -> None:
-    """Set a new password for operator USERNAME."""
+    """Set a new password for operator USERNAME (their web sessions end)."""
+    from db.audit import record_event
     from db.tokens import set_password
 
     password = _password(password_stdin)
     with _transaction() as session:
         if not set_password(session=session, username=username, password=password):
             raise click.ClickException(f"there is no user {username}")
-    click.echo(f"password of {username} changed")
+        record_event(session=session, actor=_cli_actor(), action="user.password",
+                     detail={"username": username})
+    click.echo(f"password of {username} changed; their web sessions have ended")
+
+
+def _set_disabled(username: str, disabled: bool) -> None:
+    from db.audit import record_event
+    from db.tokens import set_disabled
+
+    with _transaction() as session:
+        if not set_disabled(session=session, username=username, disabled=disabled):
+            raise click.ClickException(f"there is no user {username}")
+        action = "user.disable" if disabled else "user.enable"
+        record_event(session=session, actor=_cli_actor(), action=action, detail={"username": username})
+
+
+@user.command("disable")
+@click.argument("username")
+def user_disable(username: str) -> None:
+    """Stop USERNAME from signing in; their web sessions end at once."""
+    _set_disabled(username, True)
+    click.echo(f"user {username} disabled; their web sessions have ended")
+
+
+@user.command("enable")
+@click.argument("username")
+def user_enable(username: str) -> None:
+    """Let a disabled USERNAME sign in again."""
+    _set_disabled(username, False)
+    click.echo(f"user {username} enabled")
+
+
+@user.command("unblock")
+@click.argument("address")
+def user_unblock(address: str) -> None:
+    """Let ADDRESS try to sign in again at once, after too many failed sign-ins from it."""
+    from db.audit import record_event
+
+    with _transaction() as session:
+        record_event(session=session, actor=_cli_actor(), action="login.unblock", client=address[:64])
+    click.echo(f"sign-ins from {address} are no longer held back")
 
 
 COMMANDS: list[click.Command] = [api, token, user]

@@ -98,12 +98,25 @@ def model(sessions: sessionmaker[Session]) -> dict[str, object]:
     return shipped
 
 
+TEAM = "neuroradiology"  # the fixtures' tokens and operator share it, so they see each other's jobs
+
+
 @pytest.fixture
 def tokens(sessions: sessionmaker[Session]) -> dict[str, str]:
-    """One live token per scope: {"read": ..., "submit": ..., "admin": ...}."""
+    """One live token per scope, all of one team: {"read": ..., "submit": ..., "admin": ...}."""
     with sessions.begin() as session:
-        return {scope: create_token(session=session, name=f"{scope}-bot", scopes=scope)[0]
+        return {scope: create_token(session=session, name=f"{scope}-bot", scopes=scope, team=TEAM)[0]
                 for scope in ("read", "submit", "admin")}
+
+
+@pytest.fixture
+def other_team(sessions: sessionmaker[Session]) -> dict[str, str]:
+    """Tokens of another team: one that submits and reads, one that reads every job (all-jobs)."""
+    with sessions.begin() as session:
+        return {"submit": create_token(session=session, name="outsider-submit", scopes="submit,read",
+                                       team="cardiology")[0],
+                "all-jobs": create_token(session=session, name="oversight", scopes="read,all-jobs",
+                                         team="cardiology")[0]}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -121,7 +134,7 @@ def csrf_token(client: FlaskClient, path: str = "/login") -> str:
 def operator(sessions: sessionmaker[Session]) -> str:
     """An operator account; returns its username."""
     with sessions.begin() as session:
-        create_user(session=session, username="alice", password=PASSWORD)
+        create_user(session=session, username="alice", password=PASSWORD, team=TEAM)
     return "alice"
 
 
@@ -149,7 +162,7 @@ def plan_and_score(settings: Settings, job_id: int, *, seed: int = 0, error_ever
     from worker.planning import plan
 
     maker = get_sessionmaker(settings.resolved_database_url)
-    plan(job_id, sessions=maker, enqueue=lambda batch_ids: None)
+    plan(job_id, sessions=maker, enqueue=lambda batch_ids: None, roots=settings.source_roots)
     rng = random.Random(seed)
     with maker() as session:
         batch_ids = [b.id for b in list_batches(session=session, job_id=job_id)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from brainscan.cli import main
 from db.audit import list_events
 from db.tokens import verify_token, verify_user
+from tests.images import create_random_slice, encoded
 from tests.service import BRAINSCAN, free_port
 
 
@@ -65,19 +68,23 @@ def test_tokens_are_listed_and_revoked(env: dict[str, str], sessions: sessionmak
 def test_users_are_created_and_their_passwords_changed(
         env: dict[str, str], sessions: sessionmaker[Session]) -> None:
     assert "user bob created" in run(env, "user", "create", "bob", "--password-stdin", stdin="first secret\n")
-    assert "created" in run(env, "user", "create", "carol", stdin="typed\ntyped\n")  # prompted twice
-    duplicate = CliRunner().invoke(main, ["user", "create", "bob", "--password-stdin"], env=env, input="x\n")
+    typed_twice = "typed it twice\ntyped it twice\n"  # at the prompt, then to confirm it
+    assert "created" in run(env, "user", "create", "carol", stdin=typed_twice)
+    duplicate = CliRunner().invoke(main, ["user", "create", "bob", "--password-stdin"], env=env,
+                                   input="another password\n")
     assert duplicate.exit_code == 1 and "already exists" in duplicate.output
     run(env, "user", "set-password", "bob", "--password-stdin", stdin="second secret\n")
     with sessions.begin() as session:
         assert verify_user(session=session, username="bob", password="second secret") is not None
         assert verify_user(session=session, username="bob", password="first secret") is None
-        assert verify_user(session=session, username="carol", password="typed") is not None
+        assert verify_user(session=session, username="carol", password="typed it twice") is not None
     missing = CliRunner().invoke(main, ["user", "set-password", "dan", "--password-stdin"], env=env,
-                                 input="x\n")
+                                 input="long enough password\n")
     assert missing.exit_code == 1 and "no user dan" in missing.output
-    empty = CliRunner().invoke(main, ["user", "create", "eve", "--password-stdin"], env=env, input="\n")
-    assert empty.exit_code == 1 and "must not be empty" in empty.output
+    for short in ("", "x", "elevenchars"):
+        refused = CliRunner().invoke(main, ["user", "create", "eve", "--password-stdin"], env=env,
+                                     input=short + "\n")
+        assert refused.exit_code == 1 and "at least 12 characters" in refused.output
 
 
 def test_an_unmigrated_database_gets_a_plain_message(tmp_path: Path) -> None:
@@ -156,3 +163,32 @@ def test_fifty_slow_clients_do_not_keep_healthz_from_answering(live_api: LiveApi
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_an_upload_streams_through_the_real_server_to_a_job(
+        live_api: LiveApi, env: dict[str, str], model: dict[str, object]) -> None:
+    token = run(env, "token", "create", "--scope", "submit", "--scope", "read").strip().splitlines()[-1]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as members:
+        for i in range(3):
+            members.writestr(f"ward/yes/s{i}.png", encoded(create_random_slice(64, seed=i), "PNG"))
+    boundary = "brainscan-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"w.zip\"\r\n"
+            f"Content-Type: application/zip\r\n\r\n").encode() + archive.getvalue()
+    body += f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(live_api.url("/api/v1/jobs"), data=body, method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        job = json.loads(response.read())
+        assert response.status == 202
+    assert (job["source"], job["source_kind"], job["status"]) == ("w.zip", "upload", "queued")
+
+
+def test_an_anonymous_request_announcing_a_huge_body_is_answered_413_at_once(live_api: LiveApi) -> None:
+    """The login form's CSRF check used to read (and spool to disk) whatever body it was sent."""
+    with socket.create_connection(("127.0.0.1", live_api.port), timeout=5) as sock:
+        sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 2000000000\r\n\r\n--b\r\n")  # and never the rest
+        started = time.monotonic()
+        status_line = sock.recv(200).split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 413 ") and time.monotonic() - started < 2

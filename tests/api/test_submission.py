@@ -152,7 +152,7 @@ BOMB = b"\0" * 1_500_000  # deflates about 1000:1
     ("corrupt.zip", b"PK\x03\x04 this is not a zip at all" * 10, 400, "corrupt"),
     ("truncated.tgz", make_tgz([("a.png", os.urandom(50_000))])[:20_000], 400, "corrupt"),
     ("notgzip.tgz", b"plain text, not gzip", 400, "corrupt"),
-    ("empty.zip", make_zip([]), 400, "holds no files"),
+    ("empty.zip", make_zip([]), 400, "holds no images"),
     ("twice.zip", make_zip([("a.png", b"1"), ("a.png", b"2")]), 400, "appears twice"),
     ("scans.rar", b"Rar!\x1a\x07\x00", 415, "upload a .zip, .tar.gz, .tgz archive"),
 ])

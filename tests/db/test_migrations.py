@@ -5,20 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.orm import sessionmaker as make_sessionmaker
 
 from brainscan.cli import main
 from db import migrate
 from db.engine import make_engine
-from db.models import Base
+from db.models import ApiToken, Base, User, utcnow
 
 TABLES = {"jobs", "batches", "image_results", "model_versions", "api_tokens", "users", "audit_events"}
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _tables(url: str) -> set[str]:
@@ -58,6 +60,32 @@ def test_upgrading_a_populated_database_keeps_its_rows(empty_database_url: str) 
         assert "ix_audit_events_actor_action_at" not in indexes
         with engine.connect() as connection:
             assert connection.execute(text("SELECT actor FROM audit_events")).scalar_one() == "user:ana"
+    finally:
+        engine.dispose()
+
+
+def test_logins_and_tokens_from_before_owners_keep_seeing_every_job(empty_database_url: str) -> None:
+    """0002 -> 0003: existing users and tokens get all-jobs (they saw every job before); tokens an
+    expiry a year on; the first-come job of a key stays where it is."""
+    migrate.upgrade(empty_database_url, "0002")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO users (username, password_hash, created_at, disabled) "
+                                    "VALUES ('ana', 'x', CURRENT_TIMESTAMP, false)"))
+            connection.execute(text(
+                "INSERT INTO api_tokens (name, prefix, secret_hash, scopes, created_at) VALUES "
+                "('dashboard', 'bs_a', 'h1', 'read', CURRENT_TIMESTAMP), "
+                "('root', 'bs_b', 'h2', 'admin', CURRENT_TIMESTAMP)"))
+        migrate.upgrade(empty_database_url)
+        with make_sessionmaker(engine)() as session:
+            user = session.scalars(select(User)).one()
+            tokens = {t.name: t for t in session.scalars(select(ApiToken))}
+        assert (user.scopes, user.session_generation, user.team) == ("read,submit,all-jobs", 0, None)
+        assert tokens["dashboard"].scopes == "read,all-jobs" and tokens["root"].scopes == "admin"
+        for token in tokens.values():
+            assert token.expires_at is not None
+            assert timedelta(days=364) < token.expires_at - utcnow() <= timedelta(days=365)
     finally:
         engine.dispose()
 

@@ -103,9 +103,9 @@ def test_an_operator_logs_in_with_the_right_password_only(db_sessionmaker: Maker
 
 def test_a_username_is_taken_once(db_sessionmaker: Maker) -> None:
     with db_sessionmaker.begin() as session:
-        create_user(session=session, username="radiology", password="a")
+        create_user(session=session, username="radiology", password="a" * 12)
     with pytest.raises(IntegrityError), db_sessionmaker.begin() as session:
-        create_user(session=session, username="radiology", password="b")
+        create_user(session=session, username="radiology", password="b" * 12)
 
 
 def test_a_read_only_check_writes_nothing(db_sessionmaker: Maker) -> None:

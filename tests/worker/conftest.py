@@ -15,7 +15,9 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     return {"BRAINSCAN_ENV": "test", "BRAINSCAN_DATA_DIR": str(data),
-            "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive"),
+            # jobs here are made directly (Service.submit) from folders anywhere, the shared data
+            # included; tests/api and tests/worker/test_planning check the archive-root confinement
+            "BRAINSCAN_ARCHIVE_ROOT": "/",
             "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL), **FAST_TIMINGS, **extra}
 
 

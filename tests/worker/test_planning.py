@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from db.batches import list_batches
@@ -9,7 +10,7 @@ from db.jobs import cancel_job, create_job
 from db.results import list_results
 from tests.images import create_random_slice, save_image
 from tests.service import Service
-from worker import planning
+from training.dataset import file_at
 
 
 def _job(service: Service, folder: Path, batch_size: int = 4) -> int:
@@ -33,7 +34,7 @@ def _folder(root: Path, n_yes: int = 5, n_no: int = 4) -> Path:
 def test_plan_cuts_batches_and_enqueues_each_after_commit(embedded: Service, tmp_path: Path) -> None:
     job_id = _job(embedded, _folder(tmp_path / "src"))
     sent: list[int] = []
-    total = planning.plan(job_id, sessions=embedded.sessions(), enqueue=sent.extend)
+    total = embedded.plan(job_id, enqueue=sent.extend)
     assert total == 9
     with embedded.sessions()() as session:
         batches = list_batches(session=session, job_id=job_id)
@@ -47,7 +48,7 @@ def test_plan_cuts_batches_and_enqueues_each_after_commit(embedded: Service, tmp
 
 def test_missing_source_fails_the_job_with_the_reason(embedded: Service, tmp_path: Path) -> None:
     job_id = _job(embedded, tmp_path / "gone")
-    assert planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None) == 0
+    assert embedded.plan(job_id, enqueue=lambda ids: None) == 0
     job = embedded.job(job_id)
     assert job.status == "failed" and "source folder not found" in (job.error or "")
 
@@ -55,7 +56,7 @@ def test_missing_source_fails_the_job_with_the_reason(embedded: Service, tmp_pat
 def test_empty_folder_succeeds_with_nothing_to_score(embedded: Service, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     job_id = _job(embedded, tmp_path / "empty")
-    planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None)
+    embedded.plan(job_id, enqueue=lambda ids: None)
     job = embedded.job(job_id)
     assert job.status == "succeeded" and job.total == 0
 
@@ -65,18 +66,47 @@ def test_a_cancelled_job_is_not_planned(embedded: Service, tmp_path: Path) -> No
     with embedded.sessions().begin() as session:
         cancel_job(session=session, job_id=job_id)
     sent: list[int] = []
-    assert planning.plan(job_id, sessions=embedded.sessions(), enqueue=sent.extend) == 0
+    assert embedded.plan(job_id, enqueue=sent.extend) == 0
     assert sent == [] and embedded.job(job_id).status == "cancelled"
 
 
 def test_replanning_after_a_lost_planner_starts_afresh(embedded: Service, tmp_path: Path) -> None:
     job_id = _job(embedded, _folder(tmp_path / "src"))
-    planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None)
+    embedded.plan(job_id, enqueue=lambda ids: None)
     with embedded.sessions().begin() as session:  # as if the planner died before finishing
         from sqlalchemy import update
 
         from db.models import Job
         session.execute(update(Job).where(Job.id == job_id).values(status="planning"))
-    assert planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None) == 9
+    assert embedded.plan(job_id, enqueue=lambda ids: None) == 9
     with embedded.sessions()() as session:
         assert len(list_results(session=session, job_id=job_id, limit=100)) == 9
+
+
+def test_file_names_that_are_not_utf8_are_planned_escaped_and_found_again(
+        embedded: Service, tmp_path: Path) -> None:
+    """One Latin-1 name used to fail the whole job (PostgreSQL refuses the text)."""
+    folder = _folder(tmp_path / "src")
+    for raw in (b"/scan-\xff.png", b"/a\\b-\xe9.png"):  # the second also holds a real backslash
+        save_image(Path(os.fsdecode(bytes(folder / "yes") + raw)), create_random_slice(48, seed=9))
+    job_id = _job(embedded, folder, batch_size=100)
+    assert embedded.plan(job_id, enqueue=lambda ids: None) == 11
+    with embedded.sessions()() as session:
+        rows = {r.relpath: r for r in list_results(session=session, job_id=job_id, limit=100)}
+    assert {"yes/scan-\\xff.png", "yes/a\\\\b-\\xe9.png"} <= set(rows)
+    assert rows["yes/scan-\\xff.png"].status == "pending" and rows["yes/scan-\\xff.png"].label == 1
+    for stored in ("yes/scan-\\xff.png", "yes/a\\\\b-\\xe9.png", "yes/Y (0).png"):
+        assert file_at(folder, stored).is_file(), stored
+
+
+def test_a_folder_that_now_leads_outside_the_archive_root_is_not_walked(
+        embedded: Service, tmp_path: Path) -> None:
+    confined = Service({**embedded.env, "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive")})
+    outside = _folder(tmp_path / "elsewhere")
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "ward").symlink_to(outside, target_is_directory=True)  # swapped after submit
+    job_id = _job(confined, tmp_path / "archive" / "ward")
+    assert confined.plan(job_id, enqueue=lambda ids: None) == 0
+    job = confined.job(job_id)
+    assert job.status == "failed" and "leads outside the archive root" in (job.error or "")
+    assert job.total == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ from tests.conftest import SHIPPED_MODEL
 from tests.images import create_random_slice, encoded, save_image
 from tests.service import Service
 from training.scorer import Scorer
-from worker import planning, scoring
+from worker import scoring
+from worker.scoring import OUTSIDE
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def _planned(service: Service, folder: Path, scorer: Scorer, batch_size: int = 6
                             threshold=scorer.threshold, batch_size=batch_size)
         job_id = job.id
     sent: list[int] = []
-    planning.plan(job_id, sessions=service.sessions(), enqueue=sent.extend)
+    service.plan(job_id, enqueue=sent.extend)
     return job_id, sent
 
 
@@ -52,8 +55,7 @@ def _mixed_folder(root: Path) -> Path:
 def test_a_batch_scores_good_images_and_records_bad_ones(embedded: Service, tmp_path: Path,
                                                          scorer: Scorer) -> None:
     job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
-    outcome = scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:1:t1",
-                            max_attempts=3)
+    outcome = embedded.score(batch_id, scorer=scorer, worker="h:1:t1")
     assert outcome == "done"
     job = embedded.job(job_id)
     assert job.status == "succeeded" and job.total == 9 and job.skipped == 1
@@ -71,7 +73,7 @@ def test_a_batch_scores_good_images_and_records_bad_ones(embedded: Service, tmp_
 def test_scores_equal_the_scorer_called_directly(embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
     folder = _mixed_folder(tmp_path / "src")
     job_id, (batch_id,) = _planned(embedded, folder, scorer)
-    scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:1:t", max_attempts=3)
+    embedded.score(batch_id, scorer=scorer, worker="h:1:t")
     with embedded.sessions()() as session:
         stored = {r.relpath: r.probability for r in list_results(session=session, job_id=job_id, limit=100)
                   if r.status == "scored"}
@@ -83,11 +85,10 @@ def test_scores_equal_the_scorer_called_directly(embedded: Service, tmp_path: Pa
 
 def test_a_redelivered_batch_changes_nothing(embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
     job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
-    kwargs = {"sessions": embedded.sessions(), "scorer": scorer, "max_attempts": 3}
-    assert scoring.score(batch_id, worker="h:1:a", **kwargs) == "done"  # type: ignore[arg-type]
+    assert embedded.score(batch_id, scorer=scorer, worker="h:1:a") == "done"
     with embedded.sessions()() as session:
         before = job_confusion_from_results(session=session, job_id=job_id)
-    assert scoring.score(batch_id, worker="h:2:b", **kwargs) == "skipped"  # type: ignore[arg-type]
+    assert embedded.score(batch_id, scorer=scorer, worker="h:2:b") == "skipped"
     with embedded.sessions()() as session:
         assert job_confusion_from_results(session=session, job_id=job_id) == before
         assert len(list_results(session=session, job_id=job_id, limit=100)) == 9
@@ -98,8 +99,7 @@ def test_cancelled_jobs_pending_batches_do_no_work(embedded: Service, tmp_path: 
     with embedded.sessions().begin() as session:
         cancel_job(session=session, job_id=job_id)
     for batch_id in batch_ids:
-        assert scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:1:c",
-                             max_attempts=3) == "skipped"
+        assert embedded.score(batch_id, scorer=scorer, worker="h:1:c") == "skipped"
     assert embedded.job(job_id).status == "cancelled"
 
 
@@ -112,8 +112,7 @@ def test_a_batch_that_keeps_losing_its_worker_fails_the_job(embedded: Service, t
         with embedded.sessions().begin() as session:
             from db.batches import requeue_batch
             requeue_batch(session=session, batch_id=batch_id)
-    outcome = scoring.score(batch_id, sessions=embedded.sessions(), scorer=scorer, worker="h:9:y",
-                            max_attempts=3)
+    outcome = embedded.score(batch_id, scorer=scorer, worker="h:9:y")
     assert outcome == "failed"
     job = embedded.job(job_id)
     assert job.status == "failed"
@@ -131,9 +130,9 @@ def test_a_worker_with_another_model_refuses_the_batch(embedded: Service, tmp_pa
                             submitted_by="t", model_version="some-other-model", threshold=0.5, batch_size=64)
         job_id = job.id
     sent: list[int] = []
-    planning.plan(job_id, sessions=embedded.sessions(), enqueue=sent.extend)
+    embedded.plan(job_id, enqueue=sent.extend)
     with pytest.raises(scoring.ModelMismatch, match="some-other-model"):
-        scoring.score(sent[0], sessions=embedded.sessions(), scorer=scorer, worker="h:1:z", max_attempts=3)
+        embedded.score(sent[0], scorer=scorer, worker="h:1:z")
 
 
 def test_paths_may_not_leave_the_source_folder(tmp_path: Path) -> None:
@@ -154,3 +153,32 @@ def test_a_card_asking_for_preprocessing_this_code_lacks_is_refused(scorer: Scor
     card = dataclasses.replace(scorer.card, input={**scorer.card.input, "sharpen": 1.0})
     with pytest.raises(ModelError, match=f"model card {card.version}: .*sharpen unknown"):
         Scorer(scorer.model, card)
+
+
+def test_an_image_whose_name_is_not_utf8_is_scored_like_the_others(
+        embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    folder = tmp_path / "latin-1"
+    save_image(Path(os.fsdecode(bytes(folder) + b"/yes/IRM-cr\xe2ne.png")),
+               create_random_slice(128, seed=3, lesion=True))
+    save_image(folder / "no" / "plain.png", create_random_slice(128, seed=4))
+    job_id, (batch_id,) = _planned(embedded, folder, scorer)
+    assert embedded.score(batch_id, scorer=scorer, worker="h:1:u") == "done"
+    job = embedded.job(job_id)
+    assert job.status == "succeeded" and job.total == 2
+    with embedded.sessions()() as session:
+        rows = {r.relpath: r.status for r in list_results(session=session, job_id=job_id, limit=10)}
+    assert rows == {"yes/IRM-cr\\xe2ne.png": "scored", "no/plain.png": "scored"}
+
+
+def test_a_folder_swapped_for_a_link_outside_the_root_is_not_read(
+        embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    confined = Service({**embedded.env, "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive")})
+    ward = _mixed_folder(tmp_path / "archive" / "ward")
+    job_id, (batch_id,) = _planned(confined, ward, scorer)
+    shutil.move(ward, tmp_path / "elsewhere")
+    ward.symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # same files, now outside the root
+    assert confined.score(batch_id, scorer=scorer, worker="h:1:v") == "done"
+    with confined.sessions()() as session:
+        rows = list_results(session=session, job_id=job_id, limit=100)
+    assert len(rows) == 9 and {r.error for r in rows} == {OUTSIDE}
+    assert confined.job(job_id).status == "succeeded"  # finished, every image failed with the reason

@@ -12,7 +12,6 @@ from db.jobs import create_job
 from db.models import Batch, Job, utcnow
 from tests.images import create_random_slice, save_image
 from tests.service import Service
-from worker import planning
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, celery_for
 from worker.enqueue import queue_depth
 from worker.watchdog import sweep
@@ -38,7 +37,7 @@ def test_lost_queued_batches_and_abandoned_running_ones_are_sent_again(embedded:
                                                                        tmp_path: Path) -> None:
     app = celery_for(embedded.settings)
     job_id = _job(embedded, tmp_path)
-    planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None)  # messages "lost"
+    embedded.plan(job_id, enqueue=lambda ids: None)  # messages "lost"
     with embedded.sessions().begin() as session:
         first, second, third = [b.id for b in list_batches(session=session, job_id=job_id)]
         claim_batch(session=session, batch_id=first, worker="dead:1:t")
@@ -54,7 +53,7 @@ def test_lost_queued_batches_and_abandoned_running_ones_are_sent_again(embedded:
 def test_a_batch_abandoned_too_often_fails_and_the_job_ends(embedded: Service, tmp_path: Path) -> None:
     app = celery_for(embedded.settings)
     job_id = _job(embedded, tmp_path, images=2)
-    planning.plan(job_id, sessions=embedded.sessions(), enqueue=lambda ids: None)
+    embedded.plan(job_id, enqueue=lambda ids: None)
     with embedded.sessions().begin() as session:
         (batch_id,) = [b.id for b in list_batches(session=session, job_id=job_id)]
         claim_batch(session=session, batch_id=batch_id, worker="dead:1:t")

@@ -1,0 +1,58 @@
+"""Uploads are deleted a while after their job finishes; orphans and stray partial uploads too."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import update
+
+from db.jobs import create_job
+from db.models import Job, utcnow
+from tests.service import Service
+from worker.retention import prune_uploads
+
+
+def _upload(service: Service, name: str, *, finished_hours_ago: float | None, age_hours: float = 100) -> Path:
+    """An extracted upload folder (aged `age_hours`) with its job, finished that long ago or running."""
+    folder = service.settings.upload_dir / name
+    (folder / "yes").mkdir(parents=True)
+    (folder / "yes" / "a.png").write_bytes(b"png")
+    with service.sessions().begin() as session:
+        job, _ = create_job(session=session, source=f"{name}.zip", source_kind="upload",
+                            source_path=str(folder), submitted_by="test", model_version="m", threshold=0.5,
+                            batch_size=4)
+        if finished_hours_ago is not None:
+            session.execute(update(Job).where(Job.id == job.id).values(
+                status="succeeded", finished_at=utcnow() - timedelta(hours=finished_hours_ago)))
+    _age(folder, age_hours)
+    return folder
+
+
+def _age(path: Path, hours: float) -> None:
+    moment = (utcnow() - timedelta(hours=hours)).timestamp()
+    os.utime(path, (moment, moment))
+
+
+def test_uploads_past_retention_and_orphans_are_deleted_the_rest_kept(embedded: Service) -> None:
+    old = _upload(embedded, "finished-4-days-ago", finished_hours_ago=96)
+    recent = _upload(embedded, "finished-yesterday", finished_hours_ago=24)
+    running = _upload(embedded, "still-running", finished_hours_ago=None)
+    orphan = embedded.settings.upload_dir / "20261201-000000-dead"  # its submission failed half-way
+    orphan.mkdir()
+    _age(orphan, 2)
+    fresh = embedded.settings.upload_dir / "upload-x.part"  # an upload arriving now
+    fresh.write_bytes(b"zip bytes")
+    stray = embedded.settings.upload_dir / "upload-y.part"  # left by a request that died
+    stray.write_bytes(b"zip bytes")
+    _age(stray, 3)
+    settings = embedded.settings
+    deleted = prune_uploads(sessions=embedded.sessions(), settings=settings)
+    assert sorted(deleted) == sorted([old, orphan, stray])
+    assert recent.is_dir() and running.is_dir() and fresh.is_file() and not old.exists()
+    keep_all = replace(settings, upload_retention_hours=0)
+    assert prune_uploads(sessions=embedded.sessions(), settings=keep_all) == []
+    later = prune_uploads(sessions=embedded.sessions(), settings=settings, now=utcnow() + timedelta(hours=72))
+    assert sorted(later) == sorted([recent, fresh])  # their turn comes; the running job's stays

@@ -1,0 +1,56 @@
+"""Uploads do not pile up: an uploaded archive's files are deleted a while after its job finishes.
+
+Runs from the watchdog. It walks the upload folder (which pruning keeps small), not the jobs
+table, so its cost does not grow with the job history. A folder no job points to (a submission
+that failed half-way) and a stray partial upload are deleted once they are an hour old.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from brainscan.settings import Settings
+from db.jobs import FINISHED_JOB_STATUSES
+from db.models import Job, utcnow
+
+log = logging.getLogger(__name__)
+ORPHAN_AGE = timedelta(hours=1)  # an upload in progress or being submitted is younger than this
+
+
+def prune_uploads(*, sessions: sessionmaker[Session], settings: Settings,
+                  now: datetime | None = None) -> list[Path]:
+    """Delete upload folders whose job finished over settings.upload_retention_hours ago, and
+    orphans; returns what was deleted. A retention of 0 keeps every upload."""
+    if settings.upload_retention_hours <= 0 or not settings.upload_dir.is_dir():
+        return []
+    now = now or utcnow()
+    keep_after = now - timedelta(hours=settings.upload_retention_hours)
+    deleted = []
+    for entry in sorted(settings.upload_dir.iterdir()):
+        modified = datetime.fromtimestamp(entry.lstat().st_mtime, tz=now.tzinfo)
+        if now - modified < ORPHAN_AGE:
+            continue
+        with sessions() as session:
+            job = session.scalars(select(Job).where(Job.source_kind == "upload",
+                                                    Job.source_path == str(entry))).first()
+            expired = job is None or (job.status in FINISHED_JOB_STATUSES and job.finished_at is not None
+                                      and job.finished_at < keep_after)
+        if expired:
+            _delete(entry)
+            deleted.append(entry)
+    if deleted:
+        log.info("retention: deleted %d upload(s) past their retention", len(deleted))
+    return deleted
+
+
+def _delete(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
