@@ -28,13 +28,18 @@ def run_compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, **env})
 
 
+SECRETS = {"BRAINSCAN_SECRET_KEY": "0" * 64, "POSTGRES_PASSWORD": "1" * 32, "REDIS_PASSWORD": "2" * 32}
+
+
 def test_compose_file_validates_with_every_service() -> None:
-    result = run_compose("--profile", "gpu", "config", BRAINSCAN_SECRET_KEY="0" * 64)
+    result = run_compose("--profile", "gpu", "config", **SECRETS)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert set(config["services"]) == {"postgres", "redis", "migrate", "api", "worker", "worker-gpu"}
     worker = config["services"]["worker"]
-    assert worker["environment"]["BRAINSCAN_BROKER_URL"] == "redis://redis:6379/0"
+    assert worker["environment"]["BRAINSCAN_BROKER_URL"] == f"redis://:{'2' * 32}@redis:6379/0"
+    assert f"brainscan:{'1' * 32}@postgres" in worker["environment"]["BRAINSCAN_DATABASE_URL"]
+    assert "--requirepass" in config["services"]["redis"]["command"]
     assert any(str(v).endswith("/archive:ro") or (isinstance(v, dict) and v.get("read_only"))
                for v in worker["volumes"])
     assert "noeviction" in config["services"]["redis"]["command"]
@@ -42,10 +47,12 @@ def test_compose_file_validates_with_every_service() -> None:
     assert gpu["driver"] == "nvidia"
 
 
-def test_compose_refuses_to_start_without_a_secret_key() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "BRAINSCAN_SECRET_KEY"}
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
+    """No default session key, database password or password-less Redis."""
+    env = {k: v for k, v in {**os.environ, **SECRETS}.items() if k != missing}
     result = subprocess.run([*compose_command(), "config"], cwd=REPO, capture_output=True, text=True, env=env)
-    assert result.returncode != 0 and "BRAINSCAN_SECRET_KEY" in result.stderr
+    assert result.returncode != 0 and missing in result.stderr
 
 
 def test_dockerfile_copies_every_package_the_services_import() -> None:
