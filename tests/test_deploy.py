@@ -35,7 +35,9 @@ def test_compose_file_validates_with_every_service() -> None:
     result = run_compose("--profile", "gpu", "config", **SECRETS)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
-    assert set(config["services"]) == {"postgres", "redis", "migrate", "api", "worker", "worker-gpu"}
+    assert set(config["services"]) == {"postgres", "redis", "migrate", "api", "proxy", "worker", "worker-gpu"}
+    assert "ports" not in config["services"]["api"]  # reached through the proxy only
+    assert config["services"]["api"]["environment"]["BRAINSCAN_PROXIES"] == "1"
     worker = config["services"]["worker"]
     assert worker["environment"]["BRAINSCAN_BROKER_URL"] == f"redis://:{'2' * 32}@redis:6379/0"
     assert f"brainscan:{'1' * 32}@postgres" in worker["environment"]["BRAINSCAN_DATABASE_URL"]

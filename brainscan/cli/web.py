@@ -53,8 +53,8 @@ def _gunicorn(settings: Settings, options: dict[str, Any]) -> Any:
 
         Gunicorn's asyncio (asgi) worker reads every request's headers in its event loop, so slow
         or stalled clients (slowloris) cost a socket, not one of the threads that run views;
-        a2wsgi runs the Flask app in API_THREADS threads and streams request bodies to it, so
-        the app refuses an unauthenticated or oversized body before reading it.
+        api.asgi reads small bodies in that loop too and streams submissions to the Flask app
+        (a2wsgi, API_THREADS threads), which refuses an unauthenticated or oversized one unread.
         """
 
         def load_config(self) -> None:
@@ -62,11 +62,10 @@ def _gunicorn(settings: Settings, options: dict[str, Any]) -> Any:
                 self.cfg.set(key, value)
 
         def load(self) -> Callable[..., Any]:
-            from a2wsgi import WSGIMiddleware
-
             from api import create_app
+            from api.asgi import asgi_app
 
-            return WSGIMiddleware(create_app(settings), workers=API_THREADS)  # type: ignore[arg-type]
+            return asgi_app(create_app(settings), threads=API_THREADS)
 
     return Server()
 

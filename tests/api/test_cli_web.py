@@ -13,16 +13,19 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from brainscan.cli import main
 from db.audit import list_events
 from db.tokens import verify_token, verify_user
+from tests.conftest import IN_CI, REPO
 from tests.images import create_random_slice, encoded
 from tests.service import BRAINSCAN, free_port
 
@@ -192,3 +195,75 @@ def test_an_anonymous_request_announcing_a_huge_body_is_answered_413_at_once(liv
         started = time.monotonic()
         status_line = sock.recv(200).split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 413 ") and time.monotonic() - started < 2
+
+
+def test_stalled_sign_in_bodies_hold_no_thread_and_are_cut_off(live_api: LiveApi) -> None:
+    """Twenty anonymous POSTs that announce a body and never send it: views run in 8 threads."""
+    stalled = [socket.create_connection(("127.0.0.1", live_api.port), timeout=15) for _ in range(20)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 100\r\n\r\nusername=a")
+        time.sleep(1)
+        started = time.monotonic()
+        assert get(live_api.url("/api/v1/jobs"), live_api.token)[0] == 200
+        assert time.monotonic() - started < 1.0
+        answer = stalled[0].recv(200)  # at BODY_DEADLINE_S
+        assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 12
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+NGINX = Path("/usr/sbin/nginx")  # Debian's nginx-light; .ci/run installs it
+
+
+@pytest.fixture
+def compose_proxy(live_api: LiveApi, tmp_path: Path) -> Iterator[int]:
+    """docker-compose.yml's own `proxy` server block, run by nginx in front of `brainscan api`."""
+    if not NGINX.exists():
+        message = f"nginx is not installed at {NGINX} (apt-get install nginx-light)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    port, run_dir = free_port(), tmp_path / "nginx"
+    run_dir.mkdir()
+    server = (compose["services"]["proxy"]["environment"]["NGINX_CONF"].replace("$$", "$")
+              .replace("proxy_pass http://api:8080;", f"proxy_pass http://127.0.0.1:{live_api.port};")
+              .replace("listen 8080;", f"listen 127.0.0.1:{port};"))
+    temp_paths = " ".join(f"{kind}_temp_path {run_dir / kind};" for kind in
+                          ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (run_dir / "nginx.conf").write_text(
+        f"daemon off; worker_processes 1; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
+        f"events {{ worker_connections 1024; }}\nhttp {{ access_log off; {temp_paths}\n{server}\n}}\n")
+    proxy = subprocess.Popen([str(NGINX), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf")],
+                             stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with suppress(OSError):
+                if get(f"http://127.0.0.1:{port}/healthz")[0] == 200:
+                    break
+            time.sleep(0.1)
+        yield port
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+
+
+def test_the_compose_proxy_cuts_off_slow_clients_and_passes_the_rest(
+        live_api: LiveApi, compose_proxy: int) -> None:
+    base = f"http://127.0.0.1:{compose_proxy}"
+    status, body = get(f"{base}/api/v1/jobs", live_api.token)
+    assert (status, json.loads(body)["jobs"]) == (200, [])
+    slow = [socket.create_connection(("127.0.0.1", compose_proxy), timeout=15) for _ in range(SLOW_SOCKETS)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and the rest never
+        started = time.monotonic()
+        assert get(f"{base}/healthz")[0] == 200 and time.monotonic() - started < 1.0
+        assert slow[0].recv(100) == b""  # closed by client_header_timeout (10 s)
+        assert 8 < time.monotonic() - started < 14
+    finally:
+        for sock in slow:
+            sock.close()
