@@ -68,6 +68,8 @@ SECURITY_HEADERS = {
 def _security_headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if "Cache-Control" not in response.headers:  # pages and results name files, which can name patients
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -2,7 +2,7 @@
 
 One rule for every route, applied before any view runs: all but PUBLIC_ENDPOINTS need a live
 token or a logged-in operator; reading (GET, HEAD) needs the `read` scope, anything else `submit`;
-`admin` grants every scope. Which jobs a caller sees is api.ownership's business. Forms posted with
+`admin` grants every scope. Which jobs a caller sees: `current_viewer` (db.jobs.Viewer). Forms posted with
 a session cookie must carry the CSRF token; requests with a Bearer token are exempt (a browser
 never adds that header on its own, so they cannot be forged).
 
@@ -163,6 +163,11 @@ def _safe_next(target: str | None) -> str:
     return url_for("views.jobs")
 
 
+def _client_address() -> str:
+    """The client's address as the audit log keeps it (a proxy's X-Forwarded-For: BRAINSCAN_PROXIES)."""
+    return (request.remote_addr or "unknown")[:64]
+
+
 def _wait_before_next_try(db_session: Any, client: str) -> timedelta | None:
     """How long this address must wait before it may try to sign in again, or None.
 
@@ -173,7 +178,7 @@ def _wait_before_next_try(db_session: Any, client: str) -> timedelta | None:
     now = datetime.now(UTC)
     _, unblocked = recent_events(session=db_session, client=client, action="login.unblock",
                                  since=now - THROTTLE_WINDOW)
-    since = max(now - THROTTLE_WINDOW, unblocked or now - THROTTLE_WINDOW)
+    since = max(now - THROTTLE_WINDOW, unblocked) if unblocked else now - THROTTLE_WINDOW
     failures, last = recent_events(session=db_session, client=client, action="login.failed", since=since)
     if failures < THROTTLE_AFTER or last is None:
         return None
@@ -192,7 +197,7 @@ def login() -> Response | tuple[str, int, dict[str, str]] | tuple[str, int] | st
     username = request.form.get("username", "").strip()[:255]
     password = request.form.get("password", "")
     next_page = _safe_next(request.form.get("next"))
-    client = (request.remote_addr or "unknown")[:64]
+    client = _client_address()
     with sessions().begin() as db_session:
         wait = _wait_before_next_try(db_session, client)
         if wait is not None:
@@ -223,7 +228,7 @@ def logout() -> Response:
         with sessions().begin() as db_session:
             end_sessions(session=db_session, user_id=int(session["user_id"]))
             record_event(session=db_session, actor=principal.actor, action="logout",
-                         client=(request.remote_addr or "unknown")[:64])
+                         client=_client_address())
     session.clear()
     return redirect(url_for("auth.login"))
 

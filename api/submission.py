@@ -147,7 +147,7 @@ def receive_upload(upload: FileStorage) -> tuple[str, Path, str]:
     config = settings()
     path = _upload_on_disk(upload)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    dest = config.upload_dir / f"{stamp}-{secrets.token_hex(4)}"
+    dest = config.upload_dir.resolve() / f"{stamp}-{secrets.token_hex(4)}"  # absolute: workers read it
     limits = Limits(max_files=config.max_archive_files, max_bytes=config.max_archive_bytes,
                     max_ratio=config.max_compression_ratio, archive_bytes=path.stat().st_size)
     try:

@@ -39,7 +39,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def parse_scopes(scopes: str | Iterable[str]) -> str:
+def _parse_scopes(scopes: str | Iterable[str]) -> str:
     names = scopes.split(",") if isinstance(scopes, str) else list(scopes)
     wanted = {name.strip() for name in names if name.strip()}
     unknown = wanted - set(SCOPES)
@@ -55,7 +55,7 @@ def create_token(*, session: Session, name: str, scopes: str | Iterable[str], te
         raise ValueError(f"a token lives from 1 to {MAX_TOKEN_LIFETIME.days} days")
     text = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
     token = ApiToken(name=name, prefix=text[:PREFIX_LENGTH], secret_hash=_digest(text),
-                     scopes=parse_scopes(scopes), team=team or None, expires_at=utcnow() + lifetime)
+                     scopes=_parse_scopes(scopes), team=team or None, expires_at=utcnow() + lifetime)
     session.add(token)
     session.flush()
     return text, token
@@ -129,7 +129,7 @@ def create_user(*, session: Session, username: str, password: str,
         raise ValueError("the username must not be empty")
     check_password(password)
     user = User(username=username, password_hash=generate_password_hash(password),
-                scopes=parse_scopes(scopes), team=team or None)
+                scopes=_parse_scopes(scopes), team=team or None)
     session.add(user)
     session.flush()
     return user

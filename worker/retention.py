@@ -32,7 +32,7 @@ def prune_uploads(*, sessions: sessionmaker[Session], settings: Settings,
     now = now or utcnow()
     keep_after = now - timedelta(hours=settings.upload_retention_hours)
     deleted = []
-    for entry in sorted(settings.upload_dir.iterdir()):
+    for entry in sorted(settings.upload_dir.resolve().iterdir()):  # absolute, as jobs record them
         modified = datetime.fromtimestamp(entry.lstat().st_mtime, tz=now.tzinfo)
         if now - modified < ORPHAN_AGE:
             continue

@@ -136,6 +136,8 @@ def test_thumbnails_are_never_cached(client: FlaskClient, tokens: dict[str, str]
     response = client.get(f"/api/v1/jobs/{job}/results/{scored['id']}/thumbnail",
                           headers=bearer(tokens["read"]))
     assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    for url in (f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}/results?format=csv"):  # file names, too
+        assert client.get(url, headers=bearer(tokens["read"])).headers["Cache-Control"] == "no-store"
 
 
 # Sessions: logout, password change and disabling end them; they end 12 h after login regardless.
