@@ -37,8 +37,13 @@ class BrainscanRequest(Request):
     """Uploads to a submission stream straight to disk in the upload folder, not to memory;
     JSON nested too deep for the parser is a 400, not a crash."""
 
-    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
-                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
         from api.auth import UPLOAD_ENDPOINTS
 
         if self.endpoint not in UPLOAD_ENDPOINTS:  # other forms are small (SMALL_BODY_BYTES)
@@ -60,8 +65,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     # pages load their own CSS, script and images only: nothing inline, nothing from elsewhere
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                               "script-src 'self'; object-src 'none'; base-uri 'none'; "
-                               "frame-ancestors 'none'; form-action 'self'",
+    "script-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'",
 }
 
 

@@ -62,8 +62,11 @@ class Limits:
         if self.written > self.max_bytes:
             raise ArchiveError(413, f"the archive unpacks to more than {self.max_bytes:,} bytes")
         if self.written > self.max_ratio * max(self.archive_bytes, 1):
-            raise ArchiveError(413, f"the archive unpacks to more than {self.max_ratio:g} times its own size "
-                               f"(at {name}): refused as a possible decompression bomb")
+            raise ArchiveError(
+                413,
+                f"the archive unpacks to more than {self.max_ratio:g} times its own size "
+                f"(at {name}): refused as a possible decompression bomb",
+            )
 
 
 def archive_kind(filename: str) -> str | None:
@@ -88,8 +91,11 @@ def member_path(name: str) -> PurePosixPath | None:
         raise ArchiveError(400, f"the archive member {name!r} points outside the archive ('..')")
     if len(parts) > MAX_DEPTH or len(name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         shown = name if len(name) <= 80 else name[:77] + "..."
-        raise ArchiveError(400, f"the archive member {shown!r} is nested deeper than {MAX_DEPTH} folders "
-                                f"or its path is longer than {MAX_PATH_BYTES} bytes")
+        raise ArchiveError(
+            400,
+            f"the archive member {shown!r} is nested deeper than {MAX_DEPTH} folders "
+            f"or its path is longer than {MAX_PATH_BYTES} bytes",
+        )
     return PurePosixPath(*parts) if parts else None
 
 

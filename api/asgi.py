@@ -50,12 +50,14 @@ class BufferSmallBodies:
         try:
             body = await asyncio.wait_for(_read_body(receive), BODY_DEADLINE_S)
         except (TimeoutError, BodyTooSlow):
-            await _refuse(send, 408, "request_timeout",
-                          f"the request body did not arrive within {BODY_DEADLINE_S:g} s")
+            await _refuse(
+                send, 408, "request_timeout", f"the request body did not arrive within {BODY_DEADLINE_S:g} s"
+            )
             return
         if len(body) > SMALL_BODY_BYTES:
-            await _refuse(send, 413, "request_entity_too_large",
-                          f"the body is larger than {SMALL_BODY_BYTES:,} bytes")
+            await _refuse(
+                send, 413, "request_entity_too_large", f"the body is larger than {SMALL_BODY_BYTES:,} bytes"
+            )
             return
         replayed = False
 
@@ -92,9 +94,17 @@ async def _read_body(receive: Receive) -> bytes:
 
 async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     payload = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"connection", b"close"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 

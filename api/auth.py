@@ -105,8 +105,9 @@ def _from_token(text: str) -> Principal | None:
         token = verify_token(session=db_session, token=text, note_use=False)
         if token is None:
             return None
-        principal = Principal(f"token:{token.name}#{token.id}", granted_scopes(token.scopes), "token",
-                              token.team)
+        principal = Principal(
+            f"token:{token.name}#{token.id}", granted_scopes(token.scopes), "token", token.team
+        )
         token_id, stale = token.id, last_use_is_stale(token)
     if stale:
         with sessions().begin() as db_session:
@@ -138,8 +139,11 @@ def _authorise() -> Response | None:
     principal = current_principal()
     if principal is None:
         if wants_json():
-            message = ("the API token is unknown or revoked" if bearer_token() is not None
-                       else "this needs an API token (Authorization: Bearer ...) or a web login")
+            message = (
+                "the API token is unknown or revoked"
+                if bearer_token() is not None
+                else "this needs an API token (Authorization: Bearer ...) or a web login"
+            )
             raise ApiError(401, "unauthorized", message, BEARER_CHALLENGE)
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     scope = "read" if request.method in READ_METHODS else "submit"
@@ -157,8 +161,13 @@ def _safe_next(target: str | None) -> str:
     so '/\\t/evil.example' would become '//evil.example': any control character, whitespace,
     backslash or percent sign (an encoded one of those), or a second leading slash sends the user
     to the jobs page instead. brainscan's own pages need none of them."""
-    if (target and target.startswith("/") and not target.startswith("//") and target.isprintable()
-            and not any(c.isspace() or c in "\\%" for c in target)):
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and target.isprintable()
+        and not any(c.isspace() or c in "\\%" for c in target)
+    ):
         return target
     return url_for("views.jobs")
 
@@ -176,8 +185,9 @@ def _wait_before_next_try(db_session: Any, client: str) -> timedelta | None:
     the last failure. Per address, not per account: nobody can lock another user out by name.
     """
     now = datetime.now(UTC)
-    _, unblocked = recent_events(session=db_session, client=client, action="login.unblock",
-                                 since=now - THROTTLE_WINDOW)
+    _, unblocked = recent_events(
+        session=db_session, client=client, action="login.unblock", since=now - THROTTLE_WINDOW
+    )
     since = max(now - THROTTLE_WINDOW, unblocked) if unblocked else now - THROTTLE_WINDOW
     failures, last = recent_events(session=db_session, client=client, action="login.failed", since=since)
     if failures < THROTTLE_AFTER or last is None:
@@ -202,17 +212,26 @@ def login() -> Response | tuple[str, int, dict[str, str]] | tuple[str, int] | st
         wait = _wait_before_next_try(db_session, client)
         if wait is not None:
             seconds = int(wait.total_seconds()) + 1
-            page = render_template("login.html", username=username, next=next_page,
-                                   error=f"Too many failed sign-ins from this address: try again in "
-                                         f"{seconds} s, or ask an administrator to unblock it.")
+            page = render_template(
+                "login.html",
+                username=username,
+                next=next_page,
+                error=f"Too many failed sign-ins from this address: try again in "
+                f"{seconds} s, or ask an administrator to unblock it.",
+            )
             return page, 429, {"Retry-After": str(seconds)}
         user = verify_user(session=db_session, username=username, password=password) if username else None
-        record_event(session=db_session, actor=f"user:{username}", action="login" if user else "login.failed",
-                     client=client)
+        record_event(
+            session=db_session,
+            actor=f"user:{username}",
+            action="login" if user else "login.failed",
+            client=client,
+        )
         signed_in = (user.id, user.session_generation) if user is not None else None
     if signed_in is None:
-        page = render_template("login.html", error="Unknown username or wrong password.",
-                               username=username, next=next_page)
+        page = render_template(
+            "login.html", error="Unknown username or wrong password.", username=username, next=next_page
+        )
         return page, 401
     session.clear()  # a new session on login: no fixation of one planted before
     session["user_id"], session["gen"], session["at"] = *signed_in, time.time()
@@ -227,8 +246,7 @@ def logout() -> Response:
     if principal is not None and principal.via == "session":
         with sessions().begin() as db_session:
             end_sessions(session=db_session, user_id=int(session["user_id"]))
-            record_event(session=db_session, actor=principal.actor, action="logout",
-                         client=_client_address())
+            record_event(session=db_session, actor=principal.actor, action="logout", client=_client_address())
     session.clear()
     return redirect(url_for("auth.login"))
 

@@ -52,8 +52,11 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
     """Everything known about a job: counts, confusion, progress, speed, ETA, timings, links."""
     now = now or datetime.now(UTC)
     finished = job.status in FINISHED_JOB_STATUSES and job.tp is not None
-    matrix = (confusion(job.tp, job.fp, job.tn, job.fn) if finished
-              else confusion(progress.tp, progress.fp, progress.tn, progress.fn))
+    matrix = (
+        confusion(job.tp, job.fp, job.tn, job.fn)
+        if finished
+        else confusion(progress.tp, progress.fp, progress.tn, progress.fn)
+    )
     rate = _rate(job, progress, now)
     running = job.status in ("planning", "running")
     eta = progress.remaining / rate if running and rate and progress.total else None
@@ -63,19 +66,37 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
         recall = _ratio(matrix["tp"], matrix["tp"] + matrix["fn"]) if matrix else None
         specificity = _ratio(matrix["tn"], matrix["tn"] + matrix["fp"]) if matrix else None
     return {
-        "id": job.id, "status": job.status,
+        "id": job.id,
+        "status": job.status,
         "url": url_for("jobs.get_job_route", job_id=job.id, _external=True),
-        "source": job.source, "source_kind": job.source_kind, "submitted_by": job.submitted_by,
+        "source": job.source,
+        "source_kind": job.source_kind,
+        "submitted_by": job.submitted_by,
         "team": job.team,
-        "model_version": job.model_version, "threshold": job.threshold, "batch_size": job.batch_size,
-        "total": progress.total, "scored": progress.scored, "failed": progress.failed,
-        "flagged": progress.flagged, "skipped": job.skipped, "remaining": progress.remaining,
-        "batches": {"total": progress.batches_total, "done": progress.batches_done,
-                    "failed": progress.batches_failed},
-        "confusion": matrix, "recall": recall, "specificity": specificity,
-        "progress": _progress_fraction(job, progress), "images_per_second": rate, "eta_seconds": eta,
-        "created_at": iso(job.created_at), "planned_at": iso(job.planned_at),
-        "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
+        "model_version": job.model_version,
+        "threshold": job.threshold,
+        "batch_size": job.batch_size,
+        "total": progress.total,
+        "scored": progress.scored,
+        "failed": progress.failed,
+        "flagged": progress.flagged,
+        "skipped": job.skipped,
+        "remaining": progress.remaining,
+        "batches": {
+            "total": progress.batches_total,
+            "done": progress.batches_done,
+            "failed": progress.batches_failed,
+        },
+        "confusion": matrix,
+        "recall": recall,
+        "specificity": specificity,
+        "progress": _progress_fraction(job, progress),
+        "images_per_second": rate,
+        "eta_seconds": eta,
+        "created_at": iso(job.created_at),
+        "planned_at": iso(job.planned_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "seconds": ((job.finished_at or now) - job.created_at).total_seconds(),
         "error": job.error,
     }
@@ -98,10 +119,18 @@ def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
 def batch_report(batch: Batch) -> dict[str, Any]:
     """One batch: status, counts, its confusion matrix, timings and attempts."""
     return {
-        "id": batch.id, "index": batch.index, "status": batch.status, "size": batch.size,
-        "scored": batch.scored, "failed": batch.failed, "flagged": batch.flagged,
-        "confusion": confusion(batch.tp, batch.fp, batch.tn, batch.fn), "attempts": batch.attempts,
-        "seconds": batch.seconds, "started_at": iso(batch.started_at), "finished_at": iso(batch.finished_at),
+        "id": batch.id,
+        "index": batch.index,
+        "status": batch.status,
+        "size": batch.size,
+        "scored": batch.scored,
+        "failed": batch.failed,
+        "flagged": batch.flagged,
+        "confusion": confusion(batch.tp, batch.fp, batch.tn, batch.fn),
+        "attempts": batch.attempts,
+        "seconds": batch.seconds,
+        "started_at": iso(batch.started_at),
+        "finished_at": iso(batch.finished_at),
         "error": batch.error,
     }
 
@@ -109,8 +138,13 @@ def batch_report(batch: Batch) -> dict[str, Any]:
 def result_report(result: ImageResult) -> dict[str, Any]:
     """One image's outcome (path relative to the job's source)."""
     return {
-        "id": result.id, "path": result.relpath, "label": result.label, "probability": result.probability,
-        "flagged": result.flagged, "status": result.status, "error": result.error,
+        "id": result.id,
+        "path": result.relpath,
+        "label": result.label,
+        "probability": result.probability,
+        "flagged": result.flagged,
+        "status": result.status,
+        "error": result.error,
         "batch_id": result.batch_id,
     }
 
@@ -120,5 +154,13 @@ def result_row(result: ImageResult) -> tuple[Any, ...]:
     flagged = "" if result.flagged is None else int(result.flagged)
     label = "" if result.label is None else result.label
     probability = "" if result.probability is None else f"{result.probability:.6f}"
-    return (result.id, result.relpath, label, probability, flagged, result.status, result.error or "",
-            result.batch_id)
+    return (
+        result.id,
+        result.relpath,
+        label,
+        probability,
+        flagged,
+        result.status,
+        result.error or "",
+        result.batch_id,
+    )

@@ -11,9 +11,15 @@ from typing import Any
 
 COLUMNS = ("n", "tp", "fp", "tn", "fn", "recall", "specificity", "precision", "accuracy", "auc", "threshold")
 ORDER = ("test", "cv", "cross_source", "validation")
-TITLES = {"test": "Test split", "cv": "Cross-validation", "cross_source": "Cross-source",
-          "validation": "Validation split", "pooled": "pooled over folds", "all": "all held-out images",
-          "without_twins": "without near-duplicates of training images"}
+TITLES = {
+    "test": "Test split",
+    "cv": "Cross-validation",
+    "cross_source": "Cross-source",
+    "validation": "Validation split",
+    "pooled": "pooled over folds",
+    "all": "all held-out images",
+    "without_twins": "without near-duplicates of training images",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,58 +33,145 @@ def _errors(*statuses: int) -> Obj:
 
 
 def _param(name: str, where: str, schema: Obj, description: str, required: bool = False) -> Obj:
-    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
-            "description": description}
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "schema": schema,
+        "description": description,
+    }
 
 
 JOB_ID = _param("job_id", "path", INT, "The job's id.")
-CONFUSION = {"type": "object", "properties": {k: INT for k in ("tp", "fp", "tn", "fn")},
-             "required": ["tp", "fp", "tn", "fn"]}
-SCHEMAS: Obj = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"], "properties": {"code": STR, "message": STR}}}},
-    "Confusion": _nullable(CONFUSION),
-    "Job": {"type": "object",
-            "required": ["id", "status", "total", "scored", "failed", "flagged", "confusion"],
-            "properties": {
-                "id": INT, "status": {"type": "string", "enum": list(JOB_STATUSES)}, "url": STR,
-                "source": STR, "source_kind": {"type": "string", "enum": ["folder", "upload"]},
-                "submitted_by": STR, "team": _nullable(STR), "model_version": STR, "threshold": NUM,
-                "batch_size": INT,
-                "total": INT, "scored": INT, "failed": INT, "flagged": INT, "skipped": INT, "remaining": INT,
-                "batches": {"type": "object", "properties": {"total": INT, "done": INT, "failed": INT}},
-                "confusion": _ref("Confusion"), "recall": _nullable(NUM), "specificity": _nullable(NUM),
-                "progress": _nullable(NUM), "images_per_second": _nullable(NUM),
-                "eta_seconds": _nullable(NUM),
-                "created_at": TIME, "planned_at": TIME, "started_at": TIME, "finished_at": TIME,
-                "seconds": NUM, "error": _nullable(STR)}},
-    "Batch": {"type": "object", "properties": {
-        "id": INT, "index": INT, "status": STR, "size": INT, "scored": INT, "failed": INT, "flagged": INT,
-        "confusion": _ref("Confusion"), "attempts": INT, "seconds": _nullable(NUM), "started_at": TIME,
-        "finished_at": TIME, "error": _nullable(STR)}},
-    "Result": {"type": "object", "properties": {
-        "id": INT, "path": STR, "label": _nullable(INT), "probability": _nullable(NUM),
-        "flagged": _nullable(BOOL), "status": {"type": "string", "enum": ["pending", "scored", "error"]},
-        "error": _nullable(STR), "batch_id": INT}},
-    "Model": {"type": "object", "properties": {
-        "version": STR, "is_current": BOOL, "threshold": NUM, "sha256": STR, "registered_at": TIME,
-        "metrics": {"type": "object"}, "plots": {"type": "object", "additionalProperties": STR},
-        "card": {"type": "object"}}},
-    "Submission": {"type": "object", "required": ["source"], "properties": {
-        "source": {"type": "string", "description": "A folder relative to the archive root."},
-        "threshold": {"type": "number", "minimum": 0, "maximum": 1},
-        "batch_size": {"type": "integer", "minimum": 1, "maximum": 4096}}},
+CONFUSION = {
+    "type": "object",
+    "properties": {k: INT for k in ("tp", "fp", "tn", "fn")},
+    "required": ["tp", "fp", "tn", "fn"],
 }
-ERROR_TEXT = {400: "Malformed request or refused input.", 401: "No valid token or web session.",
-              403: "The token lacks the scope.", 404: "Not found.", 409: "Not possible in the job's state.",
-              413: "Upload or archive over a limit.", 415: "Not a .zip, .tar.gz or .tgz archive.",
-              422: "The image cannot be decoded, or an Idempotency-Key was reused for another request.",
-              503: "Not ready (no model registered, or a dependency down)."}
+SCHEMAS: Obj = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": STR, "message": STR},
+            }
+        },
+    },
+    "Confusion": _nullable(CONFUSION),
+    "Job": {
+        "type": "object",
+        "required": ["id", "status", "total", "scored", "failed", "flagged", "confusion"],
+        "properties": {
+            "id": INT,
+            "status": {"type": "string", "enum": list(JOB_STATUSES)},
+            "url": STR,
+            "source": STR,
+            "source_kind": {"type": "string", "enum": ["folder", "upload"]},
+            "submitted_by": STR,
+            "team": _nullable(STR),
+            "model_version": STR,
+            "threshold": NUM,
+            "batch_size": INT,
+            "total": INT,
+            "scored": INT,
+            "failed": INT,
+            "flagged": INT,
+            "skipped": INT,
+            "remaining": INT,
+            "batches": {"type": "object", "properties": {"total": INT, "done": INT, "failed": INT}},
+            "confusion": _ref("Confusion"),
+            "recall": _nullable(NUM),
+            "specificity": _nullable(NUM),
+            "progress": _nullable(NUM),
+            "images_per_second": _nullable(NUM),
+            "eta_seconds": _nullable(NUM),
+            "created_at": TIME,
+            "planned_at": TIME,
+            "started_at": TIME,
+            "finished_at": TIME,
+            "seconds": NUM,
+            "error": _nullable(STR),
+        },
+    },
+    "Batch": {
+        "type": "object",
+        "properties": {
+            "id": INT,
+            "index": INT,
+            "status": STR,
+            "size": INT,
+            "scored": INT,
+            "failed": INT,
+            "flagged": INT,
+            "confusion": _ref("Confusion"),
+            "attempts": INT,
+            "seconds": _nullable(NUM),
+            "started_at": TIME,
+            "finished_at": TIME,
+            "error": _nullable(STR),
+        },
+    },
+    "Result": {
+        "type": "object",
+        "properties": {
+            "id": INT,
+            "path": STR,
+            "label": _nullable(INT),
+            "probability": _nullable(NUM),
+            "flagged": _nullable(BOOL),
+            "status": {"type": "string", "enum": ["pending", "scored", "error"]},
+            "error": _nullable(STR),
+            "batch_id": INT,
+        },
+    },
+    "Model": {
+        "type": "object",
+        "properties": {
+            "version": STR,
+            "is_current": BOOL,
+            "threshold": NUM,
+            "sha256": STR,
+            "registered_at": TIME,
+            "metrics": {"type": "object"},
+            "plots": {"type": "object", "additionalProperties": STR},
+            "card": {"type": "object"},
+        },
+    },
+    "Submission": {
+        "type": "object",
+        "required": ["source"],
+        "properties": {
+            "source": {"type": "string", "description": "A folder relative to the archive root."},
+            "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+            "batch_size": {"type": "integer", "minimum": 1, "maximum": 4096},
+        },
+    },
+}
+ERROR_TEXT = {
+    400: "Malformed request or refused input.",
+    401: "No valid token or web session.",
+    403: "The token lacks the scope.",
+    404: "Not found.",
+    409: "Not possible in the job's state.",
+    413: "Upload or archive over a limit.",
+    415: "Not a .zip, .tar.gz or .tgz archive.",
+    422: "The image cannot be decoded, or an Idempotency-Key was reused for another request.",
+    503: "Not ready (no model registered, or a dependency down).",
+}
 JOB_RESPONSE = _json(_ref("Job"), "The job.")
 
 
-def _op(summary: str, responses: Obj, *, params: list[Obj] | None = None, body: Obj | None = None,
-        public: bool = False) -> Obj:
+def _op(
+    summary: str,
+    responses: Obj,
+    *,
+    params: list[Obj] | None = None,
+    body: Obj | None = None,
+    public: bool = False,
+) -> Obj:
     op: Obj = {"summary": summary, "parameters": params or [], "responses": responses}
     if body is not None:
         op["requestBody"] = body
@@ -93,11 +180,23 @@ def _op(summary: str, responses: Obj, *, params: list[Obj] | None = None, body: 
     return op
 
 
-SUBMIT_BODY = {"required": True, "content": {
-    "application/json": {"schema": _ref("Submission")},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["archive"], "properties": {
-        "archive": {"type": "string", "format": "binary", "description": ".zip, .tar.gz or .tgz"},
-        "threshold": NUM, "batch_size": INT}}}}}
+SUBMIT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": _ref("Submission")},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["archive"],
+                "properties": {
+                    "archive": {"type": "string", "format": "binary", "description": ".zip, .tar.gz or .tgz"},
+                    "threshold": NUM,
+                    "batch_size": INT,
+                },
+            }
+        },
+    },
+}
 RESULT_FILTERS = [
     _param("flagged", "query", BOOL, "Only flagged (true) or unflagged (false) images."),
     _param("false_negatives", "query", BOOL, "Only labelled tumours the model missed."),
@@ -108,58 +207,177 @@ RESULT_FILTERS = [
 ]
 PATHS: Obj = {
     "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"}, "Serving.")}, public=True)},
-    "/readyz": {"get": _op("Readiness: database and broker reachable",
-                           {"200": _json({"type": "object"}, "Ready."), **_errors(401, 503)})},
-    "/metrics": {"get": _op("Prometheus metrics", {
-        "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": STR}}},
-        **_errors(401)})},
-    "/api/v1/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1."),
-                                                          **_errors(401)})},
+    "/readyz": {
+        "get": _op(
+            "Readiness: database and broker reachable",
+            {"200": _json({"type": "object"}, "Ready."), **_errors(401, 503)},
+        )
+    },
+    "/metrics": {
+        "get": _op(
+            "Prometheus metrics",
+            {
+                "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": STR}}},
+                **_errors(401),
+            },
+        )
+    },
+    "/api/v1/openapi.json": {
+        "get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1."), **_errors(401)})
+    },
     "/api/v1/jobs": {
-        "post": _op("Submit a folder under the archive root (JSON) or an archive (multipart)", {
-            "202": JOB_RESPONSE,
-            "200": _json(_ref("Job"), "The job that already holds this Idempotency-Key."),
-            **_errors(400, 401, 403, 413, 415, 422, 503)}, body=SUBMIT_BODY, params=[
-            _param("Idempotency-Key", "header", STR,
-                   "Repeat a submission safely: same caller, same key and request, same job.")]),
-        "get": _op("List jobs, newest first", {"200": _json({"type": "object", "properties": {
-            "jobs": {"type": "array", "items": _ref("Job")}, "next_before_id": _nullable(INT)}}, "A page."),
-            **_errors(400, 401, 403)}, params=[
-            _param("status", "query", {"type": "string", "enum": list(JOB_STATUSES)}, "Only this status."),
-            _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (50)."),
-            _param("before_id", "query", INT, "The last job id of the previous page.")])},
-    "/api/v1/jobs/{job_id}": {"get": _op("One job: counts, confusion matrix, progress, ETA", {
-        "200": JOB_RESPONSE, **_errors(401, 403, 404)}, params=[JOB_ID])},
-    "/api/v1/jobs/{job_id}/batches": {"get": _op("The job's batches with their confusion matrices", {
-        "200": _json({"type": "object", "properties": {"job_id": INT, "batches": {
-            "type": "array", "items": _ref("Batch")}}}, "Batches in planning order."),
-        **_errors(401, 403, 404)}, params=[JOB_ID])},
-    "/api/v1/jobs/{job_id}/results": {"get": _op("The job's per-image results (paged, or a download)", {
-        "200": {"description": "A page (JSON), or every match as CSV or JSON (streamed).", "content": {
-            "application/json": {"schema": {"type": "object", "properties": {
-                "job_id": INT, "results": {"type": "array", "items": _ref("Result")},
-                "next_after_id": _nullable(INT)}}},
-            "text/csv": {"schema": STR}}},
-        **_errors(400, 401, 403, 404)}, params=[JOB_ID, *RESULT_FILTERS])},
-    "/api/v1/jobs/{job_id}/results/{result_id}/thumbnail": {"get": _op("A small PNG of one source image", {
-        "200": {"description": "PNG.", "content": {"image/png": {"schema": {"type": "string",
-                                                                           "format": "binary"}}}},
-        **_errors(401, 403, 404, 422)},
-        params=[JOB_ID, _param("result_id", "path", INT, "The result's id.")])},
-    "/api/v1/jobs/{job_id}/cancel": {"post": _op("Cancel an unfinished job (audited)", {
-        "200": JOB_RESPONSE, **_errors(401, 403, 404, 409)}, params=[JOB_ID])},
-    "/api/v1/jobs/{job_id}/rerun": {"post": _op("Score a finished job's failed images again (audited)", {
-        "202": JOB_RESPONSE, **_errors(401, 403, 404, 409)}, params=[JOB_ID])},
-    "/api/v1/models": {"get": _op("Registered model versions, newest first", {"200": _json(
-        {"type": "object", "properties": {"models": {"type": "array", "items": _ref("Model")}}}, "Models."),
-        **_errors(401, 403)})},
-    "/api/v1/models/current": {"get": _op("The model new jobs use, with its card", {
-        "200": _json(_ref("Model"), "The current model."), **_errors(401, 403, 404)})},
-    "/api/v1/models/{version}/plots/{name}": {"get": _op("A training plot named in the model card", {
-        "200": {"description": "PNG.", "content": {"image/png": {"schema": {"type": "string",
-                                                                           "format": "binary"}}}},
-        **_errors(401, 403, 404)}, params=[_param("version", "path", STR, "Model version."),
-                                           _param("name", "path", STR, "Plot name from the card.")])},
+        "post": _op(
+            "Submit a folder under the archive root (JSON) or an archive (multipart)",
+            {
+                "202": JOB_RESPONSE,
+                "200": _json(_ref("Job"), "The job that already holds this Idempotency-Key."),
+                **_errors(400, 401, 403, 413, 415, 422, 503),
+            },
+            body=SUBMIT_BODY,
+            params=[
+                _param(
+                    "Idempotency-Key",
+                    "header",
+                    STR,
+                    "Repeat a submission safely: same caller, same key and request, same job.",
+                )
+            ],
+        ),
+        "get": _op(
+            "List jobs, newest first",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "jobs": {"type": "array", "items": _ref("Job")},
+                            "next_before_id": _nullable(INT),
+                        },
+                    },
+                    "A page.",
+                ),
+                **_errors(400, 401, 403),
+            },
+            params=[
+                _param(
+                    "status", "query", {"type": "string", "enum": list(JOB_STATUSES)}, "Only this status."
+                ),
+                _param(
+                    "limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (50)."
+                ),
+                _param("before_id", "query", INT, "The last job id of the previous page."),
+            ],
+        ),
+    },
+    "/api/v1/jobs/{job_id}": {
+        "get": _op(
+            "One job: counts, confusion matrix, progress, ETA",
+            {"200": JOB_RESPONSE, **_errors(401, 403, 404)},
+            params=[JOB_ID],
+        )
+    },
+    "/api/v1/jobs/{job_id}/batches": {
+        "get": _op(
+            "The job's batches with their confusion matrices",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"job_id": INT, "batches": {"type": "array", "items": _ref("Batch")}},
+                    },
+                    "Batches in planning order.",
+                ),
+                **_errors(401, 403, 404),
+            },
+            params=[JOB_ID],
+        )
+    },
+    "/api/v1/jobs/{job_id}/results": {
+        "get": _op(
+            "The job's per-image results (paged, or a download)",
+            {
+                "200": {
+                    "description": "A page (JSON), or every match as CSV or JSON (streamed).",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "job_id": INT,
+                                    "results": {"type": "array", "items": _ref("Result")},
+                                    "next_after_id": _nullable(INT),
+                                },
+                            }
+                        },
+                        "text/csv": {"schema": STR},
+                    },
+                },
+                **_errors(400, 401, 403, 404),
+            },
+            params=[JOB_ID, *RESULT_FILTERS],
+        )
+    },
+    "/api/v1/jobs/{job_id}/results/{result_id}/thumbnail": {
+        "get": _op(
+            "A small PNG of one source image",
+            {
+                "200": {
+                    "description": "PNG.",
+                    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(401, 403, 404, 422),
+            },
+            params=[JOB_ID, _param("result_id", "path", INT, "The result's id.")],
+        )
+    },
+    "/api/v1/jobs/{job_id}/cancel": {
+        "post": _op(
+            "Cancel an unfinished job (audited)",
+            {"200": JOB_RESPONSE, **_errors(401, 403, 404, 409)},
+            params=[JOB_ID],
+        )
+    },
+    "/api/v1/jobs/{job_id}/rerun": {
+        "post": _op(
+            "Score a finished job's failed images again (audited)",
+            {"202": JOB_RESPONSE, **_errors(401, 403, 404, 409)},
+            params=[JOB_ID],
+        )
+    },
+    "/api/v1/models": {
+        "get": _op(
+            "Registered model versions, newest first",
+            {
+                "200": _json(
+                    {"type": "object", "properties": {"models": {"type": "array", "items": _ref("Model")}}},
+                    "Models.",
+                ),
+                **_errors(401, 403),
+            },
+        )
+    },
+    "/api/v1/models/current": {
+        "get": _op(
+            "The model new jobs use, with its card",
+            {"200": _json(_ref("Model"), "The current model."), **_errors(401, 403, 404)},
+        )
+    },
+    "/api/v1/models/{version}/plots/{name}": {
+        "get": _op(
+            "A training plot named in the model card",
+            {
+                "200": {
+                    "description": "PNG.",
+                    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                **_errors(401, 403, 404),
+            },
+            params=[
+                _param("version", "path", STR, "Model version."),
+                _param("name", "path", STR, "Plot name from the card."),
+            ],
+        )
+    },
 }
 
 
@@ -167,10 +385,13 @@ def openapi_document() -> Obj:
     """The whole document."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "brainscan", "version": __version__,
-                 "description": "Brain MRI tumour screening as batch jobs. Tokens: `brainscan token create "
-                                "--scope read|submit|all-jobs|admin`; GET needs read, POST needs submit; "
-                                "other callers' jobs (not the team's) need all-jobs."},
+        "info": {
+            "title": "brainscan",
+            "version": __version__,
+            "description": "Brain MRI tumour screening as batch jobs. Tokens: `brainscan token create "
+            "--scope read|submit|all-jobs|admin`; GET needs read, POST needs submit; "
+            "other callers' jobs (not the team's) need all-jobs.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"session": []}],
         "paths": PATHS,
@@ -179,8 +400,13 @@ def openapi_document() -> Obj:
             "responses": {f"E{status}": _json(_ref("Error"), text) for status, text in ERROR_TEXT.items()},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API token."},
-                "session": {"type": "apiKey", "in": "cookie", "name": "brainscan_session",
-                            "description": "A web login (POSTs also need the X-CSRFToken header)."}},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "brainscan_session",
+                    "description": "A web login (POSTs also need the X-CSRFToken header).",
+                },
+            },
         },
     }
 

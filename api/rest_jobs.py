@@ -68,8 +68,9 @@ def list_jobs_route() -> Response:
     limit = int_arg("limit", 50, high=MAX_PAGE) or 50
     before_id = int_arg("before_id", None)
     with sessions(read_only=True)() as session:
-        jobs = list_jobs(session=session, status=status, limit=limit, before_id=before_id,
-                         viewer=current_viewer())
+        jobs = list_jobs(
+            session=session, status=status, limit=limit, before_id=before_id, viewer=current_viewer()
+        )
         reports = job_reports(session, jobs)
     next_before = reports[-1]["id"] if len(reports) == limit else None
     return jsonify({"jobs": reports, "next_before_id": next_before})
@@ -110,11 +111,19 @@ def rerun(job_id: int, *, actor: str) -> int:
             raise not_found(job_id)
         batch_ids = rerun_failed(session=session, job_id=job_id)
         if not batch_ids:
-            why = ("no image or batch of it failed" if job.status in FINISHED_JOB_STATUSES
-                   else "it has not finished yet")
+            why = (
+                "no image or batch of it failed"
+                if job.status in FINISHED_JOB_STATUSES
+                else "it has not finished yet"
+            )
             raise ApiError(409, "conflict", f"job {job_id} has nothing to re-run: {why}")
-        record_event(session=session, actor=actor, action="job.rerun", job_id=job_id,
-                     detail={"batches": len(batch_ids)})
+        record_event(
+            session=session,
+            actor=actor,
+            action="job.rerun",
+            job_id=job_id,
+            detail={"batches": len(batch_ids)},
+        )
     return enqueue_batches(celery(), batch_ids)
 
 

@@ -21,10 +21,16 @@ def model_report(model: ModelVersion, *, with_card: bool = False) -> dict[str, A
     """A model version: identity, threshold, metrics, plot links; its whole card on request."""
     plots = model.card.get("plots") or {}
     report: dict[str, Any] = {
-        "version": model.version, "is_current": model.is_current, "threshold": model.threshold,
-        "sha256": model.sha256, "registered_at": iso(model.created_at), "metrics": model.metrics,
-        "plots": {name: url_for("models.plot_route", version=model.version, name=name, _external=True)
-                  for name in plots},
+        "version": model.version,
+        "is_current": model.is_current,
+        "threshold": model.threshold,
+        "sha256": model.sha256,
+        "registered_at": iso(model.created_at),
+        "metrics": model.metrics,
+        "plots": {
+            name: url_for("models.plot_route", version=model.version, name=name, _external=True)
+            for name in plots
+        },
     }
     if with_card:
         report["card"] = model.card

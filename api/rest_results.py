@@ -93,10 +93,14 @@ def _json_items(maker: sessionmaker[Session], job_id: int, filters: Filters) -> 
 def _download(job_id: int, fmt: str, filters: Filters) -> Response:
     name = f"brainscan-job-{job_id}{filters.suffix()}.{fmt}"
     maker = sessions(read_only=True)
-    body, mimetype = ((_csv_lines(maker, job_id, filters), "text/csv") if fmt == "csv"
-                      else (_json_items(maker, job_id, filters), "application/json"))
-    return Response(body, mimetype=mimetype,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    body, mimetype = (
+        (_csv_lines(maker, job_id, filters), "text/csv")
+        if fmt == "csv"
+        else (_json_items(maker, job_id, filters), "application/json")
+    )
+    return Response(
+        body, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
 
 
 @bp.get("/jobs/<int:job_id>/results")
@@ -113,8 +117,7 @@ def list_results_route(job_id: int) -> Response:
             raise not_found(job_id)
         if fmt:
             return _download(job_id, fmt, filters)
-        rows = list_results(session=session, job_id=job_id, limit=limit, after_id=after_id,
-                            **asdict(filters))
+        rows = list_results(session=session, job_id=job_id, limit=limit, after_id=after_id, **asdict(filters))
         results = [result_report(row) for row in rows]
     next_after = results[-1]["id"] if len(results) == limit else None
     return jsonify({"job_id": job_id, "results": results, "next_after_id": next_after})
@@ -129,8 +132,11 @@ def _image_path(job_id: int, result_id: int) -> Path:
         root, relpath = Path(job.source_path), result.relpath
     path = file_at(root, relpath)
     try:
-        inside = (resolves_inside(root, settings().source_roots) and not path.is_symlink()
-                  and path.resolve(strict=True).is_relative_to(root.resolve()))
+        inside = (
+            resolves_inside(root, settings().source_roots)
+            and not path.is_symlink()
+            and path.resolve(strict=True).is_relative_to(root.resolve())
+        )
     except OSError:
         inside = False
     if not inside:

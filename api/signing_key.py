@@ -42,10 +42,12 @@ def _create(path: Path) -> None:
 
 def _read(path: Path) -> str:
     if path.stat().st_mode & 0o077:
-        raise SettingsError(f"{path} signs web sessions and must be readable only by its owner: "
-                            f"chmod 600 {path}")
+        raise SettingsError(
+            f"{path} signs web sessions and must be readable only by its owner: chmod 600 {path}"
+        )
     key = path.read_text().strip()
     if len(key) < MIN_SECRET_LENGTH:
-        raise SettingsError(f"{path} holds no usable session key: delete it and a new one is made "
-                            "(every web login then ends)")
+        raise SettingsError(
+            f"{path} holds no usable session key: delete it and a new one is made (every web login then ends)"
+        )
     return key

@@ -148,16 +148,21 @@ def receive_upload(upload: FileStorage) -> tuple[str, Path, str]:
     path = _upload_on_disk(upload)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     dest = config.upload_dir.resolve() / f"{stamp}-{secrets.token_hex(4)}"  # absolute: workers read it
-    limits = Limits(max_files=config.max_archive_files, max_bytes=config.max_archive_bytes,
-                    max_ratio=config.max_compression_ratio, archive_bytes=path.stat().st_size)
+    limits = Limits(
+        max_files=config.max_archive_files,
+        max_bytes=config.max_archive_bytes,
+        max_ratio=config.max_compression_ratio,
+        archive_bytes=path.stat().st_size,
+    )
     try:
         with path.open("rb") as archive:
             digest = hashlib.file_digest(archive, "sha256").hexdigest()
         extract_archive(path, kind, dest, limits)
     except ArchiveError as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        raise ApiError(exc.status, "bad_archive" if exc.status == 400 else "archive_too_large",
-                       exc.message) from None
+        raise ApiError(
+            exc.status, "bad_archive" if exc.status == 400 else "archive_too_large", exc.message
+        ) from None
     finally:
         upload.close()
         path.unlink(missing_ok=True)
@@ -207,15 +212,32 @@ def submit(submission: Submission, *, principal: Principal | None) -> tuple[int,
             chain = (submission.threshold, config.threshold, model.threshold)
             threshold = next(t for t in chain if t is not None)
             job, created = create_job(
-                session=session, source=submission.source, source_kind=submission.source_kind,
-                source_path=str(submission.source_path), submitted_by=actor, model_version=model.version,
-                threshold=threshold, batch_size=submission.batch_size or config.batch_size,
-                team=principal.team, idempotency_key=submission.idempotency_key,
-                request_hash=submission.request_hash if submission.idempotency_key else None)
+                session=session,
+                source=submission.source,
+                source_kind=submission.source_kind,
+                source_path=str(submission.source_path),
+                submitted_by=actor,
+                model_version=model.version,
+                threshold=threshold,
+                batch_size=submission.batch_size or config.batch_size,
+                team=principal.team,
+                idempotency_key=submission.idempotency_key,
+                request_hash=submission.request_hash if submission.idempotency_key else None,
+            )
             if created:
-                record_event(session=session, actor=actor, action="job.submit", job_id=job.id, detail={
-                    "source": submission.source, "kind": submission.source_kind, "threshold": threshold,
-                    "batch_size": job.batch_size, "idempotency_key": submission.idempotency_key})
+                record_event(
+                    session=session,
+                    actor=actor,
+                    action="job.submit",
+                    job_id=job.id,
+                    detail={
+                        "source": submission.source,
+                        "kind": submission.source_kind,
+                        "threshold": threshold,
+                        "batch_size": job.batch_size,
+                        "idempotency_key": submission.idempotency_key,
+                    },
+                )
             job_id = job.id
     except KeyReused as exc:
         _discard_upload(submission, created=False)

@@ -44,8 +44,9 @@ class PreviewPool:
         with self._lock:
             if self._pool is None:
                 spawn = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=spawn,
-                                                 initializer=_cap_memory, initargs=(self.memory_cap,))
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=spawn, initializer=_cap_memory, initargs=(self.memory_cap,)
+                )
             return self._pool
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:

@@ -34,10 +34,13 @@ ERRORS_SHOWN = 20
 BATCHES_SHOWN = 500
 FOLDERS_SUGGESTED = 200
 WIDE_PLOT = 1.8  # width / height above which a plot spans the grid
-PLOT_TITLES = {"roc": "ROC curve ({split} split)", "confusion_matrix": "Confusion matrix ({split} split)",
-               "learning_curves": "Learning curves", "threshold_sweep": "Threshold sweep ({split} split)",
-               "reliability": "Reliability on the {split} split: predicted probability against observed "
-                              "tumour fraction"}
+PLOT_TITLES = {
+    "roc": "ROC curve ({split} split)",
+    "confusion_matrix": "Confusion matrix ({split} split)",
+    "learning_curves": "Learning curves",
+    "threshold_sweep": "Threshold sweep ({split} split)",
+    "reliability": "Reliability on the {split} split: predicted probability against observed tumour fraction",
+}
 
 
 @bp.app_context_processor
@@ -111,13 +114,21 @@ def jobs() -> str:
         raise ApiError(400, "bad_request", f"there is no job status {status!r}")
     before_id = int_arg("before_id", None)
     with sessions(read_only=True)() as session:
-        rows = list_jobs(session=session, status=status, limit=JOBS_PER_PAGE, before_id=before_id,
-                         viewer=current_viewer())
+        rows = list_jobs(
+            session=session, status=status, limit=JOBS_PER_PAGE, before_id=before_id, viewer=current_viewer()
+        )
         reports = job_reports(session, rows)
     older = reports[-1]["id"] if len(reports) == JOBS_PER_PAGE else None
-    return render_template("jobs.html", jobs=reports, status=status, statuses=JOB_STATUSES,
-                           before_id=before_id, older=older, archive_root=settings().resolved_archive_root,
-                           poll_limit=min(JOBS_PER_PAGE, MAX_PAGE))
+    return render_template(
+        "jobs.html",
+        jobs=reports,
+        status=status,
+        statuses=JOB_STATUSES,
+        before_id=before_id,
+        older=older,
+        archive_root=settings().resolved_archive_root,
+        poll_limit=min(JOBS_PER_PAGE, MAX_PAGE),
+    )
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -128,19 +139,25 @@ def job(job_id: int) -> str:
         if report is None:
             raise ApiError(404, "not_found", f"there is no job {job_id}")
         batches = [batch_report(b) for b in list_batches(session=session, job_id=job_id)[:BATCHES_SHOWN]]
-        images = {name: [result_report(r) for r in list_results(session=session, job_id=job_id,
-                                                                  limit=limit, **filters)]
-                  for name, limit, filters in (
-                      ("missed", IMAGES_SHOWN, {"false_negatives": True}),
-                      ("flagged", IMAGES_SHOWN, {"flagged": True}),
-                      ("errors", ERRORS_SHOWN, {"errors": True}))}
-    return render_template("job.html", job=report, batches=batches, images=images,
-                           batches_shown=BATCHES_SHOWN)
+        images = {
+            name: [
+                result_report(r) for r in list_results(session=session, job_id=job_id, limit=limit, **filters)
+            ]
+            for name, limit, filters in (
+                ("missed", IMAGES_SHOWN, {"false_negatives": True}),
+                ("flagged", IMAGES_SHOWN, {"flagged": True}),
+                ("errors", ERRORS_SHOWN, {"errors": True}),
+            )
+        }
+    return render_template(
+        "job.html", job=report, batches=batches, images=images, batches_shown=BATCHES_SHOWN
+    )
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel_job(job_id: int) -> Response:
     """The cancel button (audited); a job that has finished meanwhile is said so."""
+
     def act() -> str:
         cancel(job_id, actor=current_actor())
         return f"Job {job_id} was cancelled."
@@ -151,6 +168,7 @@ def cancel_job(job_id: int) -> Response:
 @bp.post("/jobs/<int:job_id>/rerun")
 def rerun_job(job_id: int) -> Response:
     """The re-run button: score the failed images again (audited)."""
+
     def act() -> str:
         sent = rerun(job_id, actor=current_actor())
         return f"Job {job_id}: {sent} batch{'es' if sent != 1 else ''} queued again."
@@ -201,10 +219,15 @@ def _archive_folders() -> list[str]:
 @bp.route("/submit", methods=["GET", "POST"])
 def submit_page() -> str | Response | tuple[str, int]:
     """Submit a folder under the archive root or upload an archive; refusals shown on the form."""
-    context = {"archive_root": settings().resolved_archive_root, "max_batch_size": MAX_BATCH_SIZE,
-               "default_batch_size": settings().batch_size, "model": _model_summary(),
-               "max_upload_bytes": settings().max_upload_bytes, "form": request.form,
-               "folders": _archive_folders()}
+    context = {
+        "archive_root": settings().resolved_archive_root,
+        "max_batch_size": MAX_BATCH_SIZE,
+        "default_batch_size": settings().batch_size,
+        "model": _model_summary(),
+        "max_upload_bytes": settings().max_upload_bytes,
+        "form": request.form,
+        "folders": _archive_folders(),
+    }
     if request.method == "GET":
         return render_template("submit.html", **context)
     try:
@@ -222,6 +245,12 @@ def model() -> str:
     card = summary["card"] if summary else {}
     split = card.get("evaluation_set") or "test"  # the held-out split the card's plots and sweep use
     titles = {name: title.format(split=split) for name, title in PLOT_TITLES.items()}
-    return render_template("model.html", model=summary, card=card, plot_titles=titles, sweep_split=split,
-                           figures=card_figures(card.get("metrics") or {}),
-                           sweep=sweep_rows(card.get("threshold_sweep") or [], card.get("threshold")))
+    return render_template(
+        "model.html",
+        model=summary,
+        card=card,
+        plot_titles=titles,
+        sweep_split=split,
+        figures=card_figures(card.get("metrics") or {}),
+        sweep=sweep_rows(card.get("threshold_sweep") or [], card.get("threshold")),
+    )

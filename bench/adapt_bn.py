@@ -41,9 +41,17 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 
-def _fit_member(inputs_path: str, y: np.ndarray, sources: np.ndarray, train: np.ndarray,
-                val: np.ndarray, model_cfg: dict[str, Any], cfg: dict[str, Any], threads: int,
-                out: str) -> str:
+def _fit_member(
+    inputs_path: str,
+    y: np.ndarray,
+    sources: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    model_cfg: dict[str, Any],
+    cfg: dict[str, Any],
+    threads: int,
+    out: str,
+) -> str:
     from training.backend import import_backend
 
     import_backend(threads)
@@ -51,8 +59,16 @@ def _fit_member(inputs_path: str, y: np.ndarray, sources: np.ndarray, train: np.
     from training.train import TrainConfig, fit
 
     x = np.load(inputs_path, mmap_mode="r")
-    result = fit(x[train], y[train], x[val], y[val], model_cfg=ModelConfig.from_dict(model_cfg),
-                 cfg=TrainConfig.from_dict(cfg), prefix=f"[{Path(out).stem}] ", sources=sources[train])
+    result = fit(
+        x[train],
+        y[train],
+        x[val],
+        y[val],
+        model_cfg=ModelConfig.from_dict(model_cfg),
+        cfg=TrainConfig.from_dict(cfg),
+        prefix=f"[{Path(out).stem}] ",
+        sources=sources[train],
+    )
     result.model.save(out)
     return out
 
@@ -63,10 +79,17 @@ def _row(name: str, y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str,
     from training.metrics import compute_metrics
 
     m = compute_metrics(y, p, threshold)
-    return {"case": name, "n": len(y), "recall": m.recall, "specificity": m.specificity,
-            "auc": m.auc, "recall_at_spec_080": recall_at_specificity(y, p, 0.80)[0],
-            "threshold": threshold, "median_yes": float(np.median(p[y == 1])) if (y == 1).any() else None,
-            "median_no": float(np.median(p[y == 0])) if (y == 0).any() else None}
+    return {
+        "case": name,
+        "n": len(y),
+        "recall": m.recall,
+        "specificity": m.specificity,
+        "auc": m.auc,
+        "recall_at_spec_080": recall_at_specificity(y, p, 0.80)[0],
+        "threshold": threshold,
+        "median_yes": float(np.median(p[y == 1])) if (y == 1).any() else None,
+        "median_no": float(np.median(p[y == 0])) if (y == 0).any() else None,
+    }
 
 
 def main() -> None:
@@ -75,12 +98,21 @@ def main() -> None:
     parser.add_argument("--holdout", default="seed-253")
     parser.add_argument("--models", type=Path, required=True, help="folder for the members' fits")
     parser.add_argument("--members", type=int, default=2)
-    parser.add_argument("--set", action="append", default=["keep_last=true"],
-                        help="recipe overrides as in `brainscan train --set` (default keep_last=true)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=["keep_last=true"],
+        help="recipe overrides as in `brainscan train --set` (default keep_last=true)",
+    )
     parser.add_argument("--recall-target", type=float, default=0.993)
     parser.add_argument("--cuts", type=int, default=3, help="random group halvings of the held-out source")
-    parser.add_argument("--depths", type=int, nargs="*", default=[1, 4],
-                        help="also adapt only each network's first N batch normalisation layers")
+    parser.add_argument(
+        "--depths",
+        type=int,
+        nargs="*",
+        default=[1, 4],
+        help="also adapt only each network's first N batch normalisation layers",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -97,19 +129,31 @@ def main() -> None:
     paths = [args.models / f"member{cfg.member + i}.keras" for i in range(args.members)]
     missing = [i for i, p in enumerate(paths) if not p.exists()]
     if missing:
-        log(f"fitting members {missing} without {args.holdout} ({len(task.train)} train, "
-            f"{len(task.val)} validation)")
+        log(
+            f"fitting members {missing} without {args.holdout} ({len(task.train)} train, "
+            f"{len(task.val)} validation)"
+        )
         single = dataclasses.replace(model_cfg, members=1)
         with tempfile.TemporaryDirectory(prefix="brainscan-adapt-") as tmp:
             inputs_path = str(Path(tmp) / "inputs.npy")
             np.save(inputs_path, x)
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(len(missing), mp_context=ctx) as pool:
-                futures = [pool.submit(_fit_member, inputs_path, y, data.loaded.sources, task.train,
-                                       task.val, single.to_dict(),
-                                       dataclasses.replace(cfg, member=cfg.member + i).to_dict(),
-                                       threads_per_process(len(missing)), str(paths[i]))
-                           for i in missing]
+                futures = [
+                    pool.submit(
+                        _fit_member,
+                        inputs_path,
+                        y,
+                        data.loaded.sources,
+                        task.train,
+                        task.val,
+                        single.to_dict(),
+                        dataclasses.replace(cfg, member=cfg.member + i).to_dict(),
+                        threads_per_process(len(missing)),
+                        str(paths[i]),
+                    )
+                    for i in missing
+                ]
                 for f in futures:
                     log(f"saved {f.result()}")
 
@@ -139,11 +183,23 @@ def main() -> None:
     record(_row("as trained", y[test], scores(nets, test), threshold))
     record(_row("adapted on all held-out slices", y[test], scores(adapted(test), test), threshold))
     for depth in args.depths:
-        record(_row(f"adapted on all held-out slices, first {depth} BN layers only", y[test],
-                    scores(adapted(test, depth), test), threshold))
+        record(
+            _row(
+                f"adapted on all held-out slices, first {depth} BN layers only",
+                y[test],
+                scores(adapted(test, depth), test),
+                threshold,
+            )
+        )
     for label, name in ((0, "no"), (1, "yes")):
-        record(_row(f"adapted on held-out '{name}' only", y[test],
-                    scores(adapted(test[y[test] == label]), test), threshold))
+        record(
+            _row(
+                f"adapted on held-out '{name}' only",
+                y[test],
+                scores(adapted(test[y[test] == label]), test),
+                threshold,
+            )
+        )
     rng = np.random.default_rng(0)
     unique = np.unique(groups[test])
     halves = []
@@ -153,21 +209,39 @@ def main() -> None:
         b = test[~np.isin(groups[test], chosen)]
         for fit_idx, score_idx in ((a, b), (b, a)):
             halves.append(_row("", y[score_idx], scores(adapted(fit_idx), score_idx), threshold))
-    medians = {k: float(np.median([h[k] for h in halves])) for k in
-               ("n", "recall", "specificity", "auc", "recall_at_spec_080", "median_yes", "median_no")}
-    record({"case": f"adapted on half the groups, scored on the other (median of {len(halves)})",
-            **medians, "threshold": threshold})
+    medians = {
+        k: float(np.median([h[k] for h in halves]))
+        for k in ("n", "recall", "specificity", "auc", "recall_at_spec_080", "median_yes", "median_no")
+    }
+    record(
+        {
+            "case": f"adapted on half the groups, scored on the other (median of {len(halves)})",
+            **medians,
+            "threshold": threshold,
+        }
+    )
     record(_row("control: validation part as trained", y[val], p_val, threshold))
     p_val_adapted = scores(adapted(val), val)
-    record(_row("control: validation part adapted on itself, threshold re-tuned", y[val],
-                p_val_adapted, tune_threshold(y[val], p_val_adapted, args.recall_target)))
-    print(f"\nheld-out source {args.holdout}: {len(test)} slices, threshold {threshold:.4f} "
-          f"(validation recall target {args.recall_target})")
-    print(f"{'case':<72} {'recall':>7} {'spec':>6} {'AUC':>6} {'recall@.80':>11} {'med yes':>8} "
-          f"{'med no':>7}")
+    record(
+        _row(
+            "control: validation part adapted on itself, threshold re-tuned",
+            y[val],
+            p_val_adapted,
+            tune_threshold(y[val], p_val_adapted, args.recall_target),
+        )
+    )
+    print(
+        f"\nheld-out source {args.holdout}: {len(test)} slices, threshold {threshold:.4f} "
+        f"(validation recall target {args.recall_target})"
+    )
+    print(
+        f"{'case':<72} {'recall':>7} {'spec':>6} {'AUC':>6} {'recall@.80':>11} {'med yes':>8} {'med no':>7}"
+    )
     for r in rows:
-        print(f"{r['case']:<72} {r['recall']:>7.3f} {r['specificity']:>6.3f} {r['auc']:>6.3f} "
-              f"{r['recall_at_spec_080']:>11.3f} {r['median_yes']:>8.3f} {r['median_no']:>7.3f}")
+        print(
+            f"{r['case']:<72} {r['recall']:>7.3f} {r['specificity']:>6.3f} {r['auc']:>6.3f} "
+            f"{r['recall_at_spec_080']:>11.3f} {r['median_yes']:>8.3f} {r['median_no']:>7.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -68,8 +68,14 @@ def postgres_database(server: str) -> Iterator[str]:
 
 
 def planned(rows: int, rng: random.Random) -> list[PlannedImage]:
-    return [PlannedImage(f"patient-{i // 150:05d}/slice-{i % 150:03d}.dcm", rng.randint(20_000, 600_000),
-                         rng.choice((0, 1, None))) for i in range(rows)]
+    return [
+        PlannedImage(
+            f"patient-{i // 150:05d}/slice-{i % 150:03d}.dcm",
+            rng.randint(20_000, 600_000),
+            rng.choice((0, 1, None)),
+        )
+        for i in range(rows)
+    ]
 
 
 def scored(images: list[PlannedImage], rng: random.Random) -> list[ScoredImage]:
@@ -85,8 +91,16 @@ def scored(images: list[PlannedImage], rng: random.Random) -> list[ScoredImage]:
 
 def new_job(maker: sessionmaker[Session], source: str) -> int:
     with maker.begin() as session:
-        job, _ = create_job(session=session, source=source, source_kind="folder", source_path=f"/a/{source}",
-                            submitted_by="bench", model_version="bench", threshold=0.5, batch_size=BATCH)
+        job, _ = create_job(
+            session=session,
+            source=source,
+            source_kind="folder",
+            source_path=f"/a/{source}",
+            submitted_by="bench",
+            model_version="bench",
+            threshold=0.5,
+            batch_size=BATCH,
+        )
         mark_planning(session=session, job_id=job.id)
         return job.id
 
@@ -100,9 +114,17 @@ def baseline(maker: sessionmaker[Session], rows: int, rng: random.Random) -> flo
     started = time.perf_counter()
     for start in range(0, rows, BATCH):
         with maker.begin() as session:
-            for image in images[start:start + BATCH]:
-                session.add(ImageResult(job_id=job_id, batch_id=batch_id, relpath=image.relpath,
-                                        size_bytes=image.size_bytes, label=image.label, status="pending"))
+            for image in images[start : start + BATCH]:
+                session.add(
+                    ImageResult(
+                        job_id=job_id,
+                        batch_id=batch_id,
+                        relpath=image.relpath,
+                        size_bytes=image.size_bytes,
+                        label=image.label,
+                        status="pending",
+                    )
+                )
     return rows / (time.perf_counter() - started)
 
 
@@ -119,7 +141,7 @@ def median_ms(maker: sessionmaker[Session], call: Callable[[Session], object]) -
 def time_writes(maker: sessionmaker[Session], job_id: int, rows: int, rng: random.Random) -> dict[str, float]:
     """Plan the job with add_batch, then upsert every batch's results twice, as workers would."""
     images = planned(rows, rng)
-    chunks = [images[start:start + BATCH] for start in range(0, rows, BATCH)]
+    chunks = [images[start : start + BATCH] for start in range(0, rows, BATCH)]
     started = time.perf_counter()
     batch_ids = []
     for n, chunk in enumerate(chunks):
@@ -150,7 +172,9 @@ def time_reads(reader: sessionmaker[Session], job_id: int, rows: int) -> dict[st
         "confusion_ms": median_ms(reader, lambda s: job_confusion_from_results(session=s, job_id=job_id)),
         "flagged_page_ms": median_ms(reader, lambda s: list_results(session=s, job_id=job_id, flagged=True)),
         "false_negatives_page_ms": median_ms(
-            reader, lambda s: list_results(session=s, job_id=job_id, false_negatives=True))}
+            reader, lambda s: list_results(session=s, job_id=job_id, false_negatives=True)
+        ),
+    }
     started = time.perf_counter()
     with reader() as session:
         streamed = sum(1 for _ in iter_results(session=session, job_id=job_id))
@@ -178,8 +202,10 @@ def report(dialect: str, rows: int, figures: dict[str, float]) -> None:
     for name in ("add_batch", "record_results", "record_results_again"):
         value = figures[name]
         verdict = "ok" if value >= target else "BELOW TARGET"
-        print(f"  {name:40s} {value:>10,.0f} rows/s  x{value / base:5.1f} vs baseline  "
-              f"(target {target:,}: {verdict})")
+        print(
+            f"  {name:40s} {value:>10,.0f} rows/s  x{value / base:5.1f} vs baseline  "
+            f"(target {target:,}: {verdict})"
+        )
     for name in ("job_progress_ms", "confusion_ms", "flagged_page_ms", "false_negatives_page_ms"):
         print(f"  {name:40s} {figures[name]:>10.2f} ms (median of {CALLS})")
     print(f"  {'iter_results (CSV export stream)':40s} {figures['iter_results']:>10,.0f} rows/s")
@@ -189,8 +215,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--sqlite-only", action="store_true")
-    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server URL without a database name")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432",
+        help="PostgreSQL server URL without a database name",
+    )
     args = parser.parse_args()
     busy = subprocess.run(["pgrep", "-f", "brainscan train"], capture_output=True, text=True).stdout.split()
     if busy:

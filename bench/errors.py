@@ -96,8 +96,9 @@ def read_names(path: Path) -> set[str]:
     return {line for line in lines if line}
 
 
-def without(fit: FitErrors, labels: np.ndarray, relpaths: np.ndarray,
-            names: set[str]) -> tuple[dict[str, float], int]:
+def without(
+    fit: FitErrors, labels: np.ndarray, relpaths: np.ndarray, names: set[str]
+) -> tuple[dict[str, float], int]:
     """Pooled recall and specificity at the fit's thresholds with images named in `names` left out,
     and how many held-out images were left out."""
     kept = [i for i in fit.probs if str(relpaths[i]).split("/")[-1] not in names]
@@ -110,8 +111,9 @@ def without(fit: FitErrors, labels: np.ndarray, relpaths: np.ndarray,
 
 def _row(name: str, kind: str, relpaths: np.ndarray, indices: set[int], folders: list[str]) -> str:
     counts = Counter(folder(str(relpaths[i])) for i in indices)
-    return (f"{name[:22]:>22} {kind:>7} {len(indices):>5}  "
-            + "  ".join(f"{counts.get(f, 0):>10}" for f in folders))
+    return f"{name[:22]:>22} {kind:>7} {len(indices):>5}  " + "  ".join(
+        f"{counts.get(f, 0):>10}" for f in folders
+    )
 
 
 def report(paths: list[Path], fits: list[FitErrors], relpaths: np.ndarray) -> None:
@@ -127,24 +129,31 @@ def report(paths: list[Path], fits: list[FitErrors], relpaths: np.ndarray) -> No
         print(_row("", "alarms", relpaths, f.false_alarms, folders))
     if len(fits) < 2:
         return
-    for kind, sets in (("missed tumours", [f.missed for f in fits]),
-                       ("false alarms", [f.false_alarms for f in fits])):
+    for kind, sets in (
+        ("missed tumours", [f.missed for f in fits]),
+        ("false alarms", [f.false_alarms for f in fits]),
+    ):
         every, some = set.intersection(*sets), set.union(*sets)
         mean = np.mean([len(s) for s in sets])
-        print(f"\n{kind}: {len(every)} made by all {len(fits)} fits, {len(some)} by at least one "
-              f"(a fit makes {mean:.1f} on average)")
+        print(
+            f"\n{kind}: {len(every)} made by all {len(fits)} fits, {len(some)} by at least one "
+            f"(a fit makes {mean:.1f} on average)"
+        )
         print(_row("made by all", "", relpaths, every, folders))
         print(_row("by only some", "", relpaths, some - every, folders))
     every_missed = set.intersection(*(f.missed for f in fits))
     if every_missed:
         depths = np.array([np.mean([f.depth[i] for f in fits]) for i in sorted(every_missed)])
-        print(f"\nmissed by all: share of the fold's clear slices scoring above each (mean over fits): "
-              f"median {np.median(depths):.3f}, max {depths.max():.3f}; "
-              f"{int(np.sum(depths > 0.5))} of {len(depths)} sit below half the clear slices")
+        print(
+            f"\nmissed by all: share of the fold's clear slices scoring above each (mean over fits): "
+            f"median {np.median(depths):.3f}, max {depths.max():.3f}; "
+            f"{int(np.sum(depths > 0.5))} of {len(depths)} sit below half the clear slices"
+        )
 
 
-def contact_sheet(out: Path, root: Path, relpaths: np.ndarray, fits: list[FitErrors],
-                  size: int = 160, columns: int = 8) -> int:
+def contact_sheet(
+    out: Path, root: Path, relpaths: np.ndarray, fits: list[FitErrors], size: int = 160, columns: int = 8
+) -> int:
     """Errors every fit makes, as the model sees them; returns how many tiles were drawn."""
     from PIL import Image, ImageDraw
 
@@ -178,8 +187,12 @@ def contact_sheet(out: Path, root: Path, relpaths: np.ndarray, fits: list[FitErr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("predictions", type=Path, nargs="+", help="fits of the same splits")
-    parser.add_argument("--recall-target", type=float, default=0.99,
-                        help="the threshold rule (the shipped model's card says its own; default 0.99)")
+    parser.add_argument(
+        "--recall-target",
+        type=float,
+        default=0.99,
+        help="the threshold rule (the shipped model's card says its own; default 0.99)",
+    )
     parser.add_argument("--data", type=Path, help="the folder training was given (for --sheet)")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the shared errors here")
     parser.add_argument("--set-aside", type=Path, help="file names whose labels are in doubt")
@@ -200,9 +213,11 @@ def main() -> None:
         for path, fit in zip(args.predictions, fits, strict=True):
             full, _ = without(fit, first["labels"], first["relpaths"], set())
             rest, dropped = without(fit, first["labels"], first["relpaths"], names)
-            print(f"{path.name[:22]:>22}  recall {full['recall']:.4f} -> {rest['recall']:.4f}  "
-                  f"specificity {full['specificity']:.4f} -> {rest['specificity']:.4f}  "
-                  f"({dropped} held-out images left out)")
+            print(
+                f"{path.name[:22]:>22}  recall {full['recall']:.4f} -> {rest['recall']:.4f}  "
+                f"specificity {full['specificity']:.4f} -> {rest['specificity']:.4f}  "
+                f"({dropped} held-out images left out)"
+            )
     if args.sheet:
         drawn = contact_sheet(args.sheet, args.data, first["relpaths"], fits)
         print(f"\ncontact sheet: {drawn} images -> {args.sheet}")

@@ -52,10 +52,16 @@ def untrained_like(scorer: Any, assignments: str) -> Any:
     from training.scorer import Scorer
 
     card = scorer.card
-    spec, cfg = apply_overrides((scorer.spec, ModelConfig.from_dict(card.architecture)),
-                                split_assignments(assignments))
-    card = dataclasses.replace(card, input=spec.to_dict(), architecture=cfg.to_dict(),
-                               version=f"{card.version}+untrained:{assignments}", model_sha256="")
+    spec, cfg = apply_overrides(
+        (scorer.spec, ModelConfig.from_dict(card.architecture)), split_assignments(assignments)
+    )
+    card = dataclasses.replace(
+        card,
+        input=spec.to_dict(),
+        architecture=cfg.to_dict(),
+        version=f"{card.version}+untrained:{assignments}",
+        model_sha256="",
+    )
     return Scorer(for_serving(build_model(cfg), cfg), card, threads=scorer.threads)
 
 
@@ -65,10 +71,17 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--n", type=int, default=2000, help="files to score end to end")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--glibc-malloc", action="store_true",
-                        help="leave glibc's mmap of large buffers on, as before 2026-12-02")
-    parser.add_argument("--untrained", default="", metavar="FIELD=VALUE,...",
-                        help="time an untrained network of the model's recipe with these changes")
+    parser.add_argument(
+        "--glibc-malloc",
+        action="store_true",
+        help="leave glibc's mmap of large buffers on, as before 2026-12-02",
+    )
+    parser.add_argument(
+        "--untrained",
+        default="",
+        metavar="FIELD=VALUE,...",
+        help="time an untrained network of the model's recipe with these changes",
+    )
     args = parser.parse_args()
 
     from training.backend import import_backend, serve_from_heap
@@ -103,7 +116,8 @@ def main() -> None:
             each.score_arrays(batch)
             rates.append(_rate(len(batch), time.perf_counter() - started))
     faults_per_image = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (
-        rounds * len(alone) * len(batch))
+        rounds * len(alone) * len(batch)
+    )
     model_alone, model_keras = (float(np.median(rates)) for rates in alone.values())
 
     started = time.perf_counter()
@@ -118,13 +132,19 @@ def main() -> None:
     naive = _rate(len(files), time.perf_counter() - started)
 
     errors = sum(r.error is not None for r in results)
-    print(f"model {args.model.name} ({scorer.version}), input {size} px, {len(files)} JPEG files, "
-          f"{errors} unreadable")
+    print(
+        f"model {args.model.name} ({scorer.version}), input {size} px, {len(files)} JPEG files, "
+        f"{errors} unreadable"
+    )
     print(f"{'model alone (preprocessed batches)':<38} {model_alone:8.0f} images/s   target >= 300")
-    print(f"{'  the same, Keras graph (not frozen)':<38} {model_keras:8.0f} images/s   "
-          f"frozen / Keras {model_alone / model_keras:.2f} x")
-    print(f"{'  minor page faults, both model-alone':<38} {faults_per_image:8.0f} per image   "
-          f"({'glibc mmap' if args.glibc_malloc else 'heap'} buffers)")
+    print(
+        f"{'  the same, Keras graph (not frozen)':<38} {model_keras:8.0f} images/s   "
+        f"frozen / Keras {model_alone / model_keras:.2f} x"
+    )
+    print(
+        f"{'  minor page faults, both model-alone':<38} {faults_per_image:8.0f} per image   "
+        f"({'glibc mmap' if args.glibc_malloc else 'heap'} buffers)"
+    )
     print(f"{'end to end from JPEG files':<38} {end_to_end:8.0f} images/s   target >= 150")
     print(f"{'resident memory after end to end':<38} {resident_mb:8.0f} MB   peak {peak_mb:.0f} MB")
     print(f"{'naive baseline (same run)':<38} {naive:8.0f} images/s")

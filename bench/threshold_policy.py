@@ -66,8 +66,11 @@ def check_same_splits(members: list[Predictions]) -> None:
         if set(other.keys()) != set(first.keys()):
             raise ValueError("members hold different tasks")
         for key in first:
-            if not _PROBABILITIES.match(key) and not key.endswith("_threshold") \
-                    and not np.array_equal(first[key], other[key]):
+            if (
+                not _PROBABILITIES.match(key)
+                and not key.endswith("_threshold")
+                and not np.array_equal(first[key], other[key])
+            ):
                 raise ValueError(f"members differ in {key!r}: not fits of the same splits")
 
 
@@ -103,8 +106,7 @@ def task_indices(data: Predictions, prefix: str) -> list[int]:
     return [i for i, name in enumerate(data["tasks"]) if str(name).startswith(prefix)]
 
 
-def pooled(data: Predictions, policy: Policy, variant: str,
-           prefix: str = "fold") -> dict[str, float]:
+def pooled(data: Predictions, policy: Policy, variant: str, prefix: str = "fold") -> dict[str, float]:
     """Pooled held-out figures of the tasks named `prefix...` when each tunes by `policy` on validation."""
     labels = data["labels"]
     flags, truth, probs = [], [], []
@@ -117,10 +119,18 @@ def pooled(data: Predictions, policy: Policy, variant: str,
         probs.append(test_p)
     y, p = np.concatenate(truth), np.concatenate(probs)
     m = compute_metrics(y, np.concatenate(flags).astype(float), 0.5)
-    hindsight = {f"hindsight_{r}": compute_metrics(y, p, tune_threshold(y, p, r)).specificity
-                 for r in HINDSIGHT_RECALLS}
-    return {"recall": m.recall, "specificity": m.specificity, "fn": m.fn, "fp": m.fp,
-            "auc": compute_metrics(y, p, 0.5).auc or 0.0, **hindsight}
+    hindsight = {
+        f"hindsight_{r}": compute_metrics(y, p, tune_threshold(y, p, r)).specificity
+        for r in HINDSIGHT_RECALLS
+    }
+    return {
+        "recall": m.recall,
+        "specificity": m.specificity,
+        "fn": m.fn,
+        "fp": m.fp,
+        "auc": compute_metrics(y, p, 0.5).auc or 0.0,
+        **hindsight,
+    }
 
 
 def _name(policy: Policy) -> str:
@@ -130,17 +140,23 @@ def _name(policy: Policy) -> str:
 
 def _report(data: Predictions, policies: list[Policy], variant: str, prefix: str) -> None:
     base = pooled(data, (0.99, 0.0), variant, prefix)
-    print(f"{'validation policy':>30} {'recall':>8} {'specificity':>12} {'missed':>7} {'false alarms':>13} "
-          f"{'missed vs shipped':>18}")
+    print(
+        f"{'validation policy':>30} {'recall':>8} {'specificity':>12} {'missed':>7} {'false alarms':>13} "
+        f"{'missed vs shipped':>18}"
+    )
     for policy in policies:
         row = pooled(data, policy, variant, prefix)
         ratio = f"{row['fn'] / base['fn']:.2f}x" if base["fn"] else "n/a"
-        print(f"{_name(policy):>30} {row['recall']:>8.4f} {row['specificity']:>12.4f} {row['fn']:>7.0f} "
-              f"{row['fp']:>13.0f} {ratio:>18}")
+        print(
+            f"{_name(policy):>30} {row['recall']:>8.4f} {row['specificity']:>12.4f} {row['fn']:>7.0f} "
+            f"{row['fp']:>13.0f} {ratio:>18}"
+        )
     print(f"AUC {base['auc']:.4f}")
     at = ", ".join(f"{base[f'hindsight_{r}']:.4f} at recall {r}" for r in HINDSIGHT_RECALLS)
-    print(f"hindsight specificity {at} (one threshold set on the pooled held-out probabilities: "
-          "compares ranking at the operating point; not a deployable figure)")
+    print(
+        f"hindsight specificity {at} (one threshold set on the pooled held-out probabilities: "
+        "compares ranking at the operating point; not a deployable figure)"
+    )
 
 
 def local_calibration(data: Predictions, task: int, variant: str, repeats: int) -> None:
@@ -148,8 +164,10 @@ def local_calibration(data: Predictions, task: int, variant: str, repeats: int) 
     test_idx, probs = data[f"{task}_test_idx"], data[f"{task}_{variant}_test"]
     where = {int(i): n for n, i in enumerate(test_idx)}
     rules = [("recall", 0.99), ("recall", 0.95), ("specificity", 0.80), ("specificity", 0.90)]
-    print(f"\nlocal calibration on half of {data['tasks'][task]} (by group), scored on the other half, "
-          f"halves swapped and pooled; median of {repeats} cuts")
+    print(
+        f"\nlocal calibration on half of {data['tasks'][task]} (by group), scored on the other half, "
+        f"halves swapped and pooled; median of {repeats} cuts"
+    )
     print(f"{'rule':>36} {'recall':>8} {'specificity':>12}")
     for kind, value in rules:
         figures = []
@@ -158,8 +176,11 @@ def local_calibration(data: Predictions, task: int, variant: str, repeats: int) 
             flags, truth = [], []
             for tune, score in ((a, b), (b, a)):
                 pt = probs[[where[int(i)] for i in tune]]
-                threshold = (tune_threshold(labels[tune], pt, value) if kind == "recall"
-                             else specificity_threshold(labels[tune], pt, value) or 0.0)
+                threshold = (
+                    tune_threshold(labels[tune], pt, value)
+                    if kind == "recall"
+                    else specificity_threshold(labels[tune], pt, value) or 0.0
+                )
                 flags.append(probs[[where[int(i)] for i in score]] >= threshold)
                 truth.append(labels[score])
             m = compute_metrics(np.concatenate(truth), np.concatenate(flags).astype(float), 0.5)
@@ -170,15 +191,25 @@ def local_calibration(data: Predictions, task: int, variant: str, repeats: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("predictions", type=Path, nargs="+",
-                        help="one file, or several fits of the same splits to average (an ensemble)")
+    parser.add_argument(
+        "predictions",
+        type=Path,
+        nargs="+",
+        help="one file, or several fits of the same splits to average (an ensemble)",
+    )
     parser.add_argument("--targets", default="0.99,0.993,0.995,0.997,0.999")
-    parser.add_argument("--floors", default="0.95,0.96,0.97,0.98,0.99",
-                        help="specificity floors, each with recall target 0.99")
+    parser.add_argument(
+        "--floors",
+        default="0.95,0.96,0.97,0.98,0.99",
+        help="specificity floors, each with recall target 0.99",
+    )
     parser.add_argument("--variant", choices=["served", "other"], default="served")
     parser.add_argument("--repeats", type=int, default=20, help="random cuts for local calibration")
-    parser.add_argument("--unread-half", action="store_true",
-                        help="score cross-source tasks on the half that domain adaptation never reads")
+    parser.add_argument(
+        "--unread-half",
+        action="store_true",
+        help="score cross-source tasks on the half that domain adaptation never reads",
+    )
     parser.add_argument("--seed", type=int, default=1337, help="the fits' seed (for --unread-half)")
     args = parser.parse_args()
     members: list[Predictions] = [np.load(path) for path in args.predictions]
@@ -191,8 +222,10 @@ def main() -> None:
             for prefix in ("fold", "cross-source"):
                 if task_indices(member, prefix):
                     row = pooled(member, (0.99, 0.0), args.variant, prefix)
-                    print(f"  {path.name:>24} {prefix:>12}: recall {row['recall']:.4f}  specificity "
-                          f"{row['specificity']:.4f}  AUC {row['auc']:.4f}  missed {row['fn']:.0f}")
+                    print(
+                        f"  {path.name:>24} {prefix:>12}: recall {row['recall']:.4f}  specificity "
+                        f"{row['specificity']:.4f}  AUC {row['auc']:.4f}  missed {row['fn']:.0f}"
+                    )
         data = average(members)
         print()
     policies = [(float(t), 0.0) for t in args.targets.split(",") if t]

@@ -49,9 +49,17 @@ def child(mode: str, images: int, epochs: int, threads: int) -> None:
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             now = resource.getrusage(resource.RUSAGE_SELF)
-            print(json.dumps({"epoch": epoch + 1, "wall": time.perf_counter() - self.started,
-                              "sys": now.ru_stime - self.usage.ru_stime,
-                              "faults": now.ru_minflt - self.usage.ru_minflt}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "epoch": epoch + 1,
+                        "wall": time.perf_counter() - self.started,
+                        "sys": now.ru_stime - self.usage.ru_stime,
+                        "faults": now.ru_minflt - self.usage.ru_minflt,
+                    }
+                ),
+                flush=True,
+            )
 
     import training.train as train_module
 
@@ -70,10 +78,22 @@ def child(mode: str, images: int, epochs: int, threads: int) -> None:
 
 def run(mode: str, processes: int, images: int, epochs: int, threads: int) -> dict[str, float]:
     started = time.perf_counter()
-    command = [sys.executable, __file__, "--child", mode, "--images", str(images), "--epochs", str(epochs),
-               "--threads", str(threads)]
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(processes)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--images",
+        str(images),
+        "--epochs",
+        str(epochs),
+        "--threads",
+        str(threads),
+    ]
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(processes)
+    ]
     rows = []
     for p in procs:
         out, _ = p.communicate()
@@ -81,10 +101,12 @@ def run(mode: str, processes: int, images: int, epochs: int, threads: int) -> di
             sys.exit(f"a {mode} fit failed (exit {p.returncode})")
         rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     later = [r for r in rows if r["epoch"] > 1]
-    return {"epoch_s": float(np.mean([r["wall"] for r in later])),
-            "sys_s": float(np.mean([r["sys"] for r in later])),
-            "faults": float(np.mean([r["faults"] for r in later])),
-            "total_s": time.perf_counter() - started}
+    return {
+        "epoch_s": float(np.mean([r["wall"] for r in later])),
+        "sys_s": float(np.mean([r["sys"] for r in later])),
+        "faults": float(np.mean([r["faults"] for r in later])),
+        "total_s": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
@@ -92,8 +114,12 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=5, help="fits side by side")
     parser.add_argument("--images", type=int, default=640, help="per fit (4/5 train, 1/5 validation)")
     parser.add_argument("--epochs", type=int, default=3, help="at least 2: the first is not counted")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow threads per fit (0: its default, one per core, as training runs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads per fit (0: its default, one per core, as training runs)",
+    )
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -101,18 +127,25 @@ def main() -> None:
         return
     if args.epochs < 2:
         sys.exit("--epochs must be at least 2")
-    print(f"{args.processes} fits side by side, {args.images} images, {args.epochs} epochs each, "
-          f"TensorFlow threads: {args.threads or 'default'}")
+    print(
+        f"{args.processes} fits side by side, {args.images} images, {args.epochs} epochs each, "
+        f"TensorFlow threads: {args.threads or 'default'}"
+    )
     results = {}
     for mode in MODES:
         results[mode] = run(mode, args.processes, args.images, args.epochs, args.threads)
         r = results[mode]
-        print(f"{mode:<9} epoch {r['epoch_s']:6.1f} s   system CPU {r['sys_s']:5.1f} s/epoch   "
-              f"page faults {r['faults']:>10,.0f}/epoch   whole run {r['total_s']:6.1f} s", flush=True)
+        print(
+            f"{mode:<9} epoch {r['epoch_s']:6.1f} s   system CPU {r['sys_s']:5.1f} s/epoch   "
+            f"page faults {r['faults']:>10,.0f}/epoch   whole run {r['total_s']:6.1f} s",
+            flush=True,
+        )
     base, new = results["patched"], results["restored"]
-    print(f"restored / patched: epoch {new['epoch_s'] / base['epoch_s']:.2f}x, "
-          f"whole run {new['total_s'] / base['total_s']:.2f}x, "
-          f"page faults {new['faults'] / base['faults']:.3f}x")
+    print(
+        f"restored / patched: epoch {new['epoch_s'] / base['epoch_s']:.2f}x, "
+        f"whole run {new['total_s'] / base['total_s']:.2f}x, "
+        f"page faults {new['faults'] / base['faults']:.3f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -55,15 +55,25 @@ def main() -> None:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--holdout", default="seed-253", help="cross-source task ('' for none)")
     parser.add_argument("--cv", type=int, default=0, help="also run K-fold cross-validation")
-    parser.add_argument("--variant", action="append", default=[],
-                        help="comma-separated FIELD=VALUE overrides (repeatable; tuples keep their commas)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="comma-separated FIELD=VALUE overrides (repeatable; tuples keep their commas)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip refitting the shipped recipe")
     parser.add_argument("--workers", type=int, default=0, help="processes per variant (0: one per task)")
-    parser.add_argument("--predictions", type=Path,
-                        help="save held-out probabilities (.npz; a suffix per variant when several)")
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        help="save held-out probabilities (.npz; a suffix per variant when several)",
+    )
     parser.add_argument("--json", type=Path, help="write the rows here as JSON too")
-    parser.add_argument("--adapt-all", action="store_true",
-                        help="domain_adapt variants read all of the held-out source, not half its groups")
+    parser.add_argument(
+        "--adapt-all",
+        action="store_true",
+        help="domain_adapt variants read all of the held-out source, not half its groups",
+    )
     args = parser.parse_args()
 
     from brainscan.cli.train import _configs, apply_overrides, split_assignments
@@ -79,8 +89,9 @@ def main() -> None:
     prepared = {spec: prepare(args.paths, spec) for spec in dict.fromkeys(c[0] for c in configs)}
     first = prepared[configs[0][0]]
     for other in prepared.values():  # a variant's preprocessing may differ, never its images or splits
-        if (other.loaded.records != first.loaded.records
-                or not np.array_equal(other.grouping.groups, first.grouping.groups)):
+        if other.loaded.records != first.loaded.records or not np.array_equal(
+            other.grouping.groups, first.grouping.groups
+        ):
             sys.exit("these variants' preprocessing groups the images differently: run them apart")
     y = first.loaded.labels
     runs = []
@@ -89,13 +100,15 @@ def main() -> None:
         tasks = crossval.cv_tasks(data, k=args.cv, cfg=cfg) if args.cv else []
         site = None
         if args.holdout:
-            task = crossval.cross_source_task(data, holdout=args.holdout, cfg=cfg,
-                                              adapt_to_holdout=not args.adapt_all)
+            task = crossval.cross_source_task(
+                data, holdout=args.holdout, cfg=cfg, adapt_to_holdout=not args.adapt_all
+            )
             if args.adapt_all and cfg.domain_adapt > 0:
                 site = data.loaded.inputs[task.test]
             tasks.append(task)
-        run = crossval.HeldOutRuns(data, model_cfg, cfg, workers=args.workers or max(2, len(tasks)),
-                                   unlabelled=site)
+        run = crossval.HeldOutRuns(
+            data, model_cfg, cfg, workers=args.workers or max(2, len(tasks)), unlabelled=site
+        )
         run.start(tasks)  # every variant's processes start now and share the cores
         runs.append(run)
     rows: list[dict[str, Any]] = []
@@ -110,26 +123,42 @@ def main() -> None:
         folds = [r for r in results if r.task.name.startswith("fold")]
         if folds:
             pooled = crossval.summarise_cv(y, folds)["pooled"]
-            row.update(cv_recall=pooled["recall"], cv_specificity=pooled["specificity"],
-                       cv_auc=pooled["auc"], cv_missed=pooled["fn"], cv_false_alarms=pooled["fp"])
+            row.update(
+                cv_recall=pooled["recall"],
+                cv_specificity=pooled["specificity"],
+                cv_auc=pooled["auc"],
+                cv_missed=pooled["fn"],
+                cv_false_alarms=pooled["fp"],
+            )
         if args.holdout:
             result = results[-1]
             test_y = y[result.task.test]
             m = compute_metrics(test_y, result.probs, result.threshold)
             r80, t80 = recall_at_specificity(test_y, result.probs, 0.80)
             val = compute_metrics(y[result.task.val], result.scores.val, result.threshold)
-            row.update(recall=m.recall, specificity=m.specificity, auc=m.auc, threshold=result.threshold,
-                       recall_at_spec_080=r80, threshold_at_spec_080=t80, validation_auc=val.auc,
-                       best_epoch=result.best_epoch,
-                       read_unlabelled=len(run.unlabelled) if run.unlabelled is not None
-                       else len(result.task.unlabelled))
+            row.update(
+                recall=m.recall,
+                specificity=m.specificity,
+                auc=m.auc,
+                threshold=result.threshold,
+                recall_at_spec_080=r80,
+                threshold_at_spec_080=t80,
+                validation_auc=val.auc,
+                best_epoch=result.best_epoch,
+                read_unlabelled=len(run.unlabelled)
+                if run.unlabelled is not None
+                else len(result.task.unlabelled),
+            )
             _, unseen = adaptation_split(first.grouping.groups, result.task.test, cfg.seed)
             part = np.isin(result.task.test, unseen)
             m = compute_metrics(y[unseen], result.probs[part], result.threshold)
-            row.update(other_half=len(unseen), other_half_recall=m.recall,
-                       other_half_specificity=m.specificity, other_half_auc=m.auc,
-                       other_half_recall_at_spec_080=recall_at_specificity(
-                           y[unseen], result.probs[part], 0.80)[0])
+            row.update(
+                other_half=len(unseen),
+                other_half_recall=m.recall,
+                other_half_specificity=m.specificity,
+                other_half_auc=m.auc,
+                other_half_recall_at_spec_080=recall_at_specificity(y[unseen], result.probs[part], 0.80)[0],
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
     _table(rows, args.holdout, args.adapt_all)
@@ -141,23 +170,36 @@ def _table(rows: list[dict[str, Any]], holdout: str, adapt_all: bool = False) ->
     if "cv_recall" in rows[0]:
         print(f"\n{'variant':<48} {'CV recall':>9} {'spec':>6} {'AUC':>7} {'missed':>7}")
         for r in rows:
-            print(f"{r['variant']:<48} {r['cv_recall']:>9.4f} {r['cv_specificity']:>6.4f} "
-                  f"{r['cv_auc']:>7.4f} {r['cv_missed']:>7}")
+            print(
+                f"{r['variant']:<48} {r['cv_recall']:>9.4f} {r['cv_specificity']:>6.4f} "
+                f"{r['cv_auc']:>7.4f} {r['cv_missed']:>7}"
+            )
     if holdout:
         print(f"\ncross-source, held-out source {holdout}")
-        print(f"{'variant':<48} {'recall':>7} {'spec':>6} {'AUC':>6} {'thr':>6} {'recall@spec.80':>15} "
-              f"{'val AUC':>8}")
+        print(
+            f"{'variant':<48} {'recall':>7} {'spec':>6} {'AUC':>6} {'thr':>6} {'recall@spec.80':>15} "
+            f"{'val AUC':>8}"
+        )
         for r in rows:
-            print(f"{r['variant']:<48} {r['recall']:>7.3f} {r['specificity']:>6.3f} {r['auc']:>6.3f} "
-                  f"{r['threshold']:>6.3f} {r['recall_at_spec_080']:>15.3f} {r['validation_auc']:>8.4f}")
-        print(f"\nthe same on the {rows[0]['other_half']} held-out images of the half of its groups "
-              + ("that domain adaptation reads too (--adapt-all)" if adapt_all
-                 else "that domain adaptation never reads"))
+            print(
+                f"{r['variant']:<48} {r['recall']:>7.3f} {r['specificity']:>6.3f} {r['auc']:>6.3f} "
+                f"{r['threshold']:>6.3f} {r['recall_at_spec_080']:>15.3f} {r['validation_auc']:>8.4f}"
+            )
+        print(
+            f"\nthe same on the {rows[0]['other_half']} held-out images of the half of its groups "
+            + (
+                "that domain adaptation reads too (--adapt-all)"
+                if adapt_all
+                else "that domain adaptation never reads"
+            )
+        )
         print(f"{'variant':<48} {'recall':>7} {'spec':>6} {'AUC':>6} {'recall@spec.80':>15}")
         for r in rows:
-            print(f"{r['variant']:<48} {r['other_half_recall']:>7.3f} "
-                  f"{r['other_half_specificity']:>6.3f} {r['other_half_auc']:>6.3f} "
-                  f"{r['other_half_recall_at_spec_080']:>15.3f}")
+            print(
+                f"{r['variant']:<48} {r['other_half_recall']:>7.3f} "
+                f"{r['other_half_specificity']:>6.3f} {r['other_half_auc']:>6.3f} "
+                f"{r['other_half_recall_at_spec_080']:>15.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,12 @@ MODEL = REPO / "models" / "brainscan.keras"
 
 
 def evaluate_rate(folder: Path) -> float:
-    out = subprocess.run([BRAINSCAN, "evaluate", str(folder), "--model", str(MODEL), "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [BRAINSCAN, "evaluate", str(folder), "--model", str(MODEL), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(json.loads(out)["images_per_second"])
 
 
@@ -63,10 +67,16 @@ def run_job(service: Service, folder: Path, images: int, batch_size: int, log: P
 
 
 def service_for(mode: str, workdir: Path, stack: list[object]) -> Service:
-    env = {"BRAINSCAN_ENV": "test", "BRAINSCAN_DATA_DIR": str(workdir / mode),
-           "BRAINSCAN_MODEL_PATH": str(MODEL), **FAST_TIMINGS,
-           "BRAINSCAN_BATCH_SOFT_TIME_LIMIT": "120", "BRAINSCAN_BATCH_TIME_LIMIT": "150",
-           "BRAINSCAN_VISIBILITY_TIMEOUT": "300", "BRAINSCAN_REQUEUE_AFTER": "60"}
+    env = {
+        "BRAINSCAN_ENV": "test",
+        "BRAINSCAN_DATA_DIR": str(workdir / mode),
+        "BRAINSCAN_MODEL_PATH": str(MODEL),
+        **FAST_TIMINGS,
+        "BRAINSCAN_BATCH_SOFT_TIME_LIMIT": "120",
+        "BRAINSCAN_BATCH_TIME_LIMIT": "150",
+        "BRAINSCAN_VISIBILITY_TIMEOUT": "300",
+        "BRAINSCAN_REQUEUE_AFTER": "60",
+    }
     (workdir / mode).mkdir()
     if mode == "scaleout":
         import redis
@@ -105,8 +115,10 @@ def main() -> None:
                 service = service_for(mode, workdir, stack)
                 first, rate = run_job(service, folder, args.images, args.batch_size, workdir / f"{mode}.log")
                 target = 0.85 if mode == "scaleout" else 0.75
-                print(f"{mode + ' job':<34} {rate:7.0f} images/s   ratio {rate / baseline:.2f} "
-                      f"(target >= {target})   first batch {first:.2f} s (target < 3)")
+                print(
+                    f"{mode + ' job':<34} {rate:7.0f} images/s   ratio {rate / baseline:.2f} "
+                    f"(target >= {target})   first batch {first:.2f} s (target < 3)"
+                )
         finally:
             for database in stack:
                 database.__exit__(None, None, None)  # type: ignore[attr-defined]

@@ -26,11 +26,14 @@ def brainscan_command() -> list[str]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The environment for child processes: the same settings, made explicit."""
-    return {**os.environ, "BRAINSCAN_DATA_DIR": str(settings.data_dir.resolve()),
-            "BRAINSCAN_ARCHIVE_ROOT": str(settings.resolved_archive_root),
-            "BRAINSCAN_DATABASE_URL": settings.resolved_database_url,
-            "BRAINSCAN_BROKER_URL": settings.resolved_broker_url,
-            "BRAINSCAN_MODEL_PATH": str(settings.model_path)}
+    return {
+        **os.environ,
+        "BRAINSCAN_DATA_DIR": str(settings.data_dir.resolve()),
+        "BRAINSCAN_ARCHIVE_ROOT": str(settings.resolved_archive_root),
+        "BRAINSCAN_DATABASE_URL": settings.resolved_database_url,
+        "BRAINSCAN_BROKER_URL": settings.resolved_broker_url,
+        "BRAINSCAN_MODEL_PATH": str(settings.model_path),
+    }
 
 
 def prepare(settings: Settings) -> list[str]:
@@ -56,11 +59,16 @@ def prepare(settings: Settings) -> list[str]:
     if first_start:
         credentials.write_text(f"web login: admin / {password}\nAPI token (admin): {token}\n")
         credentials.chmod(0o600)
-        return [f"web login:     admin / {password}", f"API token:     {token}",
-                f"(both saved in {credentials}, readable only by you)"]
-    return [f"web login:     admin (password in {credentials};",
-            "               change it: brainscan user set-password admin)",
-            "API token:     see the same file, or: brainscan token create --scope submit"]
+        return [
+            f"web login:     admin / {password}",
+            f"API token:     {token}",
+            f"(both saved in {credentials}, readable only by you)",
+        ]
+    return [
+        f"web login:     admin (password in {credentials};",
+        "               change it: brainscan user set-password admin)",
+        "API token:     see the same file, or: brainscan token create --scope submit",
+    ]
 
 
 @dataclass
@@ -77,8 +85,9 @@ class Child:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
@@ -120,8 +129,11 @@ def supervise(children: list[Child], stop_requested: list[bool]) -> None:
                 continue
             delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
             code = child.proc.returncode if child.proc else None
-            print(f"{child.name} exited (code {code}); restarting in {delay} s (log: {child.log})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{child.name} exited (code {code}); restarting in {delay} s (log: {child.log})",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(delay)
             if time.monotonic() - child.started_at > 300:
                 child.restarts = 0  # it ran fine for a while: the next failure starts the backoff over

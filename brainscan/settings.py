@@ -108,8 +108,10 @@ class Settings:
 
     def misspelling_warnings(self) -> list[str]:
         """One line per misspelt variable, as the CLI prints them and the web app logs them."""
-        return [f"{key} is not a brainscan setting and is ignored; did you mean {meant}?"
-                for key, meant in self.misspellings()]
+        return [
+            f"{key} is not a brainscan setting and is ignored; did you mean {meant}?"
+            for key, meant in self.misspellings()
+        ]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (CLI options win over the environment)."""
@@ -121,8 +123,10 @@ class Settings:
         if self.env not in ("development", "production", "test"):
             raise SettingsError(f"BRAINSCAN_ENV must be development, production or test, not {self.env!r}")
         if self.secret_key and len(self.secret_key) < MIN_SECRET_LENGTH:
-            raise SettingsError(f"BRAINSCAN_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters "
-                                "(e.g. openssl rand -hex 32), or unset to use a key made on first start")
+            raise SettingsError(
+                f"BRAINSCAN_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters "
+                "(e.g. openssl rand -hex 32), or unset to use a key made on first start"
+            )
         if self.batch_size < 1:
             raise SettingsError("BRAINSCAN_BATCH_SIZE must be at least 1")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -176,6 +180,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 values[f.name] = _convert(env[key], str(f.type))
             except ValueError as exc:
                 raise SettingsError(f"{key}={env[key]!r} is not valid: {exc}") from exc
-    values["extra"] = tuple(sorted((k, v) for k, v in env.items()
-                                   if k.startswith(PREFIX) and k not in known))
+    values["extra"] = tuple(sorted((k, v) for k, v in env.items() if k.startswith(PREFIX) and k not in known))
     return Settings(**values).validate()

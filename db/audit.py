@@ -13,12 +13,32 @@ from sqlalchemy.orm import Session
 
 from db.models import AuditEvent, UTCDateTime
 
-ACTIONS = ("job.submit", "job.cancel", "job.rerun", "token.create", "token.revoke", "login", "login.failed",
-           "login.unblock", "logout", "user.create", "user.password", "user.disable", "user.enable")
+ACTIONS = (
+    "job.submit",
+    "job.cancel",
+    "job.rerun",
+    "token.create",
+    "token.revoke",
+    "login",
+    "login.failed",
+    "login.unblock",
+    "logout",
+    "user.create",
+    "user.password",
+    "user.disable",
+    "user.enable",
+)
 
 
-def record_event(*, session: Session, actor: str, action: str, job_id: int | None = None,
-                 detail: dict[str, Any] | None = None, client: str | None = None) -> AuditEvent:
+def record_event(
+    *,
+    session: Session,
+    actor: str,
+    action: str,
+    job_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+    client: str | None = None,
+) -> AuditEvent:
     """Append one event (in the caller's transaction, so it commits with the change it describes)."""
     event = AuditEvent(actor=actor, action=action, job_id=job_id, detail=detail, client=client)
     session.add(event)
@@ -26,8 +46,9 @@ def record_event(*, session: Session, actor: str, action: str, job_id: int | Non
     return event
 
 
-def list_events(*, session: Session, job_id: int | None = None, limit: int = 100,
-                before_id: int | None = None) -> list[AuditEvent]:
+def list_events(
+    *, session: Session, job_id: int | None = None, limit: int = 100, before_id: int | None = None
+) -> list[AuditEvent]:
     """Events newest first, optionally of one job; pass the last id seen as `before_id` for more."""
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if job_id is not None:
@@ -37,11 +58,13 @@ def list_events(*, session: Session, job_id: int | None = None, limit: int = 100
     return list(session.scalars(stmt))
 
 
-def recent_events(*, session: Session, client: str, action: str,
-                  since: datetime) -> tuple[int, datetime | None]:
+def recent_events(
+    *, session: Session, client: str, action: str, since: datetime
+) -> tuple[int, datetime | None]:
     """How many `action` events came from `client` since `since`, and when the last one did
     (sign-in throttling counts one address's failures)."""
     stmt = select(func.count(), func.max(AuditEvent.at)).where(
-        AuditEvent.client == client, AuditEvent.action == action, AuditEvent.at >= since)
+        AuditEvent.client == client, AuditEvent.action == action, AuditEvent.at >= since
+    )
     count, last = session.execute(stmt).one()
     return int(count or 0), UTCDateTime().process_result_value(last, session.get_bind().dialect)

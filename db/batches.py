@@ -36,8 +36,10 @@ def add_batch(*, session: Session, job_id: int, index: int, images: Sequence[Pla
     """
     now = utcnow()
     batch_id = session.execute(
-        insert(Batch).values(job_id=job_id, index=index, size=len(images), status="queued",
-                             enqueued_at=now).returning(Batch.id)).scalar_one()
+        insert(Batch)
+        .values(job_id=job_id, index=index, size=len(images), status="queued", enqueued_at=now)
+        .returning(Batch.id)
+    ).scalar_one()
     session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=now))
     if images:
         rows = [{"relpath": i.relpath, "size_bytes": i.size_bytes, "label": i.label} for i in images]
@@ -50,9 +52,18 @@ def claim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | None
     now = utcnow()
     live_job = select(Job.id).where(Job.id == Batch.job_id, Job.status.in_(LIVE_JOB_STATUSES)).exists()
     claimed = session.execute(
-        update(Batch).where(Batch.id == batch_id, Batch.status == "queued", live_job)
-        .values(status="running", attempts=Batch.attempts + 1, worker=worker, started_at=now,
-                finished_at=None, error=None).returning(Batch.job_id)).first()
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == "queued", live_job)
+        .values(
+            status="running",
+            attempts=Batch.attempts + 1,
+            worker=worker,
+            started_at=now,
+            finished_at=None,
+            error=None,
+        )
+        .returning(Batch.job_id)
+    ).first()
     if claimed is None:
         return None
     session.execute(update(Job).where(Job.id == claimed[0], Job.started_at.is_(None)).values(started_at=now))
@@ -70,9 +81,11 @@ def reclaim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | No
     live_job = select(Job.id).where(Job.id == Batch.job_id, Job.status.in_(LIVE_JOB_STATUSES)).exists()
     same_task = Batch.worker.endswith(f":{task_id}", autoescape=True)
     reclaimed = session.execute(
-        update(Batch).where(Batch.id == batch_id, Batch.status == "running", same_task, live_job)
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == "running", same_task, live_job)
         .values(attempts=Batch.attempts + 1, started_at=utcnow(), worker=worker)
-        .returning(Batch.id)).first()
+        .returning(Batch.id)
+    ).first()
     return None if reclaimed is None else session.get(Batch, batch_id, populate_existing=True)
 
 
@@ -80,11 +93,17 @@ def _image_counts(session: Session, batch_id: int) -> dict[str, int]:
     scored = ImageResult.status == "scored"
     positive, negative = and_(scored, ImageResult.label == 1), and_(scored, ImageResult.label == 0)
     flagged, unflagged = ImageResult.flagged.is_(True), ImageResult.flagged.is_(False)
-    row = session.execute(select(
-        count_where(scored), count_where(ImageResult.status == "error"), count_where(and_(scored, flagged)),
-        count_where(and_(positive, flagged)), count_where(and_(negative, flagged)),
-        count_where(and_(negative, unflagged)), count_where(and_(positive, unflagged)),
-    ).where(ImageResult.batch_id == batch_id)).one()
+    row = session.execute(
+        select(
+            count_where(scored),
+            count_where(ImageResult.status == "error"),
+            count_where(and_(scored, flagged)),
+            count_where(and_(positive, flagged)),
+            count_where(and_(negative, flagged)),
+            count_where(and_(negative, unflagged)),
+            count_where(and_(positive, unflagged)),
+        ).where(ImageResult.batch_id == batch_id)
+    ).one()
     return dict(zip(("scored", "failed", "flagged", "tp", "fp", "tn", "fn"), map(int, row), strict=True))
 
 
@@ -96,36 +115,54 @@ def finish_batch(*, session: Session, batch_id: int, seconds: float) -> None:
     """
     counts = _image_counts(session, batch_id)
     done = {"status": "done", "finished_at": utcnow(), "seconds": seconds, "error": None, **counts}
-    session.execute(update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
-                    .values(done))
+    session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES)).values(done)
+    )
 
 
 def fail_batch(*, session: Session, batch_id: int, error: str) -> None:
     """Mark the batch failed and its images not yet scored as errors with that reason."""
     failed = session.execute(
-        update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
-        .values(status="failed", error=error, finished_at=utcnow()).returning(Batch.id)).first()
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
+        .values(status="failed", error=error, finished_at=utcnow())
+        .returning(Batch.id)
+    ).first()
     if failed is None:
         return
     unscored = (ImageResult.batch_id == batch_id) & (ImageResult.status == "pending")
-    session.execute(update(ImageResult).where(unscored).values(status="error", error=error)
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        update(ImageResult)
+        .where(unscored)
+        .values(status="error", error=error)
+        .execution_options(synchronize_session=False)
+    )
     counts = _image_counts(session, batch_id)
-    session.execute(update(Batch).where(Batch.id == batch_id).values(
-        scored=counts["scored"], failed=counts["failed"], flagged=counts["flagged"]))
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values(scored=counts["scored"], failed=counts["failed"], flagged=counts["flagged"])
+    )
 
 
 def requeue_batch(*, session: Session, batch_id: int) -> bool:
     """Running or queued -> queued again (watchdog, retries); False for a batch already settled."""
-    stmt = (update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
-            .values(status="queued", enqueued_at=utcnow(), worker=None, started_at=None).returning(Batch.id))
+    stmt = (
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
+        .values(status="queued", enqueued_at=utcnow(), worker=None, started_at=None)
+        .returning(Batch.id)
+    )
     return session.execute(stmt).first() is not None
 
 
 def _stale(session: Session, status: str, column: Any, before: datetime) -> list[int]:
-    stmt = (select(Batch.id).join(Job, Job.id == Batch.job_id)
-            .where(Batch.status == status, column < before, Job.status.in_(LIVE_JOB_STATUSES))
-            .order_by(Batch.id))
+    stmt = (
+        select(Batch.id)
+        .join(Job, Job.id == Batch.job_id)
+        .where(Batch.status == status, column < before, Job.status.in_(LIVE_JOB_STATUSES))
+        .order_by(Batch.id)
+    )
     return list(session.scalars(stmt))
 
 
@@ -141,6 +178,10 @@ def stale_queued_batches(*, session: Session, enqueued_before: datetime) -> list
 
 def list_batches(*, session: Session, job_id: int) -> list[Batch]:
     """The job's batches in planning order."""
-    stmt = (select(Batch).where(Batch.job_id == job_id).order_by(Batch.index)
-            .execution_options(populate_existing=True))
+    stmt = (
+        select(Batch)
+        .where(Batch.job_id == job_id)
+        .order_by(Batch.index)
+        .execution_options(populate_existing=True)
+    )
     return list(session.scalars(stmt))

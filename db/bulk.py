@@ -37,7 +37,12 @@ from db.models import ImageResult
 RESULTS = cast(Table, ImageResult.__table__)
 PLANNED: dict[str, TypeEngine[Any]] = {"relpath": Text(), "size_bytes": BigInteger(), "label": SmallInteger()}
 SCORED: dict[str, TypeEngine[Any]] = {
-    "relpath": Text(), "content_hash": Text(), "probability": Float(), "flagged": Boolean(), "error": Text()}
+    "relpath": Text(),
+    "content_hash": Text(),
+    "probability": Float(),
+    "flagged": Boolean(),
+    "error": Text(),
+}
 UPSERTED = (*tuple(SCORED)[1:], "status", "scored_at")  # what a later result may overwrite
 
 
@@ -53,23 +58,30 @@ def _from_arrays(rows: TableValuedAlias, *computed: Any) -> Select[Any]:
 
 _planned, _scored = _arrays_as_rows(PLANNED), _arrays_as_rows(SCORED)
 _PG_INSERT = insert(RESULTS).from_select(
-    ["job_id", "batch_id", *PLANNED, "status"], _from_arrays(_planned, literal_column("'pending'")))
+    ["job_id", "batch_id", *PLANNED, "status"], _from_arrays(_planned, literal_column("'pending'"))
+)
 # status and scored_at follow from error (None exactly when scored): two arrays fewer to send
 _ok = _scored.c.error.is_(None)
 _pg_upsert = postgresql.insert(RESULTS).from_select(
     ["job_id", "batch_id", *SCORED, "size_bytes", "status", "scored_at"],
-    _from_arrays(_scored, literal_column("0"),
-                 case((_ok, literal_column("'scored'")), else_=literal_column("'error'")),
-                 case((_ok, bindparam("now", type_=DateTime(timezone=True))))))
+    _from_arrays(
+        _scored,
+        literal_column("0"),
+        case((_ok, literal_column("'scored'")), else_=literal_column("'error'")),
+        case((_ok, bindparam("now", type_=DateTime(timezone=True)))),
+    ),
+)
 _PG_UPSERT = _pg_upsert.on_conflict_do_update(
     index_elements=[RESULTS.c.job_id, RESULTS.c.relpath],
     set_={name: _pg_upsert.excluded[name] for name in UPSERTED},
-    where=RESULTS.c.status != "scored")
+    where=RESULTS.c.status != "scored",
+)
 _sqlite_upsert = sqlite.insert(RESULTS)
 _SQLITE_UPSERT = _sqlite_upsert.on_conflict_do_update(
     index_elements=[RESULTS.c.job_id, RESULTS.c.relpath],
     set_={name: _sqlite_upsert.excluded[name] for name in UPSERTED},
-    where=RESULTS.c.status != "scored")
+    where=RESULTS.c.status != "scored",
+)
 
 
 def _arrays(job_id: int, batch_id: int, rows: list[dict[str, Any]], names: Any) -> dict[str, Any]:
@@ -85,8 +97,10 @@ def insert_pending(session: Session, *, job_id: int, batch_id: int, rows: list[d
     if _on_postgresql(session):
         session.execute(_PG_INSERT, _arrays(job_id, batch_id, rows, PLANNED))
     else:
-        session.execute(insert(RESULTS), [
-            {"job_id": job_id, "batch_id": batch_id, "status": "pending", **row} for row in rows])
+        session.execute(
+            insert(RESULTS),
+            [{"job_id": job_id, "batch_id": batch_id, "status": "pending", **row} for row in rows],
+        )
 
 
 def upsert_scored(session: Session, *, job_id: int, batch_id: int, rows: list[dict[str, Any]]) -> None:
@@ -100,5 +114,6 @@ def upsert_scored(session: Session, *, job_id: int, batch_id: int, rows: list[di
         now = next((row["scored_at"] for row in rows if row["scored_at"] is not None), None)
         session.execute(_PG_UPSERT, {**_arrays(job_id, batch_id, rows, SCORED), "now": now})
     else:
-        session.execute(_SQLITE_UPSERT, [
-            {"job_id": job_id, "batch_id": batch_id, "size_bytes": 0, **row} for row in rows])
+        session.execute(
+            _SQLITE_UPSERT, [{"job_id": job_id, "batch_id": batch_id, "size_bytes": 0, **row} for row in rows]
+        )

@@ -41,25 +41,49 @@ class KeyReused(ValueError):
         self.job_id = job_id
 
 
-def create_job(*, session: Session, source: str, source_kind: str, source_path: str, submitted_by: str,
-               model_version: str, threshold: float, batch_size: int, team: str | None = None,
-               idempotency_key: str | None = None, request_hash: str | None = None) -> tuple[Job, bool]:
+def create_job(
+    *,
+    session: Session,
+    source: str,
+    source_kind: str,
+    source_path: str,
+    submitted_by: str,
+    model_version: str,
+    threshold: float,
+    batch_size: int,
+    team: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Job, bool]:
     """A new queued job and True, or the job this submitter's `idempotency_key` already holds and
     False; KeyReused when that job was asked for with another `request_hash`."""
     if idempotency_key is not None:
         existing = _job_with_key(session, submitted_by, idempotency_key, request_hash)
         if existing is not None:
             return existing, False
-    job = Job(source=source, source_kind=source_kind, source_path=source_path, submitted_by=submitted_by,
-              team=team, model_version=model_version, threshold=threshold, batch_size=batch_size,
-              idempotency_key=idempotency_key, request_hash=request_hash, status="queued")
+    job = Job(
+        source=source,
+        source_kind=source_kind,
+        source_path=source_path,
+        submitted_by=submitted_by,
+        team=team,
+        model_version=model_version,
+        threshold=threshold,
+        batch_size=batch_size,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        status="queued",
+    )
     try:
         with session.begin_nested():  # a savepoint: losing the race leaves the caller's transaction usable
             session.add(job)
     except IntegrityError:
         # Another submission with the same key committed between our read and our insert.
-        winner = (_job_with_key(session, submitted_by, idempotency_key, request_hash)
-                  if idempotency_key is not None else None)
+        winner = (
+            _job_with_key(session, submitted_by, idempotency_key, request_hash)
+            if idempotency_key is not None
+            else None
+        )
         if winner is None:
             raise
         return winner, False
@@ -81,8 +105,14 @@ def get_job(*, session: Session, job_id: int, viewer: Viewer | None = None) -> J
     return session.scalars(stmt).first()
 
 
-def list_jobs(*, session: Session, status: str | None = None, limit: int = 50,
-              before_id: int | None = None, viewer: Viewer | None = None) -> list[Job]:
+def list_jobs(
+    *,
+    session: Session,
+    status: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+    viewer: Viewer | None = None,
+) -> list[Job]:
     """Jobs newest first (those `viewer` may see); pass the last id seen as `before_id` for more."""
     stmt = select(Job).order_by(Job.id.desc()).limit(limit).execution_options(populate_existing=True)
     if viewer is not None:
@@ -96,8 +126,9 @@ def list_jobs(*, session: Session, status: str | None = None, limit: int = 50,
 
 def unfinished_running_jobs(*, session: Session) -> list[int]:
     """Running jobs none of whose batches is queued or running: finish_job_if_complete would finish them."""
-    unsettled = (select(Batch.id).where(Batch.job_id == Job.id, Batch.status.in_(PENDING_BATCH_STATUSES))
-                 .exists())
+    unsettled = (
+        select(Batch.id).where(Batch.job_id == Job.id, Batch.status.in_(PENDING_BATCH_STATUSES)).exists()
+    )
     return list(session.scalars(select(Job.id).where(Job.status == "running", ~unsettled).order_by(Job.id)))
 
 
@@ -105,9 +136,16 @@ def stalled_jobs(*, session: Session, queued_before: datetime, planning_before: 
     """Jobs whose planner seems lost: queued since before `queued_before`, or planning with no
     heartbeat (planning start or a batch recorded) since before `planning_before`."""
     last_sign = func.coalesce(Job.heartbeat_at, Job.created_at)
-    stmt = select(Job.id).where(or_(
-        (Job.status == "queued") & (Job.created_at < queued_before),
-        (Job.status == "planning") & (last_sign < planning_before))).order_by(Job.id)
+    stmt = (
+        select(Job.id)
+        .where(
+            or_(
+                (Job.status == "queued") & (Job.created_at < queued_before),
+                (Job.status == "planning") & (last_sign < planning_before),
+            )
+        )
+        .order_by(Job.id)
+    )
     return list(session.scalars(stmt))
 
 
@@ -117,8 +155,12 @@ def mark_planning(*, session: Session, job_id: int) -> bool:
     A job already 'planning' (its planner died and the message came back) starts planning afresh:
     the batches the earlier attempt recorded are deleted with their images.
     """
-    stmt = (update(Job).where(Job.id == job_id, Job.status.in_(("queued", "planning")))
-            .values(status="planning", heartbeat_at=utcnow()).returning(Job.id))
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "planning")))
+        .values(status="planning", heartbeat_at=utcnow())
+        .returning(Job.id)
+    )
     if session.execute(stmt).first() is None:
         return False
     session.execute(delete(Batch).where(Batch.job_id == job_id).execution_options(synchronize_session=False))
@@ -144,19 +186,30 @@ def finish_planning(*, session: Session, job_id: int, total: int, skipped: int) 
 
 def fail_job(*, session: Session, job_id: int, error: str) -> bool:
     """An unfinished job -> failed with `error`; False when it had already finished."""
-    stmt = (update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
-            .values(status="failed", error=error, finished_at=utcnow()).returning(Job.id))
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        .values(status="failed", error=error, finished_at=utcnow())
+        .returning(Job.id)
+    )
     return session.execute(stmt).first() is not None
 
 
 def cancel_job(*, session: Session, job_id: int) -> bool:
     """An unfinished job -> cancelled, its queued batches with it; False when it had already finished."""
-    stmt = (update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
-            .values(status="cancelled", finished_at=utcnow()).returning(Job.id))
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        .values(status="cancelled", finished_at=utcnow())
+        .returning(Job.id)
+    )
     if session.execute(stmt).first() is None:
         return False
-    session.execute(update(Batch).where(Batch.job_id == job_id, Batch.status == "queued")
-                    .values(status="cancelled", finished_at=utcnow()))
+    session.execute(
+        update(Batch)
+        .where(Batch.job_id == job_id, Batch.status == "queued")
+        .values(status="cancelled", finished_at=utcnow())
+    )
     return True
 
 
@@ -171,18 +224,50 @@ def rerun_failed(*, session: Session, job_id: int) -> list[int]:
     needs_rerun = (Batch.job_id == job_id) & or_(Batch.status != "done", Batch.failed > 0)
     if session.scalars(select(Batch.id).where(needs_rerun).limit(1)).first() is None:
         return []
-    reopened = (update(Job).where(Job.id == job_id, Job.status.in_(FINISHED_JOB_STATUSES))
-                .values({"status": "running", "started_at": None, "finished_at": None, "error": None,
-                         **dict.fromkeys(MATRIX), "recall": None, "specificity": None,
-                         "images_per_second": None}).returning(Job.id))
+    reopened = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(FINISHED_JOB_STATUSES))
+        .values(
+            {
+                "status": "running",
+                "started_at": None,
+                "finished_at": None,
+                "error": None,
+                **dict.fromkeys(MATRIX),
+                "recall": None,
+                "specificity": None,
+                "images_per_second": None,
+            }
+        )
+        .returning(Job.id)
+    )
     if session.execute(reopened).first() is None:
         return []
-    session.execute(update(ImageResult).where(ImageResult.job_id == job_id, text(ERRORS))
-                    .values(status="pending", error=None, probability=None, flagged=None, scored_at=None)
-                    .execution_options(synchronize_session=False))
-    requeued = (update(Batch).where(needs_rerun)
-                .values({"status": "queued", "attempts": 0, "worker": None, "enqueued_at": utcnow(),
-                         "started_at": None, "finished_at": None, "seconds": None, "error": None,
-                         "scored": 0, "failed": 0, "flagged": 0, **dict.fromkeys(MATRIX)})
-                .returning(Batch.id))
+    session.execute(
+        update(ImageResult)
+        .where(ImageResult.job_id == job_id, text(ERRORS))
+        .values(status="pending", error=None, probability=None, flagged=None, scored_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    requeued = (
+        update(Batch)
+        .where(needs_rerun)
+        .values(
+            {
+                "status": "queued",
+                "attempts": 0,
+                "worker": None,
+                "enqueued_at": utcnow(),
+                "started_at": None,
+                "finished_at": None,
+                "seconds": None,
+                "error": None,
+                "scored": 0,
+                "failed": 0,
+                "flagged": 0,
+                **dict.fromkeys(MATRIX),
+            }
+        )
+        .returning(Batch.id)
+    )
     return sorted(session.scalars(requeued))

@@ -13,9 +13,17 @@ from sqlalchemy.orm import Session
 from db.models import ModelVersion
 
 
-def register_model_version(*, session: Session, version: str, file: str, sha256: str, threshold: float,
-                           metrics: dict[str, Any], card: dict[str, Any],
-                           make_current: bool = True) -> ModelVersion:
+def register_model_version(
+    *,
+    session: Session,
+    version: str,
+    file: str,
+    sha256: str,
+    threshold: float,
+    metrics: dict[str, Any],
+    card: dict[str, Any],
+    make_current: bool = True,
+) -> ModelVersion:
     """Insert or update the row for `version`, optionally making it the one current version."""
     row = session.scalars(select(ModelVersion).where(ModelVersion.version == version)).first()
     if row is None:
@@ -25,8 +33,9 @@ def register_model_version(*, session: Session, version: str, file: str, sha256:
     session.flush()
     if make_current and not row.is_current:
         # clear the old current first: a unique partial index allows one current version
-        session.execute(update(ModelVersion).where(ModelVersion.is_current.is_(True))
-                        .values(is_current=False))
+        session.execute(
+            update(ModelVersion).where(ModelVersion.is_current.is_(True)).values(is_current=False)
+        )
         row.is_current = True
         session.flush()
     return row

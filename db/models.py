@@ -159,12 +159,27 @@ class ImageResult(Base):
         UniqueConstraint("job_id", "relpath"),
         Index("ix_image_results_batch_id", "batch_id"),
         Index("ix_image_results_job_id_id", "job_id", "id"),
-        Index("ix_image_results_flagged", "job_id", "id",
-              sqlite_where=text(FLAGGED), postgresql_where=text(FLAGGED)),
-        Index("ix_image_results_errors", "job_id", "id",
-              sqlite_where=text(ERRORS), postgresql_where=text(ERRORS)),
-        Index("ix_image_results_false_negatives", "job_id", "id",
-              sqlite_where=text(FALSE_NEGATIVES), postgresql_where=text(FALSE_NEGATIVES)),
+        Index(
+            "ix_image_results_flagged",
+            "job_id",
+            "id",
+            sqlite_where=text(FLAGGED),
+            postgresql_where=text(FLAGGED),
+        ),
+        Index(
+            "ix_image_results_errors",
+            "job_id",
+            "id",
+            sqlite_where=text(ERRORS),
+            postgresql_where=text(ERRORS),
+        ),
+        Index(
+            "ix_image_results_false_negatives",
+            "job_id",
+            "id",
+            sqlite_where=text(FALSE_NEGATIVES),
+            postgresql_where=text(FALSE_NEGATIVES),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -185,8 +200,13 @@ class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (
         # at most one current version
-        Index("uq_model_versions_current", "is_current", unique=True,
-              sqlite_where=text("is_current = true"), postgresql_where=text("is_current = true")),
+        Index(
+            "uq_model_versions_current",
+            "is_current",
+            unique=True,
+            sqlite_where=text("is_current = true"),
+            postgresql_where=text("is_current = true"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -56,12 +56,26 @@ def jobs_progress(*, session: Session, job_ids: Sequence[int]) -> dict[int, JobP
     left out."""
     if not job_ids:
         return {}
-    stmt = (select(Job.id, Job.total, _sum(Batch.scored), _sum(Batch.failed), _sum(Batch.flagged),
-                   func.count(Batch.id), count_where(Batch.status == "done"),
-                   count_where(Batch.status == "failed"),
-                   _sum(Batch.tp), _sum(Batch.fp), _sum(Batch.tn), _sum(Batch.fn))
-            .select_from(Job).outerjoin(Batch, Batch.job_id == Job.id)
-            .where(Job.id.in_(list(job_ids))).group_by(Job.id, Job.total))
+    stmt = (
+        select(
+            Job.id,
+            Job.total,
+            _sum(Batch.scored),
+            _sum(Batch.failed),
+            _sum(Batch.flagged),
+            func.count(Batch.id),
+            count_where(Batch.status == "done"),
+            count_where(Batch.status == "failed"),
+            _sum(Batch.tp),
+            _sum(Batch.fp),
+            _sum(Batch.tn),
+            _sum(Batch.fn),
+        )
+        .select_from(Job)
+        .outerjoin(Batch, Batch.job_id == Job.id)
+        .where(Job.id.in_(list(job_ids)))
+        .group_by(Job.id, Job.total)
+    )
     return {int(row[0]): JobProgress(*(int(value) for value in row[1:])) for row in session.execute(stmt)}
 
 
@@ -69,8 +83,12 @@ def _scored_groups(session: Session, job_id: int, since: datetime | None = None)
     # (label, flagged, images, images scored since `since`) in one pass over the job's scored rows;
     # without `since`, only the labelled rows: all the confusion matrix needs
     label, flagged = ImageResult.label, ImageResult.flagged
-    stmt = select(label, flagged, func.count(), literal(0) if since is None else count_where(
-        ImageResult.scored_at >= since)).where(ImageResult.job_id == job_id, ImageResult.status == "scored")
+    stmt = select(
+        label,
+        flagged,
+        func.count(),
+        literal(0) if since is None else count_where(ImageResult.scored_at >= since),
+    ).where(ImageResult.job_id == job_id, ImageResult.status == "scored")
     if since is None:
         stmt = stmt.where(label.is_not(None))
     return [tuple(row) for row in session.execute(stmt.group_by(label, flagged))]
@@ -95,10 +113,15 @@ def finish_job_if_complete(*, session: Session, job_id: int) -> bool:
     transaction after committing your own batch. The job ends failed when any batch failed.
     """
     now = utcnow()
-    unsettled = (select(Batch.id).where(Batch.job_id == job_id, Batch.status.in_(PENDING_BATCH_STATUSES))
-                 .exists())
-    won = session.execute(update(Job).where(Job.id == job_id, Job.status == "running", ~unsettled)
-                          .values(status="succeeded", finished_at=now).returning(Job.started_at)).first()
+    unsettled = (
+        select(Batch.id).where(Batch.job_id == job_id, Batch.status.in_(PENDING_BATCH_STATUSES)).exists()
+    )
+    won = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "running", ~unsettled)
+        .values(status="succeeded", finished_at=now)
+        .returning(Job.started_at)
+    ).first()
     if won is None:
         return False
     figures = _final_figures(session, job_id, won[0], now)
@@ -106,22 +129,33 @@ def finish_job_if_complete(*, session: Session, job_id: int) -> bool:
     return True
 
 
-def _final_figures(session: Session, job_id: int, started_at: datetime | None,
-                   now: datetime) -> dict[str, Any]:
+def _final_figures(
+    session: Session, job_id: int, started_at: datetime | None, now: datetime
+) -> dict[str, Any]:
     groups = _scored_groups(session, job_id, started_at)
     tp, fp, tn, fn = _matrix(groups)
-    figures: dict[str, Any] = {"tp": tp, "fp": fp, "tn": tn, "fn": fn,
-                               "recall": tp / (tp + fn) if tp + fn else None,
-                               "specificity": tn / (tn + fp) if tn + fp else None,
-                               "images_per_second": None}
+    figures: dict[str, Any] = {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "specificity": tn / (tn + fp) if tn + fp else None,
+        "images_per_second": None,
+    }
     if started_at is not None and now > started_at:
         # images scored in this run only: a re-run keeps the images scored before it
         scored_this_run = sum(int(group[3]) for group in groups)
         figures["images_per_second"] = scored_this_run / (now - started_at).total_seconds()
-    batches = session.execute(select(func.count(), count_where(Batch.status == "failed"))
-                              .where(Batch.job_id == job_id)).one()
+    batches = session.execute(
+        select(func.count(), count_where(Batch.status == "failed")).where(Batch.job_id == job_id)
+    ).one()
     if batches[1]:
-        reason = session.scalars(select(Batch.error).where(Batch.job_id == job_id, Batch.status == "failed")
-                                 .order_by(Batch.index).limit(1)).first()
+        reason = session.scalars(
+            select(Batch.error)
+            .where(Batch.job_id == job_id, Batch.status == "failed")
+            .order_by(Batch.index)
+            .limit(1)
+        ).first()
         figures.update(status="failed", error=f"{batches[1]} of {batches[0]} batches failed: {reason}")
     return figures

@@ -41,8 +41,11 @@ class ScoredImage:
 
 def pending_images(*, session: Session, batch_id: int) -> list[PendingImage]:
     """The batch's images not yet scored (pending, or errors from an earlier attempt), in order."""
-    stmt = (select(ImageResult.id, ImageResult.relpath, ImageResult.label)
-            .where(ImageResult.batch_id == batch_id, ImageResult.status != "scored").order_by(ImageResult.id))
+    stmt = (
+        select(ImageResult.id, ImageResult.relpath, ImageResult.label)
+        .where(ImageResult.batch_id == batch_id, ImageResult.status != "scored")
+        .order_by(ImageResult.id)
+    )
     return [PendingImage(id, relpath, label) for id, relpath, label in session.execute(stmt)]
 
 
@@ -51,10 +54,15 @@ def _row(result: ScoredImage, now: datetime) -> dict[str, Any]:
     if error is None and result.probability is None:
         error = "no probability was produced"
     scored = error is None
-    return {"relpath": result.relpath, "content_hash": result.content_hash,
-            "status": "scored" if scored else "error", "error": error,
-            "probability": result.probability if scored else None,
-            "flagged": result.flagged if scored else None, "scored_at": now if scored else None}
+    return {
+        "relpath": result.relpath,
+        "content_hash": result.content_hash,
+        "status": "scored" if scored else "error",
+        "error": error,
+        "probability": result.probability if scored else None,
+        "flagged": result.flagged if scored else None,
+        "scored_at": now if scored else None,
+    }
 
 
 def record_results(*, session: Session, job_id: int, batch_id: int, results: Sequence[ScoredImage]) -> None:
@@ -82,8 +90,16 @@ def _filtered(job_id: int, flagged: bool | None, false_negatives: bool, errors: 
     return stmt.order_by(ImageResult.id)
 
 
-def list_results(*, session: Session, job_id: int, flagged: bool | None = None, false_negatives: bool = False,
-                 errors: bool = False, limit: int = 100, after_id: int | None = None) -> list[ImageResult]:
+def list_results(
+    *,
+    session: Session,
+    job_id: int,
+    flagged: bool | None = None,
+    false_negatives: bool = False,
+    errors: bool = False,
+    limit: int = 100,
+    after_id: int | None = None,
+) -> list[ImageResult]:
     """One page of the job's results in planning order; pass the last id seen as `after_id`."""
     stmt = _filtered(job_id, flagged, false_negatives, errors).limit(limit)
     if after_id is not None:
@@ -91,8 +107,14 @@ def list_results(*, session: Session, job_id: int, flagged: bool | None = None, 
     return list(session.scalars(stmt))
 
 
-def iter_results(*, session: Session, job_id: int, flagged: bool | None = None, false_negatives: bool = False,
-                 errors: bool = False) -> Iterator[ImageResult]:
+def iter_results(
+    *,
+    session: Session,
+    job_id: int,
+    flagged: bool | None = None,
+    false_negatives: bool = False,
+    errors: bool = False,
+) -> Iterator[ImageResult]:
     """All the job's matching results in planning order, streamed (CSV export of any size)."""
     stmt = _filtered(job_id, flagged, false_negatives, errors).execution_options(yield_per=STREAM_CHUNK)
     yield from session.scalars(stmt)

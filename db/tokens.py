@@ -48,14 +48,26 @@ def _parse_scopes(scopes: str | Iterable[str]) -> str:
     return ",".join(scope for scope in SCOPES if scope in wanted)
 
 
-def create_token(*, session: Session, name: str, scopes: str | Iterable[str], team: str | None = None,
-                 lifetime: timedelta = TOKEN_LIFETIME) -> tuple[str, ApiToken]:
+def create_token(
+    *,
+    session: Session,
+    name: str,
+    scopes: str | Iterable[str],
+    team: str | None = None,
+    lifetime: timedelta = TOKEN_LIFETIME,
+) -> tuple[str, ApiToken]:
     """A new token: its text (shown once, never stored) and its row (hash, prefix, scopes, expiry)."""
     if not timedelta(0) < lifetime <= MAX_TOKEN_LIFETIME:
         raise ValueError(f"a token lives from 1 to {MAX_TOKEN_LIFETIME.days} days")
     text = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-    token = ApiToken(name=name, prefix=text[:PREFIX_LENGTH], secret_hash=_digest(text),
-                     scopes=_parse_scopes(scopes), team=team or None, expires_at=utcnow() + lifetime)
+    token = ApiToken(
+        name=name,
+        prefix=text[:PREFIX_LENGTH],
+        secret_hash=_digest(text),
+        scopes=_parse_scopes(scopes),
+        team=team or None,
+        expires_at=utcnow() + lifetime,
+    )
     session.add(token)
     session.flush()
     return text, token
@@ -122,14 +134,24 @@ def check_password(password: str) -> None:
         raise ValueError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
 
 
-def create_user(*, session: Session, username: str, password: str,
-                scopes: str | Iterable[str] = OPERATOR_SCOPES, team: str | None = None) -> User:
+def create_user(
+    *,
+    session: Session,
+    username: str,
+    password: str,
+    scopes: str | Iterable[str] = OPERATOR_SCOPES,
+    team: str | None = None,
+) -> User:
     """A new operator login; a taken username raises IntegrityError at flush."""
     if not username:
         raise ValueError("the username must not be empty")
     check_password(password)
-    user = User(username=username, password_hash=generate_password_hash(password),
-                scopes=_parse_scopes(scopes), team=team or None)
+    user = User(
+        username=username,
+        password_hash=generate_password_hash(password),
+        scopes=_parse_scopes(scopes),
+        team=team or None,
+    )
     session.add(user)
     session.flush()
     return user
@@ -164,8 +186,9 @@ def set_disabled(*, session: Session, username: str, disabled: bool) -> bool:
 
 def end_sessions(*, session: Session, user_id: int) -> None:
     """End every web session of the user (logout): cookies of an older generation stop working."""
-    session.execute(update(User).where(User.id == user_id)
-                    .values(session_generation=User.session_generation + 1))
+    session.execute(
+        update(User).where(User.id == user_id).values(session_generation=User.session_generation + 1)
+    )
 
 
 def verify_user(*, session: Session, username: str, password: str) -> User | None:

@@ -16,8 +16,11 @@ SHIPPED_MODEL = REPO / "models" / "brainscan.keras"
 
 def find_shared_data() -> Path | None:
     """The real MRI images: BRAINSCAN_SHARED_DATA, else ../shared/data beside the checkout."""
-    candidates = [os.environ.get("BRAINSCAN_SHARED_DATA", ""), str(REPO.parent / "shared" / "data"),
-                  "/work/shared/data"]
+    candidates = [
+        os.environ.get("BRAINSCAN_SHARED_DATA", ""),
+        str(REPO.parent / "shared" / "data"),
+        "/work/shared/data",
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "seed-253").is_dir():
             return Path(candidate)
@@ -29,8 +32,7 @@ def shared_data() -> Path:
     """Path to ../shared/data; skips with a reason where absent, fails under CI."""
     found = find_shared_data()
     if found is None:
-        message = ("real MRI images not found: put them at ../shared/data "
-                   "or set BRAINSCAN_SHARED_DATA")
+        message = "real MRI images not found: put them at ../shared/data or set BRAINSCAN_SHARED_DATA"
         if IN_CI:
             pytest.fail(message + " (CI must run the data tests)")
         pytest.skip(message)

@@ -36,8 +36,9 @@ DIALECTS = ("sqlite", "postgres")
 
 
 def _admin_engine() -> Engine:
-    return create_engine(f"{POSTGRES_SERVER.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT",
-                         poolclass=NullPool)
+    return create_engine(
+        f"{POSTGRES_SERVER.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
 
 
 def _unreachable(exc: Exception) -> NoReturn:
@@ -136,25 +137,43 @@ def db_sessionmaker(db_engine: Engine) -> sessionmaker[Session]:
 def create_random_job(*, session: Session, **overrides: object) -> Job:
     """A queued job with plausible random values; keyword arguments override any of them."""
     values: dict[str, object] = {
-        "source": f"ward-{secrets.token_hex(3)}", "source_kind": "folder", "source_path": "/archive/ward",
-        "submitted_by": "tester", "model_version": "v-test", "threshold": 0.5, "batch_size": 256}
+        "source": f"ward-{secrets.token_hex(3)}",
+        "source_kind": "folder",
+        "source_path": "/archive/ward",
+        "submitted_by": "tester",
+        "model_version": "v-test",
+        "threshold": 0.5,
+        "batch_size": 256,
+    }
     values.update(overrides)
     job, _ = create_job(session=session, **values)  # type: ignore[arg-type]
     return job
 
 
-def plan_random_images(*, session: Session, job_id: int, count: int, batch_size: int,
-                       rng: random.Random | None = None) -> list[int]:
+def plan_random_images(
+    *, session: Session, job_id: int, count: int, batch_size: int, rng: random.Random | None = None
+) -> list[int]:
     """Record `count` images (labels 0, 1 or unknown) in batches of `batch_size`; returns batch ids."""
     rng = rng or random.Random(0)
-    images = [PlannedImage(f"scan-{i:06d}.png", rng.randint(1_000, 90_000), rng.choice((0, 1, 1, None)))
-              for i in range(count)]
-    return [add_batch(session=session, job_id=job_id, index=n, images=images[start:start + batch_size])
-            for n, start in enumerate(range(0, count, batch_size))]
+    images = [
+        PlannedImage(f"scan-{i:06d}.png", rng.randint(1_000, 90_000), rng.choice((0, 1, 1, None)))
+        for i in range(count)
+    ]
+    return [
+        add_batch(session=session, job_id=job_id, index=n, images=images[start : start + batch_size])
+        for n, start in enumerate(range(0, count, batch_size))
+    ]
 
 
-def score_randomly(*, session: Session, job_id: int, batch_id: int, rng: random.Random,
-                   error_rate: float = 0.1, threshold: float = 0.5) -> list[ScoredImage]:
+def score_randomly(
+    *,
+    session: Session,
+    job_id: int,
+    batch_id: int,
+    rng: random.Random,
+    error_rate: float = 0.1,
+    threshold: float = 0.5,
+) -> list[ScoredImage]:
     """Record a random outcome for every image of the batch still to score; returns what was recorded."""
     results = []
     for image in pending_images(session=session, batch_id=batch_id):
@@ -162,7 +181,10 @@ def score_randomly(*, session: Session, job_id: int, batch_id: int, rng: random.
             results.append(ScoredImage(image.relpath, None, None, error="cannot identify image file"))
         else:
             probability = rng.random()
-            results.append(ScoredImage(image.relpath, probability, probability >= threshold,
-                                       content_hash=secrets.token_hex(32)))
+            results.append(
+                ScoredImage(
+                    image.relpath, probability, probability >= threshold, content_hash=secrets.token_hex(32)
+                )
+            )
     record_results(session=session, job_id=job_id, batch_id=batch_id, results=results)
     return results

@@ -27,8 +27,9 @@ def create_random_slice(size: int = 128, seed: int = 0, lesion: bool = False) ->
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def square_slices(n: int, seed: int, *, noise: int = 60,
-                  square: int | tuple[int, int] = 230) -> tuple[np.ndarray, np.ndarray]:
+def square_slices(
+    n: int, seed: int, *, noise: int = 60, square: int | tuple[int, int] = 230
+) -> tuple[np.ndarray, np.ndarray]:
     """n noisy 32-px slices (uint8, NHWC) and labels 0, 1, 0, 1, ...: the tumour ones carry a square
     of intensity `square`, a tiny network learns it in an epoch or two. Given a range, each square's
     intensity is drawn from it; one overlapping the noise keeps a few epochs from solving it."""
@@ -63,9 +64,15 @@ def create_labelled_folder(root: Path, n_per_class: int = 4, fmt: str = "png") -
 
 
 def write_dicom(
-    path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", frames: int = 1,
-    slope: float | None = None, intercept: float | None = None,
-    window: tuple[float, float] | None = None, syntax: str = ExplicitVRLittleEndian,
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    frames: int = 1,
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    syntax: str = ExplicitVRLittleEndian,
     pixel_data: bytes | None = None,
 ) -> Path:
     """A DICOM MR slice (or `frames` of them) of `pixels`; `pixel_data` replaces the pixel bytes
@@ -104,8 +111,9 @@ def write_dicom(
 
 def write_deflated_dicom_bomb(path: Path, *, pixel_bytes: int = 256 * 1024**2) -> Path:
     """The probe's file: a 128x128 header over `pixel_bytes` of zeros, deflated to a few hundred KB."""
-    return write_dicom(path, np.zeros((128, 128)), syntax=DeflatedExplicitVRLittleEndian,
-                       pixel_data=bytes(pixel_bytes))
+    return write_dicom(
+        path, np.zeros((128, 128)), syntax=DeflatedExplicitVRLittleEndian, pixel_data=bytes(pixel_bytes)
+    )
 
 
 def write_sparse_file(path: Path, head: bytes, size: int) -> Path:

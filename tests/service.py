@@ -81,9 +81,16 @@ class Service:
         card = ModelCard.load(card_path_for(self.settings.model_path))
         with self.sessions().begin() as session:
             job, created = create_job(
-                session=session, source=folder.name, source_kind="folder", source_path=str(folder),
-                submitted_by="test", model_version=card.version, threshold=card.threshold,
-                batch_size=batch_size, idempotency_key=key)
+                session=session,
+                source=folder.name,
+                source_kind="folder",
+                source_path=str(folder),
+                submitted_by="test",
+                model_version=card.version,
+                threshold=card.threshold,
+                batch_size=batch_size,
+                idempotency_key=key,
+            )
             job_id = job.id
         if created:
             submit_job(celery_for(self.settings), job_id)
@@ -93,15 +100,22 @@ class Service:
         """Plan the job in this process, as a worker's plan_job does."""
         from worker import planning
 
-        return planning.plan(job_id, sessions=self.sessions(), enqueue=enqueue,
-                             roots=self.settings.source_roots)
+        return planning.plan(
+            job_id, sessions=self.sessions(), enqueue=enqueue, roots=self.settings.source_roots
+        )
 
     def score(self, batch_id: int, *, scorer: Scorer, worker: str, max_attempts: int = 3) -> str:
         """Score the batch in this process, as a worker's score_batch does."""
         from worker import scoring
 
-        return scoring.score(batch_id, sessions=self.sessions(), scorer=scorer, worker=worker,
-                             max_attempts=max_attempts, roots=self.settings.source_roots)
+        return scoring.score(
+            batch_id,
+            sessions=self.sessions(),
+            scorer=scorer,
+            worker=worker,
+            max_attempts=max_attempts,
+            roots=self.settings.source_roots,
+        )
 
     def job(self, job_id: int) -> Job:
         with self.sessions()() as session:
@@ -109,8 +123,13 @@ class Service:
             assert job is not None
             return job
 
-    def wait(self, job_id: int, *, timeout: float = 180, until: tuple[str, ...] = ("succeeded", "failed",
-             "cancelled")) -> Job:
+    def wait(
+        self,
+        job_id: int,
+        *,
+        timeout: float = 180,
+        until: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    ) -> Job:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.job(job_id)
@@ -128,8 +147,11 @@ class WorkerProcess:
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
             [BRAINSCAN, "worker", "--concurrency", str(concurrency), "--loglevel", "INFO"],
-            env={**os.environ, **service.env}, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=REPO,
+            env={**os.environ, **service.env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -175,8 +197,22 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is needed for this test"
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -37,8 +37,13 @@ def test_recall_at_specificity_keeps_the_allowed_false_alarms() -> None:
 
 def _fits(probabilities: list[np.ndarray], test_idx: np.ndarray) -> dict[str, np.ndarray]:
     """Saved predictions (crossval.save_predictions' layout) of one fold: validation 0..5, test rest."""
-    out = {"labels": np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1]), "groups": np.arange(10),
-           "tasks": np.array(["fold 1/1"]), "0_val_idx": np.arange(6), "0_test_idx": test_idx}
+    out = {
+        "labels": np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1]),
+        "groups": np.arange(10),
+        "tasks": np.array(["fold 1/1"]),
+        "0_val_idx": np.arange(6),
+        "0_test_idx": test_idx,
+    }
     val, test = probabilities
     for name in ("served", "other"):
         out.update({f"0_{name}_val": val, f"0_{name}_test": test, f"0_{name}_threshold": np.array(0.5)})
@@ -49,10 +54,10 @@ def test_an_ensemble_averages_members_and_tunes_on_the_averaged_validation_score
     policy = _load("threshold_policy")
     test_idx = np.arange(6, 10)
     # member a ranks the test part badly (a tumour below a clear slice), member b the other way
-    a = _fits([np.array([.1, .2, .3, .6, .7, .8]), np.array([.2, .7, .6, .9])], test_idx)
-    b = _fits([np.array([.2, .1, .2, .7, .8, .9]), np.array([.3, .1, .4, .8])], test_idx)
+    a = _fits([np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8]), np.array([0.2, 0.7, 0.6, 0.9])], test_idx)
+    b = _fits([np.array([0.2, 0.1, 0.2, 0.7, 0.8, 0.9]), np.array([0.3, 0.1, 0.4, 0.8])], test_idx)
     mean = policy.average([a, b])
-    np.testing.assert_allclose(mean["0_served_test"], [.25, .4, .5, .85])
+    np.testing.assert_allclose(mean["0_served_test"], [0.25, 0.4, 0.5, 0.85])
     np.testing.assert_array_equal(mean["0_test_idx"], test_idx)
     alone = policy.pooled(a, (1.0, 0.0), "served")  # threshold 0.6 flags the clear slice at 0.7
     assert (alone["recall"], alone["specificity"], alone["auc"]) == (1.0, 0.5, 0.75)
@@ -99,13 +104,22 @@ def _two_fold_predictions(test_probs: tuple[np.ndarray, np.ndarray]) -> dict[str
     names = ["glioma", "glioma", "yes", "notumor", "notumor", "no"] * 2
     relpaths = np.array([f"data/src/src/{n}/img{i}.png" for i, n in enumerate(names)])
     val_probs = np.where(labels[:6] == 1, 0.6, 0.1)
-    out = {"labels": labels, "groups": np.arange(12), "relpaths": relpaths,
-           "tasks": np.array(["fold 1/2", "fold 2/2"])}
+    out = {
+        "labels": labels,
+        "groups": np.arange(12),
+        "relpaths": relpaths,
+        "tasks": np.array(["fold 1/2", "fold 2/2"]),
+    }
     for i, (val, test) in enumerate(((np.arange(6, 12), np.arange(6)), (np.arange(6), np.arange(6, 12)))):
         out.update({f"{i}_val_idx": val, f"{i}_test_idx": test})
         for name in ("served", "other"):
-            out.update({f"{i}_{name}_val": val_probs, f"{i}_{name}_test": test_probs[i],
-                        f"{i}_{name}_threshold": np.array(0.6)})
+            out.update(
+                {
+                    f"{i}_{name}_val": val_probs,
+                    f"{i}_{name}_test": test_probs[i],
+                    f"{i}_{name}_threshold": np.array(0.6),
+                }
+            )
     return out
 
 
@@ -113,14 +127,18 @@ def test_errors_finds_each_fits_misses_and_false_alarms_and_how_deep_a_miss_sits
     errors = _load("errors")
     # fold 1: image 2 (a tumour) at 0.2 is missed, below 1 of the 3 negatives (0.3); image 5
     # (clear) at 0.7 is a false alarm; fold 2: everything right
-    data = _two_fold_predictions((np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]),
-                                  np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1])))
+    data = _two_fold_predictions(
+        (np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]), np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1]))
+    )
     fit = errors.fit_errors(data)
     assert fit.missed == {2} and fit.false_alarms == {5}
     assert fit.depth[2] == pytest.approx(2 / 3)  # 0.3 and 0.7 score above it
     assert len(fit.probs) == 12 and fit.probs[4] == 0.3
-    other = errors.fit_errors(_two_fold_predictions((np.array([0.9, 0.1, 0.2, 0.1, 0.1, 0.1]),
-                                                     np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.9]))))
+    other = errors.fit_errors(
+        _two_fold_predictions(
+            (np.array([0.9, 0.1, 0.2, 0.1, 0.1, 0.1]), np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.9]))
+        )
+    )
     assert other.missed == {1, 2} and other.false_alarms == {11}
     assert errors.folder("data/src/src/glioma/img0.png") == "src/glioma"
     assert errors.folder("seed-253/yes/Y 1.jpg") == "yes"
@@ -129,14 +147,21 @@ def test_errors_finds_each_fits_misses_and_false_alarms_and_how_deep_a_miss_sits
 
 
 def test_errors_report_and_contact_sheet_show_what_every_fit_gets_wrong(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     errors = _load("errors")
-    first = errors.fit_errors(_two_fold_predictions((np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]),
-                                                     np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1]))))
-    second = errors.fit_errors(_two_fold_predictions((np.array([0.9, 0.1, 0.2, 0.1, 0.1, 0.1]),
-                                                      np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.9]))))
+    first = errors.fit_errors(
+        _two_fold_predictions(
+            (np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]), np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1]))
+        )
+    )
+    second = errors.fit_errors(
+        _two_fold_predictions(
+            (np.array([0.9, 0.1, 0.2, 0.1, 0.1, 0.1]), np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.9]))
+        )
+    )
     relpaths = _two_fold_predictions((np.zeros(6), np.zeros(6)))["relpaths"]
     errors.report([Path("a.npz"), Path("b.npz")], [first, second], relpaths)
     text = capsys.readouterr().out
@@ -162,8 +187,9 @@ def test_errors_report_and_contact_sheet_show_what_every_fit_gets_wrong(
 
 def test_errors_set_aside_recomputes_the_figures_without_doubtful_images(tmp_path: Path) -> None:
     errors = _load("errors")
-    data = _two_fold_predictions((np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]),
-                                  np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1])))
+    data = _two_fold_predictions(
+        (np.array([0.9, 0.8, 0.2, 0.1, 0.3, 0.7]), np.array([0.9, 0.9, 0.9, 0.1, 0.1, 0.1]))
+    )
     fit = errors.fit_errors(data)  # image 2 missed, image 5 a false alarm
     listed = tmp_path / "suspect.txt"
     listed.write_text("# doubtful labels\nimg5.png  # the false alarm\n\nnot-held-out.png\n")
@@ -187,12 +213,11 @@ def test_the_suspect_label_list_names_no_tumour_images_of_the_data(shared_data: 
     assert set(found.values()) == {"notumor", "no"}  # all labelled 'no tumour' in the data
 
 
-
 def test_unread_half_scores_cross_source_tasks_on_the_slices_adaptation_never_read() -> None:
     from training.domain import adaptation_split
 
     policy = _load("threshold_policy")
-    data = _fits([np.linspace(0, 1, 6), np.array([.2, .9, .1, .8])], np.arange(6, 10))
+    data = _fits([np.linspace(0, 1, 6), np.array([0.2, 0.9, 0.1, 0.8])], np.arange(6, 10))
     data["tasks"] = np.array(["cross-source x"])
     data["groups"] = np.array([0, 1, 2, 3, 4, 5, 6, 6, 7, 8])  # test groups 6, 7, 8
     cut = policy.unread_half(data, seed=5)
@@ -202,5 +227,5 @@ def test_unread_half_scores_cross_source_tasks_on_the_slices_adaptation_never_re
     where = [int(i) - 6 for i in unread]  # each kept image keeps its own probability
     np.testing.assert_array_equal(cut["0_served_test"], data["0_served_test"][where])
     np.testing.assert_array_equal(cut["0_val_idx"], data["0_val_idx"])
-    fold = _fits([np.linspace(0, 1, 6), np.array([.2, .9, .1, .8])], np.arange(6, 10))
+    fold = _fits([np.linspace(0, 1, 6), np.array([0.2, 0.9, 0.1, 0.8])], np.arange(6, 10))
     np.testing.assert_array_equal(policy.unread_half(fold, seed=5)["0_test_idx"], np.arange(6, 10))

@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def compose_command() -> list[str]:
     """`docker compose` (plugin) or `docker-compose` (standalone), whichever is installed."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -24,8 +26,9 @@ def compose_command() -> list[str]:
 
 
 def run_compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*compose_command(), *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [*compose_command(), *args], cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}
+    )
 
 
 SECRETS = {"BRAINSCAN_SECRET_KEY": "0" * 64, "POSTGRES_PASSWORD": "1" * 32, "REDIS_PASSWORD": "2" * 32}
@@ -42,8 +45,10 @@ def test_compose_file_validates_with_every_service() -> None:
     assert worker["environment"]["BRAINSCAN_BROKER_URL"] == f"redis://:{'2' * 32}@redis:6379/0"
     assert f"brainscan:{'1' * 32}@postgres" in worker["environment"]["BRAINSCAN_DATABASE_URL"]
     assert "--requirepass" in config["services"]["redis"]["command"]
-    assert any(str(v).endswith("/archive:ro") or (isinstance(v, dict) and v.get("read_only"))
-               for v in worker["volumes"])
+    assert any(
+        str(v).endswith("/archive:ro") or (isinstance(v, dict) and v.get("read_only"))
+        for v in worker["volumes"]
+    )
     assert "noeviction" in config["services"]["redis"]["command"]
     gpu = config["services"]["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia"

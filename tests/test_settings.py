@@ -30,9 +30,19 @@ def test_a_mistyped_true_false_value_stops_the_process_instead_of_reading_as_fal
 
 
 def test_an_empty_variable_means_the_default() -> None:
-    empty = {f"BRAINSCAN_{name}": "" for name in
-             ("DATA_DIR", "MODEL_PATH", "THRESHOLD", "BATCH_SIZE", "MAX_COMPRESSION_RATIO",
-              "SESSION_COOKIE_SECURE", "ARCHIVE_ROOT", "SECRET_KEY")}
+    empty = {
+        f"BRAINSCAN_{name}": ""
+        for name in (
+            "DATA_DIR",
+            "MODEL_PATH",
+            "THRESHOLD",
+            "BATCH_SIZE",
+            "MAX_COMPRESSION_RATIO",
+            "SESSION_COOKIE_SECURE",
+            "ARCHIVE_ROOT",
+            "SECRET_KEY",
+        )
+    }
     assert load_settings(empty) == Settings()
     # an empty secret key means "make one on first start" (api.signing_key), in production too
     assert load_settings({"BRAINSCAN_ENV": "production", "BRAINSCAN_SECRET_KEY": ""}).secret_key == ""
@@ -45,17 +55,26 @@ def test_a_short_session_key_is_refused() -> None:
 
 
 def test_values_are_typed() -> None:
-    s = load_settings({"BRAINSCAN_DATA_DIR": "/srv/brainscan", "BRAINSCAN_THRESHOLD": "0.25",
-                       "BRAINSCAN_BATCH_SIZE": "64"})
+    s = load_settings(
+        {"BRAINSCAN_DATA_DIR": "/srv/brainscan", "BRAINSCAN_THRESHOLD": "0.25", "BRAINSCAN_BATCH_SIZE": "64"}
+    )
     assert (s.data_dir, s.threshold, s.batch_size) == (Path("/srv/brainscan"), 0.25, 64)
 
 
 def test_a_misspelt_variable_is_named_with_the_setting_it_resembles() -> None:
-    s = load_settings({"BRAINSCAN_BATCHSIZE": "64", "BRAINSCAN_SESION_COOKIE_SECURE": "true",
-                       "BRAINSCAN_TEST_REDIS": "redis://x", "BRAINSCAN_SHARED_DATA": "/data"})
+    s = load_settings(
+        {
+            "BRAINSCAN_BATCHSIZE": "64",
+            "BRAINSCAN_SESION_COOKIE_SECURE": "true",
+            "BRAINSCAN_TEST_REDIS": "redis://x",
+            "BRAINSCAN_SHARED_DATA": "/data",
+        }
+    )
     assert s.batch_size == 256  # the typo did not set it
-    assert s.misspellings() == [("BRAINSCAN_BATCHSIZE", "BRAINSCAN_BATCH_SIZE"),
-                                ("BRAINSCAN_SESION_COOKIE_SECURE", "BRAINSCAN_SESSION_COOKIE_SECURE")]
+    assert s.misspellings() == [
+        ("BRAINSCAN_BATCHSIZE", "BRAINSCAN_BATCH_SIZE"),
+        ("BRAINSCAN_SESION_COOKIE_SECURE", "BRAINSCAN_SESSION_COOKIE_SECURE"),
+    ]
 
 
 def test_every_command_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
@@ -64,15 +83,18 @@ def test_every_command_warns_about_a_misspelt_variable(tmp_path: Path) -> None:
     env = {"BRAINSCAN_DATA_DIR": str(tmp_path), "BRAINSCAN_ENV": "test", "BRAINSCAN_BATCHSIZE": "64"}
     result = CliRunner().invoke(cli, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
-    assert ("warning: BRAINSCAN_BATCHSIZE is not a brainscan setting and is ignored; "
-            "did you mean BRAINSCAN_BATCH_SIZE?") in result.output
+    assert (
+        "warning: BRAINSCAN_BATCHSIZE is not a brainscan setting and is ignored; "
+        "did you mean BRAINSCAN_BATCH_SIZE?"
+    ) in result.output
     bad = CliRunner().invoke(cli, ["db", "upgrade"], env={**env, "BRAINSCAN_SESSION_COOKIE_SECURE": "ture"})
     assert bad.exit_code == 1
     assert "BRAINSCAN_SESSION_COOKIE_SECURE='ture' is not valid: expected true or false" in bad.output
 
 
 def test_the_app_factory_loading_settings_itself_logs_a_misspelt_variable(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from api import create_app
 
     monkeypatch.setenv("BRAINSCAN_DATA_DIR", str(tmp_path))
@@ -80,5 +102,6 @@ def test_the_app_factory_loading_settings_itself_logs_a_misspelt_variable(
     monkeypatch.setenv("BRAINSCAN_THRESHHOLD", "0.3")
     with caplog.at_level(logging.WARNING, logger="api"):
         create_app()
-    assert ("BRAINSCAN_THRESHHOLD is not a brainscan setting and is ignored; "
-            "did you mean BRAINSCAN_THRESHOLD?") in caplog.text
+    assert (
+        "BRAINSCAN_THRESHHOLD is not a brainscan setting and is ignored; did you mean BRAINSCAN_THRESHOLD?"
+    ) in caplog.text

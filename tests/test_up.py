@@ -26,10 +26,25 @@ class Up:
     def __init__(self, data_dir: Path, archive_root: Path, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [BRAINSCAN, "up", "--data-dir", str(data_dir), "--archive-root", str(archive_root),
-             "--port", str(port), "--concurrency", "2"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("BRAINSCAN_")})
+            [
+                BRAINSCAN,
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--archive-root",
+                str(archive_root),
+                "--port",
+                str(port),
+                "--concurrency",
+                "2",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("BRAINSCAN_")},
+        )
         self.banner = self._read_banner()
 
     def _read_banner(self, timeout: float = 120) -> str:
@@ -47,8 +62,12 @@ class Up:
 
     def request(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as response:
             return json.loads(response.read())
 
@@ -59,7 +78,8 @@ class Up:
 
 
 def test_up_serves_a_job_whose_matrix_equals_evaluate_and_keeps_data_across_restarts(
-        tmp_path: Path, shared_data: Path) -> None:
+    tmp_path: Path, shared_data: Path
+) -> None:
     data_dir, port = tmp_path / "data", free_port()
     first = Up(data_dir, shared_data, port)
     try:

@@ -20,18 +20,23 @@ def _networks(model: keras.Model) -> list[keras.Model]:
 
 
 def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
-    return [layer for net in _networks(model) for layer in net.layers
-            if isinstance(layer, keras.layers.BatchNormalization)]
+    return [
+        layer
+        for net in _networks(model)
+        for layer in net.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
-def _channel_moments(net: keras.Model, tensor: object, inputs: np.ndarray,
-                     batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _channel_moments(
+    net: keras.Model, tensor: object, inputs: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and (biased) variance of `tensor` over every pixel of every input."""
     probe = keras.Model(net.input, tensor)
     total = total_sq = None
     count = 0
     for start in range(0, len(inputs), batch_size):  # eager calls: no graph traced per layer
-        out = np.asarray(probe(inputs[start:start + batch_size], training=False), dtype=np.float64)
+        out = np.asarray(probe(inputs[start : start + batch_size], training=False), dtype=np.float64)
         flat = out.reshape(-1, out.shape[-1])
         total = flat.sum(0) if total is None else total + flat.sum(0)
         total_sq = (flat**2).sum(0) if total_sq is None else total_sq + (flat**2).sum(0)
@@ -41,8 +46,9 @@ def _channel_moments(net: keras.Model, tensor: object, inputs: np.ndarray,
     return mean, np.maximum(total_sq / count - mean**2, 0.0)
 
 
-def adapt_batchnorm(model: keras.Model, inputs: np.ndarray, *, batch_size: int = 64,
-                    depth: int | None = None) -> keras.Model:
+def adapt_batchnorm(
+    model: keras.Model, inputs: np.ndarray, *, batch_size: int = 64, depth: int | None = None
+) -> keras.Model:
     """A copy of `model` whose batch normalisation statistics are those of `inputs` (uint8 slices
     preprocessed as the model expects; no labels). `depth`: adapt only each network's first that
     many layers (the low-level, intensity-like statistics), None for all. The original model is

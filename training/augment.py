@@ -29,8 +29,9 @@ def degrade(img: Image.Image, rng: np.random.Generator, p: float) -> Image.Image
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4)))
     if rng.random() < p:
         small = max(32, int(size * rng.uniform(0.35, 0.8)))
-        img = img.resize((small, small), Image.Resampling.BILINEAR).resize((size, size),
-                                                                          Image.Resampling.BILINEAR)
+        img = img.resize((small, small), Image.Resampling.BILINEAR).resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
     if rng.random() < p:
         buffer = io.BytesIO()
         img.save(buffer, format="JPEG", quality=int(rng.integers(25, 80)))
@@ -57,8 +58,9 @@ def remap_contrast(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
-                style: float = 0.0, contrast: float = 0.0) -> np.ndarray:
+def augment_one(
+    img: np.ndarray, rng: np.random.Generator, strength: float, style: float = 0.0, contrast: float = 0.0
+) -> np.ndarray:
     """One augmented copy of a uint8 (size, size) slice, as float32 in 0..255.
 
     style > 0 also degrades image quality (see `degrade`) and adds noise, each with that probability;
@@ -94,8 +96,14 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float,
     return clipped
 
 
-def augmented_views(x: np.ndarray, idx: np.ndarray, rng: np.random.Generator, strength: float,
-                    style: float = 0.0, contrast: float = 0.0) -> np.ndarray:
+def augmented_views(
+    x: np.ndarray,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    strength: float,
+    style: float = 0.0,
+    contrast: float = 0.0,
+) -> np.ndarray:
     """The slices x[idx] (uint8, (n, size, size, 1)), each augmented by `augment_one` in order
     (strength 0: unchanged), as a float32 (len(idx), size, size, 1) batch in 0..255."""
     if strength <= 0:
@@ -134,8 +142,9 @@ def add_lesion(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator,
-              alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mix_batch(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mixup: each sample blended with a random partner of its batch, lam ~ Beta(alpha, alpha)
     folded to >= 0.5 so every mixed slice stays mostly itself; images, labels and sample weights
     are blended with the same lam. x is float (n, h, w, 1), y and w float (n,)."""
@@ -152,11 +161,23 @@ class AugmentedBatches(keras.utils.PyDataset):
     `teacher` (distillation): scores a finished batch, P(tumour) per slice; each target becomes
     (1 - teacher_weight) * label + teacher_weight * that score, on the very view the student sees."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, strength: float,
-                 seed: int, weights: np.ndarray | None = None, style: float = 0.0,
-                 contrast: float = 0.0, mixup: float = 0.0, lesions: float = 0.0,
-                 teacher: Callable[[np.ndarray], np.ndarray] | None = None,
-                 teacher_weight: float = 0.0, **kwargs: object) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        batch_size: int,
+        strength: float,
+        seed: int,
+        weights: np.ndarray | None = None,
+        style: float = 0.0,
+        contrast: float = 0.0,
+        mixup: float = 0.0,
+        lesions: float = 0.0,
+        teacher: Callable[[np.ndarray], np.ndarray] | None = None,
+        teacher_weight: float = 0.0,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
         self.batch_size, self.strength, self.seed = batch_size, strength, seed

@@ -34,8 +34,10 @@ def known_settings(cls: type[Any], data: dict[str, Any], what: str) -> dict[str,
     know would be silently dropped, rebuilding something other than what was saved: refused."""
     unknown = sorted(set(data) - set(cls.__dataclass_fields__))
     if unknown:
-        raise ValueError(f"{what} setting(s) {', '.join(unknown)} unknown to this version of brainscan: "
-                         "the model needs a newer one")
+        raise ValueError(
+            f"{what} setting(s) {', '.join(unknown)} unknown to this version of brainscan: "
+            "the model needs a newer one"
+        )
     return dict(data)
 
 

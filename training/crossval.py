@@ -72,14 +72,21 @@ def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) 
     """Every held-out fit's validation and test probabilities (both variants), for later analysis
     of threshold policies without retraining: a .npz with one set of arrays per task."""
     arrays: dict[str, np.ndarray] = {
-        "labels": data.loaded.labels, "groups": data.grouping.groups,
+        "labels": data.loaded.labels,
+        "groups": data.grouping.groups,
         "relpaths": np.array([f"{r.source}/{r.relpath}" for r in data.loaded.records]),
-        "tasks": np.array([r.task.name for r in results])}
+        "tasks": np.array([r.task.name for r in results]),
+    }
     for i, r in enumerate(results):
         arrays.update({f"{i}_val_idx": r.task.val, f"{i}_test_idx": r.task.test})
         for name, scores in (("served", r.scores), ("other", r.other)):
-            arrays.update({f"{i}_{name}_val": scores.val, f"{i}_{name}_test": scores.test,
-                           f"{i}_{name}_threshold": np.array(scores.threshold)})
+            arrays.update(
+                {
+                    f"{i}_{name}_val": scores.val,
+                    f"{i}_{name}_test": scores.test,
+                    f"{i}_{name}_threshold": np.array(scores.threshold),
+                }
+            )
     np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
 
@@ -94,8 +101,9 @@ def cv_tasks(data: PreparedData, *, k: int, cfg: TrainConfig) -> list[FitTask]:
     return tasks
 
 
-def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig,
-                      adapt_to_holdout: bool = True) -> FitTask:
+def cross_source_task(
+    data: PreparedData, *, holdout: str, cfg: TrainConfig, adapt_to_holdout: bool = True
+) -> FitTask:
     """Train and validate on every source but `holdout`; test on `holdout` alone. With
     cfg.domain_adapt and `adapt_to_holdout`, training also reads half of `holdout`'s groups without
     their labels (`domain.adaptation_split`; the test part stays the whole source); without it, the
@@ -111,9 +119,16 @@ def cross_source_task(data: PreparedData, *, holdout: str, cfg: TrainConfig,
     return task
 
 
-def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model_cfg: ModelConfig,
-         cfg: TrainConfig, site: np.ndarray | None = None,
-         categories: np.ndarray | None = None) -> TaskResult:
+def _run(
+    x: np.ndarray,
+    y: np.ndarray,
+    sources: np.ndarray,
+    task: FitTask,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    site: np.ndarray | None = None,
+    categories: np.ndarray | None = None,
+) -> TaskResult:
     """Fit, tune and score one task. `site`: a new site's slices, read unlabelled (domain_adapt)
     by a task that reads none of its own images so. `categories`: every image's label folder."""
     unlabelled = x[task.unlabelled] if len(task.unlabelled) else site
@@ -123,10 +138,18 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
     elif site is not None and cfg.domain_adapt > 0:
         seen = f"; {len(site)} site slices read unlabelled in training"
     log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}{seen}")
-    result = fit(x[task.train], y[task.train], x[task.val], y[task.val],
-                 model_cfg=model_cfg, cfg=cfg, prefix=f"[{task.name}] ", sources=sources[task.train],
-                 unlabelled=unlabelled,
-                 categories=None if categories is None else categories[task.train])
+    result = fit(
+        x[task.train],
+        y[task.train],
+        x[task.val],
+        y[task.val],
+        model_cfg=model_cfg,
+        cfg=cfg,
+        prefix=f"[{task.name}] ",
+        sources=sources[task.train],
+        unlabelled=unlabelled,
+        categories=None if categories is None else categories[task.train],
+    )
     variants = []
     for tta in (model_cfg.flip_tta, not model_cfg.flip_tta):
         p_val = predict(result.model, x[task.val], flip_tta=tta)
@@ -134,29 +157,46 @@ def _run(x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, model
         variants.append(Scores(p_val, predict(result.model, x[task.test], flip_tta=tta), threshold))
     served, other = variants
     m = compute_metrics(y[task.test], served.test, served.threshold)
-    log(f"[{task.name}] recall {m.recall:.4f} specificity {m.specificity:.4f} AUC {m.auc} "
-        f"missed {m.fn} at threshold {served.threshold:.4f}")
+    log(
+        f"[{task.name}] recall {m.recall:.4f} specificity {m.specificity:.4f} AUC {m.auc} "
+        f"missed {m.fn} at threshold {served.threshold:.4f}"
+    )
     return TaskResult(task, served, other, result.best_epoch)
 
 
-def _run_in_child(inputs_path: str, y: np.ndarray, sources: np.ndarray, task: FitTask,
-                  model_cfg: dict[str, Any], cfg: dict[str, Any], threads: int,
-                  site_path: str | None, categories: np.ndarray) -> TaskResult:
+def _run_in_child(
+    inputs_path: str,
+    y: np.ndarray,
+    sources: np.ndarray,
+    task: FitTask,
+    model_cfg: dict[str, Any],
+    cfg: dict[str, Any],
+    threads: int,
+    site_path: str | None,
+    categories: np.ndarray,
+) -> TaskResult:
     from training.backend import import_backend, intra_op_threads
 
     import_backend(threads)
     log(f"[{task.name}] in its own process, TensorFlow threads: {intra_op_threads()}")
     x = np.load(inputs_path, mmap_mode="r")
     site = np.load(site_path) if site_path else None
-    return _run(x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg), site,
-                categories)
+    return _run(
+        x, y, sources, task, ModelConfig.from_dict(model_cfg), TrainConfig.from_dict(cfg), site, categories
+    )
 
 
 class HeldOutRuns:
     """Runs FitTasks now (workers=1) or in a process pool started at once (workers>1)."""
 
-    def __init__(self, data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig,
-                 workers: int = 1, unlabelled: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        data: PreparedData,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        workers: int = 1,
+        unlabelled: np.ndarray | None = None,
+    ) -> None:
         """`unlabelled`: a new site's slices, which every task's fit reads without labels (with
         cfg.domain_adapt), unless the task names slices of its own (`FitTask.unlabelled`)."""
         self.data, self.model_cfg, self.cfg, self.workers = data, model_cfg, cfg, workers
@@ -182,16 +222,30 @@ class HeldOutRuns:
         y = self.data.loaded.labels
         sources, categories = self.data.loaded.sources, self.data.loaded.categories
         threads = threads_per_process(processes)
-        self._futures = [self._pool.submit(_run_in_child, path, y, sources, t, self.model_cfg.to_dict(),
-                                           self.cfg.to_dict(), threads, site_path, categories)
-                         for t in tasks]
+        self._futures = [
+            self._pool.submit(
+                _run_in_child,
+                path,
+                y,
+                sources,
+                t,
+                self.model_cfg.to_dict(),
+                self.cfg.to_dict(),
+                threads,
+                site_path,
+                categories,
+            )
+            for t in tasks
+        ]
 
     def results(self) -> list[TaskResult]:
         if not self._futures:
             x, y = self.data.loaded.inputs, self.data.loaded.labels
             sources, categories = self.data.loaded.sources, self.data.loaded.categories
-            return [_run(x, y, sources, t, self.model_cfg, self.cfg, self.unlabelled, categories)
-                    for t in self._tasks]
+            return [
+                _run(x, y, sources, t, self.model_cfg, self.cfg, self.unlabelled, categories)
+                for t in self._tasks
+            ]
         try:
             return [f.result() for f in self._futures]
         finally:
@@ -207,8 +261,9 @@ def summarise_cv(y: np.ndarray, results: list[TaskResult]) -> dict[str, Any]:
     folds = []
     for r in results:
         probs[r.task.test], flagged[r.task.test] = r.probs, r.probs >= r.threshold
-        folds.append({**compute_metrics(y[r.task.test], r.probs, r.threshold).to_dict(),
-                      "best_epoch": r.best_epoch})
+        folds.append(
+            {**compute_metrics(y[r.task.test], r.probs, r.threshold).to_dict(), "best_epoch": r.best_epoch}
+        )
     tested = np.concatenate([r.task.test for r in results])
     pooled = compute_metrics(y[tested], flagged[tested].astype(float), 0.5).to_dict()
     pooled.update(auc=compute_metrics(y[tested], probs[tested], 0.5).auc, threshold=None)
@@ -232,5 +287,6 @@ def summarise_cross_source(data: PreparedData, result: TaskResult, holdout: str)
     }
     if unseen.any():
         report["without_twins"] = compute_metrics(
-            y[task.test][unseen], result.probs[unseen], result.threshold).to_dict()
+            y[task.test][unseen], result.probs[unseen], result.threshold
+        ).to_dict()
     return report

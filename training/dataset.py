@@ -13,9 +13,7 @@ from pathlib import Path, PurePosixPath
 from training.decode import is_image_candidate
 
 NEGATIVE_FOLDERS = frozenset({"no", "notumor", "no_tumor", "normal", "negative"})
-POSITIVE_FOLDERS = frozenset(
-    {"yes", "tumor", "tumour", "glioma", "meningioma", "pituitary", "positive"}
-)
+POSITIVE_FOLDERS = frozenset({"yes", "tumor", "tumour", "glioma", "meningioma", "pituitary", "positive"})
 LABEL_WORDS = {
     **{w: 0 for w in NEGATIVE_FOLDERS | {"0", "false", "n"}},
     **{w: 1 for w in POSITIVE_FOLDERS | {"1", "true", "y"}},

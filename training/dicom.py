@@ -28,8 +28,9 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if rows * cols * frames > max_pixels:
-        raise ImageError(f"DICOM image is {cols}x{rows} pixels x {frames} frame(s), "
-                         f"above the limit of {max_pixels:,}")
+        raise ImageError(
+            f"DICOM image is {cols}x{rows} pixels x {frames} frame(s), above the limit of {max_pixels:,}"
+        )
     if frames > 1:
         raise ImageError(f"multi-frame DICOM ({frames} frames); submit one slice per file")
     _check_pixel_data_length(ds, rows, cols, frames)
@@ -37,9 +38,7 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         if pixels.ndim == 3:  # colour DICOM (secondary capture): luminance only
-            return np.asarray(pixels[..., :3].astype(np.float32) @ [0.299, 0.587, 0.114]).astype(
-                np.uint8
-            )
+            return np.asarray(pixels[..., :3].astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
         raise ImageError(f"unsupported DICOM photometric interpretation {photometric}")
     values = apply_modality_lut(pixels, ds)
     if "VOILUTSequence" in ds or "WindowCenter" in ds:
@@ -63,10 +62,12 @@ def _refuse_deflate_bomb(data: bytes, *, max_pixels: int) -> None:
     if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
         return
     limit = min(MAX_FILE_BYTES, max_pixels * MAX_BYTES_PER_PIXEL + 2**20)
-    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell():], limit + 1)
+    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell() :], limit + 1)
     if len(inflated) > limit:
-        raise ImageError(f"deflated DICOM inflates beyond {limit // 2**20} MiB, more than an image of "
-                         f"{max_pixels:,} pixels can hold (possible decompression bomb)")
+        raise ImageError(
+            f"deflated DICOM inflates beyond {limit // 2**20} MiB, more than an image of "
+            f"{max_pixels:,} pixels can hold (possible decompression bomb)"
+        )
 
 
 def _check_pixel_data_length(ds: object, rows: int, cols: int, frames: int) -> None:
@@ -80,8 +81,10 @@ def _check_pixel_data_length(ds: object, rows: int, cols: int, frames: int) -> N
     expected = (rows * cols * frames * samples * bits + 7) // 8
     found = len(getattr(ds, "PixelData", b""))
     if not expected <= found <= expected + 1:  # one byte of padding to an even length
-        raise ImageError(f"DICOM pixel data holds {found:,} bytes where the header declares {expected:,} "
-                         f"({cols}x{rows}, {frames} frame(s), {bits}-bit)")
+        raise ImageError(
+            f"DICOM pixel data holds {found:,} bytes where the header declares {expected:,} "
+            f"({cols}x{rows}, {frames} frame(s), {bits}-bit)"
+        )
 
 
 def _pixel_array(ds: object) -> np.ndarray:

@@ -29,8 +29,7 @@ class GradientReversal(layers.Layer):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.strength = self.add_weight(shape=(), initializer="zeros", trainable=False,
-                                        name="strength")
+        self.strength = self.add_weight(shape=(), initializer="zeros", trainable=False, name="strength")
 
     def call(self, inputs: Any) -> Any:
         held = ops.stop_gradient(inputs)
@@ -63,8 +62,7 @@ def adversarial_model(net: keras.Model, hidden: int = 64) -> tuple[keras.Model, 
     reversal = GradientReversal(name="gradient_reversal")
     h = layers.Dense(hidden, activation="relu", name="critic_hidden")(reversal(features))
     domain = layers.Dense(1, activation="sigmoid", name="critic", dtype="float32")(h)
-    model = keras.Model(net.input, {"tumour": net.output, "domain": domain},
-                        name=f"{net.name}_adversarial")
+    model = keras.Model(net.input, {"tumour": net.output, "domain": domain}, name=f"{net.name}_adversarial")
     return model, reversal
 
 
@@ -75,8 +73,15 @@ class DomainBatches(keras.utils.PyDataset):
     Yields (x, targets, weights) dicts for `adversarial_model`'s outputs: target slices weigh 0 in
     the tumour loss; in the domain loss each domain weighs as much in total as the other."""
 
-    def __init__(self, labelled: AugmentedBatches, target: np.ndarray, *, target_batch: int,
-                 seed: int, **kwargs: object) -> None:
+    def __init__(
+        self,
+        labelled: AugmentedBatches,
+        target: np.ndarray,
+        *,
+        target_batch: int,
+        seed: int,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         if len(target) == 0:
             raise ValueError("domain-adversarial training needs unlabelled target slices")
@@ -86,20 +91,22 @@ class DomainBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return len(self.labelled)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray],
-                                               dict[str, np.ndarray]]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
         x, y, w = self.labelled[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        pick = rng.choice(len(self.target), self.target_batch,
-                          replace=len(self.target) < self.target_batch)
+        pick = rng.choice(len(self.target), self.target_batch, replace=len(self.target) < self.target_batch)
         views = augmented_views(self.target, pick, rng, self.labelled.strength)
         xt = np.rint(views).astype(np.uint8)
         n, m = len(x), len(xt)
         none = np.zeros(m, dtype=np.float32)
-        targets = {"tumour": np.concatenate([y, none]),
-                   "domain": np.concatenate([np.zeros(n), np.ones(m)]).astype(np.float32)}
-        weights = {"tumour": np.concatenate([w, none]),
-                   "domain": np.concatenate([np.ones(n), np.full(m, n / m)]).astype(np.float32)}
+        targets = {
+            "tumour": np.concatenate([y, none]),
+            "domain": np.concatenate([np.zeros(n), np.ones(m)]).astype(np.float32),
+        }
+        weights = {
+            "tumour": np.concatenate([w, none]),
+            "domain": np.concatenate([np.ones(n), np.full(m, n / m)]).astype(np.float32),
+        }
         return np.concatenate([x, xt]), targets, weights
 
     def on_epoch_end(self) -> None:
@@ -107,8 +114,7 @@ class DomainBatches(keras.utils.PyDataset):
         self.epoch += 1
 
 
-def adaptation_split(groups: np.ndarray, target_idx: np.ndarray,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def adaptation_split(groups: np.ndarray, target_idx: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The target source's images cut in two by near-duplicate group, without reading a label:
     (the half whose slices training may see unlabelled, the half it never sees). Scoring the second
     half measures adaptation to *new* slices of the source, not to slices it has looked at."""

@@ -90,8 +90,9 @@ def group_near_duplicates(fps: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
     return Grouping(groups=groups.astype(np.int64), threshold=threshold)
 
 
-def near_duplicates_of(fps: np.ndarray, reference: np.ndarray,
-                       threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+def near_duplicates_of(
+    fps: np.ndarray, reference: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
     """Which of `fps` (n, 256) `group_near_duplicates` would join to any of `reference`."""
     out = np.zeros(len(fps), dtype=bool)
     if not len(fps) or not len(reference):

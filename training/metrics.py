@@ -71,8 +71,9 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> 
     )
 
 
-def tune_threshold(labels: np.ndarray, probs: np.ndarray, recall_target: float,
-                   specificity_floor: float = 0.0) -> float:
+def tune_threshold(
+    labels: np.ndarray, probs: np.ndarray, recall_target: float, specificity_floor: float = 0.0
+) -> float:
     """The highest threshold whose recall on these labels meets the target, then, with a
     specificity floor, lowered as far as specificity on these labels stays at or above the floor.
 
@@ -121,8 +122,7 @@ def sweep_table(
     for t in thresholds:
         m = compute_metrics(labels, probs, t)
         rows.append(
-            {"threshold": float(t), "accuracy": m.accuracy, "recall": m.recall,
-             "specificity": m.specificity}
+            {"threshold": float(t), "accuracy": m.accuracy, "recall": m.recall, "specificity": m.specificity}
         )
     return rows
 

@@ -47,13 +47,11 @@ class ModelConfig:
 def _conv(x: Any, width: int, stride: int, separable: bool, decay: float) -> Any:
     reg = keras.regularizers.L2(decay) if decay else None
     if separable:
-        x = layers.DepthwiseConv2D(3, stride, padding="same", use_bias=False,
-                                   depthwise_regularizer=reg)(x)
+        x = layers.DepthwiseConv2D(3, stride, padding="same", use_bias=False, depthwise_regularizer=reg)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
         return layers.Conv2D(width, 1, use_bias=False, kernel_regularizer=reg)(x)
-    return layers.Conv2D(width, 3, stride, padding="same", use_bias=False,
-                         kernel_regularizer=reg)(x)
+    return layers.Conv2D(width, 3, stride, padding="same", use_bias=False, kernel_regularizer=reg)(x)
 
 
 def _squeeze_excite(x: Any, width: int) -> Any:

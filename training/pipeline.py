@@ -48,10 +48,15 @@ class AdaptationData:
 
     def summary(self) -> dict[str, Any]:
         """The card's record of what training read, and that it read no label."""
-        return {"folder": self.folder, "images": len(self.inputs), "found": self.found,
-                "unreadable": self.unreadable,
-                "near_duplicates_of_training": self.near_duplicates,
-                "fingerprint": self.fingerprint, "labels_read": False}
+        return {
+            "folder": self.folder,
+            "images": len(self.inputs),
+            "found": self.found,
+            "unreadable": self.unreadable,
+            "near_duplicates_of_training": self.near_duplicates,
+            "fingerprint": self.fingerprint,
+            "labels_read": False,
+        }
 
 
 def log(message: str) -> None:
@@ -63,7 +68,8 @@ def select_records(
 ) -> list[ImageRecord]:
     """Labelled records, minus excluded sources/paths, optionally a stratified sample of `limit`."""
     records = [
-        r for r in found.images
+        r
+        for r in found.images
         if r.label is not None and not any(_matches(r, pattern) for pattern in exclude)
     ]
     if limit is not None and limit < len(records):
@@ -71,7 +77,8 @@ def select_records(
         by_label = {lab: [r for r in records if r.label == lab] for lab in (0, 1)}
         share = {lab: round(limit * len(rs) / len(records)) for lab, rs in by_label.items()}
         picked = [
-            rs[i] for lab, rs in by_label.items()
+            rs[i]
+            for lab, rs in by_label.items()
             for i in sorted(rng.choice(len(rs), min(share[lab], len(rs)), replace=False))
         ]
         records = sorted(picked, key=lambda r: (r.source, r.relpath))
@@ -81,10 +88,7 @@ def select_records(
 
 
 def _matches(record: ImageRecord, pattern: str) -> bool:
-    return (
-        fnmatch.fnmatch(record.source, f"*{pattern}*")
-        or fnmatch.fnmatch(str(record.path), pattern)
-    )
+    return fnmatch.fnmatch(record.source, f"*{pattern}*") or fnmatch.fnmatch(str(record.path), pattern)
 
 
 def data_fingerprint(records: Sequence[ImageRecord]) -> str:
@@ -127,8 +131,9 @@ def _load(records: Sequence[ImageRecord], spec: PreprocessSpec) -> LoadedImages:
     return loaded
 
 
-def prepare_adaptation(root: Path, spec: PreprocessSpec, training: PreparedData, *, limit: int,
-                       seed: int = 0) -> AdaptationData:
+def prepare_adaptation(
+    root: Path, spec: PreprocessSpec, training: PreparedData, *, limit: int, seed: int = 0
+) -> AdaptationData:
     """Decode a sample of at most `limit` images under `root` for domain-adversarial training,
     ignoring any label they carry. Training images are refused (the folder must be the new site's,
     not training data); near-duplicates of training images are counted and kept: leaving them out
@@ -138,24 +143,30 @@ def prepare_adaptation(root: Path, spec: PreprocessSpec, training: PreparedData,
     training_paths = {r.path for r in training.loaded.records}
     shared = [r for r in found.images if r.path in training_paths]
     if shared:
-        raise DatasetError(f"{len(shared)} of the {len(found.images)} images under {root} are training "
-                           f"images too (e.g. {shared[0].path}): adapt to a folder of the new site's "
-                           "slices that training does not read (or --exclude that source)")
+        raise DatasetError(
+            f"{len(shared)} of the {len(found.images)} images under {root} are training "
+            f"images too (e.g. {shared[0].path}): adapt to a folder of the new site's "
+            "slices that training does not read (or --exclude that source)"
+        )
     records = found.images
     if len(records) > limit:
         picked = np.random.default_rng(seed).choice(len(records), limit, replace=False)
         records = [records[i] for i in sorted(picked)]
-    log(f"adapting to {root}: {len(found.images)} images found, reading {len(records)} "
-        "without their labels")
+    log(f"adapting to {root}: {len(found.images)} images found, reading {len(records)} without their labels")
     loaded = _load(records, spec)
     if not loaded.records:
         raise DatasetError(f"none of the {len(records)} images under {root} could be read")
-    twins = near_duplicates_of(loaded.fingerprints, training.loaded.fingerprints,
-                               training.grouping.threshold)
+    twins = near_duplicates_of(loaded.fingerprints, training.loaded.fingerprints, training.grouping.threshold)
     if twins.any():  # kept: leaving them out would skew what the site's slices look like
         log(f"  {int(twins.sum())} of them are near-duplicates of training images")
-    return AdaptationData(str(root.resolve()), loaded.inputs, len(found.images), len(loaded.errors),
-                          int(twins.sum()), data_fingerprint(loaded.records))
+    return AdaptationData(
+        str(root.resolve()),
+        loaded.inputs,
+        len(found.images),
+        len(loaded.errors),
+        int(twins.sum()),
+        data_fingerprint(loaded.records),
+    )
 
 
 def train_and_package(
@@ -170,15 +181,23 @@ def train_and_package(
     """Split, fit, tune the threshold on validation, test, then write model, plots and card.
     `adaptation`: a new site's unlabelled slices, read when cfg.domain_adapt > 0."""
     labels, groups = data.loaded.labels, data.grouping.groups
-    split = train_val_test(labels, groups, val=cfg.val_fraction, test=cfg.test_fraction,
-                           seed=cfg.seed)
+    split = train_val_test(labels, groups, val=cfg.val_fraction, test=cfg.test_fraction, seed=cfg.seed)
     x = data.loaded.inputs
-    log(f"split by group: train {len(split.train)}, validation {len(split.val)}, "
-        f"test {len(split.test)}; device: {describe_device()}")
-    result = fit(x[split.train], labels[split.train], x[split.val], labels[split.val],
-                 model_cfg=model_cfg, cfg=cfg, sources=data.loaded.sources[split.train],
-                 unlabelled=adaptation.inputs if adaptation else None,
-                 categories=data.loaded.categories[split.train])
+    log(
+        f"split by group: train {len(split.train)}, validation {len(split.val)}, "
+        f"test {len(split.test)}; device: {describe_device()}"
+    )
+    result = fit(
+        x[split.train],
+        labels[split.train],
+        x[split.val],
+        labels[split.val],
+        model_cfg=model_cfg,
+        cfg=cfg,
+        sources=data.loaded.sources[split.train],
+        unlabelled=adaptation.inputs if adaptation else None,
+        categories=data.loaded.categories[split.train],
+    )
     tta = model_cfg.flip_tta
     p_val = predict(result.model, x[split.val], flip_tta=tta)
     threshold = tune_threshold(labels[split.val], p_val, cfg.recall_target, cfg.specificity_floor)
@@ -192,8 +211,10 @@ def train_and_package(
     if adaptation is not None:  # no labels there: how many the model would flag is what is known
         flagged = predict(result.model, adaptation.inputs, flip_tta=tta) >= threshold
         site = {**adaptation.summary(), "flagged_at_threshold": int(flagged.sum())}
-        log(f"adapted to {adaptation.folder}: {int(flagged.sum())} of {len(flagged)} of its slices "
-            "flagged at the tuned threshold (no labels read: measure it there with brainscan evaluate)")
+        log(
+            f"adapted to {adaptation.folder}: {int(flagged.sum())} of {len(flagged)} of its slices "
+            "flagged at the tuned threshold (no labels read: measure it there with brainscan evaluate)"
+        )
     out_model.parent.mkdir(parents=True, exist_ok=True)
     save_for_inference(result.model, model_cfg, out_model)
     histories = result.member_histories or (result.history,)
@@ -206,13 +227,20 @@ def train_and_package(
         specificity_floor=cfg.specificity_floor,
         input=spec.to_dict(),
         architecture=model_cfg.to_dict(),
-        training={**cfg.to_dict(), "epochs_run": len(result.history["loss"]),
-                  "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
-                  "device": describe_device(), "params": int(result.model.count_params()),
-                  **({"member_best_epochs": list(result.member_best_epochs)}
-                     if result.member_best_epochs else {}),
-                  **({"teacher_best_epochs": list(result.teacher_best_epochs)}
-                     if result.teacher_best_epochs else {})},
+        training={
+            **cfg.to_dict(),
+            "epochs_run": len(result.history["loss"]),
+            "best_epoch": result.best_epoch,
+            "seconds": round(result.seconds, 1),
+            "device": describe_device(),
+            "params": int(result.model.count_params()),
+            **({"member_best_epochs": list(result.member_best_epochs)} if result.member_best_epochs else {}),
+            **(
+                {"teacher_best_epochs": list(result.teacher_best_epochs)}
+                if result.teacher_best_epochs
+                else {}
+            ),
+        },
         data={**_data_section(data, split), **({"adaptation": site} if site else {})},
         metrics=metrics,
         threshold_sweep=sweep_table(eval_labels, eval_probs),
@@ -248,12 +276,18 @@ def _data_section(data: PreparedData, split: Any) -> dict[str, Any]:
 
 
 def _write_plots(
-    out_model: Path, histories: Sequence[dict[str, list[float]]], labels: np.ndarray, probs: np.ndarray,
-    threshold: float, name: str,
+    out_model: Path,
+    histories: Sequence[dict[str, list[float]]],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    name: str,
 ) -> dict[str, str]:
     stem = out_model.stem
-    files = {k: f"{stem}.{k}.png" for k in
-             ("learning_curves", "confusion_matrix", "roc", "threshold_sweep", "reliability")}
+    files = {
+        k: f"{stem}.{k}.png"
+        for k in ("learning_curves", "confusion_matrix", "roc", "threshold_sweep", "reliability")
+    }
     folder = out_model.parent
     plots.learning_curves(histories, folder / files["learning_curves"])
     m = compute_metrics(labels, probs, threshold)

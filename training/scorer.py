@@ -36,8 +36,10 @@ def frozen_predictor(model: object, batch_shape: tuple[int, ...]) -> Predictor |
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    graph = tf.function(lambda x: model(x, training=False),  # type: ignore[operator]
-                        input_signature=[tf.TensorSpec(batch_shape, tf.uint8)])
+    graph = tf.function(
+        lambda x: model(x, training=False),  # type: ignore[operator]
+        input_signature=[tf.TensorSpec(batch_shape, tf.uint8)],
+    )
     frozen = convert_variables_to_constants_v2(graph.get_concrete_function())
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -78,8 +80,14 @@ class Scorer:
     """Loads a model and its card once; scores batches of paths or preprocessed arrays."""
 
     def __init__(
-        self, model: object, card: ModelCard, *, threshold: float | None = None,
-        threads: int = 2, batch_size: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS,
+        self,
+        model: object,
+        card: ModelCard,
+        *,
+        threshold: float | None = None,
+        threads: int = 2,
+        batch_size: int = 64,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         frozen: bool = True,
     ) -> None:
         self.model = model
@@ -131,8 +139,12 @@ class Scorer:
                 try:
                     frozen = frozen_predictor(self.model, batch_shape)
                 except Exception as exc:  # TensorFlow raises many types; Keras's path still scores
-                    log.warning("model %s: scoring through Keras, the graph could not be frozen: %s: %s",
-                                self.version, type(exc).__name__, exc)
+                    log.warning(
+                        "model %s: scoring through Keras, the graph could not be frozen: %s: %s",
+                        self.version,
+                        type(exc).__name__,
+                        exc,
+                    )
             predict = frozen or self.model.predict_on_batch  # type: ignore[attr-defined]
             self._predictors[batch_shape] = predict
         return predict

@@ -43,9 +43,7 @@ def carve(
     return indices[rest], indices[part]
 
 
-def train_val_test(
-    labels: np.ndarray, groups: np.ndarray, *, val: float, test: float, seed: int
-) -> Split:
+def train_val_test(labels: np.ndarray, groups: np.ndarray, *, val: float, test: float, seed: int) -> Split:
     """A three-way group-aware split; test may be 0 (then every image trains or validates)."""
     everything = np.arange(len(labels))
     if test > 0:

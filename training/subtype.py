@@ -35,8 +35,7 @@ def subtype_model(net: keras.Model) -> keras.Model:
     (net's output) and "subtype" (a softmax over SUBTYPES read from the pooled features)."""
     features = net.get_layer(FEATURES).output
     subtype = layers.Dense(len(SUBTYPES), activation="softmax", name="subtype", dtype="float32")(features)
-    return keras.Model(net.input, {"tumour": net.output, "subtype": subtype},
-                       name=f"{net.name}_with_subtype")
+    return keras.Model(net.input, {"tumour": net.output, "subtype": subtype}, name=f"{net.name}_with_subtype")
 
 
 class SubtypeBatches(keras.utils.PyDataset):
@@ -48,15 +47,16 @@ class SubtypeBatches(keras.utils.PyDataset):
         if len(subtypes) != len(labelled.x):
             raise ValueError(f"{len(subtypes)} tumour types for {len(labelled.x)} training slices")
         if labelled.mixup > 0 or labelled.lesions > 0:
-            raise ValueError("the tumour-type head does not combine with mixup or synthetic lesions "
-                             "(their slices have no single type)")
+            raise ValueError(
+                "the tumour-type head does not combine with mixup or synthetic lesions "
+                "(their slices have no single type)"
+            )
         self.labelled, self.subtypes = labelled, subtypes
 
     def __len__(self) -> int:
         return len(self.labelled)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray],
-                                               dict[str, np.ndarray]]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
         x, y, w = self.labelled[index]
         known = self.subtypes[self.labelled.batch_indices(index)]
         targets = {"tumour": y, "subtype": np.maximum(known, 0).astype(np.float32)}

@@ -147,8 +147,9 @@ def loss_for(cfg: TrainConfig) -> keras.losses.Loss:
     """Cross-entropy with label smoothing; with focal_gamma > 0 the focal form, whose loss on a
     slice already scored right shrinks by (1 - p_t)**gamma, so training dwells on the hard ones."""
     if cfg.focal_gamma > 0:
-        return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma,
-                                                    label_smoothing=cfg.label_smoothing)
+        return keras.losses.BinaryFocalCrossentropy(
+            gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing
+        )
     return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
 
 
@@ -164,8 +165,7 @@ def sample_weights(labels: np.ndarray, sources: np.ndarray | None, cfg: TrainCon
     if cfg.source_balance > 0 and sources is not None:
         for label in np.unique(labels):
             members = labels == label
-            _, index, per_source = np.unique(sources[members], return_inverse=True,
-                                             return_counts=True)
+            _, index, per_source = np.unique(sources[members], return_inverse=True, return_counts=True)
             raw = per_source[index].astype(np.float64) ** -cfg.source_balance
             weights[members] *= raw * (members.sum() / raw.sum())
     return weights
@@ -193,37 +193,80 @@ def fit(
     `unlabelled`: slices of a target source, read without labels when cfg.domain_adapt > 0.
     `categories`: each training image's label folder (glioma, no, ...), for cfg.subtype_aux."""
     if cfg.domain_adapt > 0 and (unlabelled is None or len(unlabelled) == 0):
-        raise ValueError(f"domain_adapt={cfg.domain_adapt} needs unlabelled slices of a target "
-                         "source: a new site's (brainscan train --adapt-to FOLDER) or a held-out "
-                         "source's (bench/variants.py --holdout SOURCE)")
+        raise ValueError(
+            f"domain_adapt={cfg.domain_adapt} needs unlabelled slices of a target "
+            "source: a new site's (brainscan train --adapt-to FOLDER) or a held-out "
+            "source's (bench/variants.py --holdout SOURCE)"
+        )
     if model_cfg.members > 1 and cfg.distill > 0:
-        raise ValueError(f"distill={cfg.distill} trains one network from an ensemble teacher; with "
-                         f"members={model_cfg.members} set distill_members instead")
+        raise ValueError(
+            f"distill={cfg.distill} trains one network from an ensemble teacher; with "
+            f"members={model_cfg.members} set distill_members instead"
+        )
     if cfg.subtype_aux > 0 and (cfg.domain_adapt > 0 or cfg.distill > 0):
         raise ValueError("subtype_aux is not combined with domain_adapt or distill")
     if cfg.subtype_aux > 0 and categories is None:
         raise ValueError("subtype_aux needs each training image's folder (its tumour type)")
     if model_cfg.members > 1:
-        return _fit_ensemble(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
-                             prefix=prefix, loader_threads=loader_threads, sources=sources,
-                             unlabelled=unlabelled, categories=categories)
+        return _fit_ensemble(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            model_cfg=model_cfg,
+            cfg=cfg,
+            prefix=prefix,
+            loader_threads=loader_threads,
+            sources=sources,
+            unlabelled=unlabelled,
+            categories=categories,
+        )
     if cfg.distill > 0:
         if cfg.distill_members < 1:
             raise ValueError(f"distill_members={cfg.distill_members}: the teacher needs a member")
         if cfg.domain_adapt > 0:
             raise ValueError("distill and domain_adapt are not combined")
-        return _fit_distilled(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
-                              prefix=prefix, loader_threads=loader_threads, sources=sources)
-    return _fit_single(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg, prefix=prefix,
-                       loader_threads=loader_threads, sources=sources, unlabelled=unlabelled,
-                       categories=categories)
+        return _fit_distilled(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            model_cfg=model_cfg,
+            cfg=cfg,
+            prefix=prefix,
+            loader_threads=loader_threads,
+            sources=sources,
+        )
+    return _fit_single(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        model_cfg=model_cfg,
+        cfg=cfg,
+        prefix=prefix,
+        loader_threads=loader_threads,
+        sources=sources,
+        unlabelled=unlabelled,
+        categories=categories,
+    )
 
 
-def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-                model_cfg: ModelConfig, cfg: TrainConfig, prefix: str, loader_threads: int,
-                sources: np.ndarray | None, teacher: keras.Model | None = None,
-                unlabelled: np.ndarray | None = None,
-                categories: np.ndarray | None = None) -> FitResult:
+def _fit_single(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    prefix: str,
+    loader_threads: int,
+    sources: np.ndarray | None,
+    teacher: keras.Model | None = None,
+    unlabelled: np.ndarray | None = None,
+    categories: np.ndarray | None = None,
+) -> FitResult:
     keras.utils.set_random_seed(cfg.fit_seed)
     model = build_model(model_cfg)
     scorer = None
@@ -232,20 +275,33 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
         scorer = teacher.predict_on_batch
         scorer(x_train[:1])
     batches = AugmentedBatches(
-        x_train, y_train, batch_size=cfg.batch_size, strength=cfg.augment_strength, seed=cfg.fit_seed,
-        weights=sample_weights(y_train, sources, cfg), style=cfg.style_augment,
-        contrast=cfg.contrast_augment, mixup=cfg.mixup, lesions=cfg.lesions,
-        teacher=scorer, teacher_weight=cfg.distill,
+        x_train,
+        y_train,
+        batch_size=cfg.batch_size,
+        strength=cfg.augment_strength,
+        seed=cfg.fit_seed,
+        weights=sample_weights(y_train, sources, cfg),
+        style=cfg.style_augment,
+        contrast=cfg.contrast_augment,
+        mixup=cfg.mixup,
+        lesions=cfg.lesions,
+        teacher=scorer,
+        teacher_weight=cfg.distill,
         workers=loader_threads,
     )
-    optimizer = keras.optimizers.AdamW(_schedule(cfg, len(batches)), weight_decay=cfg.weight_decay,
-                                       use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+    optimizer = keras.optimizers.AdamW(
+        _schedule(cfg, len(batches)),
+        weight_decay=cfg.weight_decay,
+        use_ema=cfg.ema > 0,
+        ema_momentum=cfg.ema or 0.99,
+    )
     auc = keras.metrics.AUC(name="auc")
     # With ema, the averaged weights are swapped into the model for each validation and again at
     # each epoch's end, before the stopper keeps a copy, and out for the next epoch's training:
     # early stopping then scores, picks and returns the best epoch's averaged weights.
     callbacks: list[keras.callbacks.Callback] = (
-        [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else [])
+        [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema > 0 else []
+    )
     # Training AUC counts every non-zero target as a tumour: meaningless on a teacher's scores.
     shown = tuple(k for k in _SHOWN if k != "auc") if teacher is not None else _SHOWN
     trained: keras.Model = model
@@ -254,27 +310,52 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
     if cfg.domain_adapt > 0:
         assert unlabelled is not None  # checked by fit()
         trained, reversal = adversarial_model(model)
-        data = DomainBatches(batches, unlabelled, target_batch=cfg.batch_size // 2,
-                             seed=cfg.fit_seed + 1, workers=loader_threads)
-        validation = _compile_with_second_output(trained, x_val, y_val, "domain",
-                                                 keras.losses.BinaryCrossentropy(), 1.0, cfg=cfg,
-                                                 optimizer=optimizer, auc=auc, callbacks=callbacks)
+        data = DomainBatches(
+            batches,
+            unlabelled,
+            target_batch=cfg.batch_size // 2,
+            seed=cfg.fit_seed + 1,
+            workers=loader_threads,
+        )
+        validation = _compile_with_second_output(
+            trained,
+            x_val,
+            y_val,
+            "domain",
+            keras.losses.BinaryCrossentropy(),
+            1.0,
+            cfg=cfg,
+            optimizer=optimizer,
+            auc=auc,
+            callbacks=callbacks,
+        )
         callbacks.append(ReversalSchedule(reversal, cfg.domain_adapt, cfg.epochs))
         shown = (*shown, "domain_loss")
     elif cfg.subtype_aux > 0:
         assert categories is not None  # checked by fit()
         trained = subtype_model(model)
         data = SubtypeBatches(batches, subtype_labels(categories), workers=loader_threads)
-        validation = _compile_with_second_output(trained, x_val, y_val, "subtype",
-                                                 keras.losses.SparseCategoricalCrossentropy(),
-                                                 cfg.subtype_aux, cfg=cfg, optimizer=optimizer,
-                                                 auc=auc, callbacks=callbacks)
+        validation = _compile_with_second_output(
+            trained,
+            x_val,
+            y_val,
+            "subtype",
+            keras.losses.SparseCategoricalCrossentropy(),
+            cfg.subtype_aux,
+            cfg=cfg,
+            optimizer=optimizer,
+            auc=auc,
+            callbacks=callbacks,
+        )
         shown = (*shown, "subtype_loss")
     else:
         model.compile(optimizer=optimizer, loss=loss_for(cfg), metrics=[auc])
     if not cfg.keep_last:
-        callbacks.append(keras.callbacks.EarlyStopping("val_auc", mode="max", patience=cfg.patience,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                "val_auc", mode="max", patience=cfg.patience, restore_best_weights=True
+            )
+        )
     callbacks.append(EpochPrinter(cfg.epochs, prefix, shown))
     started = time.perf_counter()
     history = trained.fit(
@@ -291,62 +372,134 @@ def _fit_single(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_v
     return FitResult(model, hist, best, time.perf_counter() - started)
 
 
-def _compile_with_second_output(trained: keras.Model, x_val: np.ndarray, y_val: np.ndarray,
-                                name: str, loss: keras.losses.Loss, weight: float, *, cfg: TrainConfig,
-                                optimizer: keras.optimizers.Optimizer, auc: keras.metrics.Metric,
-                                callbacks: list[keras.callbacks.Callback]) -> tuple[Any, ...]:
+def _compile_with_second_output(
+    trained: keras.Model,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    name: str,
+    loss: keras.losses.Loss,
+    weight: float,
+    *,
+    cfg: TrainConfig,
+    optimizer: keras.optimizers.Optimizer,
+    auc: keras.metrics.Metric,
+    callbacks: list[keras.callbacks.Callback],
+) -> tuple[Any, ...]:
     """Compile a training graph whose outputs are "tumour" and `name` (its loss weighted `weight`)
     and return validation data that scores the tumour output alone. The graph shares the network's
     layers; its "tumour" logs are renamed (a callback appended), so the history, the stopper and
     the plots read as a plain fit's."""
-    trained.compile(optimizer=optimizer, loss={"tumour": loss_for(cfg), name: loss},
-                    loss_weights={"tumour": 1.0, name: weight},
-                    # weighted: a slice whose tumour weight is 0 stays out of the AUC too
-                    weighted_metrics={"tumour": [auc]})
+    trained.compile(
+        optimizer=optimizer,
+        loss={"tumour": loss_for(cfg), name: loss},
+        loss_weights={"tumour": 1.0, name: weight},
+        # weighted: a slice whose tumour weight is 0 stays out of the AUC too
+        weighted_metrics={"tumour": [auc]},
+    )
     callbacks.append(_RenameLogs({"tumour_auc": "auc", "val_tumour_auc": "val_auc"}))
     none = np.zeros(len(y_val), dtype=np.float32)
-    return (x_val, {"tumour": y_val.astype(np.float32), name: none},
-            {"tumour": np.ones_like(none), name: none})
+    return (
+        x_val,
+        {"tumour": y_val.astype(np.float32), name: none},
+        {"tumour": np.ones_like(none), name: none},
+    )
 
 
-def _fit_ensemble(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-                  model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
-                  loader_threads: int, sources: np.ndarray | None,
-                  unlabelled: np.ndarray | None, categories: np.ndarray | None) -> FitResult:
+def _fit_ensemble(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    prefix: str,
+    loader_threads: int,
+    sources: np.ndarray | None,
+    unlabelled: np.ndarray | None,
+    categories: np.ndarray | None,
+) -> FitResult:
     single = dataclasses.replace(model_cfg, members=1)
     n = model_cfg.members
-    fits = [fit(x_train, y_train, x_val, y_val, model_cfg=single,
-                cfg=dataclasses.replace(cfg, member=cfg.member + i),
-                prefix=f"{prefix}[member {i + 1}/{n}] ", loader_threads=loader_threads,
-                sources=sources, unlabelled=unlabelled, categories=categories)
-            for i in range(n)]
+    fits = [
+        fit(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            model_cfg=single,
+            cfg=dataclasses.replace(cfg, member=cfg.member + i),
+            prefix=f"{prefix}[member {i + 1}/{n}] ",
+            loader_threads=loader_threads,
+            sources=sources,
+            unlabelled=unlabelled,
+            categories=categories,
+        )
+        for i in range(n)
+    ]
     ensemble = build_model(model_cfg)
     ensemble.set_weights([w for f in fits for w in f.model.get_weights()])
-    return FitResult(ensemble, fits[0].history, fits[0].best_epoch, sum(f.seconds for f in fits),
-                     tuple(f.best_epoch for f in fits), tuple(f.history for f in fits))
+    return FitResult(
+        ensemble,
+        fits[0].history,
+        fits[0].best_epoch,
+        sum(f.seconds for f in fits),
+        tuple(f.best_epoch for f in fits),
+        tuple(f.history for f in fits),
+    )
 
 
-def _fit_distilled(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-                   model_cfg: ModelConfig, cfg: TrainConfig, prefix: str,
-                   loader_threads: int, sources: np.ndarray | None) -> FitResult:
+def _fit_distilled(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    prefix: str,
+    loader_threads: int,
+    sources: np.ndarray | None,
+) -> FitResult:
     """Ensemble distillation: fit a teacher of cfg.distill_members re-seeded copies of the recipe
     (members cfg.member, +1, ...; the same as `members=n` would ship), then one network, seeded as
     member cfg.member, whose every training target mixes the label with the teacher's score of the
     same augmented slice ("consistent views"), so it learns the ensemble's ranking at one network's
     inference cost. Early stopping and the returned weights follow the student's validation AUC."""
     plain = dataclasses.replace(cfg, distill=0.0)
-    teacher = fit(x_train, y_train, x_val, y_val,
-                  model_cfg=dataclasses.replace(model_cfg, members=cfg.distill_members), cfg=plain,
-                  prefix=f"{prefix}[teacher] ", loader_threads=loader_threads, sources=sources)
-    student = _fit_single(x_train, y_train, x_val, y_val, model_cfg=model_cfg, cfg=cfg,
-                          prefix=f"{prefix}[student] ", loader_threads=loader_threads,
-                          sources=sources, teacher=teacher.model)
-    return dataclasses.replace(student, seconds=teacher.seconds + student.seconds,
-                               teacher_best_epochs=teacher.member_best_epochs or (teacher.best_epoch,))
+    teacher = fit(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        model_cfg=dataclasses.replace(model_cfg, members=cfg.distill_members),
+        cfg=plain,
+        prefix=f"{prefix}[teacher] ",
+        loader_threads=loader_threads,
+        sources=sources,
+    )
+    student = _fit_single(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        model_cfg=model_cfg,
+        cfg=cfg,
+        prefix=f"{prefix}[student] ",
+        loader_threads=loader_threads,
+        sources=sources,
+        teacher=teacher.model,
+    )
+    return dataclasses.replace(
+        student,
+        seconds=teacher.seconds + student.seconds,
+        teacher_best_epochs=teacher.member_best_epochs or (teacher.best_epoch,),
+    )
 
 
-def predict(model: keras.Model, inputs: np.ndarray, *, flip_tta: bool = False,
-            batch_size: int = 128) -> np.ndarray:
+def predict(
+    model: keras.Model, inputs: np.ndarray, *, flip_tta: bool = False, batch_size: int = 128
+) -> np.ndarray:
     """P(tumour) per input, float64 (n,); with flip_tta the mean over the slice and its mirror."""
     if len(inputs) == 0:
         return np.zeros(0, dtype=np.float64)

@@ -28,12 +28,21 @@ def broker_options(settings: Settings) -> dict[str, object]:
         queue, processed, control = (settings.broker_dir / name for name in ("queue", "processed", "control"))
         for folder in (queue, processed, control):
             folder.mkdir(parents=True, exist_ok=True)
-        return {"data_folder_in": str(queue), "data_folder_out": str(queue),
-                "processed_folder": str(processed), "store_processed": False,
-                "control_folder": str(control),  # kombu's default is ./control, wherever cwd is
-                "polling_interval": 0.2}
-    return {"visibility_timeout": settings.visibility_timeout, "socket_timeout": 10,
-            "socket_connect_timeout": 5, "retry_on_timeout": True, "health_check_interval": 15}
+        return {
+            "data_folder_in": str(queue),
+            "data_folder_out": str(queue),
+            "processed_folder": str(processed),
+            "store_processed": False,
+            "control_folder": str(control),  # kombu's default is ./control, wherever cwd is
+            "polling_interval": 0.2,
+        }
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 15,
+    }
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -58,8 +67,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_proc_alive_timeout=180,  # a new pool process loads TensorFlow and the model first
         task_routes={PLAN_TASK: {"queue": PLAN_QUEUE}, SCORE_TASK: {"queue": SCORE_QUEUE}},
         task_annotations={
-            SCORE_TASK: {"soft_time_limit": settings.batch_soft_time_limit,
-                         "time_limit": settings.batch_time_limit},
+            SCORE_TASK: {
+                "soft_time_limit": settings.batch_soft_time_limit,
+                "time_limit": settings.batch_time_limit,
+            },
             PLAN_TASK: {"soft_time_limit": PLAN_TIME_LIMIT, "time_limit": PLAN_TIME_LIMIT + 60},
         },
         task_default_queue=SCORE_QUEUE,

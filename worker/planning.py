@@ -27,13 +27,20 @@ def _check_source(source_path: str, roots: Sequence[Path]) -> Path:
     if not root.is_dir():
         raise SourceError(f"source is not a folder: {source_path}")
     if not resolves_inside(root, roots):
-        raise SourceError("the source folder now leads outside the archive root (a link changed since "
-                          "it was submitted); nothing was read")
+        raise SourceError(
+            "the source folder now leads outside the archive root (a link changed since "
+            "it was submitted); nothing was read"
+        )
     return root
 
 
-def plan(job_id: int, *, sessions: sessionmaker[Session], enqueue: Callable[[list[int]], object],
-         roots: Sequence[Path]) -> int:
+def plan(
+    job_id: int,
+    *,
+    sessions: sessionmaker[Session],
+    enqueue: Callable[[list[int]], object],
+    roots: Sequence[Path],
+) -> int:
     """Record every image of the job in batches, enqueueing each batch as soon as it is committed.
 
     Scoring starts while a large archive is still being walked; the job becomes 'running' (and
@@ -71,8 +78,13 @@ def plan(job_id: int, *, sessions: sessionmaker[Session], enqueue: Callable[[lis
         total += len(chunk)
     with sessions.begin() as session:
         finish_planning(session=session, job_id=job_id, total=total, skipped=skipped)
-    log.info("job %s: planned %d images in %d batches, skipped %d other files",
-             job_id, total, index + bool(chunk), skipped)
+    log.info(
+        "job %s: planned %d images in %d batches, skipped %d other files",
+        job_id,
+        total,
+        index + bool(chunk),
+        skipped,
+    )
     return total
 
 
@@ -89,8 +101,13 @@ def _size(path: Path) -> int:
         return 0  # vanished since the walk: scoring will record why
 
 
-def _flush(sessions: sessionmaker[Session], enqueue: Callable[[list[int]], object], job_id: int,
-           index: int, chunk: list[PlannedImage]) -> None:
+def _flush(
+    sessions: sessionmaker[Session],
+    enqueue: Callable[[list[int]], object],
+    job_id: int,
+    index: int,
+    chunk: list[PlannedImage],
+) -> None:
     with sessions.begin() as session:
         batch_id = add_batch(session=session, job_id=job_id, index=index, images=chunk)
     enqueue([batch_id])  # after the commit, so a fast worker always finds the batch

@@ -45,8 +45,9 @@ def process_scorer(settings: Settings) -> Scorer:
 
         import_backend(threads=settings.model_threads or None, gpu_memory_growth=True)
         serve_from_heap()
-        _scorer = Scorer.load(settings.model_path, threads=settings.decode_threads,
-                              max_pixels=settings.max_image_pixels)
+        _scorer = Scorer.load(
+            settings.model_path, threads=settings.decode_threads, max_pixels=settings.max_image_pixels
+        )
         size = _scorer.spec.size
         _scorer.score_arrays(np.zeros((1, size, size, 1), np.uint8))  # build the graph now
         log.info("process %s loaded model %s", os.getpid(), _scorer.version)

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 ORPHAN_AGE = timedelta(hours=1)  # an upload in progress or being submitted is younger than this
 
 
-def prune_uploads(*, sessions: sessionmaker[Session], settings: Settings,
-                  now: datetime | None = None) -> list[Path]:
+def prune_uploads(
+    *, sessions: sessionmaker[Session], settings: Settings, now: datetime | None = None
+) -> list[Path]:
     """Delete upload folders whose job finished over settings.upload_retention_hours ago, and
     orphans; returns what was deleted. A retention of 0 keeps every upload."""
     if settings.upload_retention_hours <= 0 or not settings.upload_dir.is_dir():
@@ -37,10 +38,14 @@ def prune_uploads(*, sessions: sessionmaker[Session], settings: Settings,
         if now - modified < ORPHAN_AGE:
             continue
         with sessions() as session:
-            job = session.scalars(select(Job).where(Job.source_kind == "upload",
-                                                    Job.source_path == str(entry))).first()
-            expired = job is None or (job.status in FINISHED_JOB_STATUSES and job.finished_at is not None
-                                      and job.finished_at < keep_after)
+            job = session.scalars(
+                select(Job).where(Job.source_kind == "upload", Job.source_path == str(entry))
+            ).first()
+            expired = job is None or (
+                job.status in FINISHED_JOB_STATUSES
+                and job.finished_at is not None
+                and job.finished_at < keep_after
+            )
         if expired:
             _delete(entry)
             deleted.append(entry)

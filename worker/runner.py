@@ -36,14 +36,25 @@ def register_model(settings: Settings) -> str:
 
     card = ModelCard.load(card_path_for(settings.model_path))
     with process_sessions(settings).begin() as session:
-        register_model_version(session=session, version=card.version, file=str(settings.model_path),
-                               sha256=card.model_sha256, threshold=card.threshold,
-                               metrics=card.metrics, card=card.to_dict())
+        register_model_version(
+            session=session,
+            version=card.version,
+            file=str(settings.model_path),
+            sha256=card.model_sha256,
+            threshold=card.threshold,
+            metrics=card.metrics,
+            card=card.to_dict(),
+        )
     return card.version
 
 
-def run_worker(settings: Settings, *, queues: tuple[str, ...] = (PLAN_QUEUE, SCORE_QUEUE),
-               loglevel: str = "INFO", hostname: str | None = None) -> None:
+def run_worker(
+    settings: Settings,
+    *,
+    queues: tuple[str, ...] = (PLAN_QUEUE, SCORE_QUEUE),
+    loglevel: str = "INFO",
+    hostname: str | None = None,
+) -> None:
     """Run a worker until it is told to stop (SIGTERM: finish the current batches, then exit)."""
     processes = pool_size(settings)
     settings = settings.with_overrides(model_threads=model_threads(settings, processes))
@@ -57,9 +68,14 @@ def run_worker(settings: Settings, *, queues: tuple[str, ...] = (PLAN_QUEUE, SCO
         worker_ready.connect(_start_watchdog, weak=False)
         worker_shutdown.connect(_stop_watchdog, weak=False)
     app.Worker(
-        concurrency=processes, pool="prefork", queues=list(queues), loglevel=loglevel,
-        hostname=hostname or f"brainscan@{socket.gethostname()}", without_gossip=True,
-        without_mingle=True, optimization="fair",
+        concurrency=processes,
+        pool="prefork",
+        queues=list(queues),
+        loglevel=loglevel,
+        hostname=hostname or f"brainscan@{socket.gethostname()}",
+        without_gossip=True,
+        without_mingle=True,
+        optimization="fair",
     ).start()
 
 

@@ -49,8 +49,15 @@ def claim(sessions: sessionmaker[Session], batch_id: int, worker: str) -> Claime
             return None
         job = get_job(session=session, job_id=batch.job_id)
         assert job is not None
-        return Claimed(batch.id, job.id, batch.attempts, Path(job.source_path), job.threshold,
-                       job.model_version, pending_images(session=session, batch_id=batch_id))
+        return Claimed(
+            batch.id,
+            job.id,
+            batch.attempts,
+            Path(job.source_path),
+            job.threshold,
+            job.model_version,
+            pending_images(session=session, batch_id=batch_id),
+        )
 
 
 def confined(root: Path, relpath: str) -> Path | str:
@@ -84,16 +91,27 @@ def score_claimed(work: Claimed, scorer: Scorer) -> list[ScoredImage]:
     return results
 
 
-def score(batch_id: int, *, sessions: sessionmaker[Session], scorer: Scorer, worker: str,
-          max_attempts: int, roots: Sequence[Path]) -> str:
+def score(
+    batch_id: int,
+    *,
+    sessions: sessionmaker[Session],
+    scorer: Scorer,
+    worker: str,
+    max_attempts: int,
+    roots: Sequence[Path],
+) -> str:
     """Claim, score, record, finish: returns 'skipped', 'done' or 'failed'."""
     work = claim(sessions, batch_id, worker)
     if work is None:
         log.info("batch %s: nothing to do (done, cancelled or owned by another worker)", batch_id)
         return "skipped"
     if work.attempts > max_attempts:
-        give_up(sessions, batch_id, work.job_id,
-                f"gave up after {max_attempts} attempts (the worker was lost each time)")
+        give_up(
+            sessions,
+            batch_id,
+            work.job_id,
+            f"gave up after {max_attempts} attempts (the worker was lost each time)",
+        )
         return "failed"
     started = time.perf_counter()
     if resolves_inside(work.root, roots):

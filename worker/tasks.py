@@ -34,14 +34,23 @@ def _is_retryable(exc: BaseException) -> bool:
     return _is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch)
 
 
-@shared_task(name=PLAN_TASK, bind=True, max_retries=MAX_RETRIES, soft_time_limit=PLAN_TIME_LIMIT,
-             time_limit=PLAN_TIME_LIMIT + 60)
+@shared_task(
+    name=PLAN_TASK,
+    bind=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=PLAN_TIME_LIMIT,
+    time_limit=PLAN_TIME_LIMIT + 60,
+)
 def plan_job(self: Task, job_id: int) -> int:
     """Walk the job's source, record its images in batches and enqueue them."""
     settings = settings_of(self.app)
     try:
-        return planning.plan(job_id, sessions=process_sessions(settings),
-                             enqueue=lambda ids: enqueue_batches(self.app, ids), roots=settings.source_roots)
+        return planning.plan(
+            job_id,
+            sessions=process_sessions(settings),
+            enqueue=lambda ids: enqueue_batches(self.app, ids),
+            roots=settings.source_roots,
+        )
     except Exception as exc:
         if _is_transient(exc) and self.request.retries < MAX_RETRIES:
             log.warning("job %s: planning hit %s; retrying", job_id, exc)
@@ -56,9 +65,14 @@ def score_batch(self: Task, batch_id: int) -> str:
     settings = settings_of(self.app)
     sessions = process_sessions(settings)
     try:
-        return scoring.score(batch_id, sessions=sessions, scorer=process_scorer(settings),
-                             worker=worker_name(self.request.id), max_attempts=settings.max_batch_attempts,
-                             roots=settings.source_roots)
+        return scoring.score(
+            batch_id,
+            sessions=sessions,
+            scorer=process_scorer(settings),
+            worker=worker_name(self.request.id),
+            max_attempts=settings.max_batch_attempts,
+            roots=settings.source_roots,
+        )
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch):
             _requeue(sessions, batch_id)  # let any worker (one with the right model) take it

@@ -64,8 +64,11 @@ def sweep(*, app: Celery, sessions: sessionmaker[Session], settings: Settings) -
     enqueue_batches(app, report.resent_batches)
     if queue_depth(app, PLAN_QUEUE) == 0:
         with sessions() as session:
-            stuck = stalled_jobs(session=session, queued_before=lost_before,
-                                 planning_before=now - timedelta(seconds=PLAN_STALL))
+            stuck = stalled_jobs(
+                session=session,
+                queued_before=lost_before,
+                planning_before=now - timedelta(seconds=PLAN_STALL),
+            )
         for job_id in stuck:
             submit_job(app, job_id)
             report.resent_jobs.append(job_id)
@@ -80,15 +83,19 @@ def sweep(*, app: Celery, sessions: sessionmaker[Session], settings: Settings) -
     return report
 
 
-def _recover_running(sessions: sessionmaker[Session], batch_id: int, max_attempts: int,
-                     report: SweepReport) -> None:
+def _recover_running(
+    sessions: sessionmaker[Session], batch_id: int, max_attempts: int, report: SweepReport
+) -> None:
     with sessions.begin() as session:
         batch = session.get(Batch, batch_id)
         if batch is None or batch.status != "running":
             return
         if batch.attempts >= max_attempts:
-            fail_batch(session=session, batch_id=batch_id,
-                       error=f"gave up after {batch.attempts} attempts (the worker was lost each time)")
+            fail_batch(
+                session=session,
+                batch_id=batch_id,
+                error=f"gave up after {batch.attempts} attempts (the worker was lost each time)",
+            )
             report.failed_batches.append(batch_id)
             job_id = batch.job_id
         elif requeue_batch(session=session, batch_id=batch_id):

@@ -14,8 +14,12 @@ import click
 from brainscan.cli.context import cli_settings
 
 PATHS = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-MODEL = click.option("--model", "model_path", type=click.Path(path_type=Path),
-                     help="Model file (default: BRAINSCAN_MODEL_PATH, else models/brainscan.keras).")
+MODEL = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="Model file (default: BRAINSCAN_MODEL_PATH, else models/brainscan.keras).",
+)
 
 
 def _scorer(model_path: Path | None, threshold: float | None) -> Any:
@@ -26,9 +30,12 @@ def _scorer(model_path: Path | None, threshold: float | None) -> Any:
     serve_from_heap()
     settings = cli_settings()
     try:
-        return Scorer.load(model_path or settings.model_path,
-                           threshold=threshold if threshold is not None else settings.threshold,
-                           threads=settings.decode_threads, max_pixels=settings.max_image_pixels)
+        return Scorer.load(
+            model_path or settings.model_path,
+            threshold=threshold if threshold is not None else settings.threshold,
+            threads=settings.decode_threads,
+            max_pixels=settings.max_image_pixels,
+        )
     except ModelError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -47,8 +54,9 @@ def _discover(paths: tuple[Path, ...]) -> Any:
 @MODEL
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the card's threshold.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for machines).")
-def evaluate(paths: tuple[Path, ...], model_path: Path | None, threshold: float | None,
-             as_json: bool) -> None:
+def evaluate(
+    paths: tuple[Path, ...], model_path: Path | None, threshold: float | None, as_json: bool
+) -> None:
     """Score labelled images and report the confusion matrix, recall, specificity and speed."""
     from training.card import json_safe
     from training.metrics import compute_metrics, format_confusion
@@ -65,18 +73,28 @@ def evaluate(paths: tuple[Path, ...], model_path: Path | None, threshold: float 
     for r in errors:
         click.echo(f"unreadable: {r.path}: {r.error}", err=True)
     if not known:
-        raise click.ClickException("no labelled image could be scored, so nothing to evaluate "
-                                   "(labels come from folder names, N/Y file prefixes or labels.csv)")
+        raise click.ClickException(
+            "no labelled image could be scored, so nothing to evaluate "
+            "(labels come from folder names, N/Y file prefixes or labels.csv)"
+        )
     import numpy as np
 
-    m = compute_metrics(np.array([labels[r.path] for r in known]),
-                        np.array([r.probability for r in known]), scorer.threshold)
-    report = {**m.to_dict(), "images_per_second": round(len(results) / seconds, 1),
-              "model_version": scorer.version, "errors": len(errors),
-              "unlabelled": len(scored) - len(known), "seconds": round(seconds, 3)}
-    human = (f"{format_confusion(m)}\nunreadable {len(errors)}   unlabelled "
-             f"{report['unlabelled']}   {report['images_per_second']} images/s   "
-             f"model {scorer.version}")
+    m = compute_metrics(
+        np.array([labels[r.path] for r in known]), np.array([r.probability for r in known]), scorer.threshold
+    )
+    report = {
+        **m.to_dict(),
+        "images_per_second": round(len(results) / seconds, 1),
+        "model_version": scorer.version,
+        "errors": len(errors),
+        "unlabelled": len(scored) - len(known),
+        "seconds": round(seconds, 3),
+    }
+    human = (
+        f"{format_confusion(m)}\nunreadable {len(errors)}   unlabelled "
+        f"{report['unlabelled']}   {report['images_per_second']} images/s   "
+        f"model {scorer.version}"
+    )
     if as_json:
         click.echo(human, err=True)
         click.echo(json.dumps(json_safe(report), allow_nan=False))
@@ -88,10 +106,8 @@ def evaluate(paths: tuple[Path, ...], model_path: Path | None, threshold: float 
 @PATHS
 @MODEL
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the card's threshold.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
-              show_default=True)
-def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | None,
-          fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | None, fmt: str) -> None:
     """Score images: one row per image with path, probability, flagged and error."""
     found = _discover(paths)
     scorer = _scorer(model_path, threshold)
@@ -114,8 +130,9 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
         out.write("\n]\n")
     out.flush()
     if failures:
-        click.echo(f"{failures} of {len(found.images)} images could not be scored "
-                   "(see the error column)", err=True)
+        click.echo(
+            f"{failures} of {len(found.images)} images could not be scored (see the error column)", err=True
+        )
     if failures == len(found.images):
         sys.exit(1)
 

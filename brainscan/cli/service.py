@@ -12,12 +12,22 @@ from brainscan.cli.context import cli_settings, private_files
 
 
 @click.command()
-@click.option("--concurrency", type=click.IntRange(1, 256),
-              help="Pool processes (default: BRAINSCAN_WORKER_CONCURRENCY, else one per core).")
-@click.option("--gpus", type=click.IntRange(0, 64),
-              help="Run one process per GPU, each pinned to its own device, memory growth on.")
-@click.option("--queues", default="brainscan.plan,brainscan.score", show_default=True,
-              help="Comma-separated queues to consume (a GPU host may take only brainscan.score).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    help="Pool processes (default: BRAINSCAN_WORKER_CONCURRENCY, else one per core).",
+)
+@click.option(
+    "--gpus",
+    type=click.IntRange(0, 64),
+    help="Run one process per GPU, each pinned to its own device, memory growth on.",
+)
+@click.option(
+    "--queues",
+    default="brainscan.plan,brainscan.score",
+    show_default=True,
+    help="Comma-separated queues to consume (a GPU host may take only brainscan.score).",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str) -> None:
     """Run a Celery worker that plans jobs and scores batches (Ctrl-C finishes current batches)."""
@@ -25,33 +35,44 @@ def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str
 
     private_files()
     settings = cli_settings().with_overrides(worker_concurrency=concurrency, worker_gpus=gpus)
-    click.echo(f"brainscan worker: database {settings.resolved_database_url.split('@')[-1]}, "
-               f"broker {settings.resolved_broker_url.split('@')[-1]}, model {settings.model_path}",
-               err=True)
-    run_worker(settings, queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
-               loglevel=loglevel)
+    click.echo(
+        f"brainscan worker: database {settings.resolved_database_url.split('@')[-1]}, "
+        f"broker {settings.resolved_broker_url.split('@')[-1]}, model {settings.model_path}",
+        err=True,
+    )
+    run_worker(settings, queues=tuple(q.strip() for q in queues.split(",") if q.strip()), loglevel=loglevel)
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Database, queue, uploads and logs (default: BRAINSCAN_DATA_DIR, else ./brainscan-data).")
-@click.option("--archive-root", type=click.Path(file_okay=False, path_type=Path),
-              help="Folders under it can be submitted by name (default: DATA_DIR/archive, created).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Database, queue, uploads and logs (default: BRAINSCAN_DATA_DIR, else ./brainscan-data).",
+)
+@click.option(
+    "--archive-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folders under it can be submitted by name (default: DATA_DIR/archive, created).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web view listens on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Worker processes (default: one per core).")
-def up(data_dir: Path | None, archive_root: Path | None, host: str, port: int,
-       concurrency: int | None) -> None:
+def up(
+    data_dir: Path | None, archive_root: Path | None, host: str, port: int, concurrency: int | None
+) -> None:
     """Run brainscan on this machine: web view + API and a worker, on SQLite and a folder queue."""
     from brainscan import embedded
     from training.card import card_path_for
 
     private_files()
-    settings = cli_settings().with_overrides(data_dir=data_dir, archive_root=archive_root,
-                                          worker_concurrency=concurrency)
+    settings = cli_settings().with_overrides(
+        data_dir=data_dir, archive_root=archive_root, worker_concurrency=concurrency
+    )
     if not card_path_for(settings.model_path).is_file():
-        raise click.ClickException(f"no model at {settings.model_path} (with its .card.json beside it); "
-                                   "set BRAINSCAN_MODEL_PATH or run brainscan train")
+        raise click.ClickException(
+            f"no model at {settings.model_path} (with its .card.json beside it); "
+            "set BRAINSCAN_MODEL_PATH or run brainscan train"
+        )
     banner = embedded.prepare(settings)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)

@@ -19,8 +19,10 @@ API_THREADS = 8  # per process, running views; clients still sending headers wai
 GUNICORN_TIMEOUT_S = 120  # a worker silent this long is restarted; also the longest wait for a body chunk
 KEEPALIVE_S = 5  # an idle kept-alive connection is closed after this
 SCOPE_CHOICES = ("read", "submit", "all-jobs", "admin")
-SCOPE_HELP = ("read (GET), submit (POST jobs, cancel, re-run), all-jobs (other owners' jobs too, not only "
-              "its own and its team's) or admin (all of them); repeat for several.")
+SCOPE_HELP = (
+    "read (GET), submit (POST jobs, cancel, re-run), all-jobs (other owners' jobs too, not only "
+    "its own and its team's) or admin (all of them); repeat for several."
+)
 TEAM_OPTION = click.option("--team", help="Team whose members share their jobs (e.g. neuroradiology).")
 TIMES = ("created", "expires", "last used", "revoked")
 
@@ -73,27 +75,42 @@ def _gunicorn(settings: Settings, options: dict[str, Any]) -> Any:
 @click.command()
 @click.option("--host", help="Address to listen on (default: BRAINSCAN_API_HOST, else 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default: BRAINSCAN_API_PORT, else 8000).")
-@click.option("--workers", type=click.IntRange(1, 64),
-              help="Gunicorn processes (default: BRAINSCAN_API_WORKERS, else 2).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Gunicorn processes (default: BRAINSCAN_API_WORKERS, else 2).",
+)
 def api(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the REST API and the web view with gunicorn (production)."""
     private_files()
     settings = cli_settings().with_overrides(api_host=host, api_port=port, api_workers=workers)
-    click.echo(f"brainscan api: http://{settings.api_host}:{settings.api_port}/ "
-               f"({settings.api_workers} processes x {API_THREADS} threads), "
-               f"archive root {settings.resolved_archive_root}", err=True)
+    click.echo(
+        f"brainscan api: http://{settings.api_host}:{settings.api_port}/ "
+        f"({settings.api_workers} processes x {API_THREADS} threads), "
+        f"archive root {settings.resolved_archive_root}",
+        err=True,
+    )
     serve_api(settings)
 
 
 def serve_api(settings: Settings) -> None:
     """Run gunicorn with the app factory on settings.api_host:api_port until stopped (also for `up`)."""
-    _gunicorn(settings, {
-        "bind": f"{settings.api_host}:{settings.api_port}", "workers": settings.api_workers,
-        "worker_class": "asgi", "timeout": GUNICORN_TIMEOUT_S, "keepalive": KEEPALIVE_S,
-        "asgi_lifespan": "off", "control_socket_disable": True,
-        "accesslog": "-", "errorlog": "-", "loglevel": settings.log_level.lower(),
-        "forwarded_allow_ips": "127.0.0.1",
-    }).run()
+    _gunicorn(
+        settings,
+        {
+            "bind": f"{settings.api_host}:{settings.api_port}",
+            "workers": settings.api_workers,
+            "worker_class": "asgi",
+            "timeout": GUNICORN_TIMEOUT_S,
+            "keepalive": KEEPALIVE_S,
+            "asgi_lifespan": "off",
+            "control_socket_disable": True,
+            "accesslog": "-",
+            "errorlog": "-",
+            "loglevel": settings.log_level.lower(),
+            "forwarded_allow_ips": "127.0.0.1",
+        },
+    ).run()
 
 
 @click.group()
@@ -102,12 +119,18 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPE_CHOICES),
-              help=SCOPE_HELP)
+@click.option(
+    "--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPE_CHOICES), help=SCOPE_HELP
+)
 @click.option("--name", default="", help="Who or what uses it (shown in listings and the audit log).")
 @TEAM_OPTION
-@click.option("--expires-in-days", type=click.IntRange(1, 730), default=365, show_default=True,
-              help="Days until the token stops working.")
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, 730),
+    default=365,
+    show_default=True,
+    help="Days until the token stops working.",
+)
 def token_create(scopes: tuple[str, ...], name: str, team: str | None, expires_in_days: int) -> None:
     """Create a token; the token alone is printed on the last line."""
     from datetime import timedelta
@@ -117,13 +140,20 @@ def token_create(scopes: tuple[str, ...], name: str, team: str | None, expires_i
 
     label = name or f"{'+'.join(scopes)} token"
     with _transaction() as session:
-        text, row = create_token(session=session, name=label, scopes=scopes, team=team,
-                                 lifetime=timedelta(days=expires_in_days))
-        record_event(session=session, actor=_cli_actor(), action="token.create",
-                     detail={"token_id": row.id, "name": label, "scopes": row.scopes, "team": row.team})
+        text, row = create_token(
+            session=session, name=label, scopes=scopes, team=team, lifetime=timedelta(days=expires_in_days)
+        )
+        record_event(
+            session=session,
+            actor=_cli_actor(),
+            action="token.create",
+            detail={"token_id": row.id, "name": label, "scopes": row.scopes, "team": row.team},
+        )
         token_id, granted, expires = row.id, row.scopes, row.expires_at
-    click.echo(f"token {token_id} ({label}), scopes {granted}, expires {expires:%Y-%m-%d}; "
-               "it is shown only now:", err=True)
+    click.echo(
+        f"token {token_id} ({label}), scopes {granted}, expires {expires:%Y-%m-%d}; it is shown only now:",
+        err=True,
+    )
     click.echo(text)
 
 
@@ -133,8 +163,10 @@ def token_list() -> None:
     from db.tokens import list_tokens
 
     with _transaction() as session:
-        rows = [(t.id, t.prefix, t.scopes, t.name, t.created_at, t.expires_at, t.last_used_at, t.revoked_at)
-                for t in list_tokens(session=session)]
+        rows = [
+            (t.id, t.prefix, t.scopes, t.name, t.created_at, t.expires_at, t.last_used_at, t.revoked_at)
+            for t in list_tokens(session=session)
+        ]
     if not rows:
         click.echo("no tokens yet: brainscan token create --scope read")
         return
@@ -154,8 +186,9 @@ def token_revoke(token_id: int) -> None:
     with _transaction() as session:
         if not revoke_token(session=session, token_id=token_id):
             raise click.ClickException(f"there is no live token {token_id} (unknown or already revoked)")
-        record_event(session=session, actor=_cli_actor(), action="token.revoke",
-                     detail={"token_id": token_id})
+        record_event(
+            session=session, actor=_cli_actor(), action="token.revoke", detail={"token_id": token_id}
+        )
     click.echo(f"token {token_id} revoked")
 
 
@@ -173,8 +206,11 @@ def _password(from_stdin: bool) -> str:
     return password
 
 
-PASSWORD_STDIN = click.option("--password-stdin", is_flag=True,
-                              help="Read the password from the first line of standard input (scripts).")
+PASSWORD_STDIN = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input (scripts).",
+)
 
 
 @click.group()
@@ -185,9 +221,13 @@ def user() -> None:
 @user.command("create")
 @click.argument("username")
 @PASSWORD_STDIN
-@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPE_CHOICES),
-              help="What the login may do (default: read and submit, its own and its team's jobs). "
-                   + SCOPE_HELP)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(SCOPE_CHOICES),
+    help="What the login may do (default: read and submit, its own and its team's jobs). " + SCOPE_HELP,
+)
 @TEAM_OPTION
 def user_create(username: str, password_stdin: bool, scopes: tuple[str, ...], team: str | None) -> None:
     """Create operator USERNAME (asks for the password unless --password-stdin)."""
@@ -197,10 +237,19 @@ def user_create(username: str, password_stdin: bool, scopes: tuple[str, ...], te
     password = _password(password_stdin)
     try:
         with _transaction() as session:
-            row = create_user(session=session, username=username, password=password,
-                              scopes=scopes or OPERATOR_SCOPES, team=team)
-            record_event(session=session, actor=_cli_actor(), action="user.create",
-                         detail={"username": username, "scopes": row.scopes, "team": row.team})
+            row = create_user(
+                session=session,
+                username=username,
+                password=password,
+                scopes=scopes or OPERATOR_SCOPES,
+                team=team,
+            )
+            record_event(
+                session=session,
+                actor=_cli_actor(),
+                action="user.create",
+                detail={"username": username, "scopes": row.scopes, "team": row.team},
+            )
     except IntegrityError as exc:
         hint = "use `brainscan user set-password` to change its password"
         raise click.ClickException(f"user {username} already exists ({hint})") from exc
@@ -221,8 +270,9 @@ def user_set_password(username: str, password_stdin: bool) -> None:
     with _transaction() as session:
         if not set_password(session=session, username=username, password=password):
             raise click.ClickException(f"there is no user {username}")
-        record_event(session=session, actor=_cli_actor(), action="user.password",
-                     detail={"username": username})
+        record_event(
+            session=session, actor=_cli_actor(), action="user.password", detail={"username": username}
+        )
     click.echo(f"password of {username} changed; their web sessions have ended")
 
 

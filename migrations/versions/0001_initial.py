@@ -41,8 +41,9 @@ def _one_of(column: str, values: tuple[str, ...], table: str) -> sa.CheckConstra
 
 
 def _partial(name: str, where: str) -> None:
-    op.create_index(name, "image_results", ["job_id", "id"],
-                    sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+    op.create_index(
+        name, "image_results", ["job_id", "id"], sqlite_where=sa.text(where), postgresql_where=sa.text(where)
+    )
 
 
 def upgrade() -> None:
@@ -65,7 +66,10 @@ def _jobs() -> None:
         sa.Column("batch_size", sa.Integer(), nullable=False),
         sa.Column("idempotency_key", sa.String(255), nullable=True),
         sa.Column("submitted_by", sa.String(255), nullable=False),
-        _at("created_at", nullable=False), _at("planned_at"), _at("heartbeat_at"), _at("started_at"),
+        _at("created_at", nullable=False),
+        _at("planned_at"),
+        _at("heartbeat_at"),
+        _at("started_at"),
         _at("finished_at"),
         sa.Column("error", sa.Text(), nullable=True),
         *_matrix(),
@@ -90,9 +94,13 @@ def _batches() -> None:
         sa.Column("size", sa.Integer(), nullable=False),
         _count("attempts"),
         sa.Column("worker", sa.String(255), nullable=True),
-        _at("enqueued_at", nullable=False), _at("started_at"), _at("finished_at"),
+        _at("enqueued_at", nullable=False),
+        _at("started_at"),
+        _at("finished_at"),
         sa.Column("seconds", sa.Float(), nullable=True),
-        _count("scored"), _count("failed"), _count("flagged"),
+        _count("scored"),
+        _count("failed"),
+        _count("flagged"),
         *_matrix(),
         sa.Column("error", sa.Text(), nullable=True),
         _one_of("status", ("queued", "running", "done", "failed", "cancelled"), "batches"),
@@ -119,10 +127,12 @@ def _image_results() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         _at("scored_at"),
         _one_of("status", ("pending", "scored", "error"), "image_results"),
-        sa.ForeignKeyConstraint(["batch_id"], ["batches.id"], name="fk_image_results_batch_id_batches",
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_image_results_job_id_jobs",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["batch_id"], ["batches.id"], name="fk_image_results_batch_id_batches", ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name="fk_image_results_job_id_jobs", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_image_results"),
         sa.UniqueConstraint("job_id", "relpath", name="uq_image_results_job_id_relpath"),
     )
@@ -148,8 +158,14 @@ def _model_versions() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_model_versions"),
         sa.UniqueConstraint("version", name="uq_model_versions_version"),
     )
-    op.create_index("uq_model_versions_current", "model_versions", ["is_current"], unique=True,
-                    sqlite_where=sa.text("is_current = true"), postgresql_where=sa.text("is_current = true"))
+    op.create_index(
+        "uq_model_versions_current",
+        "model_versions",
+        ["is_current"],
+        unique=True,
+        sqlite_where=sa.text("is_current = true"),
+        postgresql_where=sa.text("is_current = true"),
+    )
 
 
 def _api_tokens() -> None:
@@ -160,7 +176,9 @@ def _api_tokens() -> None:
         sa.Column("prefix", sa.String(8), nullable=False),
         sa.Column("secret_hash", sa.String(64), nullable=False),
         sa.Column("scopes", sa.String(64), nullable=False),
-        _at("created_at", nullable=False), _at("last_used_at"), _at("revoked_at"),
+        _at("created_at", nullable=False),
+        _at("last_used_at"),
+        _at("revoked_at"),
         sa.PrimaryKeyConstraint("id", name="pk_api_tokens"),
         sa.UniqueConstraint("secret_hash", name="uq_api_tokens_secret_hash"),
     )
@@ -189,8 +207,9 @@ def _audit_events() -> None:
         sa.Column("action", sa.String(64), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=True),
         sa.Column("detail", sa.JSON(), nullable=True),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_audit_events_job_id_jobs",
-                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name="fk_audit_events_job_id_jobs", ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_audit_events"),
     )
     op.create_index("ix_audit_events_job_id_id", "audit_events", ["job_id", "id"])
@@ -198,6 +217,13 @@ def _audit_events() -> None:
 
 def downgrade() -> None:
     # dropping a table drops its indexes; children before parents
-    for table in ("audit_events", "users", "api_tokens", "model_versions", "image_results", "batches",
-                  "jobs"):
+    for table in (
+        "audit_events",
+        "users",
+        "api_tokens",
+        "model_versions",
+        "image_results",
+        "batches",
+        "jobs",
+    ):
         op.drop_table(table)

@@ -52,11 +52,13 @@ def _keep_what_existing_logins_and_tokens_could_do() -> None:
     if bind.dialect.name != "postgresql":
         in_a_year = in_a_year.replace(tzinfo=None)  # SQLite keeps naive UTC (db.models.UTCDateTime)
     users = sa.table("users", sa.column("scopes", sa.String()))
-    tokens = sa.table("api_tokens", sa.column("scopes", sa.String()),
-                      sa.column("expires_at", sa.DateTime(timezone=True)))
+    tokens = sa.table(
+        "api_tokens", sa.column("scopes", sa.String()), sa.column("expires_at", sa.DateTime(timezone=True))
+    )
     op.execute(users.update().values(scopes="read,submit,all-jobs"))
-    op.execute(tokens.update().where(~tokens.c.scopes.contains("admin"))
-               .values(scopes=tokens.c.scopes + ",all-jobs"))
+    op.execute(
+        tokens.update().where(~tokens.c.scopes.contains("admin")).values(scopes=tokens.c.scopes + ",all-jobs")
+    )
     op.execute(tokens.update().where(tokens.c.expires_at.is_(None)).values(expires_at=in_a_year))
 
 

@@ -58,10 +58,18 @@ def api_settings(tmp_path: Path, db_url: str) -> Settings:
     outside = tmp_path / "outside"
     save_image(outside / "secret.png", create_random_slice(64, seed=99))
     (root / "escape").symlink_to(outside, target_is_directory=True)  # a link leading out of the root
-    return Settings(env="test", data_dir=tmp_path / "data", database_url=db_url, archive_root=root,
-                    model_path=SHIPPED_MODEL, batch_size=4,
-                    max_archive_files=20, max_archive_bytes=2_000_000, max_compression_ratio=50.0,
-                    max_upload_bytes=3_000_000)
+    return Settings(
+        env="test",
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        archive_root=root,
+        model_path=SHIPPED_MODEL,
+        batch_size=4,
+        max_archive_files=20,
+        max_archive_bytes=2_000_000,
+        max_compression_ratio=50.0,
+        max_upload_bytes=3_000_000,
+    )
 
 
 @pytest.fixture
@@ -92,9 +100,15 @@ def model(sessions: sessionmaker[Session]) -> dict[str, object]:
     """The shipped model registered as current, as a starting worker does; returns its card."""
     shipped = card()
     with sessions.begin() as session:
-        register_model_version(session=session, version=str(shipped["version"]), file=str(SHIPPED_MODEL),
-                               sha256="0" * 64, threshold=float(shipped["threshold"]),  # type: ignore[arg-type]
-                               metrics=shipped["metrics"], card=shipped)  # type: ignore[arg-type]
+        register_model_version(
+            session=session,
+            version=str(shipped["version"]),
+            file=str(SHIPPED_MODEL),
+            sha256="0" * 64,
+            threshold=float(shipped["threshold"]),  # type: ignore[arg-type]
+            metrics=shipped["metrics"],
+            card=shipped,
+        )  # type: ignore[arg-type]
     return shipped
 
 
@@ -105,18 +119,24 @@ TEAM = "neuroradiology"  # the fixtures' tokens and operator share it, so they s
 def tokens(sessions: sessionmaker[Session]) -> dict[str, str]:
     """One live token per scope, all of one team: {"read": ..., "submit": ..., "admin": ...}."""
     with sessions.begin() as session:
-        return {scope: create_token(session=session, name=f"{scope}-bot", scopes=scope, team=TEAM)[0]
-                for scope in ("read", "submit", "admin")}
+        return {
+            scope: create_token(session=session, name=f"{scope}-bot", scopes=scope, team=TEAM)[0]
+            for scope in ("read", "submit", "admin")
+        }
 
 
 @pytest.fixture
 def other_team(sessions: sessionmaker[Session]) -> dict[str, str]:
     """Tokens of another team: one that submits and reads, one that reads every job (all-jobs)."""
     with sessions.begin() as session:
-        return {"submit": create_token(session=session, name="outsider-submit", scopes="submit,read",
-                                       team="cardiology")[0],
-                "all-jobs": create_token(session=session, name="oversight", scopes="read,all-jobs",
-                                         team="cardiology")[0]}
+        return {
+            "submit": create_token(
+                session=session, name="outsider-submit", scopes="submit,read", team="cardiology"
+            )[0],
+            "all-jobs": create_token(
+                session=session, name="oversight", scopes="read,all-jobs", team="cardiology"
+            )[0],
+        }
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -141,8 +161,9 @@ def operator(sessions: sessionmaker[Session]) -> str:
 @pytest.fixture
 def web(client: FlaskClient, operator: str) -> Iterator[FlaskClient]:
     """A client logged in through the login form."""
-    response = client.post("/login", data={"username": operator, "password": PASSWORD,
-                                           "csrf_token": csrf_token(client)})
+    response = client.post(
+        "/login", data={"username": operator, "password": PASSWORD, "csrf_token": csrf_token(client)}
+    )
     assert response.status_code == 302, response.get_data(as_text=True)
     yield client
 
@@ -156,8 +177,9 @@ def job(client: FlaskClient, tokens: dict[str, str], model: dict[str, object], a
     return job_id
 
 
-def plan_and_score(settings: Settings, job_id: int, *, seed: int = 0, error_every: int = 0,
-                   finish: bool = True) -> None:
+def plan_and_score(
+    settings: Settings, job_id: int, *, seed: int = 0, error_every: int = 0, finish: bool = True
+) -> None:
     """Plan the job with the worker's planner, then score every batch with seeded random scores."""
     from worker.planning import plan
 

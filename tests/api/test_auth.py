@@ -58,7 +58,8 @@ def test_an_unknown_or_malformed_token_is_refused(client: FlaskClient, tokens: d
 
 
 def test_a_revoked_token_stops_working_at_once(
-        client: FlaskClient, tokens: dict[str, str], sessions: sessionmaker[Session]) -> None:
+    client: FlaskClient, tokens: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
     assert client.get("/api/v1/jobs", headers=bearer(tokens["read"])).status_code == 200
     with sessions.begin() as session:
         assert revoke_token(session=session, token_id=1)
@@ -67,7 +68,8 @@ def test_a_revoked_token_stops_working_at_once(
 
 
 def test_token_use_is_noted_at_most_once_a_minute(
-        client: FlaskClient, tokens: dict[str, str], sessions: sessionmaker[Session]) -> None:
+    client: FlaskClient, tokens: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
     def last_used() -> object:
         with sessions() as session:
             return session.scalar(select(ApiToken.last_used_at).where(ApiToken.name == "read-bot"))
@@ -84,30 +86,36 @@ def test_token_use_is_noted_at_most_once_a_minute(
     assert last_used() > first  # type: ignore[operator]
 
 
-@pytest.mark.parametrize(("scope", "read", "write"),
-                         [("read", 200, 403), ("submit", 403, 202), ("admin", 200, 202)])
+@pytest.mark.parametrize(
+    ("scope", "read", "write"), [("read", 200, 403), ("submit", 403, 202), ("admin", 200, 202)]
+)
 def test_read_scope_reads_submit_scope_writes_admin_does_both(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object], scope: str, read: int,
-        write: int) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], scope: str, read: int, write: int
+) -> None:
     assert client.get("/api/v1/jobs", headers=bearer(tokens[scope])).status_code == read
     response = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens[scope]))
     assert response.status_code == write
     if write == 403:
         assert response.get_json()["error"]["message"] == (
-            "this needs the 'submit' scope, which the token does not have")
+            "this needs the 'submit' scope, which the token does not have"
+        )
     assert client.get("/metrics", headers=bearer(tokens[scope])).status_code == read
 
 
 def test_a_token_needs_no_csrf_token(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object]) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object]
+) -> None:
     response = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"]))
     assert response.status_code == 202
 
 
 def test_an_operator_logs_in_with_a_safe_session_cookie_and_it_is_audited(
-        client: FlaskClient, operator: str, sessions: sessionmaker[Session]) -> None:
-    response = client.post("/login", data={"username": operator, "password": PASSWORD,
-                                           "csrf_token": csrf_token(client), "next": "/model"})
+    client: FlaskClient, operator: str, sessions: sessionmaker[Session]
+) -> None:
+    response = client.post(
+        "/login",
+        data={"username": operator, "password": PASSWORD, "csrf_token": csrf_token(client), "next": "/model"},
+    )
     assert response.status_code == 302 and response.headers["Location"] == "/model"
     cookie = response.headers["Set-Cookie"]
     assert "brainscan_session=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -121,16 +129,19 @@ def test_an_operator_logs_in_with_a_safe_session_cookie_and_it_is_audited(
 def test_the_session_cookie_is_secure_when_the_settings_say_so(api_settings: Settings, operator: str) -> None:
     app = create_app(api_settings.with_overrides(session_cookie_secure=True), {"TESTING": True})
     client = app.test_client()
-    response = client.post("/login", data={"username": operator, "password": PASSWORD,
-                                           "csrf_token": csrf_token(client)})
+    response = client.post(
+        "/login", data={"username": operator, "password": PASSWORD, "csrf_token": csrf_token(client)}
+    )
     assert "Secure" in response.headers["Set-Cookie"]
 
 
 def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong_and_audited(
-        client: FlaskClient, operator: str, sessions: sessionmaker[Session]) -> None:
+    client: FlaskClient, operator: str, sessions: sessionmaker[Session]
+) -> None:
     for username, password in ((operator, "wrong"), ("mallory", PASSWORD)):
-        response = client.post("/login", data={"username": username, "password": password,
-                                               "csrf_token": csrf_token(client)})
+        response = client.post(
+            "/login", data={"username": username, "password": password, "csrf_token": csrf_token(client)}
+        )
         assert response.status_code == 401
         assert "Unknown username or wrong password." in response.get_data(as_text=True)
     assert client.get("/jobs").status_code == 302
@@ -140,12 +151,16 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong_and_aud
 
 
 def test_failed_sign_ins_hold_back_their_address_not_the_account(
-        client: FlaskClient, operator: str, sessions: sessionmaker[Session], api_settings: Settings) -> None:
+    client: FlaskClient, operator: str, sessions: sessionmaker[Session], api_settings: Settings
+) -> None:
     """Anyone could lock `admin` out by failing five times; now only the guessing address waits."""
+
     def attempt(password: str, address: str = "203.0.113.7") -> TestResponse:
-        return client.post("/login", data={"username": operator, "password": password,
-                                           "csrf_token": csrf_token(client)},
-                           environ_base={"REMOTE_ADDR": address})
+        return client.post(
+            "/login",
+            data={"username": operator, "password": password, "csrf_token": csrf_token(client)},
+            environ_base={"REMOTE_ADDR": address},
+        )
 
     assert [attempt(f"guess-{i}").status_code for i in range(5)] == [401] * 5
     held = attempt(PASSWORD)  # even the right password waits: the address is guessing
@@ -169,8 +184,15 @@ def test_failed_sign_ins_hold_back_their_address_not_the_account(
 
 def test_login_only_redirects_within_the_site(client: FlaskClient, operator: str) -> None:
     for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
-        response = client.post("/login", data={"username": operator, "password": PASSWORD, "next": target,
-                                               "csrf_token": csrf_token(client)})
+        response = client.post(
+            "/login",
+            data={
+                "username": operator,
+                "password": PASSWORD,
+                "next": target,
+                "csrf_token": csrf_token(client),
+            },
+        )
         assert response.headers["Location"] == "/jobs", target
         client.post("/logout", data={"csrf_token": csrf_token(client, "/jobs")})
 
@@ -188,9 +210,14 @@ def test_a_disabled_operator_is_signed_out(web: FlaskClient, sessions: sessionma
 
 
 def test_forms_posted_without_the_csrf_token_are_refused(
-        web: FlaskClient, model: dict[str, object], tokens: dict[str, str]) -> None:
-    for url, data in (("/submit", {"source": "ward-1"}), ("/logout", {}), ("/jobs/1/cancel", {}),
-                      ("/submit", {"source": "ward-1", "csrf_token": "forged"})):
+    web: FlaskClient, model: dict[str, object], tokens: dict[str, str]
+) -> None:
+    for url, data in (
+        ("/submit", {"source": "ward-1"}),
+        ("/logout", {}),
+        ("/jobs/1/cancel", {}),
+        ("/submit", {"source": "ward-1", "csrf_token": "forged"}),
+    ):
         response = web.post(url, data=data)
         assert response.status_code == 400, url
         assert "security token" in response.get_data(as_text=True)
@@ -198,7 +225,8 @@ def test_forms_posted_without_the_csrf_token_are_refused(
 
 
 def test_the_api_called_with_a_session_cookie_needs_the_csrf_header(
-        web: FlaskClient, model: dict[str, object]) -> None:
+    web: FlaskClient, model: dict[str, object]
+) -> None:
     refused = web.post("/api/v1/jobs", json={"source": "ward-1"})
     assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "csrf_failed"
     header = {"X-CSRFToken": csrf_token(web, "/jobs")}

@@ -32,8 +32,12 @@ from tests.service import BRAINSCAN, free_port
 
 @pytest.fixture
 def env(db_url: str, tmp_path: Path) -> dict[str, str]:
-    return {"BRAINSCAN_DATABASE_URL": db_url, "BRAINSCAN_DATA_DIR": str(tmp_path / "data"),
-            "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive"), "BRAINSCAN_ENV": "test"}
+    return {
+        "BRAINSCAN_DATABASE_URL": db_url,
+        "BRAINSCAN_DATA_DIR": str(tmp_path / "data"),
+        "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive"),
+        "BRAINSCAN_ENV": "test",
+    }
 
 
 def run(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
@@ -43,7 +47,8 @@ def run(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
 
 
 def test_token_create_prints_the_token_alone_on_the_last_line(
-        env: dict[str, str], sessions: sessionmaker[Session]) -> None:
+    env: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
     output = run(env, "token", "create", "--scope", "submit", "--scope", "read", "--name", "nightly import")
     token = output.strip().splitlines()[-1]
     assert token.startswith("bs_") and " " not in token
@@ -69,24 +74,28 @@ def test_tokens_are_listed_and_revoked(env: dict[str, str], sessions: sessionmak
 
 
 def test_users_are_created_and_their_passwords_changed(
-        env: dict[str, str], sessions: sessionmaker[Session]) -> None:
+    env: dict[str, str], sessions: sessionmaker[Session]
+) -> None:
     assert "user bob created" in run(env, "user", "create", "bob", "--password-stdin", stdin="first secret\n")
     typed_twice = "typed it twice\ntyped it twice\n"  # at the prompt, then to confirm it
     assert "created" in run(env, "user", "create", "carol", stdin=typed_twice)
-    duplicate = CliRunner().invoke(main, ["user", "create", "bob", "--password-stdin"], env=env,
-                                   input="another password\n")
+    duplicate = CliRunner().invoke(
+        main, ["user", "create", "bob", "--password-stdin"], env=env, input="another password\n"
+    )
     assert duplicate.exit_code == 1 and "already exists" in duplicate.output
     run(env, "user", "set-password", "bob", "--password-stdin", stdin="second secret\n")
     with sessions.begin() as session:
         assert verify_user(session=session, username="bob", password="second secret") is not None
         assert verify_user(session=session, username="bob", password="first secret") is None
         assert verify_user(session=session, username="carol", password="typed it twice") is not None
-    missing = CliRunner().invoke(main, ["user", "set-password", "dan", "--password-stdin"], env=env,
-                                 input="long enough password\n")
+    missing = CliRunner().invoke(
+        main, ["user", "set-password", "dan", "--password-stdin"], env=env, input="long enough password\n"
+    )
     assert missing.exit_code == 1 and "no user dan" in missing.output
     for short in ("", "x", "elevenchars"):
-        refused = CliRunner().invoke(main, ["user", "create", "eve", "--password-stdin"], env=env,
-                                     input=short + "\n")
+        refused = CliRunner().invoke(
+            main, ["user", "create", "eve", "--password-stdin"], env=env, input=short + "\n"
+        )
         assert refused.exit_code == 1 and "at least 12 characters" in refused.output
 
 
@@ -123,9 +132,14 @@ def live_api(env: dict[str, str], tmp_path: Path) -> Iterator[LiveApi]:
     token = run(env, "token", "create", "--scope", "read").strip().splitlines()[-1]
     port, log_path = free_port(), tmp_path / "api.log"
     with log_path.open("wb") as log:
-        server = subprocess.Popen([BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
-                                  env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=tmp_path, start_new_session=True)
+        server = subprocess.Popen(
+            [BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -169,18 +183,28 @@ def test_fifty_slow_clients_do_not_keep_healthz_from_answering(live_api: LiveApi
 
 
 def test_an_upload_streams_through_the_real_server_to_a_job(
-        live_api: LiveApi, env: dict[str, str], model: dict[str, object]) -> None:
+    live_api: LiveApi, env: dict[str, str], model: dict[str, object]
+) -> None:
     token = run(env, "token", "create", "--scope", "submit", "--scope", "read").strip().splitlines()[-1]
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as members:
         for i in range(3):
             members.writestr(f"ward/yes/s{i}.png", encoded(create_random_slice(64, seed=i), "PNG"))
     boundary = "brainscan-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"w.zip\"\r\n"
-            f"Content-Type: application/zip\r\n\r\n").encode() + archive.getvalue()
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="archive"; filename="w.zip"\r\n'
+        f"Content-Type: application/zip\r\n\r\n"
+    ).encode() + archive.getvalue()
     body += f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(live_api.url("/api/v1/jobs"), data=body, method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    request = urllib.request.Request(
+        live_api.url("/api/v1/jobs"),
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         job = json.loads(response.read())
         assert response.status == 202
@@ -190,8 +214,10 @@ def test_an_upload_streams_through_the_real_server_to_a_job(
 def test_an_anonymous_request_announcing_a_huge_body_is_answered_413_at_once(live_api: LiveApi) -> None:
     """The login form's CSRF check used to read (and spool to disk) whatever body it was sent."""
     with socket.create_connection(("127.0.0.1", live_api.port), timeout=5) as sock:
-        sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                     b"Content-Length: 2000000000\r\n\r\n--b\r\n")  # and never the rest
+        sock.sendall(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 2000000000\r\n\r\n--b\r\n"
+        )  # and never the rest
         started = time.monotonic()
         status_line = sock.recv(200).split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 413 ") and time.monotonic() - started < 2
@@ -202,9 +228,11 @@ def test_stalled_sign_in_bodies_hold_no_thread_and_are_cut_off(live_api: LiveApi
     stalled = [socket.create_connection(("127.0.0.1", live_api.port), timeout=15) for _ in range(20)]
     try:
         for sock in stalled:
-            sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\n"
-                         b"Content-Type: application/x-www-form-urlencoded\r\n"
-                         b"Content-Length: 100\r\n\r\nusername=a")
+            sock.sendall(
+                b"POST /login HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 100\r\n\r\nusername=a"
+            )
         time.sleep(1)
         started = time.monotonic()
         assert get(live_api.url("/api/v1/jobs"), live_api.token)[0] == 200
@@ -228,16 +256,22 @@ def compose_proxy(live_api: LiveApi, tmp_path: Path) -> Iterator[int]:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     port, run_dir = free_port(), tmp_path / "nginx"
     run_dir.mkdir()
-    server = (compose["services"]["proxy"]["environment"]["NGINX_CONF"].replace("$$", "$")
-              .replace("proxy_pass http://api:8080;", f"proxy_pass http://127.0.0.1:{live_api.port};")
-              .replace("listen 8080;", f"listen 127.0.0.1:{port};"))
-    temp_paths = " ".join(f"{kind}_temp_path {run_dir / kind};" for kind in
-                          ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    server = (
+        compose["services"]["proxy"]["environment"]["NGINX_CONF"]
+        .replace("$$", "$")
+        .replace("proxy_pass http://api:8080;", f"proxy_pass http://127.0.0.1:{live_api.port};")
+        .replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    )
+    temp_paths = " ".join(
+        f"{kind}_temp_path {run_dir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     (run_dir / "nginx.conf").write_text(
         f"daemon off; worker_processes 1; pid {run_dir}/nginx.pid; error_log {run_dir}/error.log;\n"
-        f"events {{ worker_connections 1024; }}\nhttp {{ access_log off; {temp_paths}\n{server}\n}}\n")
-    proxy = subprocess.Popen([str(NGINX), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf")],
-                             stderr=subprocess.PIPE)
+        f"events {{ worker_connections 1024; }}\nhttp {{ access_log off; {temp_paths}\n{server}\n}}\n"
+    )
+    proxy = subprocess.Popen(
+        [str(NGINX), "-p", str(run_dir), "-c", str(run_dir / "nginx.conf")], stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -252,7 +286,8 @@ def compose_proxy(live_api: LiveApi, tmp_path: Path) -> Iterator[int]:
 
 
 def test_the_compose_proxy_cuts_off_slow_clients_and_passes_the_rest(
-        live_api: LiveApi, compose_proxy: int) -> None:
+    live_api: LiveApi, compose_proxy: int
+) -> None:
     base = f"http://127.0.0.1:{compose_proxy}"
     status, body = get(f"{base}/api/v1/jobs", live_api.token)
     assert (status, json.loads(body)["jobs"]) == (200, [])

@@ -25,7 +25,8 @@ def test_healthz_answers_without_a_token(client: FlaskClient) -> None:
 
 
 def test_readyz_checks_the_database_and_the_embedded_broker(
-        client: FlaskClient, tokens: dict[str, str]) -> None:
+    client: FlaskClient, tokens: dict[str, str]
+) -> None:
     response = client.get("/readyz", headers=bearer(tokens["read"]))
     assert response.status_code == 200
     assert response.get_json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
@@ -37,7 +38,8 @@ def test_readyz_reaches_a_real_redis(api_settings: Settings, tokens: dict[str, s
 
 
 def test_readyz_says_503_quickly_when_the_broker_is_down(
-        api_settings: Settings, tokens: dict[str, str]) -> None:
+    api_settings: Settings, tokens: dict[str, str]
+) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     client = create_app(api_settings.with_overrides(broker_url=dead), {"TESTING": True}).test_client()
     started = time.monotonic()
@@ -56,8 +58,9 @@ def test_readyz_says_503_when_the_database_is_gone(api_settings: Settings, tmp_p
         token = create_token(session=session, name="probe", scopes="read")[0]
     client = create_app(api_settings, {"TESTING": True}).test_client()
     # the token checks out against the real database, then the readiness probe looks at a broken one
-    broken = create_app(api_settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'nothing.db'}"),
-                        {"TESTING": True})
+    broken = create_app(
+        api_settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'nothing.db'}"), {"TESTING": True}
+    )
     assert client.get("/readyz", headers=bearer(token)).status_code == 200
     with broken.test_request_context("/readyz"):
         from api.health import _database_error
@@ -66,8 +69,8 @@ def test_readyz_says_503_when_the_database_is_gone(api_settings: Settings, tmp_p
 
 
 def test_metrics_count_jobs_images_errors_batch_durations_and_queues(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     done = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"])).get_json()
     client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"]))
     plan_and_score(api_settings, done["id"], error_every=3)

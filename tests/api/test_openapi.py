@@ -22,7 +22,8 @@ def test_the_document_is_valid_openapi(client: FlaskClient, tokens: dict[str, st
 
 
 def test_every_api_route_and_method_is_documented_and_nothing_else(
-        app: Flask, client: FlaskClient, tokens: dict[str, str]) -> None:
+    app: Flask, client: FlaskClient, tokens: dict[str, str]
+) -> None:
     document = client.get("/api/v1/openapi.json", headers=bearer(tokens["read"])).get_json()
     served = set()
     for rule in app.url_map.iter_rules():

@@ -29,8 +29,12 @@ def submit(client: FlaskClient, token: str, body: dict[str, Any]) -> dict[str, A
 
 
 def test_a_submitted_folder_becomes_a_queued_job_sent_to_the_planner_and_audited(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings,
-        sessions: sessionmaker[Session]) -> None:
+    client: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    api_settings: Settings,
+    sessions: sessionmaker[Session],
+) -> None:
     response = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"]))
     assert response.status_code == 202
     job = response.get_json()
@@ -47,20 +51,27 @@ def test_a_submitted_folder_becomes_a_queued_job_sent_to_the_planner_and_audited
 
 
 def test_threshold_and_batch_size_can_be_chosen_and_are_checked(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object]) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object]
+) -> None:
     job = submit(client, tokens["submit"], {"source": "ward-1", "threshold": 0.3, "batch_size": 2})
     assert (job["threshold"], job["batch_size"]) == (0.3, 2)
-    for bad in ({"threshold": 1.5}, {"threshold": "high"}, {"batch_size": 0}, {"batch_size": 2.5},
-                {"batch_size": True}):
-        response = client.post("/api/v1/jobs", json={"source": "ward-1", **bad},
-                               headers=bearer(tokens["submit"]))
+    for bad in (
+        {"threshold": 1.5},
+        {"threshold": "high"},
+        {"batch_size": 0},
+        {"batch_size": 2.5},
+        {"batch_size": True},
+    ):
+        response = client.post(
+            "/api/v1/jobs", json={"source": "ward-1", **bad}, headers=bearer(tokens["submit"])
+        )
         assert response.status_code == 400, bad
         assert response.get_json()["error"]["code"] == "bad_request"
 
 
 def test_the_settings_threshold_overrides_the_models(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     from api import create_app
 
     app = create_app(api_settings.with_overrides(threshold=0.42), {"TESTING": True})
@@ -69,29 +80,37 @@ def test_the_settings_threshold_overrides_the_models(
 
 
 def test_a_repeated_idempotency_key_returns_the_same_job_once(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
-    first = client.post("/api/v1/jobs", json={"source": "ward-1"},
-                        headers={**bearer(tokens["submit"]), "Idempotency-Key": "nightly-2026-11-27"})
-    again = client.post("/api/v1/jobs", json={"source": "ward-1"},
-                        headers={**bearer(tokens["submit"]), "Idempotency-Key": "nightly-2026-11-27"})
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
+    first = client.post(
+        "/api/v1/jobs",
+        json={"source": "ward-1"},
+        headers={**bearer(tokens["submit"]), "Idempotency-Key": "nightly-2026-11-27"},
+    )
+    again = client.post(
+        "/api/v1/jobs",
+        json={"source": "ward-1"},
+        headers={**bearer(tokens["submit"]), "Idempotency-Key": "nightly-2026-11-27"},
+    )
     assert (first.status_code, again.status_code) == (202, 200)
     assert first.get_json()["id"] == again.get_json()["id"]
     assert queue_depth(celery_for(api_settings), PLAN_QUEUE) == 1  # sent to the planner once
 
 
 def test_no_registered_model_refuses_submission_with_a_plain_503(
-        client: FlaskClient, tokens: dict[str, str]) -> None:
+    client: FlaskClient, tokens: dict[str, str]
+) -> None:
     response = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"]))
     assert response.status_code == 503
     assert response.get_json()["error"] == {
         "code": "no_model",
-        "message": "no worker has registered a model yet: start a worker (brainscan worker) and try again"}
+        "message": "no worker has registered a model yet: start a worker (brainscan worker) and try again",
+    }
 
 
 def test_a_finished_job_reports_counts_matrix_progress_speed_and_timings(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     job_id = submit(client, tokens["submit"], {"source": "ward-1"})["id"]
     plan_and_score(api_settings, job_id)
     job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(tokens["read"])).get_json()
@@ -107,8 +126,8 @@ def test_a_finished_job_reports_counts_matrix_progress_speed_and_timings(
 
 
 def test_a_running_job_reports_partial_progress_and_an_eta(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     job_id = submit(client, tokens["submit"], {"source": "ward-1"})["id"]
     plan_and_score(api_settings, job_id, finish=False)
     job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(tokens["read"])).get_json()
@@ -118,8 +137,8 @@ def test_a_running_job_reports_partial_progress_and_an_eta(
 
 
 def test_batches_are_listed_in_order_with_their_matrices(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     job_id = submit(client, tokens["submit"], {"source": "ward-1"})["id"]
     plan_and_score(api_settings, job_id)
     body = client.get(f"/api/v1/jobs/{job_id}/batches", headers=bearer(tokens["read"])).get_json()
@@ -132,8 +151,8 @@ def test_batches_are_listed_in_order_with_their_matrices(
 
 
 def test_jobs_are_listed_newest_first_filtered_and_paged(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     ids = [submit(client, tokens["submit"], {"source": "ward-1"})["id"] for _ in range(3)]
     plan_and_score(api_settings, ids[0])
     read = bearer(tokens["read"])
@@ -148,8 +167,8 @@ def test_jobs_are_listed_newest_first_filtered_and_paged(
 
 
 def test_cancelling_stops_an_unfinished_job_once_and_is_audited(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        sessions: sessionmaker[Session]) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], sessions: sessionmaker[Session]
+) -> None:
     job_id = submit(client, tokens["submit"], {"source": "ward-1"})["id"]
     response = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=bearer(tokens["admin"]))
     assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
@@ -162,8 +181,12 @@ def test_cancelling_stops_an_unfinished_job_once_and_is_audited(
 
 
 def test_rerunning_sends_failed_images_back_to_the_workers_and_is_audited(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings,
-        sessions: sessionmaker[Session]) -> None:
+    client: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    api_settings: Settings,
+    sessions: sessionmaker[Session],
+) -> None:
     job_id = submit(client, tokens["submit"], {"source": "ward-1"})["id"]
     running = client.post(f"/api/v1/jobs/{job_id}/rerun", headers=bearer(tokens["submit"]))
     assert running.status_code == 409  # not finished yet

@@ -22,7 +22,8 @@ def results(client: FlaskClient, token: str, job_id: int, query: str = "") -> di
 
 
 def test_results_filter_to_flagged_missed_and_unreadable_images(
-        client: FlaskClient, tokens: dict[str, str], job: int) -> None:
+    client: FlaskClient, tokens: dict[str, str], job: int
+) -> None:
     everything = results(client, tokens["read"], job)["results"]
     assert len(everything) == 6 and {r["path"].split("/")[0] for r in everything} == {"yes", "no"}
     flagged = results(client, tokens["read"], job, "flagged=true")["results"]
@@ -30,7 +31,8 @@ def test_results_filter_to_flagged_missed_and_unreadable_images(
     assert [r["id"] for r in flagged] == [r["id"] for r in everything if r["flagged"]]
     missed = results(client, tokens["read"], job, "false_negatives=1")["results"]
     assert [r["id"] for r in missed] == [
-        r["id"] for r in everything if r["label"] == 1 and r["flagged"] is False]
+        r["id"] for r in everything if r["label"] == 1 and r["flagged"] is False
+    ]
     errors = results(client, tokens["read"], job, "errors=true")["results"]
     assert len(errors) == 2 and all(r["status"] == "error" and r["error"] for r in errors)
     for bad in ("flagged=maybe", "limit=0", "after_id=-1", "format=xml"):
@@ -46,7 +48,8 @@ def test_results_page_by_the_last_id_seen(client: FlaskClient, tokens: dict[str,
 
 
 def test_the_csv_download_streams_one_row_per_image(
-        client: FlaskClient, tokens: dict[str, str], job: int) -> None:
+    client: FlaskClient, tokens: dict[str, str], job: int
+) -> None:
     response = client.get(f"/api/v1/jobs/{job}/results?format=csv", headers=bearer(tokens["read"]))
     assert response.status_code == 200 and response.is_streamed
     assert response.mimetype == "text/csv"
@@ -57,7 +60,8 @@ def test_the_csv_download_streams_one_row_per_image(
 
 
 def test_the_json_download_holds_the_filtered_results(
-        client: FlaskClient, tokens: dict[str, str], job: int) -> None:
+    client: FlaskClient, tokens: dict[str, str], job: int
+) -> None:
     url = f"/api/v1/jobs/{job}/results?format=json&flagged=true"
     response = client.get(url, headers=bearer(tokens["read"]))
     assert response.is_streamed and "-flagged.json" in response.headers["Content-Disposition"]
@@ -66,7 +70,8 @@ def test_the_json_download_holds_the_filtered_results(
 
 
 def test_a_thumbnail_is_a_small_png_of_the_source_image(
-        client: FlaskClient, tokens: dict[str, str], job: int) -> None:
+    client: FlaskClient, tokens: dict[str, str], job: int
+) -> None:
     scored = [r for r in results(client, tokens["read"], job)["results"] if r["status"] == "scored"]
     url = f"/api/v1/jobs/{job}/results/{scored[0]['id']}/thumbnail"
     response = client.get(url, headers=bearer(tokens["read"]))
@@ -76,10 +81,15 @@ def test_a_thumbnail_is_a_small_png_of_the_source_image(
 
 
 def test_a_thumbnail_of_another_jobs_result_or_a_removed_file_is_404(
-        client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings
+) -> None:
     first = results(client, tokens["read"], job)["results"][0]
-    assert client.get(f"/api/v1/jobs/{job + 1}/results/{first['id']}/thumbnail",
-                      headers=bearer(tokens["read"])).status_code == 404
+    assert (
+        client.get(
+            f"/api/v1/jobs/{job + 1}/results/{first['id']}/thumbnail", headers=bearer(tokens["read"])
+        ).status_code
+        == 404
+    )
     assert api_settings.archive_root is not None
     (api_settings.archive_root / "ward-1" / first["path"]).unlink()
     url = f"/api/v1/jobs/{job}/results/{first['id']}/thumbnail"
@@ -88,7 +98,8 @@ def test_a_thumbnail_of_another_jobs_result_or_a_removed_file_is_404(
 
 
 def test_a_thumbnail_of_an_unreadable_image_says_why(
-        client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings
+) -> None:
     first = results(client, tokens["read"], job)["results"][0]
     assert api_settings.archive_root is not None
     (api_settings.archive_root / "ward-1" / first["path"]).write_bytes(b"\x89PNG\r\n\x1a\n truncated")

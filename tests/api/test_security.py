@@ -54,7 +54,8 @@ def forged_cookie(key: str, payload: dict[str, object]) -> str:
 
 
 def test_a_session_forged_with_the_old_built_in_key_is_not_accepted(
-        api_settings: Settings, operator: str) -> None:
+    api_settings: Settings, operator: str
+) -> None:
     default_install = replace(api_settings, secret_key=Settings().secret_key)  # no key configured
     client = create_app(default_install, {"TESTING": True}).test_client()
     client.set_cookie("brainscan_session", forged_cookie(OLD_BUILT_IN_KEY, {"user_id": 1}))
@@ -64,7 +65,8 @@ def test_a_session_forged_with_the_old_built_in_key_is_not_accepted(
 
 
 def test_a_fresh_install_makes_its_own_session_key_kept_private_and_across_restarts(
-        api_settings: Settings) -> None:
+    api_settings: Settings,
+) -> None:
     assert api_settings.secret_key == ""
     first = create_app(api_settings).secret_key
     key_file = api_settings.secret_key_file
@@ -76,7 +78,8 @@ def test_a_fresh_install_makes_its_own_session_key_kept_private_and_across_resta
 
 
 def test_a_readable_key_file_or_a_short_configured_key_stops_the_app(
-        api_settings: Settings, tmp_path: Path) -> None:
+    api_settings: Settings, tmp_path: Path
+) -> None:
     create_app(api_settings)
     api_settings.secret_key_file.chmod(0o644)
     with pytest.raises(SettingsError, match="chmod 600"):
@@ -97,7 +100,8 @@ def vm_kb(field: str) -> int:
 
 
 def test_thumbnails_of_a_dicom_bomb_cost_the_api_process_no_memory(
-        app: Flask, tokens: dict[str, str], job: int, api_settings: Settings) -> None:
+    app: Flask, tokens: dict[str, str], job: int, api_settings: Settings
+) -> None:
     """Four parallel thumbnail requests with a read token took a gunicorn process to 8.6 GB."""
     client = app.test_client()
     first = client.get(f"/api/v1/jobs/{job}/results", headers=bearer(tokens["read"])).get_json()["results"][0]
@@ -107,8 +111,9 @@ def test_thumbnails_of_a_dicom_bomb_cost_the_api_process_no_memory(
     before = vm_kb("VmRSS")
     vm_peak_reset()
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: app.test_client().get(url, headers=bearer(tokens["read"])),
-                                range(4)))
+        answers = list(
+            pool.map(lambda _: app.test_client().get(url, headers=bearer(tokens["read"])), range(4))
+        )
     assert [a.status_code for a in answers] == [422] * 4
     assert "possible decompression bomb" in answers[0].get_json()["error"]["message"]
     assert vm_kb("VmHWM") - before < 64 * 1024  # rendering happened in the capped preview processes
@@ -130,11 +135,13 @@ def test_a_preview_process_over_its_memory_cap_fails_alone(tmp_path: Path) -> No
 
 
 def test_thumbnails_are_never_cached(client: FlaskClient, tokens: dict[str, str], job: int) -> None:
-    first = client.get(f"/api/v1/jobs/{job}/results?errors=false",
-                       headers=bearer(tokens["read"])).get_json()["results"]
+    first = client.get(f"/api/v1/jobs/{job}/results?errors=false", headers=bearer(tokens["read"])).get_json()[
+        "results"
+    ]
     scored = next(r for r in first if r["status"] == "scored")
-    response = client.get(f"/api/v1/jobs/{job}/results/{scored['id']}/thumbnail",
-                          headers=bearer(tokens["read"]))
+    response = client.get(
+        f"/api/v1/jobs/{job}/results/{scored['id']}/thumbnail", headers=bearer(tokens["read"])
+    )
     assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
     for url in (f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}/results?format=csv"):  # file names, too
         assert client.get(url, headers=bearer(tokens["read"])).headers["Cache-Control"] == "no-store"
@@ -144,8 +151,9 @@ def test_thumbnails_are_never_cached(client: FlaskClient, tokens: dict[str, str]
 
 
 def login(client: FlaskClient, username: str = "alice", **extra: str) -> Response:
-    return client.post("/login", data={"username": username, "password": PASSWORD,
-                                       "csrf_token": csrf_token(client), **extra})
+    return client.post(
+        "/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_token(client), **extra}
+    )
 
 
 def session_cookie(client: FlaskClient) -> str:
@@ -164,14 +172,20 @@ def test_a_copied_session_cookie_stops_working_at_logout(app: Flask, operator: s
 
 
 def test_a_password_change_or_disabling_ends_every_session(
-        app: Flask, operator: str, sessions: sessionmaker[Session], api_settings: Settings) -> None:
+    app: Flask, operator: str, sessions: sessionmaker[Session], api_settings: Settings
+) -> None:
     client = app.test_client()
     login(client)
     with sessions.begin() as session:
         set_password(session=session, username=operator, password="a new long password")
     assert client.get("/jobs").status_code == 302
-    assert client.post("/login", data={"username": operator, "password": "a new long password",
-                                       "csrf_token": csrf_token(client)}).status_code == 302
+    assert (
+        client.post(
+            "/login",
+            data={"username": operator, "password": "a new long password", "csrf_token": csrf_token(client)},
+        ).status_code
+        == 302
+    )
     env = {"BRAINSCAN_DATABASE_URL": api_settings.resolved_database_url, "BRAINSCAN_ENV": "test"}
     result = CliRunner().invoke(main, ["user", "disable", operator], env=env)
     assert result.exit_code == 0, result.output
@@ -179,7 +193,8 @@ def test_a_password_change_or_disabling_ends_every_session(
 
 
 def test_a_session_ends_twelve_hours_after_login_however_busy(
-        app: Flask, operator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app: Flask, operator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = app.test_client()
     started = time.time()
     login(client)
@@ -197,9 +212,19 @@ def test_a_session_ends_twelve_hours_after_login_however_busy(
 # Open redirect: only a path on this site.
 
 
-@pytest.mark.parametrize("target", ["/\t/evil.example/phish", "/%09/evil.example/phish",
-                                    "/\\evil.example", "//evil.example", "https://evil.example/",
-                                    "/jobs\nSet-Cookie: planted=1", "/\r\n/evil.example", " //evil.example"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t/evil.example/phish",
+        "/%09/evil.example/phish",
+        "/\\evil.example",
+        "//evil.example",
+        "https://evil.example/",
+        "/jobs\nSet-Cookie: planted=1",
+        "/\r\n/evil.example",
+        " //evil.example",
+    ],
+)
 def test_login_never_redirects_off_the_site(client: FlaskClient, operator: str, target: str) -> None:
     response = login(client, next=target)
     assert response.status_code == 302 and response.headers["Location"] == "/jobs", target
@@ -222,8 +247,8 @@ def submit(client: FlaskClient, token: str, body: dict[str, object], key: str) -
 
 
 def test_another_callers_idempotency_key_neither_finds_nor_blocks_a_job(
-        client: FlaskClient, tokens: dict[str, str], other_team: dict[str, str],
-        model: dict[str, object]) -> None:
+    client: FlaskClient, tokens: dict[str, str], other_team: dict[str, str], model: dict[str, object]
+) -> None:
     mine = submit(client, tokens["submit"], {"source": "ward-1"}, "nightly-2026-12-03")
     theirs = submit(client, other_team["submit"], {"source": "ward-1", "batch_size": 2}, "nightly-2026-12-03")
     assert (mine.status_code, theirs.status_code) == (202, 202)
@@ -234,7 +259,8 @@ def test_another_callers_idempotency_key_neither_finds_nor_blocks_a_job(
 
 
 def test_a_repeated_key_with_a_different_body_is_refused(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object]) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object]
+) -> None:
     assert submit(client, tokens["submit"], {"source": "ward-1"}, "k1").status_code == 202
     for body in ({"source": "empty-ward"}, {"source": "ward-1", "threshold": 0.5}):
         refused = submit(client, tokens["submit"], body, "k1")
@@ -247,11 +273,17 @@ def test_a_repeated_key_with_a_different_body_is_refused(
 
 
 def test_a_token_of_another_team_cannot_read_or_cancel_a_job(
-        client: FlaskClient, tokens: dict[str, str], other_team: dict[str, str], job: int) -> None:
+    client: FlaskClient, tokens: dict[str, str], other_team: dict[str, str], job: int
+) -> None:
     outsider = bearer(other_team["submit"])
     assert client.get("/api/v1/jobs", headers=outsider).get_json()["jobs"] == []
-    for url in (f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}/batches", f"/api/v1/jobs/{job}/results",
-                f"/api/v1/jobs/{job}/results?format=csv", f"/api/v1/jobs/{job}/results/1/thumbnail"):
+    for url in (
+        f"/api/v1/jobs/{job}",
+        f"/api/v1/jobs/{job}/batches",
+        f"/api/v1/jobs/{job}/results",
+        f"/api/v1/jobs/{job}/results?format=csv",
+        f"/api/v1/jobs/{job}/results/1/thumbnail",
+    ):
         response = client.get(url, headers=outsider)
         assert response.status_code == 404, url
         assert response.get_json()["error"]["message"].startswith(("there is no job", "job "))
@@ -263,7 +295,8 @@ def test_a_token_of_another_team_cannot_read_or_cancel_a_job(
 
 
 def test_an_operator_sees_their_teams_jobs_only(
-        app: Flask, job: int, sessions: sessionmaker[Session]) -> None:
+    app: Flask, job: int, sessions: sessionmaker[Session]
+) -> None:
     with sessions.begin() as session:
         create_user(session=session, username="bob", password=PASSWORD, team="cardiology")
     client = app.test_client()
@@ -276,13 +309,21 @@ def test_an_operator_sees_their_teams_jobs_only(
 
 
 def test_an_anonymous_big_body_is_refused_before_it_is_read_and_nothing_is_written(
-        client: FlaskClient, api_settings: Settings, tokens: dict[str, str]) -> None:
+    client: FlaskClient, api_settings: Settings, tokens: dict[str, str]
+) -> None:
     big = {"archive": (io.BytesIO(b"\0" * 1_000_000), "x.zip"), "username": "alice", "csrf_token": "x"}
     assert client.post("/login", data=big, content_type="multipart/form-data").status_code == 413
-    assert client.post("/submit", data=dict(big, archive=(io.BytesIO(b"\0" * 1_000_000), "x.zip")),
-                       content_type="multipart/form-data").status_code in (302, 413)
-    read_only = client.post("/api/v1/jobs", data={"archive": (io.BytesIO(b"\0" * 1_000_000), "x.zip")},
-                            headers=bearer(tokens["read"]), content_type="multipart/form-data")
+    assert client.post(
+        "/submit",
+        data=dict(big, archive=(io.BytesIO(b"\0" * 1_000_000), "x.zip")),
+        content_type="multipart/form-data",
+    ).status_code in (302, 413)
+    read_only = client.post(
+        "/api/v1/jobs",
+        data={"archive": (io.BytesIO(b"\0" * 1_000_000), "x.zip")},
+        headers=bearer(tokens["read"]),
+        content_type="multipart/form-data",
+    )
     assert read_only.status_code == 403
     uploads = api_settings.upload_dir
     assert not uploads.exists() or list(uploads.iterdir()) == []
@@ -292,20 +333,22 @@ def test_an_anonymous_big_body_is_refused_before_it_is_read_and_nothing_is_writt
 
 
 def test_csv_export_neutralises_formula_cells(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     assert api_settings.archive_root is not None
     folder = api_settings.archive_root / "exports"
-    for name in ("=HYPERLINK(\"evil.example\").png", "+1+2.png", "-3.png", "@SUM(A1).png", "ok.png"):
+    for name in ('=HYPERLINK("evil.example").png', "+1+2.png", "-3.png", "@SUM(A1).png", "ok.png"):
         save_image(folder / name, create_random_slice(64, seed=len(name)))
     submitted = client.post("/api/v1/jobs", json={"source": "exports"}, headers=bearer(tokens["submit"]))
     plan_and_score(api_settings, submitted.get_json()["id"])
-    export = client.get(f"/api/v1/jobs/{submitted.get_json()['id']}/results?format=csv",
-                        headers=bearer(tokens["read"]))
+    export = client.get(
+        f"/api/v1/jobs/{submitted.get_json()['id']}/results?format=csv", headers=bearer(tokens["read"])
+    )
     text = export.get_data(as_text=True)
     paths = [row["path"] for row in csv.DictReader(io.StringIO(text))]
-    assert sorted(paths) == sorted(["'+1+2.png", "'-3.png", "'=HYPERLINK(\"evil.example\").png",
-                                    "'@SUM(A1).png", "ok.png"])
+    assert sorted(paths) == sorted(
+        ["'+1+2.png", "'-3.png", '\'=HYPERLINK("evil.example").png', "'@SUM(A1).png", "ok.png"]
+    )
     assert spreadsheet_safe("\tcmd") == "'\tcmd" and spreadsheet_safe(-0.5) == -0.5
 
 
@@ -314,8 +357,12 @@ def test_csv_export_neutralises_formula_cells(
 
 def test_an_id_beyond_64_bits_is_a_400(client: FlaskClient, tokens: dict[str, str]) -> None:
     huge = 2**63
-    for url in (f"/api/v1/jobs/{huge}", f"/api/v1/jobs/1/results/{huge}/thumbnail",
-                f"/api/v1/jobs?before_id={huge}", f"/api/v1/jobs/1/results?after_id={10**30}"):
+    for url in (
+        f"/api/v1/jobs/{huge}",
+        f"/api/v1/jobs/1/results/{huge}/thumbnail",
+        f"/api/v1/jobs?before_id={huge}",
+        f"/api/v1/jobs/1/results?after_id={10**30}",
+    ):
         response = client.get(url, headers=bearer(tokens["read"]))
         assert response.status_code == 400, url
         assert response.get_json()["error"]["code"] == "bad_request"
@@ -324,8 +371,9 @@ def test_an_id_beyond_64_bits_is_a_400(client: FlaskClient, tokens: dict[str, st
 
 def test_json_nested_a_hundred_thousand_deep_is_a_400(client: FlaskClient, tokens: dict[str, str]) -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    response = client.post("/api/v1/jobs", data=deep, content_type="application/json",
-                           headers=bearer(tokens["submit"]))
+    response = client.post(
+        "/api/v1/jobs", data=deep, content_type="application/json", headers=bearer(tokens["submit"])
+    )
     assert response.status_code == 400 and "nested too deeply" in response.get_json()["error"]["message"]
 
 
@@ -334,13 +382,17 @@ def upload_zip(client: FlaskClient, token: str, name: str, members: list[tuple[s
     with zipfile.ZipFile(buffer, "w") as archive:
         for member, data in members:
             archive.writestr(member, data)
-    return client.post("/api/v1/jobs", headers=bearer(token), content_type="multipart/form-data",
-                       data={"archive": (io.BytesIO(buffer.getvalue()), name)})
+    return client.post(
+        "/api/v1/jobs",
+        headers=bearer(token),
+        content_type="multipart/form-data",
+        data={"archive": (io.BytesIO(buffer.getvalue()), name)},
+    )
 
 
 def test_a_thousand_deep_zip_is_a_400_and_leaves_nothing(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     response = upload_zip(client, tokens["submit"], "deep.zip", [("d/" * 1000 + "slice.png", b"\x89PNG")])
     assert response.status_code == 400
     assert "nested deeper than 32 folders" in response.get_json()["error"]["message"]
@@ -348,23 +400,32 @@ def test_a_thousand_deep_zip_is_a_400_and_leaves_nothing(
 
 
 def test_only_images_and_labels_are_extracted_from_an_upload(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     dicom = write_dicom(api_settings.data_dir / "probe.dcm", create_random_slice(64))
-    members = [("yes/a.png", encoded(create_random_slice(64), "PNG")), ("labels.csv", b"path,label\n"),
-               ("run.sh", b"#!/bin/sh"), ("notes.txt", b"x"), ("IM0001", dicom.read_bytes()),
-               ("README", b"plain text, no DICOM preamble")]
+    members = [
+        ("yes/a.png", encoded(create_random_slice(64), "PNG")),
+        ("labels.csv", b"path,label\n"),
+        ("run.sh", b"#!/bin/sh"),
+        ("notes.txt", b"x"),
+        ("IM0001", dicom.read_bytes()),
+        ("README", b"plain text, no DICOM preamble"),
+    ]
     assert upload_zip(client, tokens["submit"], "mixed.zip", members).status_code == 202
     folder = next(p for p in api_settings.upload_dir.iterdir() if p.is_dir())
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
-        "IM0001", "labels.csv", "yes/a.png"]
+        "IM0001",
+        "labels.csv",
+        "yes/a.png",
+    ]
 
 
 # Low: the archive root is checked again whenever files are read.
 
 
 def test_a_folder_swapped_for_a_link_after_submission_is_not_read(
-        client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings
+) -> None:
     assert api_settings.archive_root is not None
     ward = api_settings.archive_root / "ward-1"
     first = client.get(f"/api/v1/jobs/{job}/results", headers=bearer(tokens["read"])).get_json()["results"][0]
@@ -411,12 +472,16 @@ def test_a_fresh_data_folder_is_private(tmp_path: Path) -> None:
 
 
 def test_behind_a_proxy_throttling_sees_each_client_and_only_then(
-        api_settings: Settings, operator: str, sessions: sessionmaker[Session]) -> None:
+    api_settings: Settings, operator: str, sessions: sessionmaker[Session]
+) -> None:
     for proxies, recorded in ((0, "127.0.0.1"), (1, "203.0.113.9")):
         client = create_app(replace(api_settings, proxies=proxies), {"TESTING": True}).test_client()
         forwarded = {"X-Forwarded-For": "203.0.113.9"}
-        client.post("/login", data={"username": operator, "password": "wrong guess",
-                                    "csrf_token": csrf_token(client)}, headers=forwarded)
+        client.post(
+            "/login",
+            data={"username": operator, "password": "wrong guess", "csrf_token": csrf_token(client)},
+            headers=forwarded,
+        )
         with sessions() as session:
             last = session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
         assert last is not None and last.client == recorded, proxies

@@ -55,8 +55,12 @@ def make_tgz(members: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
 
 
 def upload(client: FlaskClient, token: str, name: str, data: bytes, **fields: str) -> Any:
-    return client.post("/api/v1/jobs", headers=bearer(token), content_type="multipart/form-data",
-                       data={"archive": (io.BytesIO(data), name), **fields})
+    return client.post(
+        "/api/v1/jobs",
+        headers=bearer(token),
+        content_type="multipart/form-data",
+        data={"archive": (io.BytesIO(data), name), **fields},
+    )
 
 
 def assert_refused(response: Any, status: int, words: str) -> None:
@@ -66,28 +70,36 @@ def assert_refused(response: Any, status: int, words: str) -> None:
     assert "Traceback" not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize(("source", "status", "words"), [
-    ("../outside", 400, "'..'"),
-    ("ward-1/../../outside", 400, "'..'"),
-    ("/etc", 400, "not absolute"),
-    ("\\\\server\\share", 400, "not absolute"),
-    ("C:/Windows", 400, "not absolute"),
-    ("~root", 400, "not absolute"),
-    ("escape", 400, "outside the archive root"),
-    ("no-such-ward", 400, "there is no folder"),
-    ("ward-1/yes/slice-01.png", 400, "is not a folder"),
-    ("", 400, "give a folder"),
-])
+@pytest.mark.parametrize(
+    ("source", "status", "words"),
+    [
+        ("../outside", 400, "'..'"),
+        ("ward-1/../../outside", 400, "'..'"),
+        ("/etc", 400, "not absolute"),
+        ("\\\\server\\share", 400, "not absolute"),
+        ("C:/Windows", 400, "not absolute"),
+        ("~root", 400, "not absolute"),
+        ("escape", 400, "outside the archive root"),
+        ("no-such-ward", 400, "there is no folder"),
+        ("ward-1/yes/slice-01.png", 400, "is not a folder"),
+        ("", 400, "give a folder"),
+    ],
+)
 def test_a_folder_must_stay_inside_the_archive_root(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object], source: str, status: int,
-        words: str) -> None:
+    client: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    source: str,
+    status: int,
+    words: str,
+) -> None:
     response = client.post("/api/v1/jobs", json={"source": source}, headers=bearer(tokens["submit"]))
     assert_refused(response, status, words)
 
 
 def test_a_link_inside_the_chosen_folder_is_not_followed_by_the_planner(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     assert api_settings.archive_root is not None
     (api_settings.archive_root / "ward-1" / "peek").symlink_to(api_settings.archive_root.parent / "outside")
     response = client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"]))
@@ -98,15 +110,16 @@ def test_a_link_inside_the_chosen_folder_is_not_followed_by_the_planner(
 
 
 def test_a_body_that_is_not_json_is_refused_plainly(client: FlaskClient, tokens: dict[str, str]) -> None:
-    response = client.post("/api/v1/jobs", data="source=ward-1", content_type="text/plain",
-                           headers=bearer(tokens["submit"]))
+    response = client.post(
+        "/api/v1/jobs", data="source=ward-1", content_type="text/plain", headers=bearer(tokens["submit"])
+    )
     assert_refused(response, 400, "send JSON")
 
 
 @pytest.mark.parametrize("kind", ["zip", "tgz"])
 def test_an_uploaded_archive_is_extracted_and_scored_as_a_job(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings,
-        kind: str) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings, kind: str
+) -> None:
     members = [(f"scans/{label}/s{i}.png", png_bytes(i)) for i, label in enumerate(["yes", "no", "yes"])]
     data = make_zip(members) if kind == "zip" else make_tgz(list(members))
     response = upload(client, tokens["submit"], f"ward-7.{kind}", data, threshold="0.4")
@@ -132,71 +145,103 @@ def tar_member(name: str, kind: bytes, **attrs: Any) -> tarfile.TarInfo:
 BOMB = b"\0" * 1_500_000  # deflates about 1000:1
 
 
-@pytest.mark.parametrize(("name", "data", "status", "words"), [
-    ("slip.zip", make_zip([("../evil.png", b"x")]), 400, "points outside the archive"),
-    ("slip.tgz", make_tgz([("a/../../evil.png", b"x")]), 400, "points outside the archive"),
-    ("abs.zip", make_zip([("/etc/cron.d/evil", b"x")]), 400, "absolute path"),
-    ("abs.tar.gz", make_tgz([("/tmp/evil", b"x")]), 400, "absolute path"),
-    ("winabs.zip", make_zip([("C:\\evil.png", b"x")]), 400, "absolute path"),
-    ("link.zip", make_zip([("a.png", b"/etc/passwd")], symlinks=("a.png",)), 400, "is a link"),
-    ("link.tgz", make_tgz([tar_member("a.png", tarfile.SYMTYPE, linkname="/etc/passwd")]), 400, "is a link"),
-    ("hard.tgz", make_tgz([tar_member("a.png", tarfile.LNKTYPE, linkname="b.png")]), 400, "is a link"),
-    ("dev.tgz", make_tgz([tar_member("null", tarfile.CHRTYPE, devmajor=1, devminor=3)]), 400, "device"),
-    ("fifo.tgz", make_tgz([tar_member("pipe", tarfile.FIFOTYPE)]), 400, "device or special"),
-    ("many.zip", make_zip([(f"{i}.png", b"x") for i in range(21)]), 413, "more than 20 files"),
-    ("many.tgz", make_tgz([(f"{i}.png", b"x") for i in range(21)]), 413, "more than 20 files"),
-    ("big.zip", make_zip([(f"{i}.bin", os.urandom(700_000)) for i in range(3)]), 413,
-     "more than 2,000,000 bytes"),
-    ("bomb.zip", make_zip([("zeros.png", BOMB)]), 413, "decompression bomb"),
-    ("bomb.tgz", make_tgz([("zeros.png", BOMB)]), 413, "decompression bomb"),
-    ("corrupt.zip", b"PK\x03\x04 this is not a zip at all" * 10, 400, "corrupt"),
-    ("truncated.tgz", make_tgz([("a.png", os.urandom(50_000))])[:20_000], 400, "corrupt"),
-    ("notgzip.tgz", b"plain text, not gzip", 400, "corrupt"),
-    ("empty.zip", make_zip([]), 400, "holds no images"),
-    ("twice.zip", make_zip([("a.png", b"1"), ("a.png", b"2")]), 400, "appears twice"),
-    ("scans.rar", b"Rar!\x1a\x07\x00", 415, "upload a .zip, .tar.gz, .tgz archive"),
-])
+@pytest.mark.parametrize(
+    ("name", "data", "status", "words"),
+    [
+        ("slip.zip", make_zip([("../evil.png", b"x")]), 400, "points outside the archive"),
+        ("slip.tgz", make_tgz([("a/../../evil.png", b"x")]), 400, "points outside the archive"),
+        ("abs.zip", make_zip([("/etc/cron.d/evil", b"x")]), 400, "absolute path"),
+        ("abs.tar.gz", make_tgz([("/tmp/evil", b"x")]), 400, "absolute path"),
+        ("winabs.zip", make_zip([("C:\\evil.png", b"x")]), 400, "absolute path"),
+        ("link.zip", make_zip([("a.png", b"/etc/passwd")], symlinks=("a.png",)), 400, "is a link"),
+        (
+            "link.tgz",
+            make_tgz([tar_member("a.png", tarfile.SYMTYPE, linkname="/etc/passwd")]),
+            400,
+            "is a link",
+        ),
+        ("hard.tgz", make_tgz([tar_member("a.png", tarfile.LNKTYPE, linkname="b.png")]), 400, "is a link"),
+        ("dev.tgz", make_tgz([tar_member("null", tarfile.CHRTYPE, devmajor=1, devminor=3)]), 400, "device"),
+        ("fifo.tgz", make_tgz([tar_member("pipe", tarfile.FIFOTYPE)]), 400, "device or special"),
+        ("many.zip", make_zip([(f"{i}.png", b"x") for i in range(21)]), 413, "more than 20 files"),
+        ("many.tgz", make_tgz([(f"{i}.png", b"x") for i in range(21)]), 413, "more than 20 files"),
+        (
+            "big.zip",
+            make_zip([(f"{i}.bin", os.urandom(700_000)) for i in range(3)]),
+            413,
+            "more than 2,000,000 bytes",
+        ),
+        ("bomb.zip", make_zip([("zeros.png", BOMB)]), 413, "decompression bomb"),
+        ("bomb.tgz", make_tgz([("zeros.png", BOMB)]), 413, "decompression bomb"),
+        ("corrupt.zip", b"PK\x03\x04 this is not a zip at all" * 10, 400, "corrupt"),
+        ("truncated.tgz", make_tgz([("a.png", os.urandom(50_000))])[:20_000], 400, "corrupt"),
+        ("notgzip.tgz", b"plain text, not gzip", 400, "corrupt"),
+        ("empty.zip", make_zip([]), 400, "holds no images"),
+        ("twice.zip", make_zip([("a.png", b"1"), ("a.png", b"2")]), 400, "appears twice"),
+        ("scans.rar", b"Rar!\x1a\x07\x00", 415, "upload a .zip, .tar.gz, .tgz archive"),
+    ],
+)
 def test_a_hostile_or_broken_archive_is_refused_and_leaves_nothing_behind(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings,
-        name: str, data: bytes, status: int, words: str) -> None:
+    client: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    api_settings: Settings,
+    name: str,
+    data: bytes,
+    status: int,
+    words: str,
+) -> None:
     assert_refused(upload(client, tokens["submit"], name, data), status, words)
     assert not (api_settings.archive_root.parent / "evil.png").exists()  # type: ignore[union-attr]
     assert list(api_settings.upload_dir.iterdir()) == []
 
 
 def test_an_upload_over_the_size_limit_is_refused_with_413(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     response = upload(client, tokens["submit"], "huge.zip", os.urandom(3_100_000))
     assert_refused(response, 413, "larger than the limit of 3,000,000 bytes")
 
 
 def test_an_upload_and_a_folder_at_once_is_ambiguous(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object]) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object]
+) -> None:
     response = upload(client, tokens["submit"], "a.zip", make_zip([("a.png", png_bytes(1))]), source="ward-1")
     assert_refused(response, 400, "not both")
 
 
 def test_a_repeated_upload_with_the_same_key_keeps_one_copy(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     data = make_zip([("a.png", png_bytes(1))])
     headers = {**bearer(tokens["submit"]), "Idempotency-Key": "upload-1"}
-    answers = [client.post("/api/v1/jobs", headers=headers, content_type="multipart/form-data",
-                           data={"archive": (io.BytesIO(data), "a.zip")}) for _ in range(2)]
+    answers = [
+        client.post(
+            "/api/v1/jobs",
+            headers=headers,
+            content_type="multipart/form-data",
+            data={"archive": (io.BytesIO(data), "a.zip")},
+        )
+        for _ in range(2)
+    ]
     assert [a.status_code for a in answers] == [202, 200]
     assert len([p for p in api_settings.upload_dir.iterdir() if p.is_dir()]) == 1
 
 
 def test_an_upload_without_a_registered_model_is_refused_and_removed(
-        client: FlaskClient, tokens: dict[str, str], api_settings: Settings) -> None:
+    client: FlaskClient, tokens: dict[str, str], api_settings: Settings
+) -> None:
     response = upload(client, tokens["submit"], "a.zip", make_zip([("a.png", png_bytes(1))]))
     assert_refused(response, 503, "no worker has registered a model")
     assert list(api_settings.upload_dir.iterdir()) == []
 
 
 def test_an_overlong_idempotency_key_is_refused(
-        client: FlaskClient, tokens: dict[str, str], model: dict[str, object]) -> None:
-    response = client.post("/api/v1/jobs", json={"source": "ward-1"},
-                           headers={**bearer(tokens["submit"]), "Idempotency-Key": "k" * 256})
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object]
+) -> None:
+    response = client.post(
+        "/api/v1/jobs",
+        json={"source": "ward-1"},
+        headers={**bearer(tokens["submit"]), "Idempotency-Key": "k" * 256},
+    )
     assert_refused(response, 400, "Idempotency-Key")

@@ -17,8 +17,19 @@ from db.model_versions import register_model_version
 from tests.api.conftest import bearer, csrf_token, plan_and_score
 from tests.conftest import SHIPPED_MODEL
 
-FOLD = {"n": 50, "tp": 30, "fp": 2, "tn": 16, "fn": 2, "recall": 0.9375, "specificity": 0.889,
-        "precision": 0.94, "accuracy": 0.92, "auc": 0.97, "threshold": 0.2}
+FOLD = {
+    "n": 50,
+    "tp": 30,
+    "fp": 2,
+    "tn": 16,
+    "fn": 2,
+    "recall": 0.9375,
+    "specificity": 0.889,
+    "precision": 0.94,
+    "accuracy": 0.92,
+    "auc": 0.97,
+    "threshold": 0.2,
+}
 
 
 def page(client: FlaskClient, url: str, status: int = 200) -> str:
@@ -28,17 +39,23 @@ def page(client: FlaskClient, url: str, status: int = 200) -> str:
 
 
 def test_an_empty_jobs_page_says_how_to_submit_and_where_the_archive_root_is(
-        web: FlaskClient, api_settings: Settings) -> None:
+    web: FlaskClient, api_settings: Settings
+) -> None:
     html = page(web, "/jobs")
     assert "No jobs yet" in html and str(api_settings.resolved_archive_root) in html
     assert 'href="/submit"' in html and "brainscan token create" in html
 
 
 def test_the_jobs_page_lists_jobs_with_progress_and_a_live_poll(
-        web: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings) -> None:
+    web: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     client = web
-    ids = [client.post("/api/v1/jobs", json={"source": "ward-1"},
-                       headers=bearer(tokens["submit"])).get_json()["id"] for _ in range(2)]
+    ids = [
+        client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"])).get_json()[
+            "id"
+        ]
+        for _ in range(2)
+    ]
     plan_and_score(api_settings, ids[0])
     html = page(client, "/jobs")
     assert 'data-poll="jobs"' in html and 'data-url="/api/v1/jobs?limit=50"' in html
@@ -50,7 +67,8 @@ def test_the_jobs_page_lists_jobs_with_progress_and_a_live_poll(
 
 
 def test_the_job_page_draws_the_matrix_batches_and_images_missed_first(
-        web: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings) -> None:
+    web: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
     job = web.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"])).get_json()
     plan_and_score(api_settings, job["id"], seed=5)
     report = web.get(f"/api/v1/jobs/{job['id']}").get_json()
@@ -59,29 +77,32 @@ def test_the_job_page_draws_the_matrix_batches_and_images_missed_first(
         assert re.search(rf'data-cell="{cell}">{value}<', html), cell
     assert html.index("Missed tumours") < html.index("Flagged images") < html.index("Batches")
     assert html.count("/thumbnail") >= 2 * report["flagged"]  # link and image per flagged slice
-    assert f'/api/v1/jobs/{job["id"]}/results?format=csv' in html
+    assert f"/api/v1/jobs/{job['id']}/results?format=csv" in html
     assert "ward-1" in html and str(model["version"]) in html
     assert "Cancel job" not in html  # finished
 
 
 def test_cancelling_from_the_job_page_is_audited_with_the_operator(
-        web: FlaskClient, tokens: dict[str, str], model: dict[str, object],
-        sessions: sessionmaker[Session]) -> None:
+    web: FlaskClient, tokens: dict[str, str], model: dict[str, object], sessions: sessionmaker[Session]
+) -> None:
     job = web.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"])).get_json()
     html = page(web, f"/jobs/{job['id']}")
     assert "Cancel job" in html
-    response = web.post(f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf_token(web, "/jobs")},
-                        follow_redirects=True)
+    response = web.post(
+        f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf_token(web, "/jobs")}, follow_redirects=True
+    )
     assert "was cancelled" in response.get_data(as_text=True)
-    again = web.post(f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf_token(web, "/jobs")},
-                     follow_redirects=True)
+    again = web.post(
+        f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf_token(web, "/jobs")}, follow_redirects=True
+    )
     assert "already finished" in again.get_data(as_text=True)
     with sessions() as session:
         assert ("job.cancel", "user:alice") in [(e.action, e.actor) for e in list_events(session=session)]
 
 
 def test_the_submit_form_takes_a_folder_and_shows_refusals_on_the_form(
-        web: FlaskClient, model: dict[str, object], api_settings: Settings) -> None:
+    web: FlaskClient, model: dict[str, object], api_settings: Settings
+) -> None:
     html = page(web, "/submit")
     assert str(api_settings.resolved_archive_root) in html and 'name="csrf_token"' in html
     token = csrf_token(web, "/submit")
@@ -100,8 +121,11 @@ def test_the_submit_form_takes_an_upload(web: FlaskClient, model: dict[str, obje
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.write(SHIPPED_MODEL.with_name("brainscan.roc.png"), "scan/a.png")
-    form = {"csrf_token": csrf_token(web, "/submit"), "source": "",
-            "archive": (io.BytesIO(buffer.getvalue()), "a.zip")}
+    form = {
+        "csrf_token": csrf_token(web, "/submit"),
+        "source": "",
+        "archive": (io.BytesIO(buffer.getvalue()), "a.zip"),
+    }
     response = web.post("/submit", content_type="multipart/form-data", data=form)
     assert response.status_code == 302
     assert web.get("/api/v1" + response.headers["Location"]).get_json()["source_kind"] == "upload"
@@ -112,26 +136,49 @@ def test_the_submit_page_warns_when_no_model_is_registered(web: FlaskClient) -> 
 
 
 def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
-        web: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    web: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
     assert "No model registered yet" in page(web, "/model")
-    card = {"version": "m-1", "threshold": 0.2, "recall_target": 0.99, "specificity_floor": 0.97,
-            "plots": {"roc": "brainscan.roc.png"},
-            "architecture": {"arch": "resnet", "input_size": 160, "members": 2},
-            "training": {"epochs_run": 30, "best_epoch": 28, "member_best_epochs": [28, 30]},
-            "metrics": {"test": FOLD, "validation": FOLD,
-                        "cv": {"k": 2, "folds": [FOLD, FOLD], "pooled": FOLD, "recall_mean": 0.93,
-                               "recall_std": 0.01},
-                        "cross_source": {"holdout": "seed-253", "all": FOLD, "without_twins": FOLD}},
-            "threshold_sweep": [{"threshold": t, "recall": 1.0, "specificity": 0.5, "accuracy": 0.8}
-                                for t in (0.1, 0.2, 0.3)]}
+    card = {
+        "version": "m-1",
+        "threshold": 0.2,
+        "recall_target": 0.99,
+        "specificity_floor": 0.97,
+        "plots": {"roc": "brainscan.roc.png"},
+        "architecture": {"arch": "resnet", "input_size": 160, "members": 2},
+        "training": {"epochs_run": 30, "best_epoch": 28, "member_best_epochs": [28, 30]},
+        "metrics": {
+            "test": FOLD,
+            "validation": FOLD,
+            "cv": {"k": 2, "folds": [FOLD, FOLD], "pooled": FOLD, "recall_mean": 0.93, "recall_std": 0.01},
+            "cross_source": {"holdout": "seed-253", "all": FOLD, "without_twins": FOLD},
+        },
+        "threshold_sweep": [
+            {"threshold": t, "recall": 1.0, "specificity": 0.5, "accuracy": 0.8} for t in (0.1, 0.2, 0.3)
+        ],
+    }
     with sessions.begin() as session:
-        register_model_version(session=session, version="m-1", file=str(SHIPPED_MODEL), sha256="3" * 64,
-                               threshold=0.2, metrics=card["metrics"], card=card)  # type: ignore[arg-type]
+        register_model_version(
+            session=session,
+            version="m-1",
+            file=str(SHIPPED_MODEL),
+            sha256="3" * 64,
+            threshold=0.2,
+            metrics=card["metrics"],
+            card=card,
+        )  # type: ignore[arg-type]
     html = page(web, "/model")
-    for row in ("Test split", "Cross-validation · pooled over folds", "Cross-validation · fold 2",
-                "Cross-source · all held-out images", "holdout: seed-253", "recall 0.930 ± 0.010 over folds",
-                "Specificity floor", "resnet, ensemble of 2 averaged, input 160 px",
-                "30 epochs per member (best 28, 30)"):
+    for row in (
+        "Test split",
+        "Cross-validation · pooled over folds",
+        "Cross-validation · fold 2",
+        "Cross-source · all held-out images",
+        "holdout: seed-253",
+        "recall 0.930 ± 0.010 over folds",
+        "Specificity floor",
+        "resnet, ensemble of 2 averaged, input 160 px",
+        "30 epochs per member (best 28, 30)",
+    ):
         assert row in html, row
     assert html.index("Test split") < html.index("Cross-validation") < html.index("Validation split")
     assert 'src="http://localhost/api/v1/models/m-1/plots/roc"' in html
@@ -139,30 +186,61 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
 
 
 def test_the_model_page_names_a_last_epoch_ensemble_and_a_fractional_recall_target(
-        web: FlaskClient, sessions: sessionmaker[Session]) -> None:
-    card = {"version": "m-2", "threshold": 0.22, "recall_target": 0.993,
-            "architecture": {"arch": "resnet", "input_size": 160, "members": 2},
-            "training": {"epochs_run": 30, "keep_last": True, "best_epoch": 30,
-                         "member_best_epochs": [30, 30]},
-            "metrics": {"test": FOLD}}
+    web: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    card = {
+        "version": "m-2",
+        "threshold": 0.22,
+        "recall_target": 0.993,
+        "architecture": {"arch": "resnet", "input_size": 160, "members": 2},
+        "training": {"epochs_run": 30, "keep_last": True, "best_epoch": 30, "member_best_epochs": [30, 30]},
+        "metrics": {"test": FOLD},
+    }
     with sessions.begin() as session:
-        register_model_version(session=session, version="m-2", file=str(SHIPPED_MODEL), sha256="4" * 64,
-                               threshold=0.22, metrics=card["metrics"], card=card)  # type: ignore[arg-type]
+        register_model_version(
+            session=session,
+            version="m-2",
+            file=str(SHIPPED_MODEL),
+            sha256="4" * 64,
+            threshold=0.22,
+            metrics=card["metrics"],
+            card=card,
+        )  # type: ignore[arg-type]
     html = page(web, "/model")
     assert "99.3 %" in html  # the shipped target is 0.993: "99 %" would hide the difference from 0.99
     assert "30 epochs per member, last epoch kept" in html and "(best 30, 30)" not in html
 
 
 def test_the_model_page_says_which_site_a_model_was_adapted_to(
-        web: FlaskClient, sessions: sessionmaker[Session]) -> None:
-    site = {"folder": "/archive/site-b", "images": 1200, "found": 5400, "unreadable": 0,
-            "near_duplicates_of_training": 3, "fingerprint": "f" * 64, "labels_read": False,
-            "flagged_at_threshold": 410}
-    card = {"version": "m-3", "threshold": 0.3, "recall_target": 0.993, "metrics": {"test": FOLD},
-            "data": {"images": 4484, "adaptation": site}}
+    web: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    site = {
+        "folder": "/archive/site-b",
+        "images": 1200,
+        "found": 5400,
+        "unreadable": 0,
+        "near_duplicates_of_training": 3,
+        "fingerprint": "f" * 64,
+        "labels_read": False,
+        "flagged_at_threshold": 410,
+    }
+    card = {
+        "version": "m-3",
+        "threshold": 0.3,
+        "recall_target": 0.993,
+        "metrics": {"test": FOLD},
+        "data": {"images": 4484, "adaptation": site},
+    }
     with sessions.begin() as session:
-        register_model_version(session=session, version="m-3", file=str(SHIPPED_MODEL), sha256="5" * 64,
-                               threshold=0.3, metrics=card["metrics"], card=card)  # type: ignore[arg-type]
+        register_model_version(
+            session=session,
+            version="m-3",
+            file=str(SHIPPED_MODEL),
+            sha256="5" * 64,
+            threshold=0.3,
+            metrics=card["metrics"],
+            card=card,
+        )  # type: ignore[arg-type]
     html = page(web, "/model")
     assert "Adapted to <code>/archive/site-b</code>: 1,200 of that" in html
     assert "<strong>without their labels</strong>" in html and "(410 of them flagged" in html
@@ -175,11 +253,16 @@ def test_an_unknown_page_or_job_gets_a_calm_html_error_page(web: FlaskClient) ->
 
 
 def test_an_internal_error_shows_no_stack_trace(api_settings: Settings, tmp_path: Path) -> None:
-    broken = create_app(api_settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'unmigrated.db'}"),
-                        {"TESTING": True}).test_client()
+    broken = create_app(
+        api_settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'unmigrated.db'}"), {"TESTING": True}
+    ).test_client()
     api = broken.get("/api/v1/jobs", headers=bearer("bs_anything"))
-    assert api.status_code == 500 and api.get_json() == {"error": {
-        "code": "internal_error", "message": "something went wrong on the server; it has been logged"}}
+    assert api.status_code == 500 and api.get_json() == {
+        "error": {
+            "code": "internal_error",
+            "message": "something went wrong on the server; it has been logged",
+        }
+    }
     html = broken.get("/jobs", headers={"Cookie": "x=y"})
     assert html.status_code in (302, 500)
     for body in (api.get_data(as_text=True), html.get_data(as_text=True)):

@@ -29,8 +29,15 @@ from tests.service import BRAINSCAN, Service, WorkerProcess, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.data]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 PASSWORD = "a long operator passphrase"
 JOB_TIMEOUT_MS = 150_000
@@ -64,20 +71,42 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
         pytest.fail(message) if IN_CI else pytest.skip(message)
     base = tmp_path_factory.mktemp("browser")
-    env = {"BRAINSCAN_ENV": "test", "BRAINSCAN_DATA_DIR": str(base / "data"),
-           "BRAINSCAN_ARCHIVE_ROOT": str(shared_data), "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL),
-           "BRAINSCAN_DATABASE_URL": "", "BRAINSCAN_BROKER_URL": ""}  # the embedded defaults
+    env = {
+        "BRAINSCAN_ENV": "test",
+        "BRAINSCAN_DATA_DIR": str(base / "data"),
+        "BRAINSCAN_ARCHIVE_ROOT": str(shared_data),
+        "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL),
+        "BRAINSCAN_DATABASE_URL": "",
+        "BRAINSCAN_BROKER_URL": "",
+    }  # the embedded defaults
     full_env = {**os.environ, **env}
     subprocess.run([BRAINSCAN, "db", "upgrade"], env=full_env, check=True, capture_output=True, cwd=base)
-    subprocess.run([BRAINSCAN, "user", "create", "operator", "--password-stdin"], env=full_env, check=True,
-                   capture_output=True, input=PASSWORD.encode(), cwd=base)
-    evaluate = subprocess.Popen([BRAINSCAN, "evaluate", str(shared_data / "seed-253"), "--json"],
-                                env=full_env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=base)
+    subprocess.run(
+        [BRAINSCAN, "user", "create", "operator", "--password-stdin"],
+        env=full_env,
+        check=True,
+        capture_output=True,
+        input=PASSWORD.encode(),
+        cwd=base,
+    )
+    evaluate = subprocess.Popen(
+        [BRAINSCAN, "evaluate", str(shared_data / "seed-253"), "--json"],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=base,
+    )
     worker = WorkerProcess(Service(env), concurrency=1, log=base / "worker.log")
     port, api_log = free_port(), base / "api.log"
     with api_log.open("wb") as log:
-        api = subprocess.Popen([BRAINSCAN, "api", "--port", str(port), "--workers", "1"], env=full_env,
-                               stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
+        api = subprocess.Popen(
+            [BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=base,
+            start_new_session=True,
+        )
     try:
         _wait_for(f"http://127.0.0.1:{port}/healthz", 60, api, api_log)
         worker.wait_ready()  # the model is registered and loaded: submissions are accepted
@@ -106,7 +135,8 @@ def shot(page: Any, name: str) -> None:
 
 
 def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_results(
-        service: LiveService, browser: Any, tmp_path: Path) -> None:
+    service: LiveService, browser: Any, tmp_path: Path
+) -> None:
     from playwright.sync_api import expect
 
     context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 860})
@@ -149,8 +179,10 @@ def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_result
     assert thumbnails.count() == min(cells["fn"], 48) + min(cells["tp"] + cells["fp"], 48)
     for i in range(thumbnails.count()):  # they load lazily, as they come into view
         thumbnails.nth(i).scroll_into_view_if_needed()
-    page.wait_for_function("() => [...document.querySelectorAll('.gallery img')]"
-                           ".every(img => img.complete && img.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gallery img')]"
+        ".every(img => img.complete && img.naturalWidth > 0)"
+    )
     shot(page, "job")
 
     with page.expect_download() as download:

@@ -46,8 +46,11 @@ def test_a_batch_and_its_images_are_recorded_queued_and_pending(db_sessionmaker:
         batch = session.get(Batch, batch_id)
         assert batch is not None
         assert (batch.status, batch.size, batch.attempts, batch.index) == ("queued", 3, 0, 0)
-        rows = session.execute(select(ImageResult.relpath, ImageResult.size_bytes, ImageResult.label,
-                                      ImageResult.status).order_by(ImageResult.id)).all()
+        rows = session.execute(
+            select(
+                ImageResult.relpath, ImageResult.size_bytes, ImageResult.label, ImageResult.status
+            ).order_by(ImageResult.id)
+        ).all()
         assert [tuple(r) for r in rows] == [(i.relpath, i.size_bytes, i.label, "pending") for i in images]
 
 
@@ -95,8 +98,9 @@ def test_the_watchdog_sees_stale_batches_of_live_jobs_only(db_sessionmaker: Make
     with db_sessionmaker.begin() as session:
         claim_batch(session=session, batch_id=first, worker="w")
         claim_batch(session=session, batch_id=orphan, worker="w")
-        session.execute(update(Batch).values(started_at=now - timedelta(hours=1),
-                                             enqueued_at=now - timedelta(hours=1)))
+        session.execute(
+            update(Batch).values(started_at=now - timedelta(hours=1), enqueued_at=now - timedelta(hours=1))
+        )
         cancel_job(session=session, job_id=cancelled_job)
     with db_sessionmaker() as session:
         assert stale_running_batches(session=session, started_before=now - timedelta(minutes=10)) == [first]
@@ -110,8 +114,9 @@ def test_finishing_a_batch_counts_its_rows_and_a_second_finish_is_ignored(db_ses
     with db_sessionmaker.begin() as session:
         labels = {r.relpath: r.label for r in session.scalars(select(ImageResult))}
         claim_batch(session=session, batch_id=first, worker="w")
-        results = score_randomly(session=session, job_id=job_id, batch_id=first, rng=random.Random(5),
-                                 error_rate=0.25)
+        results = score_randomly(
+            session=session, job_id=job_id, batch_id=first, rng=random.Random(5), error_rate=0.25
+        )
         finish_batch(session=session, batch_id=first, seconds=2.5)
     expected = _brute_force(results, labels)
     with db_sessionmaker.begin() as session:
@@ -132,16 +137,27 @@ def _brute_force(results: list[ScoredImage], labels: dict[str, int | None]) -> t
     def cell(label: int, flag: bool) -> int:
         return sum(1 for r in scored if labels[r.relpath] == label and r.flagged is flag)
 
-    return (len(scored), len(results) - len(scored), sum(1 for r in scored if r.flagged),
-            cell(1, True), cell(0, True), cell(0, False), cell(1, False))
+    return (
+        len(scored),
+        len(results) - len(scored),
+        sum(1 for r in scored if r.flagged),
+        cell(1, True),
+        cell(0, True),
+        cell(0, False),
+        cell(1, False),
+    )
 
 
 def test_failing_a_batch_marks_its_unscored_images_with_the_reason(db_sessionmaker: Maker) -> None:
     job_id, (first,) = _running_job(db_sessionmaker, images=4, batch_size=4)
     with db_sessionmaker.begin() as session:
         claim_batch(session=session, batch_id=first, worker="w")
-        record_results(session=session, job_id=job_id, batch_id=first,
-                       results=[ScoredImage("scan-000000.png", 0.9, True)])
+        record_results(
+            session=session,
+            job_id=job_id,
+            batch_id=first,
+            results=[ScoredImage("scan-000000.png", 0.9, True)],
+        )
         fail_batch(session=session, batch_id=first, error="time limit exceeded 3 times")
         fail_batch(session=session, batch_id=first, error="a later reason is ignored")
     with db_sessionmaker() as session:
@@ -149,7 +165,11 @@ def test_failing_a_batch_marks_its_unscored_images_with_the_reason(db_sessionmak
         assert [tuple(r) for r in rows] == [("scored", None)] + [("error", "time limit exceeded 3 times")] * 3
         (batch,) = list_batches(session=session, job_id=job_id)
         assert (batch.status, batch.error, batch.scored, batch.failed) == (
-            "failed", "time limit exceeded 3 times", 1, 3)
+            "failed",
+            "time limit exceeded 3 times",
+            1,
+            3,
+        )
 
 
 def test_a_done_batch_cannot_be_failed(db_sessionmaker: Maker) -> None:

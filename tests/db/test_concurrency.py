@@ -55,12 +55,21 @@ def _running_job(maker: sessionmaker[Session], images: int, batch_size: int) -> 
 
 
 def test_an_idempotency_key_raced_by_two_submissions_gives_one_job(
-        two_writers: list[sessionmaker[Session]]) -> None:
+    two_writers: list[sessionmaker[Session]],
+) -> None:
     def submit(maker: sessionmaker[Session], key: str) -> tuple[int, bool]:
         with maker.begin() as session:
-            job, created = create_job(session=session, source="ward", source_kind="folder",
-                                      source_path="/archive/ward", submitted_by="t", model_version="v",
-                                      threshold=0.5, batch_size=8, idempotency_key=key)
+            job, created = create_job(
+                session=session,
+                source="ward",
+                source_kind="folder",
+                source_path="/archive/ward",
+                submitted_by="t",
+                model_version="v",
+                threshold=0.5,
+                batch_size=8,
+                idempotency_key=key,
+            )
             return job.id, created
 
     for n in range(REPETITIONS):
@@ -76,7 +85,8 @@ def _upsert(maker: sessionmaker[Session], job_id: int, batch_id: int, results: l
 
 
 def test_two_workers_upserting_the_same_batch_leave_one_row_per_image(
-        two_writers: list[sessionmaker[Session]]) -> None:
+    two_writers: list[sessionmaker[Session]],
+) -> None:
     job_id, batch_ids = _running_job(two_writers[0], 64 * 5, 64)
     for batch_id in batch_ids:
         with two_writers[0]() as session:
@@ -91,6 +101,7 @@ def test_two_workers_upserting_the_same_batch_leave_one_row_per_image(
 
 def test_a_batch_delivered_twice_is_claimed_by_one_worker(two_writers: list[sessionmaker[Session]]) -> None:
     _, batch_ids = _running_job(two_writers[0], 4 * REPETITIONS, 4)
+
     def claim(maker: sessionmaker[Session], batch_id: int) -> bool:
         with maker.begin() as session:
             return claim_batch(session=session, batch_id=batch_id, worker="w") is not None
@@ -107,15 +118,22 @@ def _last_batch(maker: sessionmaker[Session], job_id: int, batch_id: int) -> boo
 
 
 def test_the_job_finishes_exactly_once_when_its_last_two_batches_finish_together(
-        two_writers: list[sessionmaker[Session]]) -> None:
+    two_writers: list[sessionmaker[Session]],
+) -> None:
     rng = random.Random(7)
     for _ in range(REPETITIONS):
         job_id, batch_ids = _running_job(two_writers[0], 8, 4)
         with two_writers[0].begin() as session:
             for batch_id in batch_ids:
                 claim_batch(session=session, batch_id=batch_id, worker="w")
-                record_results(session=session, job_id=job_id, batch_id=batch_id, results=[
-                    ScoredImage(f"scan-{i:06d}.png", rng.random(), rng.random() < 0.5) for i in range(8)])
+                record_results(
+                    session=session,
+                    job_id=job_id,
+                    batch_id=batch_id,
+                    results=[
+                        ScoredImage(f"scan-{i:06d}.png", rng.random(), rng.random() < 0.5) for i in range(8)
+                    ],
+                )
 
         won = race(*(partial(_last_batch, m, job_id, b) for m, b in zip(two_writers, batch_ids, strict=True)))
         assert sorted(won) == [False, True]

@@ -50,22 +50,40 @@ def test_one_batch_per_job_and_index(db_sessionmaker: sessionmaker[Session]) -> 
 
 def test_one_job_per_idempotency_key_in_the_table_itself(db_sessionmaker: sessionmaker[Session]) -> None:
     row: dict[str, object] = {
-        "source": "x", "source_kind": "folder", "source_path": "/x", "submitted_by": "t", "status": "queued",
-        "model_version": "v", "threshold": 0.5, "batch_size": 8, "idempotency_key": "same"}
+        "source": "x",
+        "source_kind": "folder",
+        "source_path": "/x",
+        "submitted_by": "t",
+        "status": "queued",
+        "model_version": "v",
+        "threshold": 0.5,
+        "batch_size": 8,
+        "idempotency_key": "same",
+    }
     with pytest.raises(IntegrityError), db_sessionmaker.begin() as session:
         session.execute(insert(Job), [row, row])
 
 
 def test_at_most_one_current_model_version(db_sessionmaker: sessionmaker[Session]) -> None:
     rows: list[dict[str, object]] = [
-        {"version": v, "file": "m.keras", "sha256": "0" * 64, "threshold": 0.5, "metrics": {}, "card": {},
-         "is_current": True} for v in ("a", "b")]
+        {
+            "version": v,
+            "file": "m.keras",
+            "sha256": "0" * 64,
+            "threshold": 0.5,
+            "metrics": {},
+            "card": {},
+            "is_current": True,
+        }
+        for v in ("a", "b")
+    ]
     with pytest.raises(IntegrityError), db_sessionmaker.begin() as session:
         session.execute(insert(ModelVersion), rows)
 
 
 def test_deleting_a_job_removes_its_batches_and_results_and_keeps_its_audit_trail(
-        db_sessionmaker: sessionmaker[Session]) -> None:
+    db_sessionmaker: sessionmaker[Session],
+) -> None:
     with db_sessionmaker.begin() as session:
         job = create_random_job(session=session)
         plan_random_images(session=session, job_id=job.id, count=10, batch_size=4)

@@ -31,8 +31,10 @@ from tests.dbfixtures import create_random_job
 def test_sqlite_connections_use_wal_foreign_keys_and_a_long_busy_timeout(sqlite_database_url: str) -> None:
     engine = make_engine(sqlite_database_url)
     with engine.connect() as connection:
-        pragma = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
-                  for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")}
+        pragma = {
+            name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        }
     engine.dispose()
     assert pragma == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 30_000, "synchronous": 1}
 

@@ -30,9 +30,17 @@ Maker = sessionmaker[Session]
 
 
 def _submit(session: Session, key: str | None) -> tuple[Job, bool]:
-    return create_job(session=session, source="ward-7", source_kind="folder", source_path="/archive/ward-7",
-                      submitted_by="dr-a", model_version="v1", threshold=0.3, batch_size=256,
-                      idempotency_key=key)
+    return create_job(
+        session=session,
+        source="ward-7",
+        source_kind="folder",
+        source_path="/archive/ward-7",
+        submitted_by="dr-a",
+        model_version="v1",
+        threshold=0.3,
+        batch_size=256,
+        idempotency_key=key,
+    )
 
 
 def test_a_repeated_submission_with_the_same_key_returns_the_same_job(db_sessionmaker: Maker) -> None:
@@ -149,9 +157,17 @@ def _failed_job(maker: Maker) -> tuple[int, list[int]]:
             if n == 2:
                 fail_batch(session=session, batch_id=batch_id, error="worker lost three times")
                 continue
-            record_results(session=session, job_id=job.id, batch_id=batch_id, results=[
-                ScoredImage(i.relpath, None, None, error="truncated") if n == 1 and k < 2
-                else ScoredImage(i.relpath, 0.9, True) for k, i in enumerate(images)])
+            record_results(
+                session=session,
+                job_id=job.id,
+                batch_id=batch_id,
+                results=[
+                    ScoredImage(i.relpath, None, None, error="truncated")
+                    if n == 1 and k < 2
+                    else ScoredImage(i.relpath, 0.9, True)
+                    for k, i in enumerate(images)
+                ],
+            )
             finish_batch(session=session, batch_id=batch_id, seconds=1.0)
         finish_job_if_complete(session=session, job_id=job.id)
     return job.id, batch_ids
@@ -174,8 +190,9 @@ def test_rerunning_a_failed_job_requeues_only_what_did_not_score(db_sessionmaker
         assert [len(pending_images(session=session, batch_id=b)) for b in batch_ids] == [0, 2, 4]
         for batch_id in batch_ids[1:]:
             claim_batch(session=session, batch_id=batch_id, worker="w2")
-            score_randomly(session=session, job_id=job_id, batch_id=batch_id, rng=random.Random(3),
-                           error_rate=0)
+            score_randomly(
+                session=session, job_id=job_id, batch_id=batch_id, rng=random.Random(3), error_rate=0
+            )
             finish_batch(session=session, batch_id=batch_id, seconds=1.0)
     with db_sessionmaker.begin() as session:
         assert finish_job_if_complete(session=session, job_id=job_id)
@@ -205,7 +222,8 @@ def test_the_watchdog_finds_jobs_whose_planner_or_finisher_was_lost(db_sessionma
     hour_ago = utcnow() - timedelta(hours=1)
     with db_sessionmaker.begin() as session:
         lost_queued, fresh_queued, lost_planning, busy_planning, settled, busy = (
-            create_random_job(session=session).id for _ in range(6))
+            create_random_job(session=session).id for _ in range(6)
+        )
         session.execute(update(Job).values(created_at=hour_ago).where(Job.id != fresh_queued))
         for job_id in (lost_planning, busy_planning, settled, busy):
             mark_planning(session=session, job_id=job_id)
@@ -220,6 +238,7 @@ def test_the_watchdog_finds_jobs_whose_planner_or_finisher_was_lost(db_sessionma
         finish_batch(session=session, batch_id=batch_id, seconds=1.0)
     ten_minutes_ago = utcnow() - timedelta(minutes=10)
     with db_sessionmaker() as session:
-        assert stalled_jobs(session=session, queued_before=ten_minutes_ago,
-                            planning_before=ten_minutes_ago) == [lost_queued, lost_planning]
+        assert stalled_jobs(
+            session=session, queued_before=ten_minutes_ago, planning_before=ten_minutes_ago
+        ) == [lost_queued, lost_planning]
         assert unfinished_running_jobs(session=session) == [settled]

@@ -49,8 +49,12 @@ def test_upgrading_a_populated_database_keeps_its_rows(empty_database_url: str) 
     engine = make_engine(empty_database_url)
     try:
         with engine.begin() as connection:
-            connection.execute(text("INSERT INTO audit_events (at, actor, action) "
-                                    "VALUES (CURRENT_TIMESTAMP, 'user:ana', 'login.failed')"))
+            connection.execute(
+                text(
+                    "INSERT INTO audit_events (at, actor, action) "
+                    "VALUES (CURRENT_TIMESTAMP, 'user:ana', 'login.failed')"
+                )
+            )
         migrate.upgrade(empty_database_url)
         indexes = {ix["name"] for ix in inspect(engine).get_indexes("audit_events")}
         assert "ix_audit_events_actor_action_at" in indexes
@@ -71,12 +75,19 @@ def test_logins_and_tokens_from_before_owners_keep_seeing_every_job(empty_databa
     engine = make_engine(empty_database_url)
     try:
         with engine.begin() as connection:
-            connection.execute(text("INSERT INTO users (username, password_hash, created_at, disabled) "
-                                    "VALUES ('ana', 'x', CURRENT_TIMESTAMP, false)"))
-            connection.execute(text(
-                "INSERT INTO api_tokens (name, prefix, secret_hash, scopes, created_at) VALUES "
-                "('dashboard', 'bs_a', 'h1', 'read', CURRENT_TIMESTAMP), "
-                "('root', 'bs_b', 'h2', 'admin', CURRENT_TIMESTAMP)"))
+            connection.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, created_at, disabled) "
+                    "VALUES ('ana', 'x', CURRENT_TIMESTAMP, false)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO api_tokens (name, prefix, secret_hash, scopes, created_at) VALUES "
+                    "('dashboard', 'bs_a', 'h1', 'read', CURRENT_TIMESTAMP), "
+                    "('root', 'bs_b', 'h2', 'admin', CURRENT_TIMESTAMP)"
+                )
+            )
         migrate.upgrade(empty_database_url)
         with make_sessionmaker(engine)() as session:
             user = session.scalars(select(User)).one()

@@ -40,15 +40,17 @@ def _job_in_flight(maker: Maker) -> InFlight:
     with maker.begin() as session:
         job_id = create_random_job(session=session).id
         mark_planning(session=session, job_id=job_id)
-        batch_ids = plan_random_images(session=session, job_id=job_id, count=IMAGES, batch_size=BATCH,
-                                       rng=rng)
+        batch_ids = plan_random_images(
+            session=session, job_id=job_id, count=IMAGES, batch_size=BATCH, rng=rng
+        )
         finish_planning(session=session, job_id=job_id, total=IMAGES, skipped=3)
         labels = {r.relpath: r.label for r in session.scalars(select(ImageResult))}
         recorded = {}
         for batch_id in batch_ids:
             claim_batch(session=session, batch_id=batch_id, worker="w")
-            recorded[batch_id] = score_randomly(session=session, job_id=job_id, batch_id=batch_id, rng=rng,
-                                                error_rate=0.05)
+            recorded[batch_id] = score_randomly(
+                session=session, job_id=job_id, batch_id=batch_id, rng=rng, error_rate=0.05
+            )
         for batch_id in batch_ids[:-2]:
             finish_batch(session=session, batch_id=batch_id, seconds=1.0)
         fail_batch(session=session, batch_id=batch_ids[-2], error="gave up")
@@ -64,10 +66,15 @@ def test_progress_and_confusion_equal_a_brute_force_count(db_sessionmaker: Maker
         progress = job_progress(session=session, job_id=job_id)
         confusion = job_confusion_from_results(session=session, job_id=job_id)
     assert progress == JobProgress(
-        total=IMAGES, scored=sum(r.error is None for r in settled),
-        failed=sum(r.error is not None for r in settled), flagged=sum(bool(r.flagged) for r in settled),
-        batches_total=len(batch_ids), batches_done=len(batch_ids) - 2, batches_failed=1,
-        **dict(zip(("tp", "fp", "tn", "fn"), _matrix(done, labels), strict=True)))
+        total=IMAGES,
+        scored=sum(r.error is None for r in settled),
+        failed=sum(r.error is not None for r in settled),
+        flagged=sum(bool(r.flagged) for r in settled),
+        batches_total=len(batch_ids),
+        batches_done=len(batch_ids) - 2,
+        batches_failed=1,
+        **dict(zip(("tp", "fp", "tn", "fn"), _matrix(done, labels), strict=True)),
+    )
     assert confusion == _matrix(everything, labels)
     assert progress.remaining == IMAGES - progress.scored - progress.failed > 0
 

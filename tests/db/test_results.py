@@ -49,53 +49,96 @@ def test_recording_the_same_results_again_changes_nothing(db_sessionmaker: Maker
 
 def test_the_first_score_wins_and_an_error_is_replaced_by_a_score(db_sessionmaker: Maker) -> None:
     job_id, (batch_id,) = _planned(db_sessionmaker, 2, 2)
-    first = [ScoredImage("scan-000000.png", 0.8, True, content_hash="a" * 64),
-             ScoredImage("scan-000001.png", None, None, error="truncated file")]
-    second = [ScoredImage("scan-000000.png", None, None, error="disk hiccup"),
-              ScoredImage("scan-000001.png", 0.1, False, content_hash="b" * 64)]
+    first = [
+        ScoredImage("scan-000000.png", 0.8, True, content_hash="a" * 64),
+        ScoredImage("scan-000001.png", None, None, error="truncated file"),
+    ]
+    second = [
+        ScoredImage("scan-000000.png", None, None, error="disk hiccup"),
+        ScoredImage("scan-000001.png", 0.1, False, content_hash="b" * 64),
+    ]
     with db_sessionmaker.begin() as session:
         record_results(session=session, job_id=job_id, batch_id=batch_id, results=first)
     with db_sessionmaker.begin() as session:
         record_results(session=session, job_id=job_id, batch_id=batch_id, results=second)
     with db_sessionmaker() as session:
-        rows = session.execute(select(ImageResult.relpath, ImageResult.status, ImageResult.probability,
-                                      ImageResult.content_hash, ImageResult.error).order_by(ImageResult.id))
-        assert [tuple(r) for r in rows] == [("scan-000000.png", "scored", 0.8, "a" * 64, None),
-                                            ("scan-000001.png", "scored", 0.1, "b" * 64, None)]
+        rows = session.execute(
+            select(
+                ImageResult.relpath,
+                ImageResult.status,
+                ImageResult.probability,
+                ImageResult.content_hash,
+                ImageResult.error,
+            ).order_by(ImageResult.id)
+        )
+        assert [tuple(r) for r in rows] == [
+            ("scan-000000.png", "scored", 0.8, "a" * 64, None),
+            ("scan-000001.png", "scored", 0.1, "b" * 64, None),
+        ]
 
 
 def test_a_result_without_probability_or_reason_is_an_error_and_duplicates_collapse(
-        db_sessionmaker: Maker) -> None:
+    db_sessionmaker: Maker,
+) -> None:
     job_id, (batch_id,) = _planned(db_sessionmaker, 2, 2)
     with db_sessionmaker.begin() as session:
-        record_results(session=session, job_id=job_id, batch_id=batch_id, results=[
-            ScoredImage("scan-000000.png", None, None), ScoredImage("scan-000001.png", 0.2, False),
-            ScoredImage("scan-000001.png", 0.7, True), ScoredImage("unplanned.png", 0.4, False)])
+        record_results(
+            session=session,
+            job_id=job_id,
+            batch_id=batch_id,
+            results=[
+                ScoredImage("scan-000000.png", None, None),
+                ScoredImage("scan-000001.png", 0.2, False),
+                ScoredImage("scan-000001.png", 0.7, True),
+                ScoredImage("unplanned.png", 0.4, False),
+            ],
+        )
     with db_sessionmaker() as session:
-        rows = session.execute(select(ImageResult.relpath, ImageResult.status, ImageResult.flagged,
-                                      ImageResult.error, ImageResult.batch_id).order_by(ImageResult.id))
+        rows = session.execute(
+            select(
+                ImageResult.relpath,
+                ImageResult.status,
+                ImageResult.flagged,
+                ImageResult.error,
+                ImageResult.batch_id,
+            ).order_by(ImageResult.id)
+        )
         assert [tuple(r) for r in rows] == [
             ("scan-000000.png", "error", None, "no probability was produced", batch_id),
             ("scan-000001.png", "scored", True, None, batch_id),
-            ("unplanned.png", "scored", False, None, batch_id)]
+            ("unplanned.png", "scored", False, None, batch_id),
+        ]
 
 
 def test_pending_images_are_those_not_yet_scored(db_sessionmaker: Maker) -> None:
     job_id, (batch_id,) = _planned(db_sessionmaker, 4, 4)
     with db_sessionmaker.begin() as session:
-        record_results(session=session, job_id=job_id, batch_id=batch_id, results=[
-            ScoredImage("scan-000000.png", 0.9, True), ScoredImage("scan-000001.png", None, None, error="x")])
+        record_results(
+            session=session,
+            job_id=job_id,
+            batch_id=batch_id,
+            results=[
+                ScoredImage("scan-000000.png", 0.9, True),
+                ScoredImage("scan-000001.png", None, None, error="x"),
+            ],
+        )
         pending = pending_images(session=session, batch_id=batch_id)
     assert [p.relpath for p in pending] == ["scan-000001.png", "scan-000002.png", "scan-000003.png"]
 
 
-FILTERS: list[dict[str, Any]] = [{}, {"flagged": True}, {"flagged": False}, {"false_negatives": True},
-                                 {"errors": True}]
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"flagged": True},
+    {"flagged": False},
+    {"false_negatives": True},
+    {"errors": True},
+]
 
 
 @pytest.mark.parametrize("filters", FILTERS, ids=["all", "flagged", "unflagged", "false-negatives", "errors"])
-def test_listings_page_through_exactly_the_matching_results(db_sessionmaker: Maker,
-                                                             filters: dict[str, Any]) -> None:
+def test_listings_page_through_exactly_the_matching_results(
+    db_sessionmaker: Maker, filters: dict[str, Any]
+) -> None:
     rng = random.Random(11)
     job_id, batch_ids = _planned(db_sessionmaker, 300, 64)
     other_job, other_batches = _planned(db_sessionmaker, 10, 10)  # must never show up
@@ -104,8 +147,9 @@ def test_listings_page_through_exactly_the_matching_results(db_sessionmaker: Mak
             score_randomly(session=session, job_id=job_id, batch_id=batch_id, rng=rng, error_rate=0.2)
         score_randomly(session=session, job_id=other_job, batch_id=other_batches[0], rng=rng)
     with db_sessionmaker() as session:
-        every = session.scalars(select(ImageResult).where(ImageResult.job_id == job_id)
-                                .order_by(ImageResult.id))
+        every = session.scalars(
+            select(ImageResult).where(ImageResult.job_id == job_id).order_by(ImageResult.id)
+        )
         expected = [r.id for r in every if _matches(r, filters)]
         pages: list[int] = []
         after = None
@@ -124,14 +168,17 @@ def _matches(result: ImageResult, filters: dict[str, Any]) -> bool:
     return not (filters.get("errors") and result.status != "error")
 
 
-PARTIAL_INDEXES = [({"flagged": True}, "ix_image_results_flagged"),
-                   ({"false_negatives": True}, "ix_image_results_false_negatives"),
-                   ({"errors": True}, "ix_image_results_errors")]
+PARTIAL_INDEXES = [
+    ({"flagged": True}, "ix_image_results_flagged"),
+    ({"false_negatives": True}, "ix_image_results_false_negatives"),
+    ({"errors": True}, "ix_image_results_errors"),
+]
 
 
 @pytest.mark.parametrize(("filters", "index"), PARTIAL_INDEXES)
-def test_filtered_listings_can_use_their_partial_index(db_engine: Engine, filters: dict[str, Any],
-                                                       index: str) -> None:
+def test_filtered_listings_can_use_their_partial_index(
+    db_engine: Engine, filters: dict[str, Any], index: str
+) -> None:
     seen: list[tuple[str, Any]] = []
     listen = lambda *args: seen.append((args[2], args[3]))  # noqa: E731  (statement, parameters)
     event.listen(db_engine, "before_cursor_execute", listen)

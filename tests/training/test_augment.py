@@ -25,8 +25,9 @@ def test_augment_one_keeps_shape_range_and_is_reproducible() -> None:
         assert a.shape == img.shape and a.dtype == np.float32
         assert a.min() >= 0 and a.max() <= 255
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(augment_one(img, np.random.default_rng(1), 1.0),
-                              augment_one(img, np.random.default_rng(2), 1.0))
+    assert not np.array_equal(
+        augment_one(img, np.random.default_rng(1), 1.0), augment_one(img, np.random.default_rng(2), 1.0)
+    )
 
 
 def test_remap_contrast_keeps_background_black_and_restretches() -> None:
@@ -54,8 +55,16 @@ def test_augmented_batches_are_reproducible_and_weighted() -> None:
     y = np.array([0, 1] * 5)
 
     def make() -> AugmentedBatches:
-        return AugmentedBatches(x, y, batch_size=4, strength=1.0, seed=3,
-                                weights=np.where(y == 1, 0.5, 2.0), style=0.5, contrast=0.5)
+        return AugmentedBatches(
+            x,
+            y,
+            batch_size=4,
+            strength=1.0,
+            seed=3,
+            weights=np.where(y == 1, 0.5, 2.0),
+            style=0.5,
+            contrast=0.5,
+        )
 
     first, second = make(), make()
     assert len(first) == 3
@@ -80,9 +89,13 @@ def test_mix_batch_blends_images_labels_and_weights_alike() -> None:
         # recover (lam, partner): value = lam*10i + (1-lam)*10j, my = lam*y_i + (1-lam)*y_j
         js = [j for j in range(n) if j != i and abs(10.0 * (i - j)) > 1e-6]
         fits = [(j, (value - 10.0 * j) / (10.0 * (i - j))) for j in js]
-        fits = [(j, lam) for j, lam in fits if 0.5 - 1e-4 <= lam <= 1 + 1e-4
-                and abs(my[i] - (lam * y[i] + (1 - lam) * y[j])) < 1e-4
-                and abs(mw[i] - (lam * w[i] + (1 - lam) * w[j])) < 1e-4]
+        fits = [
+            (j, lam)
+            for j, lam in fits
+            if 0.5 - 1e-4 <= lam <= 1 + 1e-4
+            and abs(my[i] - (lam * y[i] + (1 - lam) * y[j])) < 1e-4
+            and abs(mw[i] - (lam * w[i] + (1 - lam) * w[j])) < 1e-4
+        ]
         if value == 10.0 * i:  # paired with itself, or lam == 1
             lam_partner.append(1.0)
             continue
@@ -105,8 +118,7 @@ def test_mixup_batches_are_reproducible_and_off_by_default() -> None:
     np.testing.assert_array_equal(xb, x[plain.order])  # no augmentation, no mixing: the inputs
 
     def mixed() -> AugmentedBatches:
-        return AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights,
-                                mixup=0.4)
+        return AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights, mixup=0.4)
 
     mb, myb, mwb = mixed()[0]
     assert mb.dtype == np.uint8 and mb.shape == xb.shape
@@ -132,8 +144,7 @@ def test_lesion_batches_turn_chosen_clear_slices_into_tumour_examples() -> None:
     x = np.stack([_head()] * 8)[..., None]
     y = np.array([0, 1] * 4)
     weights = np.where(y == 1, 0.5, 2.0)
-    batches = AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights,
-                               lesions=1.0)
+    batches = AugmentedBatches(x, y, batch_size=8, strength=0.0, seed=3, weights=weights, lesions=1.0)
     xb, yb, wb = batches[0]
     assert np.all(yb == 1) and np.all(wb == 0.5)  # every clear slice now a (synthetic) tumour
     order = batches.order

@@ -37,8 +37,13 @@ print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
 
 def _faults(disable: bool, probe: str = PROBE) -> int:
     """Page faults a probe reports, run in a fresh interpreter."""
-    out = subprocess.run([sys.executable, "-c", probe.format(repo=str(REPO), disable=disable)],
-                         capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe.format(repo=str(REPO), disable=disable)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -46,8 +51,10 @@ def _faults(disable: bool, probe: str = PROBE) -> int:
 def test_batch_buffers_are_reused_instead_of_faulted_in_again() -> None:
     patched = _faults(disable=True)
     if patched < 200 * 256:  # 4 MB is 1,024 pages; with the patch each buffer faults them all in
-        pytest.skip(f"this TensorFlow no longer patches malloc ({patched} faults for 200 buffers): "
-                    "restore_malloc_thresholds is no longer needed")
+        pytest.skip(
+            f"this TensorFlow no longer patches malloc ({patched} faults for 200 buffers): "
+            "restore_malloc_thresholds is no longer needed"
+        )
     restored = _faults(disable=False)
     assert restored < patched / 20, (restored, patched)
 

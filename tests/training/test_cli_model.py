@@ -17,8 +17,21 @@ from tests.images import create_random_slice, encoded, save_image
 from training.backend import threads_per_process
 from training.card import ModelCard, card_path_for, file_sha256
 
-EVALUATE_FIELDS = {"n", "tp", "fp", "tn", "fn", "accuracy", "recall", "specificity", "precision",
-                   "auc", "threshold", "images_per_second", "model_version"}
+EVALUATE_FIELDS = {
+    "n",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "accuracy",
+    "recall",
+    "specificity",
+    "precision",
+    "auc",
+    "threshold",
+    "images_per_second",
+    "model_version",
+}
 
 
 def run(*args: str) -> object:
@@ -28,12 +41,34 @@ def run(*args: str) -> object:
 @pytest.mark.data
 @pytest.mark.slow
 def test_cross_validation_with_source_balance_reports_and_saves_held_out_predictions(
-        shared_data: Path, tmp_path: Path) -> None:
+    shared_data: Path, tmp_path: Path
+) -> None:
     """--cv and --cross-source (in one process), with a setting that needs each image's source."""
     out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
-    result = run("train", str(shared_data), "--out", str(out), "--limit", "160", "--epochs", "1",
-                 "--size", "64", "--seed", "3", "--cv", "2", "--cross-source", "seed-253",
-                 "--workers", "1", "--set", "source_balance=1.0", "--predictions", str(saved))
+    result = run(
+        "train",
+        str(shared_data),
+        "--out",
+        str(out),
+        "--limit",
+        "160",
+        "--epochs",
+        "1",
+        "--size",
+        "64",
+        "--seed",
+        "3",
+        "--cv",
+        "2",
+        "--cross-source",
+        "seed-253",
+        "--workers",
+        "1",
+        "--set",
+        "source_balance=1.0",
+        "--predictions",
+        str(saved),
+    )
     assert result.exit_code == 0, result.output
     card = ModelCard.load(card_path_for(out))
     assert card.training["source_balance"] == 1.0
@@ -42,20 +77,42 @@ def test_cross_validation_with_source_balance_reports_and_saves_held_out_predict
     assert list(held["tasks"]) == ["fold 1/2", "fold 2/2", "cross-source seed-253"]
     tested = np.concatenate([held["0_test_idx"], held["1_test_idx"]])
     assert sorted(tested.tolist()) == list(range(160))  # every image held out once
-    assert all(str(p).split("/")[-2] in {"glioma", "meningioma", "pituitary", "notumor", "yes", "no"}
-               for p in held["relpaths"])
+    assert all(
+        str(p).split("/")[-2] in {"glioma", "meningioma", "pituitary", "notumor", "yes", "no"}
+        for p in held["relpaths"]
+    )
 
 
 @pytest.mark.data
 @pytest.mark.slow
 def test_held_out_fits_in_worker_processes_share_the_cores(
-        shared_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    shared_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """--workers 2: the folds train in two spawned processes, each with its share of the cores, with
     a setting (the tumour-type head) that needs every image's label folder there and in the final fit."""
     out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
-    result = run("train", str(shared_data), "--out", str(out), "--limit", "120", "--epochs", "1",
-                 "--size", "64", "--seed", "3", "--cv", "2", "--workers", "2", "--predictions", str(saved),
-                 "--set", "subtype_aux=0.5")
+    result = run(
+        "train",
+        str(shared_data),
+        "--out",
+        str(out),
+        "--limit",
+        "120",
+        "--epochs",
+        "1",
+        "--size",
+        "64",
+        "--seed",
+        "3",
+        "--cv",
+        "2",
+        "--workers",
+        "2",
+        "--predictions",
+        str(saved),
+        "--set",
+        "subtype_aux=0.5",
+    )
     assert result.exit_code == 0, result.output
     logged = capfd.readouterr().err  # the children write to the inherited stderr
     threads = threads_per_process(2)
@@ -72,8 +129,22 @@ def test_held_out_fits_in_worker_processes_share_the_cores(
 @pytest.mark.slow
 def test_short_training_run_writes_a_consistent_model(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "m" / "tiny.keras"
-    result = run("train", str(shared_data), "--out", str(out), "--limit", "160", "--epochs", "2",
-                 "--size", "64", "--seed", "3", "--specificity-floor", "0.5")
+    result = run(
+        "train",
+        str(shared_data),
+        "--out",
+        str(out),
+        "--limit",
+        "160",
+        "--epochs",
+        "2",
+        "--size",
+        "64",
+        "--seed",
+        "3",
+        "--specificity-floor",
+        "0.5",
+    )
     assert result.exit_code == 0, result.output
     card = ModelCard.load(card_path_for(out))
     assert card.specificity_floor == card.training["specificity_floor"] == 0.5
@@ -107,8 +178,9 @@ def test_evaluate_json_contract_on_the_shipped_model(shared_data: Path, shipped_
 @pytest.mark.data
 def test_threshold_override_changes_flags(shared_data: Path, shipped_model: Path) -> None:
     folder = str(shared_data / "seed-253" / "no")
-    low = json.loads(run("evaluate", folder, "--model", str(shipped_model), "--threshold", "0",
-                         "--json").stdout)
+    low = json.loads(
+        run("evaluate", folder, "--model", str(shipped_model), "--threshold", "0", "--json").stdout
+    )
     assert low["fp"] == 98 and low["threshold"] == 0
 
 
@@ -129,8 +201,15 @@ def test_score_reports_each_bad_file_and_goes_on(tmp_path: Path, shipped_model: 
     result = run("score", str(_bad_folder(tmp_path)), "--model", str(shipped_model), "--format", "json")
     assert result.exit_code == 0
     rows = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
-    assert set(rows) == {"good.png", "good.jpg", "empty.jpg", "text.png", "truncated.jpg",
-                         "dot.png", "deep.png"}
+    assert set(rows) == {
+        "good.png",
+        "good.jpg",
+        "empty.jpg",
+        "text.png",
+        "truncated.jpg",
+        "dot.png",
+        "deep.png",
+    }
     for name in ("good.png", "good.jpg", "deep.png"):
         assert rows[name]["error"] is None and 0 <= rows[name]["probability"] <= 1
     assert "empty" in rows["empty.jpg"]["error"]

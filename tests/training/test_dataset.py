@@ -66,9 +66,18 @@ def test_symlinks_are_not_followed(tmp_path: Path) -> None:
 def test_every_shared_set_is_found_with_its_labels(shared_data: Path) -> None:
     found = discover([shared_data])
     counts = found.counts()
-    assert counts["by_category"] == {"glioma": 1221, "meningioma": 1189, "notumor": 938,
-                                     "pituitary": 1136, "no": 98 + 2429, "yes": 155 + 1373}
+    assert counts["by_category"] == {
+        "glioma": 1221,
+        "meningioma": 1189,
+        "notumor": 938,
+        "pituitary": 1136,
+        "no": 98 + 2429,
+        "yes": 155 + 1373,
+    }
     assert counts["by_label"] == {"positive": 3701 + 1373, "negative": 1036 + 2429}
-    assert counts["by_source"] == {"data/kaggle-4class-train": 4484, "data/lgg-flair": 3802,
-                                   "data/seed-253": 253}
+    assert counts["by_source"] == {
+        "data/kaggle-4class-train": 4484,
+        "data/lgg-flair": 3802,
+        "data/seed-253": 253,
+    }
     assert "seed-253/no/N (12).jpg" in {r.relpath for r in found.images}

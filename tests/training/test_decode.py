@@ -37,7 +37,7 @@ def test_rgba_png_drops_alpha(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", ["png", "tif"])
 def test_16_bit_images_are_windowed_to_8_bit(tmp_path: Path, suffix: str) -> None:
-    values = (create_random_slice(64, seed=6).astype(np.uint16) * 200)  # 0..51000
+    values = create_random_slice(64, seed=6).astype(np.uint16) * 200  # 0..51000
     path = tmp_path / f"deep.{suffix}"
     Image.fromarray(values).save(path)
     out = decode_image(path)
@@ -90,8 +90,7 @@ def _png_bomb(width: int, height: int) -> bytes:
     row = b"\x00" * (1 + (width + 7) // 8)
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:

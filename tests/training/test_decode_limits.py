@@ -33,8 +33,13 @@ print(json.dumps({"shape": shape, "reason": reason, "peak_mb": int(peak_kb) / 10
 
 def decode_in_child(path: Path) -> dict[str, object]:
     """decode_image(path) in a new process: its shape or refusal, and the process's peak memory."""
-    done = subprocess.run([sys.executable, "-c", DECODE_AND_MEASURE, str(path)], capture_output=True,
-                          text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", DECODE_AND_MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     outcome: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return outcome
 
@@ -50,8 +55,10 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path) 
 def test_pixel_data_longer_than_the_header_declares_is_refused(tmp_path: Path) -> None:
     excess = write_dicom(tmp_path / "excess.dcm", np.zeros((128, 128)), pixel_data=bytes(64 * 1024**2))
     outcome = decode_in_child(excess)
-    assert outcome["reason"] == ("DICOM pixel data holds 67,108,864 bytes where the header declares "
-                                 "32,768 (128x128, 1 frame(s), 16-bit)")
+    assert outcome["reason"] == (
+        "DICOM pixel data holds 67,108,864 bytes where the header declares "
+        "32,768 (128x128, 1 frame(s), 16-bit)"
+    )
     assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
 
 

@@ -32,8 +32,9 @@ def test_monochrome1_is_inverted(tmp_path: Path) -> None:
 def test_rescale_and_window_are_applied(tmp_path: Path) -> None:
     pixels = mri(3)
     plain = decode_image(write_dicom(tmp_path / "p.dcm", pixels))
-    windowed = decode_image(write_dicom(tmp_path / "w.dcm", pixels, slope=2.0, intercept=-100,
-                                        window=(600.0, 400.0)))
+    windowed = decode_image(
+        write_dicom(tmp_path / "w.dcm", pixels, slope=2.0, intercept=-100, window=(600.0, 400.0))
+    )
     # a narrow window saturates more pixels than the full-range view
     assert (windowed == 255).mean() > (plain == 255).mean()
 

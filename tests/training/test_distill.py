@@ -20,8 +20,9 @@ from training.metrics import compute_metrics  # noqa: E402
 from training.model import build_model  # noqa: E402
 from training.train import TrainConfig, _fit_single, fit, predict  # noqa: E402
 
-BASE = TrainConfig(epochs=3, batch_size=16, warmup_epochs=0, patience=5, balance_classes=False,
-                   label_smoothing=0.0)
+BASE = TrainConfig(
+    epochs=3, batch_size=16, warmup_epochs=0, patience=5, balance_classes=False, label_smoothing=0.0
+)
 
 
 def test_targets_blend_the_label_with_the_teachers_score_of_the_augmented_batch() -> None:
@@ -33,8 +34,7 @@ def test_targets_blend_the_label_with_the_teachers_score_of_the_augmented_batch(
         return batch[:, 0, 0, 0].astype(np.float32) / 255.0  # a score that depends on the pixels
 
     plain = AugmentedBatches(x, y, batch_size=8, strength=1.0, seed=3)
-    taught = AugmentedBatches(x, y, batch_size=8, strength=1.0, seed=3, teacher=teacher,
-                              teacher_weight=0.25)
+    taught = AugmentedBatches(x, y, batch_size=8, strength=1.0, seed=3, teacher=teacher, teacher_weight=0.25)
     xb, yb, _ = plain[0]
     xt, yt, _ = taught[0]
     np.testing.assert_array_equal(xt, xb)  # the teacher changes targets, never the images
@@ -59,9 +59,21 @@ def test_a_student_follows_its_teacher_not_the_labels() -> None:
     teacher = _square_reader()
     assert compute_metrics(yv, predict(teacher, xv), 0.5).auc == 1.0
     wrong = 1 - y  # every training label inverted: only the teacher can tell the student the truth
-    runs = {w: _fit_single(x, wrong, xv, yv, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(BASE, distill=w),
-                           prefix="", loader_threads=1, sources=None, teacher=teacher)
-            for w in (0.0, 1.0)}
+    runs = {
+        w: _fit_single(
+            x,
+            wrong,
+            xv,
+            yv,
+            model_cfg=TINY_NETWORK,
+            cfg=dataclasses.replace(BASE, distill=w),
+            prefix="",
+            loader_threads=1,
+            sources=None,
+            teacher=teacher,
+        )
+        for w in (0.0, 1.0)
+    }
     auc = {w: compute_metrics(yv, predict(r.model, xv), 0.5).auc for w, r in runs.items()}
     assert auc[1.0] > 0.9  # learnt the teacher's ranking
     # From the inverted labels alone it learns the inverse; early stopping keeps its least-bad
@@ -80,5 +92,12 @@ def test_fit_trains_the_teacher_first_and_returns_one_network() -> None:
     with pytest.raises(ValueError, match="distill_members"):
         fit(x, y, xv, yv, model_cfg=dataclasses.replace(TINY_NETWORK, members=2), cfg=cfg, loader_threads=1)
     with pytest.raises(ValueError, match="needs a member"):
-        fit(x, y, xv, yv, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(cfg, distill_members=0),
-            loader_threads=1)
+        fit(
+            x,
+            y,
+            xv,
+            yv,
+            model_cfg=TINY_NETWORK,
+            cfg=dataclasses.replace(cfg, distill_members=0),
+            loader_threads=1,
+        )

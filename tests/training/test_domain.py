@@ -89,8 +89,9 @@ def test_adversarial_graph_shares_the_network_weights() -> None:
     shared = {id(w) for w in net.weights}
     assert shared <= {id(w) for w in graph.weights}
     x = _slices(3, 100, seed=4)
-    np.testing.assert_allclose(np.asarray(graph.predict_on_batch(x)["tumour"]),
-                               np.asarray(net.predict_on_batch(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(graph.predict_on_batch(x)["tumour"]), np.asarray(net.predict_on_batch(x)), rtol=1e-6
+    )
     assert float(reversal.strength) == 0.0
 
 
@@ -100,10 +101,10 @@ def test_fit_reads_target_slices_and_returns_a_plain_network() -> None:
     x = _slices(48, 90, seed=7)
     x[y == 1, 12:20, 12:20] = 230  # a bright "mass"
     target = _slices(16, 160, seed=8)  # another source: brighter, no labels
-    cfg = TrainConfig(epochs=3, batch_size=8, keep_last=True, domain_adapt=1.0,
-                      seed=int(rng.integers(1000)))
-    result = fit(x[:36], y[:36], x[36:], y[36:], model_cfg=TINY_NETWORK, cfg=cfg,
-                 loader_threads=1, unlabelled=target)
+    cfg = TrainConfig(epochs=3, batch_size=8, keep_last=True, domain_adapt=1.0, seed=int(rng.integers(1000)))
+    result = fit(
+        x[:36], y[:36], x[36:], y[36:], model_cfg=TINY_NETWORK, cfg=cfg, loader_threads=1, unlabelled=target
+    )
     assert len(result.model.outputs) == 1  # the critic is not part of the returned network
     assert {"auc", "val_auc", "domain_loss"} <= set(result.history)
     assert "tumour_auc" not in result.history
@@ -119,8 +120,7 @@ def test_domain_adapt_without_target_slices_is_refused() -> None:
     with pytest.raises(ValueError, match="unlabelled slices of a target source"):
         fit(x, y, x, y, model_cfg=TINY_NETWORK, cfg=cfg)
     with pytest.raises(ValueError, match="not combined"):
-        fit(x, y, x, y, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(cfg, distill=0.5),
-            unlabelled=x)
+        fit(x, y, x, y, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(cfg, distill=0.5), unlabelled=x)
 
 
 def test_without_domain_adapt_nothing_changes_in_the_plain_fit() -> None:

@@ -44,7 +44,8 @@ def test_an_ensemble_serves_the_mean_of_members_trained_apart(trained: tuple[Fit
 
 @pytest.mark.parametrize("flip_tta", [False, True])
 def test_a_saved_ensemble_loads_as_one_model_with_the_same_probabilities(
-        trained: tuple[FitResult, np.ndarray], tmp_path: Path, flip_tta: bool) -> None:
+    trained: tuple[FitResult, np.ndarray], tmp_path: Path, flip_tta: bool
+) -> None:
     import dataclasses
 
     result, x = trained
@@ -52,8 +53,7 @@ def test_a_saved_ensemble_loads_as_one_model_with_the_same_probabilities(
     path = tmp_path / "ensemble.keras"
     save_for_inference(model, dataclasses.replace(TINY, flip_tta=flip_tta), path)
     loaded = keras.models.load_model(path, compile=False)
-    np.testing.assert_allclose(predict(loaded, x), predict(model, x, flip_tta=flip_tta),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(loaded, x), predict(model, x, flip_tta=flip_tta), rtol=1e-5, atol=1e-6)
 
 
 def test_members_must_be_positive() -> None:
@@ -62,14 +62,18 @@ def test_members_must_be_positive() -> None:
 
 
 def test_the_learning_curves_of_an_ensemble_show_every_member(
-        trained: tuple[FitResult, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained: tuple[FitResult, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result, _ = trained
     histories = result.member_histories
     assert len(histories) == 2 and histories[0] is result.history
     assert all(len(h["val_auc"]) == 2 for h in histories) and histories[0] != histories[1]
     drawn: list[list[str]] = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.extend(
-        [line.get_label() for line in ax.get_lines()] for ax in fig.axes))
+    monkeypatch.setattr(
+        plots,
+        "_save",
+        lambda fig, path: drawn.extend([line.get_label() for line in ax.get_lines()] for ax in fig.axes),
+    )
     plots.learning_curves(histories, tmp_path / "curves.png")
     expected = ["member 1 train", "member 1 validation", "member 2 train", "member 2 validation"]
     assert drawn == [expected, expected]  # loss, AUC

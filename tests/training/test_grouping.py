@@ -51,8 +51,13 @@ def test_seed_no_images_meet_their_kaggle_twins(shared_data: Path) -> None:
     from training.dataset import discover
     from training.loading import load_images
 
-    found = discover([shared_data / "seed-253" / "no", shared_data / "kaggle-4class-train" / "notumor",
-                      shared_data / "kaggle-4class-train" / "glioma"])
+    found = discover(
+        [
+            shared_data / "seed-253" / "no",
+            shared_data / "kaggle-4class-train" / "notumor",
+            shared_data / "kaggle-4class-train" / "glioma",
+        ]
+    )
     loaded = load_images(found.images, PreprocessSpec(size=64))
     groups = group_near_duplicates(loaded.fingerprints).groups
     cats = np.array([r.category for r in loaded.records])

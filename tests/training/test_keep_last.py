@@ -15,9 +15,11 @@ def test_keep_last_runs_every_epoch_where_early_stopping_would_stop() -> None:
     base = TrainConfig(epochs=6, batch_size=16, warmup_epochs=0, patience=1)
     stopped = fit(x, y, xv, yv, model_cfg=TINY_NETWORK, cfg=base, loader_threads=1)
     assert len(stopped.history["loss"]) < 6  # the recipe's default stops early ...
-    assert stopped.best_epoch == 1 + max(range(len(stopped.history["val_auc"])),
-                                         key=stopped.history["val_auc"].__getitem__)
-    kept = fit(x, y, xv, yv, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(base, keep_last=True),
-               loader_threads=1)
+    assert stopped.best_epoch == 1 + max(
+        range(len(stopped.history["val_auc"])), key=stopped.history["val_auc"].__getitem__
+    )
+    kept = fit(
+        x, y, xv, yv, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(base, keep_last=True), loader_threads=1
+    )
     assert len(kept.history["loss"]) == 6 and kept.best_epoch == 6  # ... keep_last never does
     assert len(kept.history["val_auc"]) == 6  # validation still recorded for the learning curves

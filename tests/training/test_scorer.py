@@ -50,7 +50,8 @@ def test_frozen_false_scores_through_keras(shipped: Scorer) -> None:
 
 
 def test_a_graph_that_cannot_be_frozen_still_scores_and_says_why(
-        shipped: Scorer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    shipped: Scorer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import training.scorer
 
     def refuse(model: object, batch_shape: tuple[int, ...]) -> None:

@@ -23,8 +23,10 @@ def _site(root: Path) -> Path:
     """Six new slices (filed under yes/no: the labels must not matter) and two re-exposed copies
     of training slices (`create_labelled_folder`'s seeds 0 and 100), and a file that is no image."""
     for i in range(6):
-        save_image(root / ("yes" if i % 2 else "no") / f"s{i}.png",
-                   create_random_slice(seed=500 + i, lesion=i % 2 == 1))
+        save_image(
+            root / ("yes" if i % 2 else "no") / f"s{i}.png",
+            create_random_slice(seed=500 + i, lesion=i % 2 == 1),
+        )
     for seed in (0, 100):
         copy = (create_random_slice(seed=seed, lesion=seed == 0) * 0.8).astype(np.uint8)
         save_image(root / "scanner" / f"copy{seed}.png", copy)
@@ -53,23 +55,45 @@ def test_training_images_are_not_a_site(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"4 of the 4 images under .* are training images too"):
         prepare_adaptation(root / "yes", SPEC, data, limit=100)
     out = tmp_path / "m.keras"
-    result = CliRunner().invoke(main, ["train", str(root), "--out", str(out), "--size", "64",
-                                       "--adapt-to", str(root / "no")])
+    result = CliRunner().invoke(
+        main, ["train", str(root), "--out", str(out), "--size", "64", "--adapt-to", str(root / "no")]
+    )
     assert result.exit_code == 1 and "are training images too" in result.output, result.output
     assert not out.exists()
 
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_train_adapted_to_a_site_reads_it_in_every_fit(
-        shared_data: Path, tmp_path: Path) -> None:
+def test_train_adapted_to_a_site_reads_it_in_every_fit(shared_data: Path, tmp_path: Path) -> None:
     """The per-site workflow: train without seed-253's labels, adapted to its slices; the CV folds
     read them too, so the folds measure the adapted recipe."""
     out = tmp_path / "m" / "site.keras"
-    result = CliRunner().invoke(main, [
-        "train", str(shared_data), "--out", str(out), "--exclude", "seed-253", "--limit", "120",
-        "--epochs", "1", "--size", "64", "--seed", "3", "--cv", "2",
-        "--adapt-to", str(shared_data / "seed-253"), "--adapt-limit", "40"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(shared_data),
+            "--out",
+            str(out),
+            "--exclude",
+            "seed-253",
+            "--limit",
+            "120",
+            "--epochs",
+            "1",
+            "--size",
+            "64",
+            "--seed",
+            "3",
+            "--cv",
+            "2",
+            "--adapt-to",
+            str(shared_data / "seed-253"),
+            "--adapt-limit",
+            "40",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     card = ModelCard.load(card_path_for(out))
     site = card.data["adaptation"]
@@ -85,5 +109,8 @@ def test_train_adapted_to_a_site_reads_it_in_every_fit(
     assert result.stderr.count("domain_loss") >= 3, result.stderr[-2000:]
     for fold in ("fold 1/2", "fold 2/2"):
         assert f"[{fold}] epoch" in result.stderr
-        assert re.search(rf"\[{fold}\] train \d+, validation \d+, test \d+; 40 site slices read "
-                         "unlabelled in training", result.stderr)
+        assert re.search(
+            rf"\[{fold}\] train \d+, validation \d+, test \d+; 40 site slices read "
+            "unlabelled in training",
+            result.stderr,
+        )

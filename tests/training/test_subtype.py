@@ -73,10 +73,19 @@ def test_fit_learns_the_types_and_returns_the_plain_network() -> None:
         x[types == t, r : r + 8, c : c + 8] = 240
     folders = np.array([("notumor", "glioma", "meningioma", "pituitary")[t] for t in types])
     y = (types > 0).astype(np.int64)
-    cfg = TrainConfig(epochs=8, batch_size=8, keep_last=True, subtype_aux=1.0, warmup_epochs=1,
-                      learning_rate=0.01)
-    result = fit(x[:48], y[:48], x[48:], y[48:], model_cfg=TINY_NETWORK, cfg=cfg,
-                 loader_threads=1, categories=folders[:48])
+    cfg = TrainConfig(
+        epochs=8, batch_size=8, keep_last=True, subtype_aux=1.0, warmup_epochs=1, learning_rate=0.01
+    )
+    result = fit(
+        x[:48],
+        y[:48],
+        x[48:],
+        y[48:],
+        model_cfg=TINY_NETWORK,
+        cfg=cfg,
+        loader_threads=1,
+        categories=folders[:48],
+    )
     assert len(result.model.outputs) == 1  # the head is not part of the returned network
     assert {"auc", "val_auc", "subtype_loss"} <= set(result.history)
     assert "tumour_auc" not in result.history
@@ -91,5 +100,13 @@ def test_subtype_aux_needs_the_folders_and_combines_with_neither_distill_nor_ada
         fit(x, y, x, y, model_cfg=TINY_NETWORK, cfg=cfg, loader_threads=1)
     for other in ({"distill": 0.5}, {"domain_adapt": 0.1}):
         with pytest.raises(ValueError, match="not combined"):
-            fit(x, y, x, y, model_cfg=TINY_NETWORK, cfg=dataclasses.replace(cfg, **other),
-                unlabelled=x, categories=np.array(["no", "yes"] * 4))
+            fit(
+                x,
+                y,
+                x,
+                y,
+                model_cfg=TINY_NETWORK,
+                cfg=dataclasses.replace(cfg, **other),
+                unlabelled=x,
+                categories=np.array(["no", "yes"] * 4),
+            )

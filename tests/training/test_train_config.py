@@ -71,8 +71,7 @@ def test_size_and_input_size_are_one_setting() -> None:
 
 
 def test_comma_separated_settings_split_at_fields_not_inside_a_tuple() -> None:
-    assert split_assignments("widths=32,64,128,256,dropout=0.2") == ("widths=32,64,128,256",
-                                                                      "dropout=0.2")
+    assert split_assignments("widths=32,64,128,256,dropout=0.2") == ("widths=32,64,128,256", "dropout=0.2")
     assert split_assignments("dropout=0.2, blocks=1,1,2,1,") == ("dropout=0.2", "blocks=1,1,2,1")
     assert split_assignments("") == ()
     settings = split_assignments("widths=32,64,128,256,dropout=0.2")
@@ -97,11 +96,12 @@ def test_sample_weights_balance_classes_and_optionally_sources() -> None:
         for label in (0, 1):  # each class keeps its total weight
             assert w[labels == label].sum() == pytest.approx(plain[labels == label].sum())
         rare, big = w[90], w[0]  # tumours: 10 rare against 90 big
-        assert rare / big == pytest.approx(9.0 ** p)
+        assert rare / big == pytest.approx(9.0**p)
     equal = sample_weights(labels, sources, dataclasses.replace(cfg, source_balance=1.0))
     tumours = labels == 1
     assert equal[tumours & (sources == "rare")].sum() == pytest.approx(
-        equal[tumours & (sources == "big")].sum())  # p = 1: every source weighs the same
+        equal[tumours & (sources == "big")].sum()
+    )  # p = 1: every source weighs the same
 
 
 def test_a_field_given_twice_differently_is_refused(tmp_path: Path) -> None:
@@ -127,8 +127,9 @@ def test_a_field_given_twice_differently_is_refused(tmp_path: Path) -> None:
 
 
 def test_named_options_apply_over_the_recipe_and_agree_with_set() -> None:
-    spec, model_cfg, cfg = apply_overrides(_configs("seed"), ("epochs=5", "size=96"),
-                                           {"size": 96, "epochs": 5, "learning_rate": None})
+    spec, model_cfg, cfg = apply_overrides(
+        _configs("seed"), ("epochs=5", "size=96"), {"size": 96, "epochs": 5, "learning_rate": None}
+    )
     assert (spec.size, model_cfg.input_size, model_cfg.arch) == (96, 96, "seed")
     assert (cfg.epochs, cfg.learning_rate, cfg.augment_strength) == (5, 1e-3, 0.0)  # seed's own
     _, _, cfg = apply_overrides(_configs("brainscan"), (), {"learning_rate": 0.001, "seed": 7})
@@ -155,7 +156,8 @@ def test_focal_loss_dwells_on_the_hard_slices() -> None:
     focal = loss_for(dataclasses.replace(cfg, focal_gamma=2.0))
 
     def per_slice(loss: Callable[..., Any]) -> np.ndarray:
-        return np.array([float(loss(y[i:i + 1], scores[i:i + 1])) for i in range(2)])
+        return np.array([float(loss(y[i : i + 1], scores[i : i + 1])) for i in range(2)])
+
     easy_plain, hard_plain = per_slice(plain)
     easy_focal, hard_focal = per_slice(focal)
     assert easy_focal / hard_focal < easy_plain / hard_plain / 5  # the hard one counts far more

@@ -14,11 +14,16 @@ from tests.service import FAST_TIMINGS, Service, redis_test_url
 def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
-    return {"BRAINSCAN_ENV": "test", "BRAINSCAN_DATA_DIR": str(data),
-            # jobs here are made directly (Service.submit) from folders anywhere, the shared data
-            # included; tests/api and tests/worker/test_planning check the archive-root confinement
-            "BRAINSCAN_ARCHIVE_ROOT": "/",
-            "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL), **FAST_TIMINGS, **extra}
+    return {
+        "BRAINSCAN_ENV": "test",
+        "BRAINSCAN_DATA_DIR": str(data),
+        # jobs here are made directly (Service.submit) from folders anywhere, the shared data
+        # included; tests/api and tests/worker/test_planning check the archive-root confinement
+        "BRAINSCAN_ARCHIVE_ROOT": "/",
+        "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL),
+        **FAST_TIMINGS,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -30,8 +35,11 @@ def embedded(tmp_path: Path, sqlite_database_url: str) -> Service:
 @pytest.fixture
 def scaleout(tmp_path: Path, postgres_database_url: str) -> Service:
     """The real PostgreSQL and Redis, as docker compose runs it."""
-    return Service(service_env(tmp_path, BRAINSCAN_DATABASE_URL=postgres_database_url,
-                               BRAINSCAN_BROKER_URL=redis_test_url()))
+    return Service(
+        service_env(
+            tmp_path, BRAINSCAN_DATABASE_URL=postgres_database_url, BRAINSCAN_BROKER_URL=redis_test_url()
+        )
+    )
 
 
 @pytest.fixture(params=["embedded", "scaleout"])

@@ -15,9 +15,16 @@ from training.dataset import file_at
 
 def _job(service: Service, folder: Path, batch_size: int = 4) -> int:
     with service.sessions().begin() as session:
-        job, _ = create_job(session=session, source=folder.name, source_kind="folder",
-                            source_path=str(folder), submitted_by="test", model_version="m",
-                            threshold=0.5, batch_size=batch_size)
+        job, _ = create_job(
+            session=session,
+            source=folder.name,
+            source_kind="folder",
+            source_path=str(folder),
+            submitted_by="test",
+            model_version="m",
+            threshold=0.5,
+            batch_size=batch_size,
+        )
         return job.id
 
 
@@ -77,6 +84,7 @@ def test_replanning_after_a_lost_planner_starts_afresh(embedded: Service, tmp_pa
         from sqlalchemy import update
 
         from db.models import Job
+
         session.execute(update(Job).where(Job.id == job_id).values(status="planning"))
     assert embedded.plan(job_id, enqueue=lambda ids: None) == 9
     with embedded.sessions()() as session:
@@ -84,7 +92,8 @@ def test_replanning_after_a_lost_planner_starts_afresh(embedded: Service, tmp_pa
 
 
 def test_file_names_that_are_not_utf8_are_planned_escaped_and_found_again(
-        embedded: Service, tmp_path: Path) -> None:
+    embedded: Service, tmp_path: Path
+) -> None:
     """One Latin-1 name used to fail the whole job (PostgreSQL refuses the text)."""
     folder = _folder(tmp_path / "src")
     for raw in (b"/scan-\xff.png", b"/a\\b-\xe9.png"):  # the second also holds a real backslash
@@ -100,7 +109,8 @@ def test_file_names_that_are_not_utf8_are_planned_escaped_and_found_again(
 
 
 def test_a_folder_that_now_leads_outside_the_archive_root_is_not_walked(
-        embedded: Service, tmp_path: Path) -> None:
+    embedded: Service, tmp_path: Path
+) -> None:
     confined = Service({**embedded.env, "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive")})
     outside = _folder(tmp_path / "elsewhere")
     (tmp_path / "archive").mkdir()

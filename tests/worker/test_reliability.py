@@ -48,13 +48,17 @@ def assert_complete_and_exact(service: Service, job_id: int, folder: Path, image
     assert job.total == images
     with service.sessions()() as session:
         rows = session.scalar(select(func.count()).where(ImageResult.job_id == job_id))
-        distinct = session.scalar(select(func.count(func.distinct(ImageResult.relpath)))
-                                  .where(ImageResult.job_id == job_id))
-        scored = session.scalar(select(func.count()).where(ImageResult.job_id == job_id,
-                                                           ImageResult.status == "scored"))
+        distinct = session.scalar(
+            select(func.count(func.distinct(ImageResult.relpath))).where(ImageResult.job_id == job_id)
+        )
+        scored = session.scalar(
+            select(func.count()).where(ImageResult.job_id == job_id, ImageResult.status == "scored")
+        )
         from_rows = job_confusion_from_results(session=session, job_id=job_id)
-        batch_sum = [sum(getattr(b, k) or 0 for b in list_batches(session=session, job_id=job_id))
-                     for k in ("tp", "fp", "tn", "fn")]
+        batch_sum = [
+            sum(getattr(b, k) or 0 for b in list_batches(session=session, job_id=job_id))
+            for k in ("tp", "fp", "tn", "fn")
+        ]
     assert rows == distinct == images
     matrix = evaluate(folder)
     assert scored == sum(matrix)  # what evaluate could score: lgg-flair holds a blank slice or two
@@ -68,8 +72,9 @@ def test_a_job_gives_the_same_matrix_as_evaluate(service: Service, shared_data: 
         assert_complete_and_exact(service, job_id, folder, 253)
 
 
-def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(service: Service, shared_data: Path,
-                                                             tmp_path: Path) -> None:
+def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(
+    service: Service, shared_data: Path, tmp_path: Path
+) -> None:
     folder = build_folder(shared_data, tmp_path / "archive" / "two-thousand", 2000)
     first = WorkerProcess(service, concurrency=2, log=tmp_path / "worker1.log")
     try:
@@ -99,8 +104,9 @@ def test_a_redis_restart_mid_job_loses_nothing(scaleout: Service, shared_data: P
         redis.kill()
 
 
-def test_postgres_unreachable_for_seconds_then_the_job_completes(scaleout: Service, shared_data: Path,
-                                                                 tmp_path: Path) -> None:
+def test_postgres_unreachable_for_seconds_then_the_job_completes(
+    scaleout: Service, shared_data: Path, tmp_path: Path
+) -> None:
     from sqlalchemy.engine import make_url
 
     url = make_url(scaleout.env["BRAINSCAN_DATABASE_URL"])
@@ -120,8 +126,9 @@ def test_postgres_unreachable_for_seconds_then_the_job_completes(scaleout: Servi
         proxy.close()
 
 
-def test_bad_files_are_recorded_and_the_job_succeeds(service: Service, shared_data: Path,
-                                                     tmp_path: Path) -> None:
+def test_bad_files_are_recorded_and_the_job_succeeds(
+    service: Service, shared_data: Path, tmp_path: Path
+) -> None:
     folder = build_folder(shared_data, tmp_path / "archive" / "mixed", 40)
     (folder / "no" / "empty.jpg").write_bytes(b"")
     (folder / "no" / "not-an-image.png").write_text("<html>an error page saved as PNG</html>")
@@ -134,8 +141,13 @@ def test_bad_files_are_recorded_and_the_job_succeeds(service: Service, shared_da
         job = service.wait(job_id)
     assert job.status == "succeeded" and job.total == 44 and job.skipped == 1
     with service.sessions()() as session:
-        errors = dict(session.execute(select(ImageResult.relpath, ImageResult.error).where(
-            ImageResult.job_id == job_id, ImageResult.status == "error")).all())
+        errors = dict(
+            session.execute(
+                select(ImageResult.relpath, ImageResult.error).where(
+                    ImageResult.job_id == job_id, ImageResult.status == "error"
+                )
+            ).all()
+        )
     assert set(errors) == {"no/empty.jpg", "no/not-an-image.png", "yes/truncated.jpg", "yes/tiny.png"}
     assert "empty" in errors["no/empty.jpg"] and "too small" in errors["yes/tiny.png"]
 

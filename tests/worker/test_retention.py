@@ -21,12 +21,22 @@ def _upload(service: Service, name: str, *, finished_hours_ago: float | None, ag
     (folder / "yes").mkdir(parents=True)
     (folder / "yes" / "a.png").write_bytes(b"png")
     with service.sessions().begin() as session:
-        job, _ = create_job(session=session, source=f"{name}.zip", source_kind="upload",
-                            source_path=str(folder), submitted_by="test", model_version="m", threshold=0.5,
-                            batch_size=4)
+        job, _ = create_job(
+            session=session,
+            source=f"{name}.zip",
+            source_kind="upload",
+            source_path=str(folder),
+            submitted_by="test",
+            model_version="m",
+            threshold=0.5,
+            batch_size=4,
+        )
         if finished_hours_ago is not None:
-            session.execute(update(Job).where(Job.id == job.id).values(
-                status="succeeded", finished_at=utcnow() - timedelta(hours=finished_hours_ago)))
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(status="succeeded", finished_at=utcnow() - timedelta(hours=finished_hours_ago))
+            )
     _age(folder, age_hours)
     return folder
 

@@ -31,9 +31,16 @@ def scorer() -> Scorer:
 
 def _planned(service: Service, folder: Path, scorer: Scorer, batch_size: int = 64) -> tuple[int, list[int]]:
     with service.sessions().begin() as session:
-        job, _ = create_job(session=session, source=folder.name, source_kind="folder",
-                            source_path=str(folder), submitted_by="test", model_version=scorer.version,
-                            threshold=scorer.threshold, batch_size=batch_size)
+        job, _ = create_job(
+            session=session,
+            source=folder.name,
+            source_kind="folder",
+            source_path=str(folder),
+            submitted_by="test",
+            model_version=scorer.version,
+            threshold=scorer.threshold,
+            batch_size=batch_size,
+        )
         job_id = job.id
     sent: list[int] = []
     service.plan(job_id, enqueue=sent.extend)
@@ -52,8 +59,9 @@ def _mixed_folder(root: Path) -> Path:
     return root
 
 
-def test_a_batch_scores_good_images_and_records_bad_ones(embedded: Service, tmp_path: Path,
-                                                         scorer: Scorer) -> None:
+def test_a_batch_scores_good_images_and_records_bad_ones(
+    embedded: Service, tmp_path: Path, scorer: Scorer
+) -> None:
     job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
     outcome = embedded.score(batch_id, scorer=scorer, worker="h:1:t1")
     assert outcome == "done"
@@ -75,10 +83,15 @@ def test_scores_equal_the_scorer_called_directly(embedded: Service, tmp_path: Pa
     job_id, (batch_id,) = _planned(embedded, folder, scorer)
     embedded.score(batch_id, scorer=scorer, worker="h:1:t")
     with embedded.sessions()() as session:
-        stored = {r.relpath: r.probability for r in list_results(session=session, job_id=job_id, limit=100)
-                  if r.status == "scored"}
-    direct = {Path(r.path).relative_to(folder).as_posix(): r.probability
-              for r in scorer.score_paths(sorted(folder.rglob("*.png")))}
+        stored = {
+            r.relpath: r.probability
+            for r in list_results(session=session, job_id=job_id, limit=100)
+            if r.status == "scored"
+        }
+    direct = {
+        Path(r.path).relative_to(folder).as_posix(): r.probability
+        for r in scorer.score_paths(sorted(folder.rglob("*.png")))
+    }
     assert stored.keys() == direct.keys()
     assert np.allclose([stored[k] for k in direct], list(direct.values()), atol=1e-6)
 
@@ -103,14 +116,16 @@ def test_cancelled_jobs_pending_batches_do_no_work(embedded: Service, tmp_path: 
     assert embedded.job(job_id).status == "cancelled"
 
 
-def test_a_batch_that_keeps_losing_its_worker_fails_the_job(embedded: Service, tmp_path: Path,
-                                                            scorer: Scorer) -> None:
+def test_a_batch_that_keeps_losing_its_worker_fails_the_job(
+    embedded: Service, tmp_path: Path, scorer: Scorer
+) -> None:
     job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
     for attempt in range(3):  # three workers claim it and die without a word
         with embedded.sessions().begin() as session:
             assert claim_batch(session=session, batch_id=batch_id, worker=f"h:{attempt}:x") is not None
         with embedded.sessions().begin() as session:
             from db.batches import requeue_batch
+
             requeue_batch(session=session, batch_id=batch_id)
     outcome = embedded.score(batch_id, scorer=scorer, worker="h:9:y")
     assert outcome == "failed"
@@ -122,12 +137,21 @@ def test_a_batch_that_keeps_losing_its_worker_fails_the_job(embedded: Service, t
     assert batch.status == "failed" and "gave up after 3 attempts" in (batch.error or "")
 
 
-def test_a_worker_with_another_model_refuses_the_batch(embedded: Service, tmp_path: Path,
-                                                       scorer: Scorer) -> None:
+def test_a_worker_with_another_model_refuses_the_batch(
+    embedded: Service, tmp_path: Path, scorer: Scorer
+) -> None:
     folder = _mixed_folder(tmp_path / "src")
     with embedded.sessions().begin() as session:
-        job, _ = create_job(session=session, source="src", source_kind="folder", source_path=str(folder),
-                            submitted_by="t", model_version="some-other-model", threshold=0.5, batch_size=64)
+        job, _ = create_job(
+            session=session,
+            source="src",
+            source_kind="folder",
+            source_path=str(folder),
+            submitted_by="t",
+            model_version="some-other-model",
+            threshold=0.5,
+            batch_size=64,
+        )
         job_id = job.id
     sent: list[int] = []
     embedded.plan(job_id, enqueue=sent.extend)
@@ -156,10 +180,13 @@ def test_a_card_asking_for_preprocessing_this_code_lacks_is_refused(scorer: Scor
 
 
 def test_an_image_whose_name_is_not_utf8_is_scored_like_the_others(
-        embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    embedded: Service, tmp_path: Path, scorer: Scorer
+) -> None:
     folder = tmp_path / "latin-1"
-    save_image(Path(os.fsdecode(bytes(folder) + b"/yes/IRM-cr\xe2ne.png")),
-               create_random_slice(128, seed=3, lesion=True))
+    save_image(
+        Path(os.fsdecode(bytes(folder) + b"/yes/IRM-cr\xe2ne.png")),
+        create_random_slice(128, seed=3, lesion=True),
+    )
     save_image(folder / "no" / "plain.png", create_random_slice(128, seed=4))
     job_id, (batch_id,) = _planned(embedded, folder, scorer)
     assert embedded.score(batch_id, scorer=scorer, worker="h:1:u") == "done"
@@ -171,7 +198,8 @@ def test_an_image_whose_name_is_not_utf8_is_scored_like_the_others(
 
 
 def test_a_folder_swapped_for_a_link_outside_the_root_is_not_read(
-        embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    embedded: Service, tmp_path: Path, scorer: Scorer
+) -> None:
     confined = Service({**embedded.env, "BRAINSCAN_ARCHIVE_ROOT": str(tmp_path / "archive")})
     ward = _mixed_folder(tmp_path / "archive" / "ward")
     job_id, (batch_id,) = _planned(confined, ward, scorer)

@@ -21,9 +21,16 @@ def _job(service: Service, tmp_path: Path, images: int = 6, batch_size: int = 2)
     for i in range(images):
         save_image(tmp_path / "src" / "yes" / f"{i}.png", create_random_slice(48, seed=i))
     with service.sessions().begin() as session:
-        job, _ = create_job(session=session, source="src", source_kind="folder",
-                            source_path=str(tmp_path / "src"), submitted_by="t", model_version="m",
-                            threshold=0.5, batch_size=batch_size)
+        job, _ = create_job(
+            session=session,
+            source="src",
+            source_kind="folder",
+            source_path=str(tmp_path / "src"),
+            submitted_by="t",
+            model_version="m",
+            threshold=0.5,
+            batch_size=batch_size,
+        )
         return job.id
 
 
@@ -33,8 +40,9 @@ def _age(service: Service, minutes: int, *conditions: object, table: type = Batc
         session.execute(update(table).where(*conditions).values({k: past for k in values}))
 
 
-def test_lost_queued_batches_and_abandoned_running_ones_are_sent_again(embedded: Service,
-                                                                       tmp_path: Path) -> None:
+def test_lost_queued_batches_and_abandoned_running_ones_are_sent_again(
+    embedded: Service, tmp_path: Path
+) -> None:
     app = celery_for(embedded.settings)
     job_id = _job(embedded, tmp_path)
     embedded.plan(job_id, enqueue=lambda ids: None)  # messages "lost"
