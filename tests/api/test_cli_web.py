@@ -164,6 +164,7 @@ def test_brainscan_api_serves_the_app_with_gunicorn(live_api: LiveApi) -> None:
 SLOW_SOCKETS = 50
 
 
+@pytest.mark.slow  # waits out the server's timeouts
 def test_fifty_slow_clients_do_not_keep_healthz_from_answering(live_api: LiveApi) -> None:
     """Slowloris: each socket sends one more header line every 2 s and never ends its request."""
     slow = [socket.create_connection(("127.0.0.1", live_api.port)) for _ in range(SLOW_SOCKETS)]
@@ -223,6 +224,7 @@ def test_an_anonymous_request_announcing_a_huge_body_is_answered_413_at_once(liv
     assert status_line.startswith(b"HTTP/1.1 413 ") and time.monotonic() - started < 2
 
 
+@pytest.mark.slow  # waits out the server's timeouts
 def test_stalled_sign_in_bodies_hold_no_thread_and_are_cut_off(live_api: LiveApi) -> None:
     """Twenty anonymous POSTs that announce a body and never send it: views run in 8 threads."""
     stalled = [socket.create_connection(("127.0.0.1", live_api.port), timeout=15) for _ in range(20)]
@@ -285,6 +287,7 @@ def compose_proxy(live_api: LiveApi, tmp_path: Path) -> Iterator[int]:
         proxy.wait(10)
 
 
+@pytest.mark.slow  # waits out the server's timeouts
 def test_the_compose_proxy_cuts_off_slow_clients_and_passes_the_rest(
     live_api: LiveApi, compose_proxy: int
 ) -> None:

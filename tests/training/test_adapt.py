@@ -15,6 +15,9 @@ from training.model import ModelConfig, build_model
 
 import_backend()
 
+pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
+
+
 SMALL = ModelConfig(input_size=32, stem_width=8, widths=(8, 16), blocks=(1, 1))
 
 

@@ -48,6 +48,7 @@ def _faults(disable: bool, probe: str = PROBE) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc thresholds: Linux only")
+@pytest.mark.slow  # scores hundreds of batches in a child process
 def test_batch_buffers_are_reused_instead_of_faulted_in_again() -> None:
     patched = _faults(disable=True)
     if patched < 200 * 256:  # 4 MB is 1,024 pages; with the patch each buffer faults them all in
@@ -81,6 +82,7 @@ print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings: Linux only")
+@pytest.mark.slow  # scores hundreds of batches in a child process
 def test_a_scoring_process_reuses_its_largest_buffers_instead_of_mapping_them_each_batch() -> None:
     mapped = _faults(disable=True, probe=SERVING_PROBE)
     assert mapped > 20 * 5000, mapped  # 40 MB is 10,240 pages, faulted in for every buffer

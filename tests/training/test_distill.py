@@ -20,6 +20,9 @@ from training.metrics import compute_metrics  # noqa: E402
 from training.model import build_model  # noqa: E402
 from training.train import TrainConfig, _fit_single, fit, predict  # noqa: E402
 
+pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
+
+
 BASE = TrainConfig(
     epochs=3, batch_size=16, warmup_epochs=0, patience=5, balance_classes=False, label_smoothing=0.0
 )

@@ -23,6 +23,8 @@ from training.domain import (
 from training.model import build_model
 from training.train import TrainConfig, fit
 
+pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
+
 
 def _slices(n: int, mean: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)

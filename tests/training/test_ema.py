@@ -17,6 +17,8 @@ import keras  # noqa: E402
 from tests.training.tiny import TINY_NETWORK  # noqa: E402
 from training.train import TrainConfig, fit, predict  # noqa: E402
 
+pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
+
 
 def test_ema_returns_the_validated_average_and_leaves_training_alone() -> None:
     x, y = square_slices(96, 0, noise=120, square=(40, 140))

@@ -21,6 +21,9 @@ from training.model import ModelConfig, build_model  # noqa: E402
 from training.pipeline import save_for_inference  # noqa: E402
 from training.train import FitResult, TrainConfig, fit, predict  # noqa: E402
 
+pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
+
+
 TINY = dataclasses.replace(TINY_NETWORK, members=2)
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from tests.images import square_slices
 from tests.training.tiny import TINY_NETWORK
 from training.train import TrainConfig, fit
+
+pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
 
 
 def test_keep_last_runs_every_epoch_where_early_stopping_would_stop() -> None:

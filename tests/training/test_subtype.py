@@ -14,6 +14,8 @@ from training.model import build_model
 from training.subtype import SUBTYPES, UNKNOWN, SubtypeBatches, subtype_labels, subtype_model
 from training.train import TrainConfig, fit
 
+pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
+
 
 def _slices(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
