@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from training.dataset import LABELS_CSV
-from training.decode import IMAGE_SUFFIXES, has_dicom_preamble
+from training.decode import has_dicom_preamble, image_by_name
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 CHUNK = 1024 * 1024
@@ -102,9 +102,10 @@ def member_path(name: str) -> PurePosixPath | None:
 def _wanted(rel: PurePosixPath, source: IO[bytes]) -> bytes | None:
     """The member's first bytes when a job would read it (an image or labels.csv), else None.
     A file without a suffix is an image only if it starts with a DICOM preamble."""
-    if rel.suffix.lower() in IMAGE_SUFFIXES or rel.as_posix() == LABELS_CSV:
+    by_name = image_by_name(rel.name)
+    if by_name or rel.as_posix() == LABELS_CSV:
         return b""
-    if rel.suffix:
+    if by_name is False:
         return None
     head = source.read(132)
     return head if has_dicom_preamble(head) else None

@@ -18,14 +18,13 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 
-from api.auth import SMALL_BODY_BYTES
+from api.auth import SMALL_BODY_BYTES, UPLOAD_ENDPOINTS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-STREAMED = frozenset({("POST", "/api/v1/jobs"), ("POST", "/submit")})  # api.auth.UPLOAD_ENDPOINTS
 BODY_DEADLINE_S = 10.0  # a small body that takes longer than this is a slow client, not a slow network
 
 
@@ -36,11 +35,13 @@ class BodyTooSlow(Exception):
 class BufferSmallBodies:
     """ASGI middleware: read a non-submission body whole, then hand the request on."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
-        self.app = app
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, streamed: frozenset[str]
+    ) -> None:
+        self.app, self.streamed = app, streamed  # paths whose POST bodies stream (submissions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in STREAMED:
+        if scope["type"] != "http" or (scope["method"] == "POST" and scope["path"] in self.streamed):
             await self.app(scope, receive, send)
             return
         announced = _content_length(scope)
@@ -109,5 +110,7 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
 
 
 def asgi_app(app: Flask, *, threads: int) -> BufferSmallBodies:
-    """The Flask app as an ASGI application running views in `threads` threads."""
-    return BufferSmallBodies(WSGIMiddleware(app, workers=threads))  # type: ignore[arg-type]
+    """The Flask app as an ASGI application running views in `threads` threads; the submission
+    routes (api.auth.UPLOAD_ENDPOINTS) are found in its URL map."""
+    streamed = frozenset(rule.rule for rule in app.url_map.iter_rules() if rule.endpoint in UPLOAD_ENDPOINTS)
+    return BufferSmallBodies(WSGIMiddleware(app, workers=threads), streamed=streamed)  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
 
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
-UPLOAD_ENDPOINTS = frozenset({"jobs.submit_job_route", "views.submit_page"})  # = api.asgi.STREAMED
+UPLOAD_ENDPOINTS = frozenset({"jobs.submit_job_route", "views.submit_page"})  # api.asgi streams these
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="brainscan"'}
 SMALL_BODY_BYTES = 64 * 1024  # a login form, a JSON submission or a button: far below this

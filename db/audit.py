@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import AuditEvent, UTCDateTime
+from db.models import AuditEvent
 
 ACTIONS = (
     "job.submit",
@@ -67,4 +67,4 @@ def recent_events(
         AuditEvent.client == client, AuditEvent.action == action, AuditEvent.at >= since
     )
     count, last = session.execute(stmt).one()
-    return int(count or 0), UTCDateTime().process_result_value(last, session.get_bind().dialect)
+    return int(count or 0), last  # max() keeps the column's type: timezone-aware UTC already

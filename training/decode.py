@@ -6,7 +6,7 @@ import io
 import os
 import stat
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -35,13 +35,18 @@ def has_dicom_preamble(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
+def image_by_name(name: str) -> bool | None:
+    """Whether a file of this name is an image by its suffix; None for no suffix, when only its
+    first bytes can tell (a DICOM preamble: `has_dicom_preamble`)."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return suffix in IMAGE_SUFFIXES if suffix else None
+
+
 def is_image_candidate(path: Path) -> bool:
     """Whether a file should be treated as an image: known suffix, or no suffix and a DICM preamble."""
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return True
-    if suffix:
-        return False
+    by_name = image_by_name(path.name)
+    if by_name is not None:
+        return by_name
     try:
         with path.open("rb") as fh:
             return has_dicom_preamble(fh.read(132))
