@@ -12,6 +12,7 @@ from api.errors import ApiError
 from api.job_report import iso
 from db.model_versions import current_model_version, list_model_versions
 from db.models import ModelVersion
+from training.card import upgrade
 
 bp = Blueprint("models", __name__, url_prefix="/api/v1")
 NO_MODEL = "no worker has registered a model yet: start a worker (brainscan worker)"
@@ -33,8 +34,17 @@ def model_report(model: ModelVersion, *, with_card: bool = False) -> dict[str, A
         },
     }
     if with_card:
-        report["card"] = model.card
+        report["card"] = card_in_current_layout(model.card)
     return report
+
+
+def card_in_current_layout(card: dict[str, Any]) -> dict[str, Any]:
+    """A card recorded before recipes, in today's layout (`training.card.upgrade`); one made with
+    an experiment since removed stays as it was recorded."""
+    try:
+        return upgrade(card)
+    except ValueError:
+        return card
 
 
 def current_model_or_404() -> dict[str, Any]:

@@ -47,22 +47,19 @@ def untrained_like(scorer: Any, assignments: str) -> Any:
     """A Scorer of the same recipe with FIELD=VALUE,... changed, its network freshly initialised."""
     import dataclasses
 
-    from brainscan.cli.train import apply_overrides, split_assignments
-    from training.model import ModelConfig, build_model, for_serving
+    from training.model import build_model
+    from training.recipes import Recipe, split_assignments
     from training.scorer import Scorer
 
     card = scorer.card
-    spec, cfg = apply_overrides(
-        (scorer.spec, ModelConfig.from_dict(card.architecture)), split_assignments(assignments)
-    )
+    recipe = Recipe.from_dict(card.recipe).with_settings(split_assignments(assignments))
     card = dataclasses.replace(
         card,
-        input=spec.to_dict(),
-        architecture=cfg.to_dict(),
+        recipe=recipe.to_dict(),
         version=f"{card.version}+untrained:{assignments}",
         model_sha256="",
     )
-    return Scorer(for_serving(build_model(cfg), cfg), card, threads=scorer.threads)
+    return Scorer(build_model(recipe.network, recipe.input.size), card, threads=scorer.threads)
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ patch left in place (the baseline) and undone as `training.backend.import_backen
     python bench/train_speed.py --processes 1 --images 800
     python bench/train_speed.py --threads 1          # one TensorFlow thread per fit
 
-Each fit is a separate process training the shipped network (`ModelConfig()`, `TrainConfig()`
-but `epochs`) on random 160 x 160 images, so no data is needed. The baseline and the restored
+Each fit is a separate process training one network of the shipped recipe (`members=1`, and
+`epochs` as given) on random 160 x 160 images, so no data is needed. The baseline and the restored
 runs go one after the other in the same invocation. Per mode: the mean wall time of an epoch after
 the first (the first compiles), the system CPU seconds and minor page faults per epoch and
 process, and the wall time of the whole run; then restored / baseline ratios.
@@ -40,8 +40,8 @@ def child(mode: str, images: int, epochs: int, threads: int) -> None:
     backend.import_backend(threads or None)
     import keras
 
-    from training.model import ModelConfig
-    from training.train import TrainConfig, fit
+    from training.recipes import SHIPPED
+    from training.train import fit
 
     class Meter(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -70,8 +70,16 @@ def child(mode: str, images: int, epochs: int, threads: int) -> None:
         x = rng.random((images, 160, 160, 1), dtype=np.float32)
         y = (rng.random(images) < 0.7).astype(np.int64)
         cut = images * 4 // 5
-        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), "epochs": epochs, "keep_last": True})
-        fit(x[:cut], y[:cut], x[cut:], y[cut:], model_cfg=ModelConfig(), cfg=cfg, prefix="")
+        recipe = SHIPPED.with_settings((f"epochs={epochs}", "members=1"))
+        fit(
+            x[:cut],
+            y[:cut],
+            x[cut:],
+            y[cut:],
+            network=recipe.network,
+            optimisation=recipe.optimisation,
+            seed=recipe.policy.seed,
+        )
     finally:
         train_module.EpochPrinter = printer
 

@@ -1,27 +1,22 @@
-"""Training variants side by side on held-out tasks: cross-source, and optionally K-fold CV.
+"""A recipe's variants side by side on the same held-out tasks: cross-source, and optionally K-fold CV.
 
-    python bench/variants.py ../shared/data --holdout seed-253 \\
-        --variant contrast_augment=0.5 --variant contrast_augment=0.5,style_augment=0.5
+    python bench/variants.py ../shared/data --holdout seed-253 --variant members=1
     python bench/variants.py ../shared/data --holdout '' --cv 5 --no-baseline \\
-        --variant contrast_augment=0.5 --predictions runs/contrast.npz
+        --variant keep_last=false --predictions runs/early-stopped.npz
     python bench/variants.py ../shared/data --variant widths=32,64,128,256,dropout=0.2
 
-Every variant (and the baseline, the shipped recipe fitted again in the same run unless
---no-baseline) runs the same tasks as `brainscan train --cv K --cross-source SOURCE`: the same
-group-aware carves, threshold tuned on each task's validation part (recall target 0.99), scored on
-its test part. No final model is trained. Cross-source columns: recall and specificity on the
-held-out source at the tuned threshold, its AUC, the held-out recall at the threshold that keeps
-its specificity >= 0.80 (chosen with the held-out labels: what a department's own labelled
-sample could reach, not a deployable figure), and the validation AUC on the training sources.
-The same figures on the half of the held-out source's groups that a domain-adaptation variant
-(`domain_adapt=...`) never reads (`training.domain.adaptation_split`) follow, for every variant
-alike, so an adapted fit is compared with the others on slices none of them has seen. With
---adapt-all an adaptation variant reads the whole held-out source instead, as
-`brainscan train --adapt-to` does (that half is then read too, so its line is no longer unseen).
-CV columns: pooled recall, specificity, AUC and missed tumours, as the card reports them.
-Fits run in parallel processes (--workers, default one per task); each variant's line is
-printed when its fits end, the table at the end. Variants may change the preprocessing (the images
-are then decoded once per distinct preprocessing), not which images form a near-duplicate group.
+Every variant (and the baseline, the recipe fitted again in the same run unless --no-baseline)
+runs the same tasks as `brainscan train --cv K --cross-source SOURCE`: the same group-aware
+carves, threshold tuned on each task's validation part by the recipe's policy, scored on its test
+part (`training.crossval.run_task`). No final model is trained. Cross-source columns: recall and
+specificity on the held-out source at the tuned threshold, its AUC, the held-out recall at the
+threshold that keeps its specificity >= 0.80 (chosen with the held-out labels: what a
+department's own labelled sample could reach, not a deployable figure), and the validation AUC on
+the training sources. CV columns: pooled recall, specificity, AUC and missed tumours, as the card
+reports them. Fits run in parallel processes (--workers, default one per task); each variant's
+line is printed when its fits end, the table at the end. Variants may change the preprocessing
+(the images are then decoded once per distinct preprocessing), not which images form a
+near-duplicate group. Results go in docs/experiments.md, one row per experiment.
 """
 
 from __future__ import annotations
@@ -53,15 +48,17 @@ def recall_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--recipe", default="shipped", help="the recipe the variants change")
     parser.add_argument("--holdout", default="seed-253", help="cross-source task ('' for none)")
     parser.add_argument("--cv", type=int, default=0, help="also run K-fold cross-validation")
     parser.add_argument(
         "--variant",
         action="append",
         default=[],
-        help="comma-separated FIELD=VALUE overrides (repeatable; tuples keep their commas)",
+        help="comma-separated FIELD=VALUE settings (repeatable; tuples keep their commas)",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="skip refitting the shipped recipe")
+    parser.add_argument("--no-baseline", action="store_true", help="skip refitting the recipe itself")
+    parser.add_argument("--exclude", action="append", default=[], help="leave out sources matching this")
     parser.add_argument("--workers", type=int, default=0, help="processes per variant (0: one per task)")
     parser.add_argument(
         "--predictions",
@@ -69,25 +66,23 @@ def main() -> None:
         help="save held-out probabilities (.npz; a suffix per variant when several)",
     )
     parser.add_argument("--json", type=Path, help="write the rows here as JSON too")
-    parser.add_argument(
-        "--adapt-all",
-        action="store_true",
-        help="domain_adapt variants read all of the held-out source, not half its groups",
-    )
     args = parser.parse_args()
 
-    from brainscan.cli.train import _configs, apply_overrides, split_assignments
+    from training.backend import import_backend
+
+    import_backend()
     from training import crossval
-    from training.domain import adaptation_split
     from training.metrics import compute_metrics
-    from training.pipeline import prepare
+    from training.prepare import prepare
+    from training.recipes import RECIPES, split_assignments
 
     names = ([] if args.no_baseline else [""]) + args.variant
     if not names:
         sys.exit("nothing to run: give --variant or drop --no-baseline")
-    configs = [apply_overrides(_configs("brainscan"), split_assignments(v)) for v in names]
-    prepared = {spec: prepare(args.paths, spec) for spec in dict.fromkeys(c[0] for c in configs)}
-    first = prepared[configs[0][0]]
+    recipes = [RECIPES[args.recipe].with_settings(split_assignments(v)) for v in names]
+    reads = {(r.input, r.policy.seed, r.policy.group_threshold): r for r in recipes}
+    prepared = {key: prepare(args.paths, r, exclude=args.exclude) for key, r in reads.items()}
+    first = next(iter(prepared.values()))
     for other in prepared.values():  # a variant's preprocessing may differ, never its images or splits
         if other.loaded.records != first.loaded.records or not np.array_equal(
             other.grouping.groups, first.grouping.groups
@@ -95,27 +90,18 @@ def main() -> None:
             sys.exit("these variants' preprocessing groups the images differently: run them apart")
     y = first.loaded.labels
     runs = []
-    for spec, model_cfg, cfg in configs:
-        data = prepared[spec]
-        tasks = crossval.cv_tasks(data, k=args.cv, cfg=cfg) if args.cv else []
-        site = None
+    for recipe in recipes:
+        data = prepared[(recipe.input, recipe.policy.seed, recipe.policy.group_threshold)]
+        tasks = crossval.cv_tasks(data, k=args.cv, recipe=recipe) if args.cv else []
         if args.holdout:
-            task = crossval.cross_source_task(
-                data, holdout=args.holdout, cfg=cfg, adapt_to_holdout=not args.adapt_all
-            )
-            if args.adapt_all and cfg.domain_adapt > 0:
-                site = data.loaded.inputs[task.test]
-            tasks.append(task)
-        run = crossval.HeldOutRuns(
-            data, model_cfg, cfg, workers=args.workers or max(2, len(tasks)), unlabelled=site
-        )
+            tasks.append(crossval.cross_source_task(data, holdout=args.holdout, recipe=recipe))
+        run = crossval.HeldOutRuns(data, recipe, workers=args.workers or max(2, len(tasks)))
         run.start(tasks)  # every variant's processes start now and share the cores
-        runs.append(run)
+        runs.append((data, run))
     rows: list[dict[str, Any]] = []
-    for index, (name, run, (spec, _, cfg)) in enumerate(zip(names, runs, configs, strict=True)):
+    for index, (name, (data, run)) in enumerate(zip(names, runs, strict=True)):
         results = run.results()
-        data = prepared[spec]
-        row: dict[str, Any] = {"variant": name or "baseline (shipped recipe)"}
+        row: dict[str, Any] = {"variant": name or f"baseline (recipe {args.recipe})"}
         if args.predictions:
             path = args.predictions if len(names) == 1 else args.predictions.with_suffix(f".{index}.npz")
             crossval.save_predictions(path, data, results)
@@ -135,7 +121,7 @@ def main() -> None:
             test_y = y[result.task.test]
             m = compute_metrics(test_y, result.probs, result.threshold)
             r80, t80 = recall_at_specificity(test_y, result.probs, 0.80)
-            val = compute_metrics(y[result.task.val], result.scores.val, result.threshold)
+            val = compute_metrics(y[result.task.val], result.val_probs, result.threshold)
             row.update(
                 recall=m.recall,
                 specificity=m.specificity,
@@ -145,28 +131,15 @@ def main() -> None:
                 threshold_at_spec_080=t80,
                 validation_auc=val.auc,
                 best_epoch=result.best_epoch,
-                read_unlabelled=len(run.unlabelled)
-                if run.unlabelled is not None
-                else len(result.task.unlabelled),
-            )
-            _, unseen = adaptation_split(first.grouping.groups, result.task.test, cfg.seed)
-            part = np.isin(result.task.test, unseen)
-            m = compute_metrics(y[unseen], result.probs[part], result.threshold)
-            row.update(
-                other_half=len(unseen),
-                other_half_recall=m.recall,
-                other_half_specificity=m.specificity,
-                other_half_auc=m.auc,
-                other_half_recall_at_spec_080=recall_at_specificity(y[unseen], result.probs[part], 0.80)[0],
             )
         rows.append(row)
         print(json.dumps(row), flush=True)
-    _table(rows, args.holdout, args.adapt_all)
+    _table(rows, args.holdout)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
-def _table(rows: list[dict[str, Any]], holdout: str, adapt_all: bool = False) -> None:
+def _table(rows: list[dict[str, Any]], holdout: str) -> None:
     if "cv_recall" in rows[0]:
         print(f"\n{'variant':<48} {'CV recall':>9} {'spec':>6} {'AUC':>7} {'missed':>7}")
         for r in rows:
@@ -184,21 +157,6 @@ def _table(rows: list[dict[str, Any]], holdout: str, adapt_all: bool = False) ->
             print(
                 f"{r['variant']:<48} {r['recall']:>7.3f} {r['specificity']:>6.3f} {r['auc']:>6.3f} "
                 f"{r['threshold']:>6.3f} {r['recall_at_spec_080']:>15.3f} {r['validation_auc']:>8.4f}"
-            )
-        print(
-            f"\nthe same on the {rows[0]['other_half']} held-out images of the half of its groups "
-            + (
-                "that domain adaptation reads too (--adapt-all)"
-                if adapt_all
-                else "that domain adaptation never reads"
-            )
-        )
-        print(f"{'variant':<48} {'recall':>7} {'spec':>6} {'AUC':>6} {'recall@spec.80':>15}")
-        for r in rows:
-            print(
-                f"{r['variant']:<48} {r['other_half_recall']:>7.3f} "
-                f"{r['other_half_specificity']:>6.3f} {r['other_half_auc']:>6.3f} "
-                f"{r['other_half_recall_at_spec_080']:>15.3f}"
             )
 
 

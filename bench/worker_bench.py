@@ -24,9 +24,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from brainscan.testing import (  # noqa: E402
+    BRAINSCAN,
+    FAST_TIMINGS,
+    Service,
+    WorkerProcess,
+    build_folder,
+    fresh_postgres_database,
+)
 from db.batches import list_batches  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from tests.service import BRAINSCAN, FAST_TIMINGS, Service, WorkerProcess, build_folder  # noqa: E402
 
 MODEL = REPO / "models" / "brainscan.keras"
 
@@ -80,8 +87,6 @@ def service_for(mode: str, workdir: Path, stack: list[object]) -> Service:
     (workdir / mode).mkdir()
     if mode == "scaleout":
         import redis
-
-        from tests.dbfixtures import fresh_postgres_database
 
         database = fresh_postgres_database("brainscan_bench")
         env["BRAINSCAN_DATABASE_URL"] = database.__enter__()

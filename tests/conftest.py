@@ -1,13 +1,21 @@
-"""Shared fixtures: where the real images are, and the shipped model."""
+"""Shared fixtures: where the real images are, and the shipped model; databases (tests/dbfixtures.py)
+and an app's settings (tests/appfixtures.py) for every test.
+
+A test or fixture that finds Redis or PostgreSQL unreachable (brainscan.testing raises
+BackendUnavailable) is skipped saying so, except under CI=true, where it fails.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.dbfixtures"]
+from brainscan.testing import BackendUnavailable
+
+pytest_plugins = ["tests.dbfixtures", "tests.appfixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -45,3 +53,22 @@ def shipped_model() -> Path:
     if not SHIPPED_MODEL.is_file():
         pytest.fail(f"the shipped model is missing: {SHIPPED_MODEL}")
     return SHIPPED_MODEL
+
+
+def _skip_or_fail_without_backend() -> Generator[None, None, None]:
+    try:
+        yield
+    except BackendUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"{exc} (CI must run the tests that need it)")
+        pytest.skip(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    yield from _skip_or_fail_without_backend()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    yield from _skip_or_fail_without_backend()

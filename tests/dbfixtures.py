@@ -2,70 +2,32 @@
 
 Load it for the whole suite with ``pytest_plugins = ["tests.dbfixtures"]`` in tests/conftest.py.
 PostgreSQL comes from BRAINSCAN_TEST_POSTGRES (server URL without a database name, default
-postgresql+psycopg://postgres@127.0.0.1:5432); where it is unreachable the PostgreSQL cases skip
-saying so, except under CI=true, where they fail.
+postgresql+psycopg://postgres@127.0.0.1:5432; see brainscan.testing.fresh_postgres_database); where
+it is unreachable the PostgreSQL cases skip saying so, except under CI=true, where they fail.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from brainscan.testing import fresh_postgres_database
 from db.batches import PlannedImage, add_batch
 from db.engine import dispose_all, make_engine, session_factory
 from db.jobs import create_job
 from db.migrate import upgrade
 from db.models import Base, Job
 from db.results import ScoredImage, pending_images, record_results
-from tests.conftest import IN_CI
 
-POSTGRES_SERVER = os.environ.get("BRAINSCAN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 DIALECTS = ("sqlite", "postgres")
-
-
-def _admin_engine() -> Engine:
-    return create_engine(
-        f"{POSTGRES_SERVER.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT", poolclass=NullPool
-    )
-
-
-def _unreachable(exc: Exception) -> NoReturn:
-    message = f"PostgreSQL is not reachable at {POSTGRES_SERVER} (set BRAINSCAN_TEST_POSTGRES): {exc}"
-    if IN_CI:
-        pytest.fail(message + " (CI must run the PostgreSQL tests)")
-    pytest.skip(message)
-
-
-@contextmanager
-def fresh_postgres_database(prefix: str = "brainscan_test") -> Iterator[str]:
-    """An empty, uniquely named PostgreSQL database for the duration of the block, then dropped."""
-    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = _admin_engine()
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as exc:
-        admin.dispose()
-        _unreachable(exc)
-    try:
-        yield f"{POSTGRES_SERVER.rstrip('/')}/{name}"
-    finally:
-        dispose_all()  # connections cached by code under test would keep the database open
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

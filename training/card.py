@@ -73,6 +73,110 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+# What cards written before recipes (2026-12-04) hold, and how they read now. Their settings sat
+# in `input`, `architecture` and `training`; a missing one had the default of its day.
+_OLD_ARCHITECTURE = {
+    "arch": "resnet",
+    "stem_width": 24,
+    "widths": [32, 64, 128, 192],
+    "blocks": [1, 1, 2, 1],
+    "separable_from": 1,
+    "squeeze_excite": True,
+    "dropout": 0.3,
+    "weight_decay": 1e-4,  # now the network's kernel_l2
+    "members": 1,
+}
+_OLD_OPTIMISATION = {
+    "epochs": 30,
+    "batch_size": 32,
+    "learning_rate": 2e-3,
+    "warmup_epochs": 2,
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.05,
+    "keep_last": False,
+    "patience": 12,
+    "augment_strength": 1.0,
+    "balance_classes": True,
+}
+_OLD_POLICY = {
+    "seed": 1337,
+    "val_fraction": 0.15,
+    "test_fraction": 0.15,
+    "recall_target": 0.99,
+    "specificity_floor": 0.0,
+}
+# Experiments that were measured and dropped; their code is at commit 55eff61 (docs/experiments.md).
+# A card made with one of them on cannot be rebuilt by this version; off, the setting is dropped.
+_RETIRED = {
+    "equalise": 0.0,
+    "flip_tta": False,
+    "extra": {},
+    "style_augment": 0.0,
+    "contrast_augment": 0.0,
+    "mixup": 0.0,
+    "lesions": 0.0,
+    "focal_gamma": 0.0,
+    "ema": 0.0,
+    "distill": 0.0,
+    "domain_adapt": 0.0,
+    "subtype_aux": 0.0,
+    "source_balance": 0.0,
+    "member": 0,
+}
+_RUN_FACTS = ("epochs_run", "best_epoch", "member_best_epochs", "seconds", "device", "params", "command")
+
+
+def upgrade(card: dict[str, Any]) -> dict[str, Any]:
+    """A card as this version writes it. A card written before recipes is converted: its settings
+    are grouped into `recipe` (name "" : it was made before recipes had names), a renamed setting
+    takes its new name, and settings of dropped experiments go if they were off (refused if on)."""
+    if "recipe" in card:
+        return card
+    old_input = dict(card.get("input") or {})
+    old_arch = {**_OLD_ARCHITECTURE, **(card.get("architecture") or {})}
+    old_training = dict(card.get("training") or {})
+    if old_arch["arch"] == "seed" and "dropout" not in (card.get("architecture") or {}):
+        old_arch["dropout"] = 0.5  # the seed network's dropout was fixed, whatever the setting
+    on = {
+        key: value
+        for section in (old_input, old_arch, old_training)
+        for key, value in section.items()
+        if key in _RETIRED and value != _RETIRED[key]
+    }
+    if on:
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(on.items()))
+        raise ValueError(
+            f"this model was made with {settings}, an experiment this version of brainscan no longer "
+            "has (docs/experiments.md names the commit that does)"
+        )
+    size = old_arch.pop("input_size", old_input.get("size"))
+    if size is not None and old_input.get("size", size) != size:
+        raise ValueError(f"the card's input size {old_input.get('size')} and network input {size} differ")
+    old_arch["kernel_l2"] = old_arch.pop("weight_decay")
+    grouping = (card.get("data") or {}).get("grouping") or {}
+    recipe = {
+        "name": "",
+        "input": {
+            **{k: v for k, v in old_input.items() if k not in _RETIRED},
+            **({"size": size} if size else {}),
+        },
+        "network": {k: v for k, v in old_arch.items() if k not in _RETIRED},
+        "optimisation": {k: old_training.get(k, v) for k, v in _OLD_OPTIMISATION.items()},
+        "policy": {
+            **{k: old_training.get(k, card.get(k, v)) for k, v in _OLD_POLICY.items()},
+            "group_threshold": grouping.get("threshold", 0.95),
+        },
+    }
+    new = {
+        k: v
+        for k, v in card.items()
+        if k not in ("input", "architecture", "recall_target", "specificity_floor")
+    }
+    new["recipe"] = recipe
+    new["training"] = {k: old_training[k] for k in _RUN_FACTS if k in old_training}
+    return new
+
+
 @dataclass
 class ModelCard:
     """Everything needed to trust, reproduce and correctly use one trained model."""
@@ -80,14 +184,11 @@ class ModelCard:
     version: str
     created: str
     threshold: float
-    recall_target: float
-    input: dict[str, Any]  # preprocessing spec: size, crop, normalisation
-    architecture: dict[str, Any]  # ModelConfig as a dict
-    training: dict[str, Any]  # TrainConfig, epochs run, device, duration
+    recipe: dict[str, Any]  # `training.recipes.Recipe.to_dict()`: its name and every setting
+    training: dict[str, Any]  # what the fit did: epochs run, best epochs, device, seconds, command
     data: dict[str, Any]  # fingerprint, counts per class/source, groups, split sizes
     metrics: dict[str, Any] = field(default_factory=dict)  # "validation", "test", "cv", "cross_source"
     threshold_sweep: list[dict[str, float]] = field(default_factory=list)
-    specificity_floor: float = 0.0  # validation specificity the threshold was lowered to (0: none)
     evaluation_set: str = "test"  # the held-out split the sweep and plots describe
     plots: dict[str, str] = field(default_factory=dict)  # plot name -> file name beside the card
     libraries: dict[str, str] = field(default_factory=dict)
@@ -100,7 +201,7 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:
-        data = json.loads(path.read_text())
+        data = upgrade(json.loads(path.read_text()))
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

@@ -90,18 +90,6 @@ def group_near_duplicates(fps: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
     return Grouping(groups=groups.astype(np.int64), threshold=threshold)
 
 
-def near_duplicates_of(
-    fps: np.ndarray, reference: np.ndarray, threshold: float = DEFAULT_THRESHOLD
-) -> np.ndarray:
-    """Which of `fps` (n, 256) `group_near_duplicates` would join to any of `reference`."""
-    out = np.zeros(len(fps), dtype=bool)
-    if not len(fps) or not len(reference):
-        return out
-    for start, hits in _matches(fps, reference, threshold):
-        out[start : start + len(hits)] = hits.any(axis=1)
-    return out
-
-
 def _matches(fps: np.ndarray, reference: np.ndarray, threshold: float) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, hits) for each block of _CHUNK rows of `fps`: hits[i, j] when the row correlates
     >= threshold with reference[j], as it is or mirrored (bounded memory for large sets)."""

@@ -29,16 +29,6 @@ class LoadedImages:
     def labels(self) -> np.ndarray:
         return np.array([-1 if r.label is None else r.label for r in self.records], dtype=np.int64)
 
-    @property
-    def sources(self) -> np.ndarray:
-        """Each image's source (its root folder and first folder below), for source balance."""
-        return np.array([r.source for r in self.records])
-
-    @property
-    def categories(self) -> np.ndarray:
-        """Each image's label folder (glioma, no, ...; "" when unknown), for the tumour-type head."""
-        return np.array([r.category for r in self.records])
-
     def subset(self, idx: np.ndarray) -> LoadedImages:
         return LoadedImages(
             [self.records[i] for i in idx], self.inputs[idx], self.fingerprints[idx], self.errors

@@ -23,14 +23,7 @@ class PreprocessSpec:
     crop_min_fraction: float = 0.02  # a row/column belongs to the head if this share is bright
     crop_margin: float = 0.02  # margin kept around the head, as a fraction of its size
     normalise: bool = True  # stretch the head's 1st..99th percentile to 0..255
-    equalise: float = 0.0  # share of histogram equalisation in that mapping (0: the stretch alone)
     version: int = 1
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.equalise <= 1.0:
-            raise ValueError(f"equalise is a share between 0 and 1, not {self.equalise}")
-        if self.equalise and not self.normalise:
-            raise ValueError("equalise needs normalise: it reshapes the intensity mapping")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,9 +74,7 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Map the head's intensities to 0..255 through one look-up table: its 1st..99th percentile
-    stretched linearly, blended (`equalise`) with its histogram equalised, where each grey level
-    becomes its rank among the head's pixels, so that slices whose grey levels differ by any
-    increasing curve (another scanner's or contrast setting's) give nearly the same picture."""
+    stretched linearly."""
     sample = head[::2, ::2]
     bright = sample[sample > 0]
     if bright.size < 16:
@@ -93,13 +84,6 @@ def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         return head
     levels = np.arange(256, dtype=np.float32)
     lut = np.clip((levels - lo) * (255.0 / (hi - lo)), 0, 255)
-    if spec.equalise:
-        air = hi * spec.crop_threshold  # darker than this is background, as for the head crop
-        tissue = bright[bright >= air]
-        counts = np.bincount(tissue, minlength=256).astype(np.float32)
-        ranks = (np.cumsum(counts) - counts / 2) * (255.0 / tissue.size)  # mid-rank of each level
-        equalised = np.where(levels >= air, ranks, 0.0)
-        lut = (1.0 - spec.equalise) * lut + spec.equalise * equalised
     out: np.ndarray = lut.astype(np.uint8)[head]
     return out
 

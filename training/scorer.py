@@ -93,7 +93,7 @@ class Scorer:
         self.model = model
         self.card = card
         try:
-            self.spec = PreprocessSpec.from_dict(card.input)
+            self.spec = PreprocessSpec.from_dict(card.recipe["input"])
         except (TypeError, ValueError) as exc:
             raise ModelError(f"model card {card.version}: {exc}") from exc
         self.threshold = float(card.threshold if threshold is None else threshold)

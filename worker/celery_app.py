@@ -66,6 +66,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_proc_alive_timeout=180,  # a new pool process loads TensorFlow and the model first
         task_routes={PLAN_TASK: {"queue": PLAN_QUEUE}, SCORE_TASK: {"queue": SCORE_QUEUE}},
+        # the tasks' time limits, set here only (worker/tasks.py's decorators carry none): Celery
+        # applies them to the tasks of this app, so a worker enforces its own settings' limits
         task_annotations={
             SCORE_TASK: {
                 "soft_time_limit": settings.batch_soft_time_limit,

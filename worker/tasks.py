@@ -1,4 +1,8 @@
-"""Celery tasks: arguments are ids, never objects; every task has a name and a time limit."""
+"""Celery tasks: arguments are ids, never objects; every task has a name and a time limit.
+
+The time limits are set in one place, worker/celery_app.py (task_annotations, from the settings:
+BRAINSCAN_BATCH_SOFT_TIME_LIMIT and BRAINSCAN_BATCH_TIME_LIMIT for a batch), not here.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from worker import planning, scoring
-from worker.celery_app import PLAN_TASK, PLAN_TIME_LIMIT, SCORE_TASK, settings_of
+from worker.celery_app import PLAN_TASK, SCORE_TASK, settings_of
 from worker.enqueue import enqueue_batches
 from worker.process import process_scorer, process_sessions, worker_name
 
@@ -34,13 +38,7 @@ def _is_retryable(exc: BaseException) -> bool:
     return _is_transient(exc) or isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch)
 
 
-@shared_task(
-    name=PLAN_TASK,
-    bind=True,
-    max_retries=MAX_RETRIES,
-    soft_time_limit=PLAN_TIME_LIMIT,
-    time_limit=PLAN_TIME_LIMIT + 60,
-)
+@shared_task(name=PLAN_TASK, bind=True, max_retries=MAX_RETRIES)
 def plan_job(self: Task, job_id: int) -> int:
     """Walk the job's source, record its images in batches and enqueue them."""
     settings = settings_of(self.app)
@@ -59,7 +57,7 @@ def plan_job(self: Task, job_id: int) -> int:
         raise
 
 
-@shared_task(name=SCORE_TASK, bind=True, max_retries=MAX_RETRIES, soft_time_limit=600, time_limit=660)
+@shared_task(name=SCORE_TASK, bind=True, max_retries=MAX_RETRIES)
 def score_batch(self: Task, batch_id: int) -> str:
     """Score one batch; transient failures retry (the same task may take its batch back)."""
     settings = settings_of(self.app)

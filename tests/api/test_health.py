@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from brainscan.settings import Settings
+from brainscan.testing import free_port, redis_test_url
 from tests.api.conftest import bearer, plan_and_score
-from tests.service import free_port, redis_test_url
 
 
 def reachable_redis() -> str:

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import create_app
 from brainscan.settings import Settings
 from db.audit import list_events
-from db.model_versions import register_model_version
+from db.model_versions import current_model_version, register_model_version
 from tests.api.conftest import bearer, csrf_token, plan_and_score
 from tests.conftest import SHIPPED_MODEL
+from training.card import ModelCard
 
 FOLD = {
     "n": 50,
@@ -211,39 +212,36 @@ def test_the_model_page_names_a_last_epoch_ensemble_and_a_fractional_recall_targ
     assert "30 epochs per member, last epoch kept" in html and "(best 30, 30)" not in html
 
 
-def test_the_model_page_says_which_site_a_model_was_adapted_to(
+def test_the_model_page_reads_a_card_of_the_recipe_layout_and_names_its_recipe(
     web: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    site = {
-        "folder": "/archive/site-b",
-        "images": 1200,
-        "found": 5400,
-        "unreadable": 0,
-        "near_duplicates_of_training": 3,
-        "fingerprint": "f" * 64,
-        "labels_read": False,
-        "flagged_at_threshold": 410,
-    }
-    card = {
-        "version": "m-3",
-        "threshold": 0.3,
-        "recall_target": 0.993,
-        "metrics": {"test": FOLD},
-        "data": {"images": 4484, "adaptation": site},
-    }
+    card = ModelCard.load(SHIPPED_MODEL.with_name("brainscan.card.json")).to_dict()
     with sessions.begin() as session:
         register_model_version(
             session=session,
-            version="m-3",
+            version=card["version"],
             file=str(SHIPPED_MODEL),
-            sha256="5" * 64,
-            threshold=0.3,
+            sha256=card["model_sha256"],
+            threshold=card["threshold"],
             metrics=card["metrics"],
             card=card,
-        )  # type: ignore[arg-type]
+        )
     html = page(web, "/model")
-    assert "Adapted to <code>/archive/site-b</code>: 1,200 of that" in html
-    assert "<strong>without their labels</strong>" in html and "(410 of them flagged" in html
+    assert "99.3 %" in html and "resnet, ensemble of 2 averaged, input 160 px" in html
+    assert "(recipe <code>shipped</code>)" in html
+    assert "30 epochs per member, last epoch kept" in html
+    with sessions() as session:
+        stored = current_model_version(session=session)
+        assert stored is not None and stored.card["recipe"]["name"] == "shipped"
+
+
+def test_a_card_of_a_removed_experiment_is_shown_as_recorded() -> None:
+    """A model made with a dropped experiment's setting on (DANN, say) keeps its recorded card on
+    the API: the layout conversion refuses it rather than hiding that setting."""
+    from api.rest_models import card_in_current_layout
+
+    card = {"version": "m-4", "threshold": 0.3, "training": {"domain_adapt": 0.1}, "metrics": {}}
+    assert card_in_current_layout(card) == card
 
 
 def test_an_unknown_page_or_job_gets_a_calm_html_error_page(web: FlaskClient) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from brainscan.testing import BRAINSCAN, Service, WorkerProcess, free_port
 from tests.conftest import IN_CI, REPO, SHIPPED_MODEL
-from tests.service import BRAINSCAN, Service, WorkerProcess, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.data]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -81,3 +81,14 @@ def test_every_shared_set_is_found_with_its_labels(shared_data: Path) -> None:
         "data/seed-253": 253,
     }
     assert "seed-253/no/N (12).jpg" in {r.relpath for r in found.images}
+
+
+@pytest.mark.data
+def test_the_suspect_label_list_names_no_tumour_images_of_the_data(shared_data: Path) -> None:
+    """docs/suspect_labels.txt (the error analysis's labels in doubt) names 20 real 'no tumour' files."""
+    listed = Path(__file__).resolve().parents[2] / "docs" / "suspect_labels.txt"
+    lines = (line.strip() for line in listed.read_text().splitlines())
+    names = {line for line in lines if line and not line.startswith("#")}
+    found = {p.name: p.parent.name for p in shared_data.rglob("*") if p.name in names}
+    assert len(names) == 20 and set(found) == names
+    assert set(found.values()) == {"notumor", "no"}

@@ -1,4 +1,4 @@
-"""An ensemble (ModelConfig.members > 1): members trained apart, served as one averaging network."""
+"""An ensemble (the network's members > 1): members trained apart, served as one averaging network."""
 
 from __future__ import annotations
 
@@ -15,23 +15,20 @@ import_backend()
 
 import keras  # noqa: E402
 
-from tests.training.tiny import TINY_NETWORK  # noqa: E402
+from tests.training.tiny import TINY, fit_tiny  # noqa: E402
 from training import plots  # noqa: E402
-from training.model import ModelConfig, build_model  # noqa: E402
+from training.model import build_model  # noqa: E402
 from training.pipeline import save_for_inference  # noqa: E402
-from training.train import FitResult, TrainConfig, fit, predict  # noqa: E402
+from training.train import FitResult, predict  # noqa: E402
 
 pytestmark = pytest.mark.slow  # fits networks: scripts/test --fast leaves it out
-
-
-TINY = dataclasses.replace(TINY_NETWORK, members=2)
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[FitResult, np.ndarray]:
     x, y = square_slices(96, 0)
     xv, yv = square_slices(32, 1)
-    return fit(x, y, xv, yv, model_cfg=TINY, cfg=TrainConfig(epochs=2, batch_size=16, warmup_epochs=0)), xv
+    return fit_tiny(x, y, xv, yv, "members=2"), xv
 
 
 def test_an_ensemble_serves_the_mean_of_members_trained_apart(trained: tuple[FitResult, np.ndarray]) -> None:
@@ -45,23 +42,23 @@ def test_an_ensemble_serves_the_mean_of_members_trained_apart(trained: tuple[Fit
     np.testing.assert_allclose(predict(model, x), (outputs[0] + outputs[1]) / 2, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("flip_tta", [False, True])
 def test_a_saved_ensemble_loads_as_one_model_with_the_same_probabilities(
-    trained: tuple[FitResult, np.ndarray], tmp_path: Path, flip_tta: bool
+    trained: tuple[FitResult, np.ndarray], tmp_path: Path
 ) -> None:
-    import dataclasses
-
     result, x = trained
-    model = result.model
     path = tmp_path / "ensemble.keras"
-    save_for_inference(model, dataclasses.replace(TINY, flip_tta=flip_tta), path)
+    save_for_inference(result.model, TINY.with_settings(("members=2",)), path)
     loaded = keras.models.load_model(path, compile=False)
-    np.testing.assert_allclose(predict(loaded, x), predict(model, x, flip_tta=flip_tta), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(loaded, x), predict(result.model, x), rtol=1e-5, atol=1e-6)
 
 
 def test_members_must_be_positive() -> None:
     with pytest.raises(ValueError, match="members"):
-        build_model(ModelConfig(members=0))
+        dataclasses.replace(TINY.network, members=0)
+    assert (
+        build_model(TINY.network, 32).count_params() * 2
+        == build_model(dataclasses.replace(TINY.network, members=2), 32).count_params()
+    )
 
 
 def test_the_learning_curves_of_an_ensemble_show_every_member(

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.images import create_random_slice
-from training.grouping import fingerprint, group_near_duplicates, near_duplicates_of
+from training.grouping import fingerprint, group_near_duplicates
 from training.preprocess import PreprocessSpec
 
 SPEC = PreprocessSpec()
@@ -33,16 +33,6 @@ def test_copies_group_and_distinct_slices_do_not() -> None:
     assert set(groups[6:10].tolist()) == {groups[0]}
     assert set(groups[10:14].tolist()) == {groups[1]}
     assert grouping.summary()["images_in_multi_image_groups"] == 10
-
-
-def test_near_duplicates_of_another_set_are_found_as_grouping_would_join_them() -> None:
-    originals = [create_random_slice(128, seed=s, lesion=s % 2 == 0) for s in range(4)]
-    reference = np.stack([fingerprint(g, SPEC) for g in originals])
-    others = [create_random_slice(128, seed=s) for s in range(50, 53)]
-    asked = np.stack([fingerprint(g, SPEC) for g in [*_variants(originals[1]), *others]])
-    assert near_duplicates_of(asked, reference).tolist() == [True] * 4 + [False] * 3
-    assert near_duplicates_of(asked[:0], reference).shape == (0,)
-    assert not near_duplicates_of(asked, reference[:0]).any()
 
 
 @pytest.mark.data

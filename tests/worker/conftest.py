@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from brainscan.testing import FAST_TIMINGS, Service, redis_test_url
 from tests.conftest import SHIPPED_MODEL
-from tests.service import FAST_TIMINGS, Service, redis_test_url
 
 
 def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -5,27 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from brainscan.testing import Service
 from db.batches import list_batches
-from db.jobs import cancel_job, create_job
+from db.jobs import cancel_job
 from db.results import list_results
 from tests.images import create_random_slice, save_image
-from tests.service import Service
 from training.dataset import file_at
 
 
 def _job(service: Service, folder: Path, batch_size: int = 4) -> int:
-    with service.sessions().begin() as session:
-        job, _ = create_job(
-            session=session,
-            source=folder.name,
-            source_kind="folder",
-            source_path=str(folder),
-            submitted_by="test",
-            model_version="m",
-            threshold=0.5,
-            batch_size=batch_size,
-        )
-        return job.id
+    return service.create_job(folder, model_version="m", threshold=0.5, batch_size=batch_size)[0]
 
 
 def _folder(root: Path, n_yes: int = 5, n_no: int = 4) -> Path:

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from brainscan.cli import main
+from brainscan.testing import FlakyProxy, PrivateRedis, Service, WorkerProcess, build_folder, running_worker
 from db.batches import list_batches
 from db.models import ImageResult
 from db.progress import job_confusion_from_results
 from tests.conftest import SHIPPED_MODEL
 from tests.images import create_random_slice, encoded, save_image
-from tests.service import FlakyProxy, PrivateRedis, Service, WorkerProcess, build_folder, running_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 _evaluations: dict[Path, tuple[int, int, int, int]] = {}

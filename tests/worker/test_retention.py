@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from brainscan.testing import Service
 from db.jobs import create_job
 from db.models import Job, utcnow
-from tests.service import Service
 from worker.retention import prune_uploads
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brainscan.testing import Service
 from db.batches import claim_batch, list_batches
 from db.jobs import cancel_job, create_job
 from db.progress import job_confusion_from_results
 from db.results import list_results
 from tests.conftest import SHIPPED_MODEL
 from tests.images import create_random_slice, encoded, save_image
-from tests.service import Service
 from training.scorer import Scorer
 from worker import scoring
 from worker.scoring import OUTSIDE
@@ -30,18 +30,9 @@ def scorer() -> Scorer:
 
 
 def _planned(service: Service, folder: Path, scorer: Scorer, batch_size: int = 64) -> tuple[int, list[int]]:
-    with service.sessions().begin() as session:
-        job, _ = create_job(
-            session=session,
-            source=folder.name,
-            source_kind="folder",
-            source_path=str(folder),
-            submitted_by="test",
-            model_version=scorer.version,
-            threshold=scorer.threshold,
-            batch_size=batch_size,
-        )
-        job_id = job.id
+    job_id, _ = service.create_job(
+        folder, model_version=scorer.version, threshold=scorer.threshold, batch_size=batch_size
+    )
     sent: list[int] = []
     service.plan(job_id, enqueue=sent.extend)
     return job_id, sent
@@ -174,7 +165,8 @@ def test_a_card_asking_for_preprocessing_this_code_lacks_is_refused(scorer: Scor
 
     from training.scorer import ModelError
 
-    card = dataclasses.replace(scorer.card, input={**scorer.card.input, "sharpen": 1.0})
+    recipe = scorer.card.recipe
+    card = dataclasses.replace(scorer.card, recipe={**recipe, "input": {**recipe["input"], "sharpen": 1.0}})
     with pytest.raises(ModelError, match=f"model card {card.version}: .*sharpen unknown"):
         Scorer(scorer.model, card)
 

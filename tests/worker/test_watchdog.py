@@ -7,11 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from brainscan.testing import Service
 from db.batches import claim_batch, list_batches
 from db.jobs import create_job
 from db.models import Batch, Job, utcnow
 from tests.images import create_random_slice, save_image
-from tests.service import Service
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, celery_for
 from worker.enqueue import queue_depth
 from worker.watchdog import sweep

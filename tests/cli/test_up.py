@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.service import BRAINSCAN, REPO, free_port
+from brainscan.testing import BRAINSCAN, REPO, free_port
 from tests.worker.test_reliability import evaluate
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]

@@ -1,8 +1,17 @@
-"""Run real brainscan services in tests: worker processes, a private Redis, a breakable TCP proxy."""
+"""Run real brainscan services for tests and benchmarks: worker processes, a private Redis, a fresh
+PostgreSQL database, a breakable TCP proxy, folders of real images.
+
+Both tests/ and bench/ import it, so it does not use pytest: a backend that is not reachable raises
+BackendUnavailable, which tests/conftest.py turns into a skip (a failure under CI=true).
+Redis comes from BRAINSCAN_TEST_REDIS (default redis://127.0.0.1:6379), PostgreSQL from
+BRAINSCAN_TEST_POSTGRES (a server URL without a database name, default
+postgresql+psycopg://postgres@127.0.0.1:5432).
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -14,19 +23,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest
 import redis
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from brainscan.settings import Settings, load_settings
-from db.engine import get_sessionmaker
+from db.engine import dispose_all, get_sessionmaker
 from db.jobs import create_job, get_job
 from db.models import Job
-from tests.conftest import IN_CI
-from training.card import ModelCard, card_path_for
-from training.scorer import Scorer
 
-REPO = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:
+    from training.scorer import Scorer
+
+REPO = Path(__file__).resolve().parents[1]  # the checkout (workers run there)
 BRAINSCAN = str(Path(sys.executable).with_name("brainscan"))
 FAST_TIMINGS = {  # short limits so recovery paths run in seconds, not the production minutes
     "BRAINSCAN_BATCH_SOFT_TIME_LIMIT": "8",
@@ -39,19 +52,51 @@ FAST_TIMINGS = {  # short limits so recovery paths run in seconds, not the produ
 
 
 REDIS_URL = os.environ.get("BRAINSCAN_TEST_REDIS", "redis://127.0.0.1:6379")
+POSTGRES_SERVER = os.environ.get("BRAINSCAN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+class BackendUnavailable(RuntimeError):
+    """Redis or PostgreSQL, which the caller needs, is not reachable."""
 
 
 def redis_test_url() -> str:
-    """A Redis database of this test process's own (1..15 by pid), emptied first."""
+    """A Redis database of this process's own (1..15 by pid), emptied first."""
     url = f"{REDIS_URL.rstrip('/')}/{os.getpid() % 15 + 1}"
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
     except redis.exceptions.ConnectionError as exc:
-        message = f"Redis is not reachable at {REDIS_URL} (set BRAINSCAN_TEST_REDIS): {exc}"
-        if IN_CI:
-            pytest.fail(message + " (CI must run the Redis tests)")
-        pytest.skip(message)
+        raise BackendUnavailable(
+            f"Redis is not reachable at {REDIS_URL} (set BRAINSCAN_TEST_REDIS): {exc}"
+        ) from exc
     return url
+
+
+def _postgres_admin_engine() -> Engine:
+    return create_engine(
+        f"{POSTGRES_SERVER.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str = "brainscan_test") -> Iterator[str]:
+    """An empty, uniquely named PostgreSQL database for the duration of the block, then dropped."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = _postgres_admin_engine()
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except OperationalError as exc:
+        admin.dispose()
+        raise BackendUnavailable(
+            f"PostgreSQL is not reachable at {POSTGRES_SERVER} (set BRAINSCAN_TEST_POSTGRES): {exc}"
+        ) from exc
+    try:
+        yield f"{POSTGRES_SERVER.rstrip('/')}/{name}"
+    finally:
+        dispose_all()  # connections cached by code under test would keep the database open
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def free_port() -> int:
@@ -70,15 +115,27 @@ class Service:
     def settings(self) -> Settings:
         return load_settings(self.env)
 
-    def sessions(self):  # type: ignore[no-untyped-def]
+    def sessions(self) -> sessionmaker[Session]:
         return get_sessionmaker(self.settings.resolved_database_url)
 
     def submit(self, folder: Path, *, batch_size: int = 256, key: str | None = None) -> tuple[int, bool]:
         """Create a job for a folder (as the API does) and send it to the planner."""
+        from training.card import ModelCard, card_path_for
         from worker.celery_app import celery_for
         from worker.enqueue import submit_job
 
         card = ModelCard.load(card_path_for(self.settings.model_path))
+        job_id, created = self.create_job(
+            folder, model_version=card.version, threshold=card.threshold, batch_size=batch_size, key=key
+        )
+        if created:
+            submit_job(celery_for(self.settings), job_id)
+        return job_id, created
+
+    def create_job(
+        self, folder: Path, *, model_version: str, threshold: float, batch_size: int, key: str | None = None
+    ) -> tuple[int, bool]:
+        """Record a job for a folder, as the API does, without sending it anywhere: (id, created)."""
         with self.sessions().begin() as session:
             job, created = create_job(
                 session=session,
@@ -86,15 +143,12 @@ class Service:
                 source_kind="folder",
                 source_path=str(folder),
                 submitted_by="test",
-                model_version=card.version,
-                threshold=card.threshold,
+                model_version=model_version,
+                threshold=threshold,
                 batch_size=batch_size,
                 idempotency_key=key,
             )
-            job_id = job.id
-        if created:
-            submit_job(celery_for(self.settings), job_id)
-        return job_id, created
+            return job.id, created
 
     def plan(self, job_id: int, *, enqueue: Callable[[list[int]], object]) -> int:
         """Plan the job in this process, as a worker's plan_job does."""
@@ -186,7 +240,8 @@ class PrivateRedis:
     """A redis-server of the test's own on a free port, which the test may restart."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.port, self.workdir = free_port(), workdir
+        self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property

@@ -16,6 +16,7 @@ from brainscan.cli import main
 from tests.images import create_random_slice, encoded, save_image
 from training.backend import threads_per_process
 from training.card import ModelCard, card_path_for, file_sha256
+from training.recipes import SHIPPED
 
 EVALUATE_FIELDS = {
     "n",
@@ -38,26 +39,24 @@ def run(*args: str) -> object:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+def train_small(data: Path, out: Path, limit: int, epochs: int, *options: str) -> object:
+    """`brainscan train` on a stratified sample of `limit` images at 64 px, seed 3."""
+    common = ("--limit", str(limit), "--epochs", str(epochs), "--size", "64", "--seed", "3")
+    return run("train", str(data), "--out", str(out), *common, *options)
+
+
 @pytest.mark.data
 @pytest.mark.slow
-def test_cross_validation_with_source_balance_reports_and_saves_held_out_predictions(
+def test_cross_validation_and_cross_source_report_and_save_held_out_predictions(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    """--cv and --cross-source (in one process), with a setting that needs each image's source."""
+    """--cv and --cross-source (in one process), with settings changed by --set."""
     out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
-    result = run(
-        "train",
-        str(shared_data),
-        "--out",
-        str(out),
-        "--limit",
-        "160",
-        "--epochs",
-        "1",
-        "--size",
-        "64",
-        "--seed",
-        "3",
+    result = train_small(
+        shared_data,
+        out,
+        160,
+        1,
         "--cv",
         "2",
         "--cross-source",
@@ -65,13 +64,15 @@ def test_cross_validation_with_source_balance_reports_and_saves_held_out_predict
         "--workers",
         "1",
         "--set",
-        "source_balance=1.0",
+        "balance_classes=false",
+        "--set",
+        "members=1",
         "--predictions",
         str(saved),
     )
     assert result.exit_code == 0, result.output
     card = ModelCard.load(card_path_for(out))
-    assert card.training["source_balance"] == 1.0
+    assert card.recipe["optimisation"]["balance_classes"] is False
     assert card.metrics["cv"]["k"] == 2 and card.metrics["cross_source"]["holdout"] == "seed-253"
     held = np.load(saved)
     assert list(held["tasks"]) == ["fold 1/2", "fold 2/2", "cross-source seed-253"]
@@ -88,22 +89,14 @@ def test_cross_validation_with_source_balance_reports_and_saves_held_out_predict
 def test_held_out_fits_in_worker_processes_share_the_cores(
     shared_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """--workers 2: the folds train in two spawned processes, each with its share of the cores, with
-    a setting (the tumour-type head) that needs every image's label folder there and in the final fit."""
+    """--workers 2: the folds train in two spawned processes, each with its share of the cores and
+    the whole resolved recipe (a changed setting reaches them too)."""
     out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
-    result = run(
-        "train",
-        str(shared_data),
-        "--out",
-        str(out),
-        "--limit",
-        "120",
-        "--epochs",
-        "1",
-        "--size",
-        "64",
-        "--seed",
-        "3",
+    result = train_small(
+        shared_data,
+        out,
+        120,
+        1,
         "--cv",
         "2",
         "--workers",
@@ -111,7 +104,9 @@ def test_held_out_fits_in_worker_processes_share_the_cores(
         "--predictions",
         str(saved),
         "--set",
-        "subtype_aux=0.5",
+        "dropout=0.5",
+        "--set",
+        "members=1",
     )
     assert result.exit_code == 0, result.output
     logged = capfd.readouterr().err  # the children write to the inherited stderr
@@ -121,36 +116,31 @@ def test_held_out_fits_in_worker_processes_share_the_cores(
     card, held = ModelCard.load(card_path_for(out)), np.load(saved)
     assert [f["n"] for f in card.metrics["cv"]["folds"]] == [len(held[f"{i}_test_idx"]) for i in range(2)]
     assert card.metrics["cv"]["pooled"]["n"] == 120
-    assert card.training["subtype_aux"] == 0.5
-    assert len(keras.models.load_model(out, compile=False).outputs) == 1  # the head is not shipped
+    assert card.recipe["network"]["dropout"] == 0.5
+    model = keras.models.load_model(out, compile=False)
+    assert {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)} == {0.5}
 
 
 @pytest.mark.data
 @pytest.mark.slow
 def test_short_training_run_writes_a_consistent_model(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "m" / "tiny.keras"
-    result = run(
-        "train",
-        str(shared_data),
-        "--out",
-        str(out),
-        "--limit",
-        "160",
-        "--epochs",
-        "2",
-        "--size",
-        "64",
-        "--seed",
-        "3",
+    result = train_small(
+        shared_data,
+        out,
+        160,
+        2,
         "--specificity-floor",
         "0.5",
     )
     assert result.exit_code == 0, result.output
     card = ModelCard.load(card_path_for(out))
-    assert card.specificity_floor == card.training["specificity_floor"] == 0.5
+    assert card.recipe["policy"]["specificity_floor"] == 0.5
     assert card.model_sha256 == file_sha256(out)
-    assert card.input["size"] == 64 and card.architecture["input_size"] == 64
-    assert 0.0 <= card.threshold <= 1.0 and card.recall_target == 0.99
+    # the shipped recipe with the settings given, and nothing else changed
+    expected = SHIPPED.with_settings(("epochs=2", "size=64", "seed=3", "specificity_floor=0.5"))
+    assert card.recipe == expected.to_dict() and card.recipe["name"] == "shipped"
+    assert 0.0 <= card.threshold <= 1.0
     assert card.metrics["validation"]["recall"] >= 0.99  # tuned to meet the target; the floor only lowers it
     split = card.data["split"]
     assert split["train"] + split["validation"] + split["test"] == card.data["images"] == 160
@@ -233,3 +223,17 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     save_image(tmp_path / "a.png", create_random_slice(64))
     result = run("score", str(tmp_path), "--model", str(tmp_path / "nope.keras"))
     assert result.exit_code != 0 and "model file not found" in result.stderr
+
+
+def test_train_refuses_a_setting_it_cannot_take_before_reading_any_image(tmp_path: Path) -> None:
+    out = tmp_path / "m.keras"
+    for args, message in (
+        (("--epochs", "5", "--set", "epochs=9"), "--epochs 5 and epochs=9 differ"),
+        (("--set", "epochs=5", "--set", "epochs=9"), "epochs=5 and epochs=9 differ"),
+        (("--set", "mixup=0.2"), "'mixup=0.2': expected FIELD=VALUE with a known field"),
+        (("--set", "keep_last=maybe"), "keep_last"),
+        (("--recipe", "seed", "--set", "val_fraction=0.5", "--test-fraction", "0.5"), "nothing to train on"),
+    ):
+        result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(out), *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not out.exists()

@@ -23,11 +23,11 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session, sessionmaker
 
 from brainscan.cli import main
+from brainscan.testing import BRAINSCAN, free_port
 from db.audit import list_events
 from db.tokens import verify_token, verify_user
 from tests.conftest import IN_CI, REPO
 from tests.images import create_random_slice, encoded
-from tests.service import BRAINSCAN, free_port
 
 
 @pytest.fixture
