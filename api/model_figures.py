@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COLUMNS = ("n", "tp", "fp", "tn", "fn", "recall", "specificity", "precision", "accuracy", "auc", "threshold")
-ORDER = ("test", "cv", "cross_source", "validation")
+ORDER = ("test", "cv", "cross_source", "leave_one_source_out", "validation")
 TITLES = {
     "test": "Test split",
     "cv": "Cross-validation",
@@ -19,6 +19,9 @@ TITLES = {
     "pooled": "pooled over folds",
     "all": "all held-out images",
     "without_twins": "without near-duplicates of training images",
+    "leave_one_source_out": "Each source left out",
+    "by_source": "by source",
+    "mid_level": "mid-level slices (where a tumour would be)",
 }
 
 

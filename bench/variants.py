@@ -108,13 +108,15 @@ def main() -> None:
             row["predictions"] = str(path)
         folds = [r for r in results if r.task.name.startswith("fold")]
         if folds:
-            pooled = crossval.summarise_cv(y, folds)["pooled"]
+            summary = crossval.summarise_cv(data, folds)
+            pooled = summary["pooled"]
             row.update(
                 cv_recall=pooled["recall"],
                 cv_specificity=pooled["specificity"],
                 cv_auc=pooled["auc"],
                 cv_missed=pooled["fn"],
                 cv_false_alarms=pooled["fp"],
+                cv={k: v for k, v in summary.items() if k in ("by_source", "mid_level")},
             )
         if args.holdout:
             result = results[-1]
@@ -147,6 +149,16 @@ def _table(rows: list[dict[str, Any]], holdout: str) -> None:
                 f"{r['variant']:<48} {r['cv_recall']:>9.4f} {r['cv_specificity']:>6.4f} "
                 f"{r['cv_auc']:>7.4f} {r['cv_missed']:>7}"
             )
+            parts = {
+                **r["cv"].get("by_source", {}),
+                **({"mid-level slices": r["cv"]["mid_level"]} if "mid_level" in r["cv"] else {}),
+            }
+            for name, m in parts.items():
+                print(
+                    f"  {name:<46} {m['recall'] if m['recall'] is not None else float('nan'):>9.4f} "
+                    f"{m['specificity'] if m['specificity'] is not None else float('nan'):>6.4f} "
+                    f"{m['auc'] if m['auc'] is not None else float('nan'):>7.4f} {m['fn']:>7}"
+                )
     if holdout:
         print(f"\ncross-source, held-out source {holdout}")
         print(

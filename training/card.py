@@ -165,6 +165,7 @@ def upgrade(card: dict[str, Any]) -> dict[str, Any]:
         "policy": {
             **{k: old_training.get(k, card.get(k, v)) for k, v in _OLD_POLICY.items()},
             "group_threshold": grouping.get("threshold", 0.95),
+            "subject_pattern": "",
         },
     }
     new = {

@@ -8,6 +8,7 @@ it on a GPU or a many-core host) while the caller trains the final model.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import multiprocessing
 import tempfile
@@ -25,6 +26,8 @@ from training.prepare import PreparedData, log
 from training.recipes import Recipe
 from training.splits import carve, group_kfold, train_val_test
 from training.train import FitResult, fit, predict
+
+LEFT_OUT = "left out "  # a leave-one-source-out task's name: LEFT_OUT + its source
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ def cv_tasks(data: PreparedData, *, k: int, recipe: Recipe) -> list[FitTask]:
     return tasks
 
 
+def leave_one_source_out_tasks(data: PreparedData, *, recipe: Recipe) -> list[FitTask]:
+    """One cross-source task per source: trained and validated on the others, tested on it."""
+    return [
+        dataclasses.replace(cross_source_task(data, holdout=s, recipe=recipe), name=f"{LEFT_OUT}{s}")
+        for s in sorted(set(data.sources.tolist()))
+    ]
+
+
 def cross_source_task(data: PreparedData, *, holdout: str, recipe: Recipe) -> FitTask:
     """Train and validate on every source but `holdout`; test on `holdout` alone."""
     held = np.array([fnmatch.fnmatch(r.source, f"*{holdout}*") for r in data.loaded.records])
@@ -99,7 +110,8 @@ def run_task(x: np.ndarray, y: np.ndarray, task: FitTask, recipe: Recipe) -> tup
     if len(task.test):
         m = compute_metrics(y[task.test], result.probs, threshold)
         log(
-            f"[{task.name}] recall {m.recall:.4f} specificity {m.specificity:.4f} AUC {m.auc} "
+            f"[{task.name}] recall {m.recall:.4f} specificity {m.specificity:.4f} "
+            f"AUC {m.auc if m.auc is None else round(m.auc, 4)} "
             f"missed {m.fn} at threshold {threshold:.4f}"
         )
     return fitted, result
@@ -174,9 +186,11 @@ class HeldOutRuns:
             self._tmp.cleanup()
 
 
-def summarise_cv(y: np.ndarray, results: list[TaskResult]) -> dict[str, Any]:
+def summarise_cv(data: PreparedData, results: list[TaskResult]) -> dict[str, Any]:
     """Per-fold figures, and pooled ones: the K confusion matrices summed (each at its own fold's
-    threshold) and the AUC of all out-of-fold probabilities ranked together."""
+    threshold) and the AUC of all out-of-fold probabilities ranked together; the same pooled
+    figures per source when there are several, and on mid-level slices (`grouping.mid_levels`)."""
+    y = data.loaded.labels
     probs, flagged = np.zeros(len(y)), np.zeros(len(y), dtype=bool)
     folds = []
     for r in results:
@@ -185,18 +199,34 @@ def summarise_cv(y: np.ndarray, results: list[TaskResult]) -> dict[str, Any]:
             {**compute_metrics(y[r.task.test], r.probs, r.threshold).to_dict(), "best_epoch": r.best_epoch}
         )
     tested = np.concatenate([r.task.test for r in results])
-    pooled = compute_metrics(y[tested], flagged[tested].astype(float), 0.5).to_dict()
-    pooled.update(auc=compute_metrics(y[tested], probs[tested], 0.5).auc, threshold=None)
     spread: dict[str, float] = {}
     for key in ("recall", "specificity", "auc"):
         values = [f[key] for f in folds]
         spread[f"{key}_mean"], spread[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
-    return {"k": len(results), "folds": folds, "pooled": pooled, **spread}
+    report: dict[str, Any] = {"k": len(results), "folds": folds, "pooled": _pooled(y, probs, flagged, tested)}
+    sources = data.sources
+    if len(set(sources[tested].tolist())) > 1:
+        report["by_source"] = {
+            source: _pooled(y, probs, flagged, tested[sources[tested] == source])
+            for source in sorted(set(sources[tested].tolist()))
+        }
+    mid = tested[data.mid_level[tested]]
+    if len(mid):
+        report["mid_level"] = _pooled(y, probs, flagged, mid)
+    return {**report, **spread}
+
+
+def _pooled(y: np.ndarray, probs: np.ndarray, flagged: np.ndarray, idx: np.ndarray) -> dict[str, Any]:
+    """Figures of held-out images `idx`: each flagged at its own fit's threshold, ranked together."""
+    pooled = compute_metrics(y[idx], flagged[idx].astype(float), 0.5).to_dict()
+    pooled.update(auc=compute_metrics(y[idx], probs[idx], 0.5).auc, threshold=None)
+    return pooled
 
 
 def summarise_cross_source(data: PreparedData, result: TaskResult, holdout: str) -> dict[str, Any]:
     """Figures on the held-out source; images whose near-duplicate group also had training or
-    validation images are not truly unseen, so they are also reported without them."""
+    validation images are not truly unseen, so they are also reported without them; and on its
+    mid-level slices (`grouping.mid_levels`) where it has any."""
     y, groups, task = data.loaded.labels, data.grouping.groups, result.task
     seen = set(groups[np.concatenate([task.train, task.val])].tolist())
     unseen = np.array([g not in seen for g in groups[task.test]])
@@ -208,5 +238,10 @@ def summarise_cross_source(data: PreparedData, result: TaskResult, holdout: str)
     if unseen.any():
         report["without_twins"] = compute_metrics(
             y[task.test][unseen], result.probs[unseen], result.threshold
+        ).to_dict()
+    mid = data.mid_level[task.test]
+    if mid.any():
+        report["mid_level"] = compute_metrics(
+            y[task.test][mid], result.probs[mid], result.threshold
         ).to_dict()
     return report

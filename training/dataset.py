@@ -36,6 +36,8 @@ class ImageRecord:
     label: int | None  # 1 tumour, 0 no tumour, None unknown
     source: str  # the root's folder name plus the first folder under it (per-source counts)
     category: str  # the folder the label came from (glioma, no, ...), or "" when unknown
+    subject: str = ""  # whose scan it is (labels.csv's subject column), "" when unknown; training
+    # keeps one subject's images on one side of every split and stores or logs no subject
 
 
 @dataclass
@@ -71,17 +73,28 @@ def label_from_path(relpath: PurePosixPath) -> tuple[int | None, str]:
     return None, ""
 
 
-def read_labels_csv(path: Path) -> dict[str, int]:
-    """Read a labels.csv (path,label) whose paths are relative to the file's folder."""
-    labels: dict[str, int] = {}
+def read_labels_csv(path: Path) -> dict[str, tuple[int | None, str]]:
+    """Read a labels.csv whose paths are relative to the file's folder: path -> (label, subject).
+    Columns: path, label and, optionally, subject (a patient or scan identifier, used only to keep
+    its images together when splitting); a header row names them (`group` and `patient` are read
+    as subject). A label word that is not known leaves the image's label to its folder."""
+    rows: dict[str, tuple[int | None, str]] = {}
+    columns = {"path": 0, "label": 1, "subject": 2}
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        for row in csv.reader(fh):
-            if len(row) < 2 or row[0].strip().lower() == "path":
+        for number, row in enumerate(csv.reader(fh)):
+            cells = [cell.strip() for cell in row]
+            if number == 0 and cells and cells[0].lower() == "path":
+                names = {"group": "subject", "patient": "subject"}
+                columns = {names.get(c.lower(), c.lower()): i for i, c in enumerate(cells)}
                 continue
-            word = row[1].strip().lower()
-            if word in LABEL_WORDS:
-                labels[PurePosixPath(row[0].strip()).as_posix()] = LABEL_WORDS[word]
-    return labels
+            at = {name: cells[i] if i < len(cells) else "" for name, i in columns.items()}
+            if not at.get("path"):
+                continue
+            label = LABEL_WORDS.get(at.get("label", "").lower())
+            subject = at.get("subject", "")
+            if label is not None or subject:
+                rows[PurePosixPath(at["path"]).as_posix()] = (label, subject)
+    return rows
 
 
 def storable_relpath(relpath: str) -> str:
@@ -150,10 +163,11 @@ def iter_records(root: Path, *, on_skip: Callable[[str], object] | None = None) 
                 on_skip(rel.as_posix())
             continue
         label, category = label_from_path(PurePosixPath(root.name) / rel)  # the root may be "yes/"
-        if rel.as_posix() in csv_labels:
-            label, category = csv_labels[rel.as_posix()], "labels.csv"
+        listed_label, subject = csv_labels.get(rel.as_posix(), (None, ""))
+        if listed_label is not None:
+            label, category = listed_label, "labels.csv"
         source = "/".join((root.name, *rel.parts[:1])) if len(rel.parts) > 1 else root.name
-        yield ImageRecord(path, rel.as_posix(), label, source, category)
+        yield ImageRecord(path, rel.as_posix(), label, source, category, subject)
 
 
 def discover(roots: Iterable[Path]) -> Discovery:

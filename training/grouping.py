@@ -10,8 +10,9 @@ kaggle-4class-train/notumor and never joins a tumour image with a no-tumour one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -49,6 +50,7 @@ class Grouping:
 
     groups: np.ndarray  # int group id per image, 0..n_groups-1
     threshold: float
+    subjects: int = 0  # distinct subjects (patients' scans) whose images were joined
 
     @property
     def n_groups(self) -> int:
@@ -64,6 +66,7 @@ class Grouping:
             "images_in_multi_image_groups": in_multi,
             "largest_group": int(sizes.max()) if sizes.size else 0,
             "threshold": self.threshold,
+            "subjects": self.subjects,
         }
 
 
@@ -98,3 +101,70 @@ def _matches(fps: np.ndarray, reference: np.ndarray, threshold: float) -> Iterat
     for start in range(0, len(fps), _CHUNK):
         block = fps[start : start + _CHUNK].astype(np.float32)
         yield start, np.maximum(block @ reference.T, block @ mirrored.T) >= threshold
+
+
+def subjects_of(relpaths: Sequence[str], listed: Sequence[str], pattern: str) -> list[str]:
+    """Each image's subject: the one its labels.csv lists, else the first group of `pattern` (a
+    regular expression) matched against its file name, else "" (none known). lgg-flair's names,
+    `TCGA_<site>_<patient>_<date>_<slice>.jpg`, give one subject per scan with `^(TCGA_.+)_\\d+\\.\\w+$`."""
+    rule = re.compile(pattern) if pattern else None
+    out = []
+    for relpath, subject in zip(relpaths, listed, strict=True):
+        if not subject and rule is not None:
+            found = rule.match(relpath.rsplit("/", 1)[-1])
+            subject = found.group(1) if found else ""
+        out.append(subject)
+    return out
+
+
+def join_subjects(grouping: Grouping, subjects: Sequence[str]) -> Grouping:
+    """`grouping` with the groups of all images of one subject joined: a patient's slices are not
+    near-duplicates of each other (other levels of the head), yet must stay on one side of a split."""
+    named = [(i, s) for i, s in enumerate(subjects) if s]
+    if not named:
+        return grouping
+    parent = np.arange(grouping.n_groups)
+
+    def find(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = int(parent[g])
+        return g
+
+    first: dict[str, int] = {}
+    for i, subject in named:
+        g = int(grouping.groups[i])
+        if subject in first:
+            a, b = find(first[subject]), find(g)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first[subject] = g
+    roots = np.array([find(int(g)) for g in grouping.groups], dtype=np.int64)
+    _, groups = np.unique(roots, return_inverse=True)
+    return replace(grouping, groups=groups.astype(np.int64), subjects=len(first))
+
+
+_LEVEL = re.compile(r"_(\d+)\.\w+$")
+
+
+def mid_levels(relpaths: Sequence[str], subjects: Sequence[str]) -> np.ndarray:
+    """Which images are slices from the middle half of their subject's levels: the file name ends
+    in `_<slice number>` and the number lies in the middle half of that subject's numbers. A scan's
+    clear slices are mostly at the top and base of the head and its tumour slices mid-brain, so a
+    model can tell them apart by level alone; its figures on mid-level slices show whether it does."""
+    numbers: list[int | None] = []
+    for relpath, subject in zip(relpaths, subjects, strict=True):
+        found = _LEVEL.search(relpath) if subject else None
+        numbers.append(int(found.group(1)) if found else None)
+    spans: dict[str, tuple[int, int]] = {}
+    for subject, n in zip(subjects, numbers, strict=True):
+        if n is not None:
+            low, high = spans.get(subject, (n, n))
+            spans[subject] = (min(low, n), max(high, n))
+    out = np.zeros(len(relpaths), dtype=bool)
+    for i, (subject, n) in enumerate(zip(subjects, numbers, strict=True)):
+        if n is not None:
+            low, high = spans[subject]
+            out[i] = high > low and 0.25 <= (n - low) / (high - low) <= 0.75
+    return out

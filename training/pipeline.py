@@ -13,12 +13,14 @@ import numpy as np
 from training import plots
 from training.card import ModelCard, card_path_for, file_sha256, library_versions
 from training.crossval import (
+    LEFT_OUT,
     FitTask,
     HeldOutRuns,
     TaskResult,
     cross_source_task,
     cv_tasks,
     final_task,
+    leave_one_source_out_tasks,
     run_task,
     save_predictions,
     summarise_cross_source,
@@ -39,16 +41,19 @@ def train(
     *,
     cv_folds: int | None = None,
     cross_source: str | None = None,
+    leave_one_source_out: bool = False,
     workers: int = 1,
     command: str = "",
     predictions: Path | None = None,
 ) -> ModelCard:
     """Fit the final model on the recipe's split and, if asked, the held-out fits (K folds by group,
-    a source left out; with workers > 1 in other processes while the final model trains); write the
-    model, its plots, and a card with every figure."""
+    a source left out, each source left out in turn; with workers > 1 in other processes while the
+    final model trains); write the model, its plots, and a card with every figure."""
     tasks: list[FitTask] = cv_tasks(data, k=cv_folds, recipe=recipe) if cv_folds else []
     if cross_source:
         tasks.append(cross_source_task(data, holdout=cross_source, recipe=recipe))
+    if leave_one_source_out:
+        tasks += leave_one_source_out_tasks(data, recipe=recipe)
     runs = HeldOutRuns(data, recipe, workers)
     runs.start(tasks)
     log(f"recipe {recipe.name or '(unnamed)'}; device: {describe_device()}")
@@ -90,9 +95,15 @@ def _card(
         eval_labels, eval_probs, eval_name = y[task.test], final.probs, "test"
     folds = [r for r in held_out if r.task.name.startswith("fold")]
     if folds:
-        metrics["cv"] = summarise_cv(y, folds)
+        metrics["cv"] = summarise_cv(data, folds)
     if cross_source:
-        metrics["cross_source"] = summarise_cross_source(data, held_out[-1], cross_source)
+        crossed = next(r for r in held_out if r.task.name == f"cross-source {cross_source}")
+        metrics["cross_source"] = summarise_cross_source(data, crossed, cross_source)
+    left_out = {r.task.name.removeprefix(LEFT_OUT): r for r in held_out if r.task.name.startswith(LEFT_OUT)}
+    if left_out:
+        metrics["leave_one_source_out"] = {
+            source: summarise_cross_source(data, r, source) for source, r in left_out.items()
+        }
     histories = fitted.member_histories or (fitted.history,)
     now = dt.datetime.now(dt.UTC)
     return ModelCard(

@@ -13,7 +13,7 @@ import numpy as np
 
 from training.card import file_sha256
 from training.dataset import DatasetError, Discovery, ImageRecord, discover
-from training.grouping import Grouping, group_near_duplicates
+from training.grouping import Grouping, group_near_duplicates, join_subjects, mid_levels, subjects_of
 from training.loading import LoadedImages, load_images
 from training.preprocess import PreprocessSpec
 from training.recipes import Recipe
@@ -27,6 +27,11 @@ class PreparedData:
     loaded: LoadedImages
     grouping: Grouping
     fingerprint: str
+    mid_level: np.ndarray  # bool per image: a slice in the middle half of its subject's levels
+
+    @property
+    def sources(self) -> np.ndarray:
+        return np.array([r.source for r in self.loaded.records])
 
 
 def log(message: str) -> None:
@@ -79,13 +84,21 @@ def prepare(
     log(f"found {len(found.images)} images; training on {len(records)} labelled ones")
     loaded = _load(records, recipe.input)
     grouping = group_near_duplicates(loaded.fingerprints, recipe.policy.group_threshold)
+    subjects = subjects_of(
+        [r.relpath for r in loaded.records],
+        [r.subject for r in loaded.records],
+        recipe.policy.subject_pattern,
+    )
+    grouping = join_subjects(grouping, subjects)
     s = grouping.summary()
     log(
-        f"near-duplicate groups: {s['groups']} groups for {s['images']} images; "
-        f"{s['images_in_multi_image_groups']} images sit in {s['multi_image_groups']} "
-        f"multi-image groups (largest {s['largest_group']})"
+        f"groups (near-duplicates, and one subject's images): {s['groups']} groups for "
+        f"{s['images']} images; {s['images_in_multi_image_groups']} images sit in "
+        f"{s['multi_image_groups']} multi-image groups (largest {s['largest_group']}); "
+        f"{s['subjects']} subjects"
     )
-    return PreparedData(found, loaded, grouping, data_fingerprint(loaded.records))
+    levels = mid_levels([r.relpath for r in loaded.records], subjects)
+    return PreparedData(found, loaded, grouping, data_fingerprint(loaded.records), levels)
 
 
 def _load(records: Sequence[ImageRecord], spec: PreprocessSpec) -> LoadedImages:

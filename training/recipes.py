@@ -32,10 +32,22 @@ class Policy:
     val_fraction: float  # share of groups held out to tune the threshold (and, without keep_last, stop)
     test_fraction: float  # share of groups held out for the card's test figures (0: none)
     group_threshold: float  # images whose fingerprints correlate above this are one group
+    subject_pattern: str  # a regular expression whose first group, matched against a file name,
+    # names the scan it belongs to (one patient's slices then stay together); "" none. labels.csv's
+    # subject column comes first
     recall_target: float  # the threshold is the highest one meeting this recall on validation
     specificity_floor: float  # then lowered while validation specificity stays >= this (0: off)
 
     def __post_init__(self) -> None:
+        if self.subject_pattern:
+            try:
+                groups = re.compile(self.subject_pattern).groups
+            except re.error as exc:
+                raise ValueError(f"subject_pattern {self.subject_pattern!r}: {exc}") from exc
+            if groups < 1:
+                raise ValueError(
+                    f"subject_pattern {self.subject_pattern!r} needs a (group) naming the subject"
+                )
         if not 0 < self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ValueError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction}")
         if self.val_fraction + self.test_fraction >= 1:
@@ -181,6 +193,7 @@ SHIPPED = Recipe(
         val_fraction=0.15,
         test_fraction=0.15,
         group_threshold=0.95,
+        subject_pattern="",  # the shipped model predates lgg-flair, the first source needing one
         recall_target=0.993,  # 0.99 missed more tumours for little specificity (experiment 28)
         specificity_floor=0.0,
     ),

@@ -68,6 +68,11 @@ RECIPE_NAMES = ("shipped", "seed")  # training.recipes.RECIPES, named here witho
 )
 @click.option("--cross-source", help="Also train without this source and test on it (card).")
 @click.option(
+    "--leave-one-source-out",
+    is_flag=True,
+    help="Also train without each source in turn and test on it (card: leave_one_source_out).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=1,
@@ -89,6 +94,7 @@ def train(
     exclude: tuple[str, ...],
     cv_folds: int | None,
     cross_source: str | None,
+    leave_one_source_out: bool,
     workers: int,
     report: Path | None,
     predictions: Path | None,
@@ -115,6 +121,7 @@ def train(
             out,
             cv_folds=cv_folds,
             cross_source=cross_source,
+            leave_one_source_out=leave_one_source_out,
             workers=workers,
             command="brainscan " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             predictions=predictions,
@@ -143,8 +150,8 @@ def _print_summary(card: Any, out: Path) -> None:
             f"{p['specificity']:.4f}  AUC {p['auc']:.4f}  missed {p['fn']} of "
             f"{p['tp'] + p['fn']}"
         )
-    xs = card.metrics.get("cross_source")
-    if xs:
+    crossed = [card.metrics["cross_source"]] if card.metrics.get("cross_source") else []
+    for xs in crossed + list(card.metrics.get("leave_one_source_out", {}).values()):
         a = xs["all"]
         click.echo(
             f"cross-source ({xs['holdout']}): recall {a['recall']:.4f}  specificity "

@@ -50,7 +50,7 @@ def train_small(data: Path, out: Path, limit: int, epochs: int, *options: str) -
 def test_cross_validation_and_cross_source_report_and_save_held_out_predictions(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    """--cv and --cross-source (in one process), with settings changed by --set."""
+    """--cv, --cross-source and --leave-one-source-out (in one process), with settings changed by --set."""
     out, saved = tmp_path / "m" / "tiny.keras", tmp_path / "held-out.npz"
     result = train_small(
         shared_data,
@@ -61,6 +61,7 @@ def test_cross_validation_and_cross_source_report_and_save_held_out_predictions(
         "2",
         "--cross-source",
         "seed-253",
+        "--leave-one-source-out",
         "--workers",
         "1",
         "--set",
@@ -74,8 +75,15 @@ def test_cross_validation_and_cross_source_report_and_save_held_out_predictions(
     card = ModelCard.load(card_path_for(out))
     assert card.recipe["optimisation"]["balance_classes"] is False
     assert card.metrics["cv"]["k"] == 2 and card.metrics["cross_source"]["holdout"] == "seed-253"
+    sources = set(card.data["by_source"])  # the sample holds every source of the shared data
+    assert set(card.metrics["cv"]["by_source"]) == sources == set(card.metrics["leave_one_source_out"])
+    for source, left_out in card.metrics["leave_one_source_out"].items():
+        assert left_out["all"]["n"] == card.data["by_source"][source]
     held = np.load(saved)
-    assert list(held["tasks"]) == ["fold 1/2", "fold 2/2", "cross-source seed-253"]
+    assert list(held["tasks"])[:3] == ["fold 1/2", "fold 2/2", "cross-source seed-253"]
+    assert [t for t in held["tasks"] if t.startswith("left out ")] == [
+        f"left out {s}" for s in sorted(sources)
+    ]
     tested = np.concatenate([held["0_test_idx"], held["1_test_idx"]])
     assert sorted(tested.tolist()) == list(range(160))  # every image held out once
     assert all(

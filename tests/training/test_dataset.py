@@ -43,6 +43,19 @@ def test_labels_csv_overrides_and_other_files_are_skipped(tmp_path: Path) -> Non
     assert found.skipped == ["scans/report.pdf"]
 
 
+def test_labels_csv_may_name_each_images_subject(tmp_path: Path) -> None:
+    """A subject column (or `group`, `patient`) in labels.csv: whose scan each image is, for splits."""
+    img = create_random_slice(64)
+    for name in ("yes/a.png", "no/b.png", "no/c.png"):
+        save_image(tmp_path / "site" / name, img)
+    (tmp_path / "site" / "labels.csv").write_text("path,patient,label\nyes/a.png,P1,yes\nno/b.png,P1,\n")
+    found = {r.relpath: (r.label, r.subject) for r in discover([tmp_path / "site"]).images}
+    assert found == {"yes/a.png": (1, "P1"), "no/b.png": (0, "P1"), "no/c.png": (0, "")}  # folder label kept
+    (tmp_path / "site" / "labels.csv").write_text("yes/a.png,0,P2\n")  # no header: path, label, subject
+    found = {r.relpath: (r.label, r.subject) for r in discover([tmp_path / "site"]).images}
+    assert found["yes/a.png"] == (0, "P2") and found["no/b.png"] == (0, "")
+
+
 def test_missing_path_and_empty_folder_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         discover([tmp_path / "nowhere"])
