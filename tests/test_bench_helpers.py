@@ -55,7 +55,8 @@ def test_levels_splits_one_sources_figures_at_mid_level_slices() -> None:
     # one patient, slices 1..9: tumour on 4..6 (mid), clear elsewhere; the model flags 1, 4, 5, 6
     paths = [f"/d/lgg/{'yes' if n in (4, 5, 6) else 'no'}/TCGA_A_1_2000_{n}.jpg" for n in range(1, 10)]
     probs = np.array([0.9, 0.1, 0.1, 0.8, 0.8, 0.8, 0.1, 0.1, 0.1])
-    rows = dict(levels.level_rows(paths, probs, 0.5, levels.LGG_PATTERN))
+    rows = {name: m for name, m, _ in levels.level_rows(paths, probs, np.full(9, 0.5), levels.LGG_PATTERN)}
     assert rows["all"].n == 9 and rows["all"].recall == 1.0 and rows["all"].fp == 1
     assert rows["mid-level"].n == 5 and rows["mid-level"].specificity == 1.0  # slices 3..7
     assert rows["top and base"].n == 4 and rows["top and base"].fp == 1
+    assert rows["tumour edges"].n == 2 and rows["other tumour"].n == 1  # slices 4 and 6; 5

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from training.dataset import DatasetError, Discovery, ImageRecord, discover
 from training.grouping import Grouping, group_near_duplicates, join_subjects, mid_levels, subjects_of
 from training.loading import LoadedImages, load_images
 from training.preprocess import PreprocessSpec
-from training.recipes import Recipe
+
+if TYPE_CHECKING:
+    from training.recipes import Recipe
 
 
 @dataclass
@@ -81,7 +84,9 @@ def prepare(
     by its policy; `limit`: a stratified sample of that many, drawn from the policy's seed."""
     found = discover(roots)
     records = select_records(found, exclude=exclude, limit=limit, seed=recipe.policy.seed)
-    log(f"found {len(found.images)} images; training on {len(records)} labelled ones")
+    left_out = sum(1 for r in found.images if any(_matches(r, pattern) for pattern in exclude))
+    excluded = f", {left_out} of them excluded ({', '.join(exclude)})" if exclude else ""
+    log(f"found {len(found.images)} images{excluded}; training on {len(records)} labelled ones")
     loaded = _load(records, recipe.input)
     grouping = group_near_duplicates(loaded.fingerprints, recipe.policy.group_threshold)
     subjects = subjects_of(
