@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
-import re
 import sys
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -42,16 +40,26 @@ def level_rows(
 ) -> list[tuple[str, Metrics, float]]:
     """(name, figures, median score) per part of the slices; each flagged at its own threshold."""
     from training.dataset import label_from_path
-    from training.grouping import mid_levels, subjects_of
-    from training.metrics import compute_metrics
+    from training.grouping import mid_levels, slice_numbers, subject_spans, subjects_of
+    from training.metrics import pooled_metrics
 
     labels = np.array([label_from_path(PurePosixPath(p))[0] for p in paths])
     known = np.array([label is not None for label in labels])
     y = labels[known].astype(np.int64)
     names = [p for p, k in zip(paths, known, strict=True) if k]
     subjects = subjects_of(names, [""] * len(names), pattern)
+    numbers = slice_numbers(names, subjects)
+    tumour_spans = subject_spans(
+        subjects, [n if label == 1 else None for n, label in zip(numbers, y, strict=True)]
+    )
+    edge = np.array(  # a scan's first and last tumour slice
+        [
+            label == 1 and n is not None and n in tumour_spans[s]
+            for s, n, label in zip(subjects, numbers, y, strict=True)
+        ],
+        dtype=bool,
+    )
     mid = mid_levels(names, subjects)
-    edge = _tumour_edges(names, subjects, y)
     p, flagged = probs[known], (probs >= thresholds)[known]
     parts = (
         ("all", np.ones(len(y), dtype=bool)),
@@ -60,32 +68,10 @@ def level_rows(
         ("tumour edges", edge),
         ("other tumour", (y == 1) & ~edge),
     )
-    rows = []
-    for name, m in parts:
-        figures = compute_metrics(y[m], flagged[m].astype(float), 0.5)
-        auc = compute_metrics(y[m], p[m], 0.5).auc
-        rows.append(
-            (name, dataclasses.replace(figures, auc=auc), float(np.median(p[m])) if m.any() else np.nan)
-        )
-    return rows
-
-
-def _tumour_edges(names: list[str], subjects: list[str], y: np.ndarray) -> np.ndarray:
-    """Tumour slices that are the first or last tumour slice of their subject's scan."""
-    numbers = [re.search(r"_(\d+)\.\w+$", n) for n in names]
-    spans: dict[str, tuple[int, int]] = {}
-    for subject, found, label in zip(subjects, numbers, y, strict=True):
-        if subject and found and label == 1:
-            n = int(found.group(1))
-            low, high = spans.get(subject, (n, n))
-            spans[subject] = (min(low, n), max(high, n))
-    return np.array(
-        [
-            bool(s and f and label == 1 and int(f.group(1)) in spans[s])
-            for s, f, label in zip(subjects, numbers, y, strict=True)
-        ],
-        dtype=bool,
-    )
+    return [
+        (name, pooled_metrics(y[m], p[m], flagged[m]), float(np.median(p[m])) if m.any() else np.nan)
+        for name, m in parts
+    ]
 
 
 def _from_predictions(path: Path, source: str) -> tuple[list[str], np.ndarray, np.ndarray]:

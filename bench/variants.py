@@ -176,30 +176,23 @@ def _source_of(task_name: str) -> str:
 
 
 def _held_out_figures(data: Any, result: Any) -> dict[str, Any]:
-    """A held-out source's figures at the threshold tuned without it, the recall a department's own
-    labels could reach at specificity 0.80 (not deployable), and the training sources' validation AUC."""
+    """A held-out source's figures at the threshold tuned without it (as the card reports them,
+    `crossval.summarise_cross_source`), the recall a department's own labels could reach at
+    specificity 0.80 (not deployable), and the training sources' validation AUC."""
+    from training.crossval import summarise_cross_source
     from training.metrics import compute_metrics
 
     y, task = data.loaded.labels, result.task
-    m = compute_metrics(y[task.test], result.probs, result.threshold)
+    report = summarise_cross_source(data, result, _source_of(task.name))
     r80, t80 = recall_at_specificity(y[task.test], result.probs, 0.80)
-    figures = {
-        "n": m.n,
-        "recall": m.recall,
-        "specificity": m.specificity,
-        "auc": m.auc,
-        "threshold": result.threshold,
+    return {
+        **report["all"],
         "recall_at_spec_080": r80,
         "threshold_at_spec_080": t80,
         "validation_auc": compute_metrics(y[task.val], result.val_probs, result.threshold).auc,
         "best_epoch": result.best_epoch,
+        **({"mid_level": report["mid_level"]} if "mid_level" in report else {}),
     }
-    mid = data.mid_level[task.test]
-    if mid.any():
-        figures["mid_level"] = compute_metrics(
-            y[task.test][mid], result.probs[mid], result.threshold
-        ).to_dict()
-    return figures
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 
 from training.backend import threads_per_process
 from training.dataset import DatasetError
-from training.metrics import compute_metrics, tune_threshold
+from training.metrics import compute_metrics, pooled_metrics, tune_threshold
 from training.prepare import PreparedData, log
 from training.recipes import Recipe
 from training.splits import carve, group_kfold, train_val_test
@@ -218,9 +218,7 @@ def summarise_cv(data: PreparedData, results: list[TaskResult]) -> dict[str, Any
 
 def _pooled(y: np.ndarray, probs: np.ndarray, flagged: np.ndarray, idx: np.ndarray) -> dict[str, Any]:
     """Figures of held-out images `idx`: each flagged at its own fit's threshold, ranked together."""
-    pooled = compute_metrics(y[idx], flagged[idx].astype(float), 0.5).to_dict()
-    pooled.update(auc=compute_metrics(y[idx], probs[idx], 0.5).auc, threshold=None)
-    return pooled
+    return {**pooled_metrics(y[idx], probs[idx], flagged[idx]).to_dict(), "threshold": None}
 
 
 def summarise_cross_source(data: PreparedData, result: TaskResult, holdout: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ kaggle-4class-train/notumor and never joins a tumour image with a no-tumour one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -72,7 +72,21 @@ class Grouping:
 
 def group_near_duplicates(fps: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> Grouping:
     """Connected components of the 'correlates >= threshold' graph over fingerprints (n, 256)."""
-    n = len(fps)
+    return Grouping(groups=_components(len(fps), _twin_pairs(fps, threshold)), threshold=threshold)
+
+
+def _twin_pairs(fps: np.ndarray, threshold: float) -> Iterator[tuple[int, int]]:
+    """(i, j), i < j, for every two fingerprints that correlate >= threshold."""
+    for start, hits in _matches(fps, fps, threshold):
+        rows, cols = np.nonzero(hits)
+        for r, c in zip(rows + start, cols, strict=True):
+            if c > r:
+                yield int(r), int(c)
+
+
+def _components(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Connected components of nodes 0..n-1 joined by `pairs` (union-find), numbered 0, 1, ... in
+    the order of each component's lowest node."""
     parent = np.arange(n)
 
     def find(i: int) -> int:
@@ -81,16 +95,13 @@ def group_near_duplicates(fps: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
             i = int(parent[i])
         return i
 
-    for start, hits in _matches(fps, fps, threshold):
-        rows, cols = np.nonzero(hits)
-        for r, c in zip(rows + start, cols, strict=True):
-            if c > r:
-                a, b = find(int(r)), find(int(c))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    for i, j in pairs:
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
     roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    _, groups = np.unique(roots, return_inverse=True)
-    return Grouping(groups=groups.astype(np.int64), threshold=threshold)
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids.astype(np.int64)
 
 
 def _matches(fps: np.ndarray, reference: np.ndarray, threshold: float) -> Iterator[tuple[int, np.ndarray]]:
@@ -120,32 +131,37 @@ def subjects_of(relpaths: Sequence[str], listed: Sequence[str], pattern: str) ->
 def join_subjects(grouping: Grouping, subjects: Sequence[str]) -> Grouping:
     """`grouping` with the groups of all images of one subject joined: a patient's slices are not
     near-duplicates of each other (other levels of the head), yet must stay on one side of a split."""
-    named = [(i, s) for i, s in enumerate(subjects) if s]
-    if not named:
-        return grouping
-    parent = np.arange(grouping.n_groups)
-
-    def find(g: int) -> int:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = int(parent[g])
-        return g
-
     first: dict[str, int] = {}
-    for i, subject in named:
-        g = int(grouping.groups[i])
-        if subject in first:
-            a, b = find(first[subject]), find(g)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-        else:
-            first[subject] = g
-    roots = np.array([find(int(g)) for g in grouping.groups], dtype=np.int64)
-    _, groups = np.unique(roots, return_inverse=True)
-    return replace(grouping, groups=groups.astype(np.int64), subjects=len(first))
+    pairs = []
+    for subject, group in zip(subjects, grouping.groups.tolist(), strict=True):
+        if subject:
+            pairs.append((first.setdefault(subject, group), group))
+    if not first:
+        return grouping
+    joined = _components(grouping.n_groups, pairs)
+    return replace(grouping, groups=joined[grouping.groups], subjects=len(first))
 
 
 _LEVEL = re.compile(r"_(\d+)\.\w+$")
+
+
+def slice_numbers(relpaths: Sequence[str], subjects: Sequence[str]) -> list[int | None]:
+    """The slice number that ends each file name (`..._<number>.jpg`), for images with a subject."""
+    found = [
+        _LEVEL.search(relpath) if subject else None
+        for relpath, subject in zip(relpaths, subjects, strict=True)
+    ]
+    return [int(f.group(1)) if f else None for f in found]
+
+
+def subject_spans(subjects: Sequence[str], numbers: Sequence[int | None]) -> dict[str, tuple[int, int]]:
+    """Each subject's lowest and highest slice number (images without a number are left out)."""
+    spans: dict[str, tuple[int, int]] = {}
+    for subject, n in zip(subjects, numbers, strict=True):
+        if n is not None:
+            low, high = spans.get(subject, (n, n))
+            spans[subject] = (min(low, n), max(high, n))
+    return spans
 
 
 def mid_levels(relpaths: Sequence[str], subjects: Sequence[str]) -> np.ndarray:
@@ -153,15 +169,8 @@ def mid_levels(relpaths: Sequence[str], subjects: Sequence[str]) -> np.ndarray:
     in `_<slice number>` and the number lies in the middle half of that subject's numbers. A scan's
     clear slices are mostly at the top and base of the head and its tumour slices mid-brain, so a
     model can tell them apart by level alone; its figures on mid-level slices show whether it does."""
-    numbers: list[int | None] = []
-    for relpath, subject in zip(relpaths, subjects, strict=True):
-        found = _LEVEL.search(relpath) if subject else None
-        numbers.append(int(found.group(1)) if found else None)
-    spans: dict[str, tuple[int, int]] = {}
-    for subject, n in zip(subjects, numbers, strict=True):
-        if n is not None:
-            low, high = spans.get(subject, (n, n))
-            spans[subject] = (min(low, n), max(high, n))
+    numbers = slice_numbers(relpaths, subjects)
+    spans = subject_spans(subjects, numbers)
     out = np.zeros(len(relpaths), dtype=bool)
     for i, (subject, n) in enumerate(zip(subjects, numbers, strict=True)):
         if n is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,13 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> 
         auc=roc_auc(labels, probs),
         threshold=float(threshold),
     )
+
+
+def pooled_metrics(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray) -> Metrics:
+    """Figures of slices each flagged at its own fit's threshold (held-out folds pooled): the
+    confusion matrix of `flagged`, the AUC of `probs` ranked together; no one threshold (NaN)."""
+    m = compute_metrics(labels, np.asarray(flagged, dtype=np.float64), 0.5)
+    return replace(m, auc=roc_auc(np.asarray(labels).astype(np.int64), probs), threshold=float("nan"))
 
 
 def tune_threshold(
