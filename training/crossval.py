@@ -8,7 +8,6 @@ it on a GPU or a many-core host) while the caller trains the final model.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import multiprocessing
 import tempfile
@@ -71,21 +70,27 @@ def cv_tasks(data: PreparedData, *, k: int, recipe: Recipe) -> list[FitTask]:
 
 
 def leave_one_source_out_tasks(data: PreparedData, *, recipe: Recipe) -> list[FitTask]:
-    """One cross-source task per source: trained and validated on the others, tested on it."""
+    """One task per source: trained and validated on the others, tested on it."""
+    sources = data.sources
     return [
-        dataclasses.replace(cross_source_task(data, holdout=s, recipe=recipe), name=f"{LEFT_OUT}{s}")
-        for s in sorted(set(data.sources.tolist()))
+        _source_task(data, f"{LEFT_OUT}{source}", sources == source, recipe)
+        for source in sorted(set(sources.tolist()))
     ]
 
 
 def cross_source_task(data: PreparedData, *, holdout: str, recipe: Recipe) -> FitTask:
-    """Train and validate on every source but `holdout`; test on `holdout` alone."""
-    held = np.array([fnmatch.fnmatch(r.source, f"*{holdout}*") for r in data.loaded.records])
+    """Train and validate on every source but those matching `holdout`; test on those alone."""
+    held = np.array([fnmatch.fnmatch(source, f"*{holdout}*") for source in data.sources])
     if not held.any():
         raise DatasetError(f"--cross-source {holdout}: no images from a source matching it")
+    return _source_task(data, f"cross-source {holdout}", held, recipe)
+
+
+def _source_task(data: PreparedData, name: str, held: np.ndarray, recipe: Recipe) -> FitTask:
+    """Test on the `held` images; train on the rest but a validation part carved from it by group."""
     y, groups, p = data.loaded.labels, data.grouping.groups, recipe.policy
     train_idx, val_idx = carve(np.flatnonzero(~held), y, groups, p.val_fraction, p.seed)
-    return FitTask(f"cross-source {holdout}", train_idx, val_idx, np.flatnonzero(held))
+    return FitTask(name, train_idx, val_idx, np.flatnonzero(held))
 
 
 def run_task(x: np.ndarray, y: np.ndarray, task: FitTask, recipe: Recipe) -> tuple[FitResult, TaskResult]:

@@ -26,9 +26,9 @@ from training.prepare import PreparedData  # noqa: E402
 from training.recipes import SHIPPED  # noqa: E402
 
 
-def _data(n_per_source: int = 40) -> PreparedData:
+def _data(n_per_source: int = 40, sources: tuple[str, ...] = ("data/a", "data/b", "data/c")) -> PreparedData:
     records = []
-    for source in ("data/a", "data/b", "data/c"):
+    for source in sources:
         for i in range(n_per_source):
             label = i % 2
             records.append(
@@ -62,6 +62,13 @@ def test_each_source_is_left_out_once_and_only_tested() -> None:
     assert report["mid_level"]["n"] == 10 and "mid_level" not in summarise_cross_source(
         data, _scored(data, tasks[0], 1), "data/a"
     )
+
+
+def test_a_source_whose_name_holds_anothers_is_left_out_alone() -> None:
+    data = _data(sources=("data/a", "data/ab", "data/c"))
+    left_out = {t.name: t for t in leave_one_source_out_tasks(data, recipe=SHIPPED)}
+    assert set(data.sources[left_out["left out data/a"].test]) == {"data/a"}
+    assert len(left_out["left out data/a"].test) == 40
 
 
 def test_cross_validation_reports_every_source_and_the_mid_level_slices_pooled() -> None:
