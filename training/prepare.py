@@ -89,11 +89,8 @@ def prepare(
     log(f"found {len(found.images)} images{excluded}; training on {len(records)} labelled ones")
     loaded = _load(records, recipe.input)
     grouping = group_near_duplicates(loaded.fingerprints, recipe.policy.group_threshold)
-    subjects = subjects_of(
-        [r.relpath for r in loaded.records],
-        [r.subject for r in loaded.records],
-        recipe.policy.subject_pattern,
-    )
+    relpaths = [r.relpath for r in loaded.records]
+    subjects = subjects_of(relpaths, [r.subject for r in loaded.records], recipe.policy.subject_pattern)
     grouping = join_subjects(grouping, subjects)
     s = grouping.summary()
     log(
@@ -102,8 +99,9 @@ def prepare(
         f"{s['multi_image_groups']} multi-image groups (largest {s['largest_group']}); "
         f"{s['subjects']} subjects"
     )
-    levels = mid_levels([r.relpath for r in loaded.records], subjects)
-    return PreparedData(found, loaded, grouping, data_fingerprint(loaded.records), levels)
+    return PreparedData(
+        found, loaded, grouping, data_fingerprint(loaded.records), mid_levels(relpaths, subjects)
+    )
 
 
 def _load(records: Sequence[ImageRecord], spec: PreprocessSpec) -> LoadedImages:
