@@ -96,6 +96,7 @@ _OLD_OPTIMISATION = {
     "keep_last": False,
     "patience": 12,
     "augment_strength": 1.0,
+    "intensity_remap": 0.0,
     "balance_classes": True,
 }
 _OLD_POLICY = {

@@ -186,6 +186,7 @@ SHIPPED = Recipe(
         keep_last=True,  # the last epoch, not the best validation one: AUC +0.004 (experiment 27)
         patience=12,
         augment_strength=1.0,  # 1.5 lower (experiment 19)
+        intensity_remap=0.0,
         balance_classes=True,
     ),
     policy=Policy(
@@ -223,6 +224,7 @@ SEED = Recipe(  # the seed notebook: plain resize, its 3-layer CNN, no augmentat
         keep_last=False,
         patience=12,
         augment_strength=0.0,
+        intensity_remap=0.0,
         balance_classes=False,
     ),
     policy=dataclasses.replace(SHIPPED.policy, recall_target=0.99),

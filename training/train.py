@@ -30,6 +30,8 @@ class Optimisation:
     # is recorded each epoch but picks nothing. False: the best validation epoch's, stopping early
     patience: int  # without keep_last: epochs without a better validation AUC before stopping
     augment_strength: float  # scales every pose and intensity augmentation range (0: none)
+    intensity_remap: float  # share of augmented views whose head greys go through a random
+    # monotone curve, half of them inverted (`training.augment.random_curve`); 0: none
     balance_classes: bool  # weight classes inversely to their frequency
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +169,7 @@ def fit(
         strength=optimisation.augment_strength,
         seed=fit_seed,
         weights=sample_weights(y_train, optimisation.balance_classes),
+        remap=optimisation.intensity_remap,
         workers=loader_threads,
     )
     optimizer = keras.optimizers.AdamW(
