@@ -98,6 +98,7 @@ _OLD_OPTIMISATION = {
     "augment_strength": 1.0,
     "intensity_remap": 0.0,
     "balance_classes": True,
+    "source_balance": 0.0,
 }
 _OLD_POLICY = {
     "seed": 1337,

@@ -93,9 +93,11 @@ def _source_task(data: PreparedData, name: str, held: np.ndarray, recipe: Recipe
     return FitTask(name, train_idx, val_idx, np.flatnonzero(held))
 
 
-def run_task(x: np.ndarray, y: np.ndarray, task: FitTask, recipe: Recipe) -> tuple[FitResult, TaskResult]:
+def run_task(
+    x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, recipe: Recipe
+) -> tuple[FitResult, TaskResult]:
     """Fit on the task's training part, tune the threshold on its validation part by the recipe's
-    policy, score its test part."""
+    policy, score its test part. `sources`: each image's source name."""
     log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}")
     fitted = fit(
         x[task.train],
@@ -106,6 +108,7 @@ def run_task(x: np.ndarray, y: np.ndarray, task: FitTask, recipe: Recipe) -> tup
         optimisation=recipe.optimisation,
         seed=recipe.policy.seed,
         prefix=f"[{task.name}] ",
+        sources=sources[task.train],
     )
     p_val = predict(fitted.model, x[task.val])
     threshold = tune_threshold(
@@ -145,13 +148,18 @@ def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) 
 
 
 def _run_in_child(
-    inputs_path: str, y: np.ndarray, task: FitTask, recipe: dict[str, Any], threads: int
+    inputs_path: str,
+    y: np.ndarray,
+    sources: np.ndarray,
+    task: FitTask,
+    recipe: dict[str, Any],
+    threads: int,
 ) -> TaskResult:
     from training.backend import import_backend, intra_op_threads
 
     import_backend(threads)
     log(f"[{task.name}] in its own process, TensorFlow threads: {intra_op_threads()}")
-    return run_task(np.load(inputs_path, mmap_mode="r"), y, task, Recipe.from_dict(recipe))[1]
+    return run_task(np.load(inputs_path, mmap_mode="r"), y, sources, task, Recipe.from_dict(recipe))[1]
 
 
 class HeldOutRuns:
@@ -174,15 +182,15 @@ class HeldOutRuns:
         processes = min(self.workers, len(tasks))
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
         threads = threads_per_process(processes)
-        recipe = self.recipe.to_dict()
+        recipe, y, sources = self.recipe.to_dict(), self.data.loaded.labels, self.data.sources
         self._futures = [
-            self._pool.submit(_run_in_child, path, self.data.loaded.labels, t, recipe, threads) for t in tasks
+            self._pool.submit(_run_in_child, path, y, sources, t, recipe, threads) for t in tasks
         ]
 
     def results(self) -> list[TaskResult]:
         if not self._futures:
-            x, y = self.data.loaded.inputs, self.data.loaded.labels
-            return [run_task(x, y, t, self.recipe)[1] for t in self._tasks]
+            x, y, sources = self.data.loaded.inputs, self.data.loaded.labels, self.data.sources
+            return [run_task(x, y, sources, t, self.recipe)[1] for t in self._tasks]
         try:
             return [f.result() for f in self._futures]
         finally:

@@ -57,7 +57,9 @@ def train(
     runs = HeldOutRuns(data, recipe, workers)
     runs.start(tasks)
     log(f"recipe {recipe.name or '(unnamed)'}; device: {describe_device()}")
-    fitted, final = run_task(data.loaded.inputs, data.loaded.labels, final_task(data, recipe), recipe)
+    fitted, final = run_task(
+        data.loaded.inputs, data.loaded.labels, data.sources, final_task(data, recipe), recipe
+    )
     out_model.parent.mkdir(parents=True, exist_ok=True)
     save_for_inference(fitted.model, recipe, out_model)
     held_out = runs.results()

@@ -188,6 +188,7 @@ SHIPPED = Recipe(
         augment_strength=1.0,  # 1.5 lower (experiment 19)
         intensity_remap=0.0,
         balance_classes=True,
+        source_balance=0.0,
     ),
     policy=Policy(
         seed=1337,
@@ -226,6 +227,7 @@ SEED = Recipe(  # the seed notebook: plain resize, its 3-layer CNN, no augmentat
         augment_strength=0.0,
         intensity_remap=0.0,
         balance_classes=False,
+        source_balance=0.0,
     ),
     policy=dataclasses.replace(SHIPPED.policy, recall_target=0.99),
 )

@@ -33,6 +33,8 @@ class Optimisation:
     intensity_remap: float  # share of augmented views whose head greys go through a random
     # monotone curve, half of them inverted (`training.augment.random_curve`); 0: none
     balance_classes: bool  # weight classes inversely to their frequency
+    source_balance: float  # weight each source's images by (its image count)^-this: 0 as they
+    # come, 1 every source weighs the same in total (then classes are balanced, if asked, overall)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,14 +106,25 @@ def _schedule(cfg: Optimisation, steps_per_epoch: int) -> keras.optimizers.sched
     )
 
 
-def sample_weights(labels: np.ndarray, balance_classes: bool) -> np.ndarray:
-    """One loss weight per training sample; balance_classes: each class weighs as much in total as
-    the other."""
-    if not balance_classes:
-        return np.ones(len(labels), dtype=np.float64)
-    counts = np.bincount(labels, minlength=2).astype(np.float64)
-    weights: np.ndarray = len(labels) / (2 * np.maximum(counts[labels], 1))
-    return weights
+def sample_weights(
+    labels: np.ndarray,
+    balance_classes: bool,
+    *,
+    sources: np.ndarray | None = None,
+    source_balance: float = 0.0,
+) -> np.ndarray:
+    """One loss weight per training sample, averaging 1. source_balance > 0 (with `sources`, one
+    name per sample): a source of n images weighs n^-source_balance each; then balance_classes:
+    each class weighs as much in total as the other."""
+    weights = np.ones(len(labels), dtype=np.float64)
+    if source_balance > 0 and sources is not None:
+        names, index, counts = np.unique(sources, return_inverse=True, return_counts=True)
+        weights = counts[index].astype(np.float64) ** -source_balance
+    if balance_classes:
+        totals = np.bincount(labels, weights=weights, minlength=2)
+        weights = weights / (2 * np.maximum(totals[labels], 1e-12))
+    scaled: np.ndarray = weights * (len(labels) / weights.sum()) if len(labels) else weights
+    return scaled
 
 
 def fit(
@@ -126,11 +139,13 @@ def fit(
     member: int = 0,
     prefix: str = "",
     loader_threads: int = 2,
+    sources: np.ndarray | None = None,
 ) -> FitResult:
     """Train from scratch on uint8 (n, size, size, 1) slices. An ensemble (network.members > 1)
     trains each member apart, as ensemble members `member`, +1, ..., and returns one network that
     averages them. Member n's initialisation and augmentation are seeded `seed + n * 7919`; the
-    splits, drawn by the caller, are the same for every member."""
+    splits, drawn by the caller, are the same for every member. `sources`: each training slice's
+    source, for `optimisation.source_balance`."""
     if network.members > 1:
         single = dataclasses.replace(network, members=1)
         n = network.members
@@ -146,6 +161,7 @@ def fit(
                 member=member + i,
                 prefix=f"{prefix}[member {i + 1}/{n}] ",
                 loader_threads=loader_threads,
+                sources=sources,
             )
             for i in range(n)
         ]
@@ -168,7 +184,12 @@ def fit(
         batch_size=optimisation.batch_size,
         strength=optimisation.augment_strength,
         seed=fit_seed,
-        weights=sample_weights(y_train, optimisation.balance_classes),
+        weights=sample_weights(
+            y_train,
+            optimisation.balance_classes,
+            sources=sources,
+            source_balance=optimisation.source_balance,
+        ),
         remap=optimisation.intensity_remap,
         workers=loader_threads,
     )

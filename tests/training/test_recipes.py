@@ -91,6 +91,20 @@ def test_class_weights_balance_the_two_classes() -> None:
     assert np.all(sample_weights(labels, False) == 1)
 
 
+def test_source_balance_evens_out_sources_then_classes() -> None:
+    labels = np.array([1] * 60 + [0] * 30 + [1] * 5 + [0] * 5)
+    sources = np.array(["big"] * 90 + ["small"] * 10)
+    unbalanced = sample_weights(labels, True, sources=sources, source_balance=0.0)
+    np.testing.assert_allclose(unbalanced, sample_weights(labels, True))
+    full = sample_weights(labels, False, sources=sources, source_balance=1.0)
+    assert full[sources == "big"].sum() == pytest.approx(full[sources == "small"].sum())
+    assert full.mean() == pytest.approx(1.0)
+    both = sample_weights(labels, True, sources=sources, source_balance=0.5)
+    assert both[labels == 1].sum() == pytest.approx(both[labels == 0].sum())
+    per_image = {name: both[(sources == name) & (labels == 1)][0] for name in ("big", "small")}
+    assert per_image["small"] / per_image["big"] == pytest.approx(3.0)  # sqrt(90 / 10)
+
+
 def test_a_card_from_before_recipes_reads_in_the_recipe_layout() -> None:
     old = json.loads((Path(__file__).parent / "card_before_recipes.json").read_text())
     new = upgrade(old)
