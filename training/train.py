@@ -118,7 +118,7 @@ def sample_weights(
     each class weighs as much in total as the other."""
     weights = np.ones(len(labels), dtype=np.float64)
     if source_balance > 0 and sources is not None:
-        names, index, counts = np.unique(sources, return_inverse=True, return_counts=True)
+        _, index, counts = np.unique(sources, return_inverse=True, return_counts=True)
         weights = counts[index].astype(np.float64) ** -source_balance
     if balance_classes:
         totals = np.bincount(labels, weights=weights, minlength=2)
