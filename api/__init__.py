@@ -17,7 +17,7 @@ from werkzeug.routing import IntegerConverter
 
 from api.context import EXTENSION
 from api.errors import ApiError
-from api.signing_key import session_signing_key
+from brainscan.keys import session_signing_key
 from brainscan.settings import Settings, load_settings
 
 MAX_ID = 2**63 - 1  # ids are 64-bit in the database: a larger one is a malformed request, not a 500

@@ -81,6 +81,7 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
         "failed": progress.failed,
         "flagged": progress.flagged,
         "skipped": job.skipped,
+        "skipped_reasons": job.skipped_reasons or {},
         "remaining": progress.remaining,
         "batches": {
             "total": progress.batches_total,

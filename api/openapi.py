@@ -80,6 +80,11 @@ SCHEMAS: Obj = {
             "failed": INT,
             "flagged": INT,
             "skipped": INT,
+            "skipped_reasons": {
+                "type": "object",
+                "description": "files skipped while planning, counted by reason (a report, a DICOMDIR...)",
+                "additionalProperties": INT,
+            },
             "remaining": INT,
             "batches": {"type": "object", "properties": {"total": INT, "done": INT, "failed": INT}},
             "confusion": _ref("Confusion"),

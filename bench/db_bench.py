@@ -149,7 +149,7 @@ def time_writes(maker: sessionmaker[Session], job_id: int, rows: int, rng: rando
             batch_ids.append(add_batch(session=session, job_id=job_id, index=n, images=chunk))
     figures = {"add_batch": rows / (time.perf_counter() - started)}
     with maker.begin() as session:
-        finish_planning(session=session, job_id=job_id, total=rows, skipped=0)
+        finish_planning(session=session, job_id=job_id, total=rows, skipped={})
         for batch_id in batch_ids:
             claim_batch(session=session, batch_id=batch_id, worker="bench")
     outcomes = [scored(chunk, rng) for chunk in chunks]

@@ -42,6 +42,7 @@ class Settings:
     requeue_after: int = 60  # a batch queued this long while its queue is empty was lost: resend
     max_batch_attempts: int = 3  # a batch that fails this often fails its images
     secret_key: str = ""  # empty: a random key made on first start, kept 0600 in data_dir
+    patient_key: str = ""  # keys the hash of PatientID; empty: made like secret_key (brainscan.keys)
     session_cookie_secure: bool = False  # True behind HTTPS
     max_upload_bytes: int = 2 * 1024**3
     upload_retention_hours: int = 72  # uploads are deleted this long after their job finishes; 0: kept
@@ -67,6 +68,10 @@ class Settings:
     @property
     def secret_key_file(self) -> Path:
         return self.data_dir / "session-key"
+
+    @property
+    def patient_key_file(self) -> Path:
+        return self.data_dir / "patient-key"
 
     @property
     def upload_dir(self) -> Path:
@@ -122,11 +127,12 @@ class Settings:
         """Refuse settings that are unsafe or cannot work."""
         if self.env not in ("development", "production", "test"):
             raise SettingsError(f"BRAINSCAN_ENV must be development, production or test, not {self.env!r}")
-        if self.secret_key and len(self.secret_key) < MIN_SECRET_LENGTH:
-            raise SettingsError(
-                f"BRAINSCAN_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters "
-                "(e.g. openssl rand -hex 32), or unset to use a key made on first start"
-            )
+        for name, key in (("SECRET_KEY", self.secret_key), ("PATIENT_KEY", self.patient_key)):
+            if key and len(key) < MIN_SECRET_LENGTH:
+                raise SettingsError(
+                    f"BRAINSCAN_{name} must be at least {MIN_SECRET_LENGTH} characters "
+                    "(e.g. openssl rand -hex 32), or unset to use a key made on first start"
+                )
         if self.batch_size < 1:
             raise SettingsError("BRAINSCAN_BATCH_SIZE must be at least 1")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

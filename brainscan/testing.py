@@ -152,10 +152,15 @@ class Service:
 
     def plan(self, job_id: int, *, enqueue: Callable[[list[int]], object]) -> int:
         """Plan the job in this process, as a worker's plan_job does."""
+        from brainscan.keys import patient_hash_key
         from worker import planning
 
         return planning.plan(
-            job_id, sessions=self.sessions(), enqueue=enqueue, roots=self.settings.source_roots
+            job_id,
+            sessions=self.sessions(),
+            enqueue=enqueue,
+            roots=self.settings.source_roots,
+            patient_key=patient_hash_key(self.settings),
         )
 
     def score(self, batch_id: int, *, scorer: Scorer, worker: str, max_attempts: int = 3) -> str:

@@ -22,11 +22,15 @@ LIVE_JOB_STATUSES = ("planning", "running")  # batches of other jobs are never c
 
 @dataclass(frozen=True, slots=True)
 class PlannedImage:
-    """One image found by the planner: path relative to the job's source, size, label if known."""
+    """One image found by the planner: path relative to the job's source, size, label if known;
+    for DICOM its series (a `db.series` row), place in it, and frame (0: a single-frame file)."""
 
     relpath: str
     size_bytes: int
     label: int | None = None
+    series_id: int | None = None
+    instance_number: int | None = None
+    frame: int = 0
 
 
 def add_batch(*, session: Session, job_id: int, index: int, images: Sequence[PlannedImage]) -> int:
@@ -42,7 +46,17 @@ def add_batch(*, session: Session, job_id: int, index: int, images: Sequence[Pla
     ).scalar_one()
     session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=now))
     if images:
-        rows = [{"relpath": i.relpath, "size_bytes": i.size_bytes, "label": i.label} for i in images]
+        rows = [
+            {
+                "relpath": i.relpath,
+                "frame": i.frame,
+                "size_bytes": i.size_bytes,
+                "label": i.label,
+                "series_id": i.series_id,
+                "instance_number": i.instance_number,
+            }
+            for i in images
+        ]
         insert_pending(session, job_id=job_id, batch_id=batch_id, rows=rows)
     return batch_id
 

@@ -35,15 +35,24 @@ from sqlalchemy.types import TypeEngine
 from db.models import ImageResult
 
 RESULTS = cast(Table, ImageResult.__table__)
-PLANNED: dict[str, TypeEngine[Any]] = {"relpath": Text(), "size_bytes": BigInteger(), "label": SmallInteger()}
+PLANNED: dict[str, TypeEngine[Any]] = {
+    "relpath": Text(),
+    "frame": Integer(),
+    "size_bytes": BigInteger(),
+    "label": SmallInteger(),
+    "series_id": BigInteger(),
+    "instance_number": Integer(),
+}
 SCORED: dict[str, TypeEngine[Any]] = {
     "relpath": Text(),
+    "frame": Integer(),
     "content_hash": Text(),
     "probability": Float(),
     "flagged": Boolean(),
     "error": Text(),
 }
-UPSERTED = (*tuple(SCORED)[1:], "status", "scored_at")  # what a later result may overwrite
+UPSERTED = (*tuple(SCORED)[2:], "status", "scored_at")  # what a later result may overwrite
+KEY = [RESULTS.c.job_id, RESULTS.c.relpath, RESULTS.c.frame]  # one row per frame of a file
 
 
 def _arrays_as_rows(columns: dict[str, TypeEngine[Any]]) -> TableValuedAlias:
@@ -72,13 +81,13 @@ _pg_upsert = postgresql.insert(RESULTS).from_select(
     ),
 )
 _PG_UPSERT = _pg_upsert.on_conflict_do_update(
-    index_elements=[RESULTS.c.job_id, RESULTS.c.relpath],
+    index_elements=KEY,
     set_={name: _pg_upsert.excluded[name] for name in UPSERTED},
     where=RESULTS.c.status != "scored",
 )
 _sqlite_upsert = sqlite.insert(RESULTS)
 _SQLITE_UPSERT = _sqlite_upsert.on_conflict_do_update(
-    index_elements=[RESULTS.c.job_id, RESULTS.c.relpath],
+    index_elements=KEY,
     set_={name: _sqlite_upsert.excluded[name] for name in UPSERTED},
     where=RESULTS.c.status != "scored",
 )
@@ -104,11 +113,11 @@ def insert_pending(session: Session, *, job_id: int, batch_id: int, rows: list[d
 
 
 def upsert_scored(session: Session, *, job_id: int, batch_id: int, rows: list[dict[str, Any]]) -> None:
-    """Insert or update image rows keyed on (job, relpath), leaving rows already scored alone.
+    """Insert or update image rows keyed on (job, relpath, frame), leaving rows already scored alone.
 
     Each row has the keys of SCORED plus status and scored_at, which are 'scored' and one shared
-    time exactly when error is None; no relpath may appear twice (ON CONFLICT cannot update a row
-    twice in one statement).
+    time exactly when error is None; no (relpath, frame) may appear twice (ON CONFLICT cannot
+    update a row twice in one statement).
     """
     if _on_postgresql(session):
         now = next((row["scored_at"] for row in rows if row["scored_at"] is not None), None)

@@ -13,7 +13,16 @@ from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import ACTIVE_JOB_STATUSES, ERRORS, PENDING_BATCH_STATUSES, Batch, ImageResult, Job, utcnow
+from db.models import (
+    ACTIVE_JOB_STATUSES,
+    ERRORS,
+    PENDING_BATCH_STATUSES,
+    Batch,
+    ImageResult,
+    Job,
+    Series,
+    utcnow,
+)
 from db.progress import finish_job_if_complete
 
 FINISHED_JOB_STATUSES = ("succeeded", "failed", "cancelled")
@@ -153,7 +162,7 @@ def mark_planning(*, session: Session, job_id: int) -> bool:
     """Queued -> planning; False when the job was cancelled or is past planning.
 
     A job already 'planning' (its planner died and the message came back) starts planning afresh:
-    the batches the earlier attempt recorded are deleted with their images.
+    the batches and series the earlier attempt recorded are deleted with their images.
     """
     stmt = (
         update(Job)
@@ -163,18 +172,27 @@ def mark_planning(*, session: Session, job_id: int) -> bool:
     )
     if session.execute(stmt).first() is None:
         return False
-    session.execute(delete(Batch).where(Batch.job_id == job_id).execution_options(synchronize_session=False))
+    for table in (Batch, Series):
+        session.execute(
+            delete(table).where(table.job_id == job_id).execution_options(synchronize_session=False)
+        )
     return True
 
 
-def finish_planning(*, session: Session, job_id: int, total: int, skipped: int) -> None:
-    """Planning -> running with `total` images planned (succeeded at once when there are none).
+def finish_planning(*, session: Session, job_id: int, total: int, skipped: dict[str, int]) -> None:
+    """Planning -> running with `total` images planned (succeeded at once when there are none);
+    `skipped` counts the files that held none, by reason.
 
     Batches are scored while the planner still streams, so they may all be done already: this
     then finishes the job, as the last batch would have.
     """
     now = utcnow()
-    values: dict[str, object] = {"total": total, "skipped": skipped, "planned_at": now}
+    values: dict[str, object] = {
+        "total": total,
+        "skipped": sum(skipped.values()),
+        "skipped_reasons": skipped or None,
+        "planned_at": now,
+    }
     if total == 0:
         values.update({"status": "succeeded", "finished_at": now, **dict.fromkeys(MATRIX, 0)})
     else:

@@ -101,6 +101,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     total: Mapped[int] = mapped_column(default=0, server_default="0")  # images planned
     skipped: Mapped[int] = mapped_column(default=0, server_default="0")  # non-image files seen
+    skipped_reasons: Mapped[dict[str, Any] | None]  # why they were skipped: {reason: count}
     model_version: Mapped[str] = mapped_column(String(128))
     threshold: Mapped[float] = mapped_column(Float)
     batch_size: Mapped[int]
@@ -152,12 +153,39 @@ class Batch(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class Series(Base):
+    """One series of a job's images: a DICOM series, or a folder of other images (its own study).
+
+    Keys, never names: a study and series are their UIDs (a folder its path), a patient a keyed
+    hash of PatientID (`training.dicom_header.patient_key`)."""
+
+    __tablename__ = "series"
+    __table_args__ = (
+        UniqueConstraint("job_id", "series_key"),
+        Index("ix_series_job_id_study_key", "job_id", "study_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    study_key: Mapped[str] = mapped_column(String(1024))  # StudyInstanceUID, or the folder's path
+    series_key: Mapped[str] = mapped_column(String(1024))  # SeriesInstanceUID, or the folder's path
+    dicom: Mapped[bool]  # False: a folder of other images
+    patient_key: Mapped[str | None] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    sequence: Mapped[str] = mapped_column(String(255), default="")
+    plane: Mapped[str] = mapped_column(String(16), default="")
+    site: Mapped[str] = mapped_column(String(255), default="")
+    image_type: Mapped[str] = mapped_column(String(255), default="")
+
+
 class ImageResult(Base):
     __tablename__ = "image_results"
     __table_args__ = (
         _one_of("status", RESULT_STATUSES),
-        UniqueConstraint("job_id", "relpath"),
+        UniqueConstraint("job_id", "relpath", "frame"),
         Index("ix_image_results_batch_id", "batch_id"),
+        Index("ix_image_results_series_id", "series_id"),
         Index("ix_image_results_job_id_id", "job_id", "id"),
         Index(
             "ix_image_results_flagged",
@@ -186,6 +214,9 @@ class ImageResult(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     relpath: Mapped[str] = mapped_column(String(1024))
+    frame: Mapped[int] = mapped_column(default=0, server_default="0")  # 1.. in a multi-frame file
+    series_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("series.id", ondelete="CASCADE"))
+    instance_number: Mapped[int | None]  # DICOM InstanceNumber: the slice's place in its series
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     content_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 hex of the bytes scored
     label: Mapped[int | None] = mapped_column(SmallInteger)  # 1 tumour, 0 none, None unknown

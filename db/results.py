@@ -21,11 +21,13 @@ STREAM_CHUNK = 2000  # rows fetched per round trip when streaming an export
 
 @dataclass(frozen=True, slots=True)
 class PendingImage:
-    """An image of a batch still to score: its row id, path relative to the job's source, label."""
+    """An image of a batch still to score: its row id, path relative to the job's source, label,
+    and frame (0: the file is one image; 1..: that frame of a multi-frame file)."""
 
     id: int
     relpath: str
     label: int | None
+    frame: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +39,17 @@ class ScoredImage:
     flagged: bool | None
     error: str | None = None
     content_hash: str | None = None
+    frame: int = 0
 
 
 def pending_images(*, session: Session, batch_id: int) -> list[PendingImage]:
     """The batch's images not yet scored (pending, or errors from an earlier attempt), in order."""
     stmt = (
-        select(ImageResult.id, ImageResult.relpath, ImageResult.label)
+        select(ImageResult.id, ImageResult.relpath, ImageResult.label, ImageResult.frame)
         .where(ImageResult.batch_id == batch_id, ImageResult.status != "scored")
         .order_by(ImageResult.id)
     )
-    return [PendingImage(id, relpath, label) for id, relpath, label in session.execute(stmt)]
+    return [PendingImage(*row) for row in session.execute(stmt)]
 
 
 def _row(result: ScoredImage, now: datetime) -> dict[str, Any]:
@@ -56,6 +59,7 @@ def _row(result: ScoredImage, now: datetime) -> dict[str, Any]:
     scored = error is None
     return {
         "relpath": result.relpath,
+        "frame": result.frame,
         "content_hash": result.content_hash,
         "status": "scored" if scored else "error",
         "error": error,
@@ -66,7 +70,7 @@ def _row(result: ScoredImage, now: datetime) -> dict[str, Any]:
 
 
 def record_results(*, session: Session, job_id: int, batch_id: int, results: Sequence[ScoredImage]) -> None:
-    """Upsert one row per (job, relpath): the first score of an image wins, errors are overwritten.
+    """Upsert one row per (job, relpath, frame): the first score wins, errors are overwritten.
 
     Running it again with the same input changes nothing and adds no row. An image the planner did
     not record is inserted into `batch_id` (size 0, no label).
@@ -74,7 +78,7 @@ def record_results(*, session: Session, job_id: int, batch_id: int, results: Seq
     if not results:
         return
     now = utcnow()
-    rows = {r.relpath: _row(r, now) for r in results}  # one row per path: the last result given wins
+    rows = {(r.relpath, r.frame): _row(r, now) for r in results}  # one per frame: the last given wins
     upsert_scored(session, job_id=job_id, batch_id=batch_id, rows=list(rows.values()))
 
 

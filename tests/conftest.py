@@ -7,9 +7,12 @@ BackendUnavailable) is skipped saying so, except under CI=true, where it fails.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Generator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -45,6 +48,26 @@ def shared_data() -> Path:
             pytest.fail(message + " (CI must run the data tests)")
         pytest.skip(message)
     return found
+
+
+@pytest.fixture(scope="session")
+def lgg_flair(shared_data: Path) -> Path:
+    """The lgg-flair slices (the DICOM test archive is made from them)."""
+    source = shared_data / "lgg-flair"
+    if not source.is_dir():
+        message = f"lgg-flair slices not found under {shared_data}"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    return source
+
+
+def load_bench(name: str) -> ModuleType:
+    """A script of bench/ as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

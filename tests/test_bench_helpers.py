@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import SHIPPED_MODEL
+from tests.conftest import load_bench as _load
 
 
 def test_recall_at_specificity_keeps_the_allowed_false_alarms() -> None:
@@ -38,7 +26,7 @@ def test_model_speed_times_an_untrained_shape_of_the_shipped_recipe() -> None:
     model_speed = _load("model_speed")
     from training.scorer import Scorer
 
-    shipped = Scorer.load(BENCH.parent / "models" / "brainscan.keras")
+    shipped = Scorer.load(SHIPPED_MODEL)
     small = model_speed.untrained_like(shipped, "size=96,dropout=0.2")
     assert small.spec.size == 96 and small.card.recipe["network"]["dropout"] == 0.2
     assert small.spec.crop == shipped.spec.crop and small.threshold == shipped.threshold

@@ -44,7 +44,7 @@ def test_an_empty_variable_means_the_default() -> None:
         )
     }
     assert load_settings(empty) == Settings()
-    # an empty secret key means "make one on first start" (api.signing_key), in production too
+    # an empty secret key means "make one on first start" (brainscan.keys), in production too
     assert load_settings({"BRAINSCAN_ENV": "production", "BRAINSCAN_SECRET_KEY": ""}).secret_key == ""
 
 

@@ -55,12 +55,13 @@ def is_image_candidate(path: Path) -> bool:
 
 
 def decode_image(
-    source: Path | bytes, *, draft_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Path | bytes, *, draft_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS, frame: int = 0
 ) -> np.ndarray:
     """Return the slice as a 2-D uint8 array; raise ImageError with a reason when impossible.
 
     draft_side > 0 lets the JPEG decoder skip detail beyond that many pixels a side (DCT scaling),
-    which is several times faster and loses nothing the model can see.
+    which is several times faster and loses nothing the model can see. frame > 0: that frame of a
+    multi-frame DICOM file.
     """
     data = source if isinstance(source, bytes) else read_image_bytes(Path(source))
     if len(data) > MAX_FILE_BYTES:
@@ -70,7 +71,9 @@ def decode_image(
     if has_dicom_preamble(data[:132]):
         from training.dicom import decode_dicom
 
-        return _check_side(decode_dicom(data, max_pixels=max_pixels))
+        return _check_side(decode_dicom(data, max_pixels=max_pixels, frame=frame))
+    if frame:
+        raise ImageError(f"frame {frame} asked of a file that is not DICOM")
     return _check_side(_decode_raster(data, draft_side=draft_side, max_pixels=max_pixels))
 
 

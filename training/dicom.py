@@ -1,22 +1,27 @@
-"""DICOM slices to 8-bit grey: modality rescale, VOI LUT or window, MONOCHROME1 inversion."""
+"""DICOM slices to 8-bit grey: modality rescale, VOI LUT or window, MONOCHROME1 inversion; 8-bit
+grey without either as stored."""
 
 from __future__ import annotations
 
 import io
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.decode import MAX_FILE_BYTES, ImageError, rescale_to_uint8
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 MAX_BYTES_PER_PIXEL = 6  # 16-bit, three samples: the most a screening slice can use
 
 
-def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
-    """Decode one single-frame DICOM image to uint8, as a radiologist's default window shows it."""
+def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
+    """Decode one DICOM image to uint8, as a radiologist's default window shows it: a single-frame
+    file (frame 0), or frame `frame` (1..) of a multi-frame one; `max_pixels` bounds one frame."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]
 
     try:
         _refuse_deflate_bomb(data, max_pixels=max_pixels)
@@ -27,26 +32,48 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> np.ndarray:
         raise ImageError("DICOM file holds no pixel data")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if rows * cols * frames > max_pixels:
+    if rows * cols * (frames if frame == 0 else 1) > max_pixels:
         raise ImageError(
             f"DICOM image is {cols}x{rows} pixels x {frames} frame(s), above the limit of {max_pixels:,}"
         )
-    if frames > 1:
-        raise ImageError(f"multi-frame DICOM ({frames} frames); submit one slice per file")
+    if frames > 1 and frame == 0:
+        raise ImageError(
+            f"multi-frame DICOM ({frames} frames): a job scores it frame by frame; here, submit one "
+            "slice per file"
+        )
+    if frame > frames:
+        raise ImageError(f"the file holds {frames} frame(s), not frame {frame}")
     _check_pixel_data_length(ds, rows, cols, frames)
-    pixels = _pixel_array(ds)
+    pixels = _pixel_array(ds, frame)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         if pixels.ndim == 3:  # colour DICOM (secondary capture): luminance only
             return np.asarray(pixels[..., :3].astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
         raise ImageError(f"unsupported DICOM photometric interpretation {photometric}")
-    values = apply_modality_lut(pixels, ds)
-    if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        values = apply_voi_lut(values, ds, index=0)
-    grey = rescale_to_uint8(np.asarray(values, dtype=np.float32))
+    grey = pixels if _holds_display_grey(ds, pixels) else _windowed(ds, pixels)
     if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
         grey = 255 - grey
     return grey
+
+
+def _holds_display_grey(ds: Dataset, pixels: np.ndarray) -> bool:
+    """8-bit grey with no rescale and no window already holds display values (a slice exported
+    from a JPEG, a secondary capture): kept as stored, as the raster path keeps a JPEG's, so one
+    slice scores the same whether it came as JPEG or DICOM. A percentile stretch would not."""
+    identity = float(ds.get("RescaleSlope", 1) or 1) == 1 and float(ds.get("RescaleIntercept", 0) or 0) == 0
+    lookups = any(k in ds for k in ("ModalityLUTSequence", "VOILUTSequence", "WindowCenter"))
+    full_byte = int(ds.get("BitsStored", 8) or 8) == 8
+    return pixels.dtype == np.uint8 and pixels.ndim == 2 and full_byte and identity and not lookups
+
+
+def _windowed(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
+    """Modality rescale, then the file's first VOI LUT or window if any, then 0..255."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut  # type: ignore[attr-defined]
+
+    values = apply_modality_lut(pixels, ds)
+    if "VOILUTSequence" in ds or "WindowCenter" in ds:
+        values = apply_voi_lut(values, ds, index=0)
+    return rescale_to_uint8(np.asarray(values, dtype=np.float32))
 
 
 def _refuse_deflate_bomb(data: bytes, *, max_pixels: int) -> None:
@@ -87,15 +114,18 @@ def _check_pixel_data_length(ds: object, rows: int, cols: int, frames: int) -> N
         )
 
 
-def _pixel_array(ds: object) -> np.ndarray:
+def _pixel_array(ds: Dataset, frame: int) -> np.ndarray:
+    """The single frame's pixels, or frame `frame` (1..) alone of a multi-frame file."""
+    from pydicom.pixels import pixel_array  # type: ignore[attr-defined]
+
     try:
-        return np.asarray(ds.pixel_array)  # type: ignore[attr-defined]
+        return np.asarray(pixel_array(ds, index=frame - 1) if frame else ds.pixel_array)
     except (NotImplementedError, RuntimeError) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
         raise ImageError(
             f"compressed DICOM transfer syntax '{name}' cannot be decoded here "
-            "(install pylibjpeg with its JPEG plugins, or send uncompressed DICOM)"
+            "(install python-gdcm, or pylibjpeg with its plugins, or send uncompressed DICOM)"
         ) from exc
     except (ValueError, AttributeError, KeyError, EOFError) as exc:
         raise ImageError(f"corrupt DICOM pixel data: {exc}") from exc

@@ -89,8 +89,9 @@ def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def load_input(
-    source: Path | bytes, spec: PreprocessSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Path | bytes, spec: PreprocessSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS, frame: int = 0
 ) -> np.ndarray:
-    """Decode and preprocess one file: the exact path from disk to model input, for train and score."""
-    grey = decode_image(source, draft_side=spec.size * 2, max_pixels=max_pixels)
+    """Decode and preprocess one file (or one frame of it): the exact path from disk to model input,
+    for train and score."""
+    grey = decode_image(source, draft_side=spec.size * 2, max_pixels=max_pixels, frame=frame)
     return preprocess(grey, spec)

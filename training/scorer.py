@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import deque
@@ -20,6 +21,8 @@ from training.preprocess import PreprocessSpec, load_input
 log = logging.getLogger(__name__)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+ImageSource = Path | str | tuple[Path, int]  # a file, or (file, frame 1..) of a multi-frame DICOM
+FRAME_FILES_KEPT = 2  # a multi-frame file's bytes are read once for all its frames in a run
 
 
 def frozen_predictor(model: object, batch_shape: tuple[int, ...]) -> Predictor | None:
@@ -49,9 +52,9 @@ def frozen_predictor(model: object, batch_shape: tuple[int, ...]) -> Predictor |
     return predict
 
 
-def batched(items: Iterable[Path | str], size: int) -> Iterator[list[Path | str]]:
+def batched(items: Iterable[ImageSource], size: int) -> Iterator[list[ImageSource]]:
     """Consecutive lists of `size` items (the last may be shorter), without materialising all."""
-    chunk: list[Path | str] = []
+    chunk: list[ImageSource] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
@@ -168,28 +171,39 @@ class Scorer:
             out[start : start + len(chunk)] = probs[: len(chunk)]
         return out
 
-    def load_input(self, source: Path | bytes) -> np.ndarray:
-        """Decode and preprocess one file exactly as training did."""
-        return load_input(source, self.spec, max_pixels=self.max_pixels)
+    def load_input(self, source: Path | bytes, frame: int = 0) -> np.ndarray:
+        """Decode and preprocess one file (or one frame of it) exactly as training did."""
+        return load_input(source, self.spec, max_pixels=self.max_pixels, frame=frame)
 
-    def _load_hashed(self, path: Path) -> tuple[np.ndarray, str]:
-        data = read_image_bytes(path)
-        return self.load_input(data), hashlib.sha256(data).hexdigest()
+    def iter_scores(
+        self, sources: Iterable[ImageSource], *, with_hash: bool = False
+    ) -> Iterator[ScoreResult]:
+        """Score files (or frames of files) in order, decoding the next batch in threads while the
+        model runs; with_hash: each result carries the sha256 of its file's bytes."""
 
-    def iter_scores(self, paths: Iterable[Path | str], *, with_hash: bool = False) -> Iterator[ScoreResult]:
-        """Score files in order, decoding the next batch in threads while the model runs."""
-        load = self._load_hashed if with_hash else self.load_input
+        def read(path: Path) -> tuple[bytes, str | None]:
+            data = read_image_bytes(path)
+            return data, hashlib.sha256(data).hexdigest() if with_hash else None
+
+        read_frames_file = functools.lru_cache(maxsize=FRAME_FILES_KEPT)(read)  # read once, hashed once
+
+        def load(source: ImageSource) -> np.ndarray | tuple[np.ndarray, str]:
+            path, frame = source if isinstance(source, tuple) else (Path(source), 0)
+            data, digest = read_frames_file(path) if frame else read(path)
+            inputs = self.load_input(data, frame)
+            return (inputs, digest) if digest is not None else inputs
+
         with ThreadPoolExecutor(self.threads) as pool:
             pending: deque[tuple[list[str], list[Future[Any]]]] = deque()
-            for chunk in batched(paths, self.batch_size):
-                names = [str(p) for p in chunk]
-                pending.append((names, [pool.submit(load, Path(p)) for p in chunk]))
+            for chunk in batched(sources, self.batch_size):
+                names = [str(c[0] if isinstance(c, tuple) else c) for c in chunk]
+                pending.append((names, [pool.submit(load, c) for c in chunk]))
                 if len(pending) > 1:
                     yield from self._finish(*pending.popleft())
             while pending:
                 yield from self._finish(*pending.popleft())
 
-    def score_paths(self, paths: Sequence[Path | str]) -> list[ScoreResult]:
+    def score_paths(self, paths: Sequence[ImageSource]) -> list[ScoreResult]:
         """All results for a list of files, one per path, in order."""
         return list(self.iter_scores(paths))
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.batches import PlannedImage, add_batch
 from db.jobs import fail_job, finish_planning, get_job, mark_planning
+from db.series import SeriesFound, add_series
 from training.dataset import iter_records, resolves_inside, storable_relpath
+from worker.headers import Skipped, images_of
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_EVERY = 20  # batches between looks at whether the job was cancelled meanwhile
@@ -34,17 +38,39 @@ def _check_source(source_path: str, roots: Sequence[Path]) -> Path:
     return root
 
 
+NOT_AN_IMAGE = "not an image file (by its name)"
+
+
+@dataclass
+class SeriesBook:
+    """The job's series met so far: ids of those recorded, and those still to record."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    new: dict[str, SeriesFound] = field(default_factory=dict)
+
+    def note(self, series: SeriesFound) -> None:
+        if series.series_key not in self.ids:
+            self.new.setdefault(series.series_key, series)
+
+    def record(self, session: Session, job_id: int) -> None:
+        self.ids.update(add_series(session=session, job_id=job_id, series=list(self.new.values())))
+        self.new.clear()
+
+
 def plan(
     job_id: int,
     *,
     sessions: sessionmaker[Session],
     enqueue: Callable[[list[int]], object],
     roots: Sequence[Path],
+    patient_key: bytes,
 ) -> int:
     """Record every image of the job in batches, enqueueing each batch as soon as it is committed.
 
-    Scoring starts while a large archive is still being walked; the job becomes 'running' (and
-    may finish at once) when the walk ends. Returns the number of images planned.
+    Each DICOM file's header gives its series and frames (one image per frame), or the reason it
+    holds nothing to screen; `patient_key` keys the hash kept of PatientID. Scoring starts while a
+    large archive is still being walked; the job becomes 'running' (and may finish at once) when
+    the walk ends. Returns the number of images planned.
     """
     with sessions.begin() as session:
         job = get_job(session=session, job_id=job_id)
@@ -58,32 +84,38 @@ def plan(
         with sessions.begin() as session:
             fail_job(session=session, job_id=job_id, error=str(exc))
         return 0
-    skipped = 0
-
-    def count_skip(_relpath: str) -> None:
-        nonlocal skipped
-        skipped += 1
-
+    skipped: Counter[str] = Counter()
+    book = SeriesBook()
     total, index, chunk = 0, 0, []
-    for record in iter_records(root, on_skip=count_skip):
-        chunk.append(PlannedImage(storable_relpath(record.relpath), _size(record.path), record.label))
-        if len(chunk) == batch_size:
-            _flush(sessions, enqueue, job_id, index, chunk)
-            total, index, chunk = total + len(chunk), index + 1, []
-            if index % CANCEL_CHECK_EVERY == 0 and not _still_planning(sessions, job_id):
-                log.info("job %s: stopped planning after %d images (cancelled)", job_id, total)
-                return total
+    for record in iter_records(root, on_skip=lambda _relpath: skipped.update([NOT_AN_IMAGE])):
+        found = images_of(record, key=patient_key)
+        if isinstance(found, Skipped):
+            skipped[found.reason] += 1
+            continue
+        if found.series is not None:
+            book.note(found.series)
+        relpath, size = storable_relpath(record.relpath), _size(record.path)
+        for frame in found.frames:
+            image = PlannedImage(relpath, size, record.label, None, found.instance_number, frame)
+            chunk.append((image, found.series.series_key if found.series else None))
+            if len(chunk) == batch_size:
+                _flush(sessions, enqueue, job_id, index, chunk, book)
+                total, index, chunk = total + len(chunk), index + 1, []
+                if index % CANCEL_CHECK_EVERY == 0 and not _still_planning(sessions, job_id):
+                    log.info("job %s: stopped planning after %d images (cancelled)", job_id, total)
+                    return total
     if chunk:
-        _flush(sessions, enqueue, job_id, index, chunk)
+        _flush(sessions, enqueue, job_id, index, chunk, book)
         total += len(chunk)
     with sessions.begin() as session:
-        finish_planning(session=session, job_id=job_id, total=total, skipped=skipped)
+        finish_planning(session=session, job_id=job_id, total=total, skipped=dict(skipped))
     log.info(
-        "job %s: planned %d images in %d batches, skipped %d other files",
+        "job %s: planned %d images of %d series in %d batches, skipped %d other files",
         job_id,
         total,
+        len(book.ids),
         index + bool(chunk),
-        skipped,
+        skipped.total(),
     )
     return total
 
@@ -106,8 +138,11 @@ def _flush(
     enqueue: Callable[[list[int]], object],
     job_id: int,
     index: int,
-    chunk: list[PlannedImage],
+    chunk: list[tuple[PlannedImage, str | None]],
+    book: SeriesBook,
 ) -> None:
     with sessions.begin() as session:
-        batch_id = add_batch(session=session, job_id=job_id, index=index, images=chunk)
+        book.record(session, job_id)  # in the batch's transaction: no image row without its series
+        images = [replace(image, series_id=book.ids[key]) if key else image for image, key in chunk]
+        batch_id = add_batch(session=session, job_id=job_id, index=index, images=images)
     enqueue([batch_id])  # after the commit, so a fast worker always finds the batch

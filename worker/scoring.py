@@ -81,13 +81,14 @@ def score_claimed(work: Claimed, scorer: Scorer) -> list[ScoredImage]:
     for image in work.pending:
         where = confined(work.root, image.relpath)
         if isinstance(where, str):
-            results.append(ScoredImage(image.relpath, None, None, where, None))
+            results.append(ScoredImage(image.relpath, None, None, where, None, image.frame))
         else:
             readable.append((image, where))
-    scores = scorer.iter_scores((path for _, path in readable), with_hash=True)
+    sources = ((path, image.frame) if image.frame else path for image, path in readable)
+    scores = scorer.iter_scores(sources, with_hash=True)
     for (image, _), r in zip(readable, scores, strict=True):
         flagged = None if r.probability is None else r.probability >= work.threshold
-        results.append(ScoredImage(image.relpath, r.probability, flagged, r.error, r.sha256))
+        results.append(ScoredImage(image.relpath, r.probability, flagged, r.error, r.sha256, image.frame))
     return results
 
 
@@ -117,7 +118,9 @@ def score(
     if resolves_inside(work.root, roots):
         results = score_claimed(work, scorer)
     else:  # nothing is read from wherever the folder now leads
-        results = [ScoredImage(image.relpath, None, None, OUTSIDE, None) for image in work.pending]
+        results = [
+            ScoredImage(image.relpath, None, None, OUTSIDE, None, image.frame) for image in work.pending
+        ]
     with sessions.begin() as session:
         record_results(session=session, job_id=work.job_id, batch_id=batch_id, results=results)
         finish_batch(session=session, batch_id=batch_id, seconds=time.perf_counter() - started)

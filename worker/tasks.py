@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from brainscan.keys import patient_hash_key
 from worker import planning, scoring
 from worker.celery_app import PLAN_TASK, SCORE_TASK, settings_of
 from worker.enqueue import enqueue_batches
@@ -48,6 +49,7 @@ def plan_job(self: Task, job_id: int) -> int:
             sessions=process_sessions(settings),
             enqueue=lambda ids: enqueue_batches(self.app, ids),
             roots=settings.source_roots,
+            patient_key=patient_hash_key(settings),
         )
     except Exception as exc:
         if _is_transient(exc) and self.request.retries < MAX_RETRIES:

@@ -110,10 +110,12 @@ def plan_and_score(
     settings: Settings, job_id: int, *, seed: int = 0, error_every: int = 0, finish: bool = True
 ) -> None:
     """Plan the job with the worker's planner, then score every batch with seeded random scores."""
+    from brainscan.keys import patient_hash_key
     from worker.planning import plan
 
     maker = get_sessionmaker(settings.resolved_database_url)
-    plan(job_id, sessions=maker, enqueue=lambda batch_ids: None, roots=settings.source_roots)
+    roots, key = settings.source_roots, patient_hash_key(settings)
+    plan(job_id, sessions=maker, enqueue=lambda batch_ids: None, roots=roots, patient_key=key)
     rng = random.Random(seed)
     with maker() as session:
         batch_ids = [b.id for b in list_batches(session=session, job_id=job_id)]

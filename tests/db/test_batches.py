@@ -33,7 +33,7 @@ def _running_job(maker: Maker, images: int = 8, batch_size: int = 4) -> tuple[in
         job = create_random_job(session=session)
         mark_planning(session=session, job_id=job.id)
         batch_ids = plan_random_images(session=session, job_id=job.id, count=images, batch_size=batch_size)
-        finish_planning(session=session, job_id=job.id, total=images, skipped=0)
+        finish_planning(session=session, job_id=job.id, total=images, skipped={})
     return job.id, batch_ids
 
 

@@ -50,7 +50,7 @@ def _running_job(maker: sessionmaker[Session], images: int, batch_size: int) -> 
         job_id = create_random_job(session=session).id
         mark_planning(session=session, job_id=job_id)
         batch_ids = plan_random_images(session=session, job_id=job_id, count=images, batch_size=batch_size)
-        finish_planning(session=session, job_id=job_id, total=images, skipped=0)
+        finish_planning(session=session, job_id=job_id, total=images, skipped={})
     return job_id, batch_ids
 
 

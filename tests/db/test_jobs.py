@@ -72,7 +72,9 @@ def test_planning_moves_a_queued_job_to_running_with_its_counts(db_sessionmaker:
         job = create_random_job(session=session)
         assert mark_planning(session=session, job_id=job.id)
         plan_random_images(session=session, job_id=job.id, count=10, batch_size=4)
-        finish_planning(session=session, job_id=job.id, total=10, skipped=2)
+        finish_planning(
+            session=session, job_id=job.id, total=10, skipped={"not an image file (by its name)": 2}
+        )
     with db_sessionmaker() as session:
         found = get_job(session=session, job_id=job.id)
         assert found is not None and (found.status, found.total, found.skipped) == ("running", 10, 2)
@@ -83,7 +85,9 @@ def test_a_job_with_nothing_to_score_succeeds_at_once(db_sessionmaker: Maker) ->
     with db_sessionmaker.begin() as session:
         job = create_random_job(session=session)
         mark_planning(session=session, job_id=job.id)
-        finish_planning(session=session, job_id=job.id, total=0, skipped=5)
+        finish_planning(
+            session=session, job_id=job.id, total=0, skipped={"not an image file (by its name)": 5}
+        )
     with db_sessionmaker() as session:
         found = get_job(session=session, job_id=job.id)
         assert found is not None and (found.status, found.total, found.skipped) == ("succeeded", 0, 5)
@@ -101,7 +105,7 @@ def test_a_job_whose_batches_all_finished_during_planning_finishes_with_it(db_se
         finish_batch(session=session, batch_id=batch_id, seconds=0.5)
     with db_sessionmaker.begin() as session:
         assert not finish_job_if_complete(session=session, job_id=job.id)  # still planning
-        finish_planning(session=session, job_id=job.id, total=4, skipped=0)
+        finish_planning(session=session, job_id=job.id, total=4, skipped={})
     with db_sessionmaker() as session:
         found = get_job(session=session, job_id=job.id)
         assert found is not None and found.status == "succeeded" and found.tp is not None
@@ -123,7 +127,7 @@ def test_cancelling_stops_queued_batches_and_happens_once(db_sessionmaker: Maker
         job = create_random_job(session=session)
         mark_planning(session=session, job_id=job.id)
         first, second = plan_random_images(session=session, job_id=job.id, count=8, batch_size=4)
-        finish_planning(session=session, job_id=job.id, total=8, skipped=0)
+        finish_planning(session=session, job_id=job.id, total=8, skipped={})
         claim_batch(session=session, batch_id=first, worker="w")
     with db_sessionmaker.begin() as session:
         assert cancel_job(session=session, job_id=job.id)
@@ -150,7 +154,7 @@ def _failed_job(maker: Maker) -> tuple[int, list[int]]:
         job = create_random_job(session=session)
         mark_planning(session=session, job_id=job.id)
         batch_ids = plan_random_images(session=session, job_id=job.id, count=12, batch_size=4)
-        finish_planning(session=session, job_id=job.id, total=12, skipped=0)
+        finish_planning(session=session, job_id=job.id, total=12, skipped={})
         for n, batch_id in enumerate(batch_ids):
             claim_batch(session=session, batch_id=batch_id, worker="w")
             images = pending_images(session=session, batch_id=batch_id)
@@ -207,7 +211,7 @@ def test_rerunning_a_clean_job_changes_nothing(db_sessionmaker: Maker) -> None:
         job = create_random_job(session=session)
         mark_planning(session=session, job_id=job.id)
         (batch_id,) = plan_random_images(session=session, job_id=job.id, count=4, batch_size=4)
-        finish_planning(session=session, job_id=job.id, total=4, skipped=0)
+        finish_planning(session=session, job_id=job.id, total=4, skipped={})
         claim_batch(session=session, batch_id=batch_id, worker="w")
         score_randomly(session=session, job_id=job.id, batch_id=batch_id, rng=random.Random(2), error_rate=0)
         finish_batch(session=session, batch_id=batch_id, seconds=1.0)
@@ -231,7 +235,7 @@ def test_the_watchdog_finds_jobs_whose_planner_or_finisher_was_lost(db_sessionma
             plan_random_images(session=session, job_id=job_id, count=4, batch_size=4)
         session.execute(update(Job).values(heartbeat_at=hour_ago).where(Job.id == lost_planning))
         for job_id in (settled, busy):
-            finish_planning(session=session, job_id=job_id, total=4, skipped=0)
+            finish_planning(session=session, job_id=job_id, total=4, skipped={})
         (batch_id,) = [b.id for b in list_batches(session=session, job_id=settled)]
         claim_batch(session=session, batch_id=batch_id, worker="w")
         score_randomly(session=session, job_id=settled, batch_id=batch_id, rng=random.Random(1))

@@ -13,8 +13,17 @@ from db import migrate
 from db.engine import make_engine
 from db.models import ApiToken, Base, User, utcnow
 
-TABLES = {"jobs", "batches", "image_results", "model_versions", "api_tokens", "users", "audit_events"}
-HEAD = "0003"
+TABLES = {
+    "jobs",
+    "batches",
+    "image_results",
+    "series",
+    "model_versions",
+    "api_tokens",
+    "users",
+    "audit_events",
+}
+HEAD = "0004"
 
 
 def _tables(url: str) -> set[str]:
@@ -91,6 +100,82 @@ def test_logins_and_tokens_from_before_owners_keep_seeing_every_job(empty_databa
         for token in tokens.values():
             assert token.expires_at is not None
             assert timedelta(days=364) < token.expires_at - utcnow() <= timedelta(days=365)
+    finally:
+        engine.dispose()
+
+
+def _a_job_with_one_image(url: str) -> None:
+    """A running job, one batch, one pending image row, as any schema from 0002 on takes them."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, source, source_kind, source_path, status, total, skipped, "
+                    "model_version, threshold, batch_size, submitted_by, created_at) VALUES (1, 'a', "
+                    "'folder', '/a', 'running', 1, 0, 'm', 0.5, 10, 'user:ana', CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    'INSERT INTO batches (id, job_id, "index", status, size, attempts, enqueued_at, '
+                    "scored, failed, flagged) VALUES (1, 1, 0, 'queued', 1, 0, CURRENT_TIMESTAMP, 0, 0, 0)"
+                )
+            )
+            connection.execute(text(IMAGE_ROW.format("", "'a/IM1.dcm'")))
+    finally:
+        engine.dispose()
+
+
+IMAGE_ROW = (
+    "INSERT INTO image_results (job_id, batch_id, size_bytes, status, relpath{}) "
+    "VALUES (1, 1, 1, 'pending', {})"
+)
+
+
+def _counts(url: str) -> tuple[int, int, int]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            count = lambda table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: E731
+            return count("jobs"), count("batches"), count("image_results")
+    finally:
+        engine.dispose()
+
+
+def test_migrations_keep_jobs_batches_and_results(empty_database_url: str) -> None:
+    """Every step from 0002 up and back keeps a job's rows: on SQLite a table is altered by copying
+    it, and dropping the old `jobs` once cascaded to every batch and result (fixed in env.py)."""
+    migrate.upgrade(empty_database_url, "0002")
+    _a_job_with_one_image(empty_database_url)
+    for revision in ("0003", "0004", "0003", "0002"):
+        if revision > (migrate.current(empty_database_url) or ""):
+            migrate.upgrade(empty_database_url, revision)
+        else:
+            migrate.downgrade(empty_database_url, revision)
+        assert _counts(empty_database_url) == (1, 1, 1), revision
+
+
+def test_image_rows_from_before_frames_keep_their_place_and_a_file_may_hold_frames(
+    empty_database_url: str,
+) -> None:
+    """0003 -> 0004: a job's image rows stay, as frame 0 of no series; a multi-frame file's frames
+    then share its path; back at 0003 the file's first frame stands for it."""
+    migrate.upgrade(empty_database_url, "0003")
+    _a_job_with_one_image(empty_database_url)
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            kept = connection.execute(text("SELECT relpath, frame, series_id FROM image_results")).one()
+            assert tuple(kept) == ("a/IM1.dcm", 0, None)
+            for frame in (1, 2):
+                connection.execute(text(IMAGE_ROW.format(", frame", f"'a/MF.dcm', {frame}")))
+        migrate.downgrade(empty_database_url, "0003")
+        engine.dispose()
+        with engine.connect() as connection:
+            paths = connection.execute(text("SELECT relpath FROM image_results ORDER BY relpath"))
+            assert [p for (p,) in paths] == ["a/IM1.dcm", "a/MF.dcm"]
     finally:
         engine.dispose()
 

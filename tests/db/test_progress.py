@@ -43,7 +43,9 @@ def _job_in_flight(maker: Maker) -> InFlight:
         batch_ids = plan_random_images(
             session=session, job_id=job_id, count=IMAGES, batch_size=BATCH, rng=rng
         )
-        finish_planning(session=session, job_id=job_id, total=IMAGES, skipped=3)
+        finish_planning(
+            session=session, job_id=job_id, total=IMAGES, skipped={"not an image file (by its name)": 3}
+        )
         labels = {r.relpath: r.label for r in session.scalars(select(ImageResult))}
         recorded = {}
         for batch_id in batch_ids:

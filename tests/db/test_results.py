@@ -23,7 +23,7 @@ def _planned(maker: Maker, images: int, batch_size: int) -> tuple[int, list[int]
         job = create_random_job(session=session)
         mark_planning(session=session, job_id=job.id)
         batch_ids = plan_random_images(session=session, job_id=job.id, count=images, batch_size=batch_size)
-        finish_planning(session=session, job_id=job.id, total=images, skipped=0)
+        finish_planning(session=session, job_id=job.id, total=images, skipped={})
         for batch_id in batch_ids:
             claim_batch(session=session, batch_id=batch_id, worker="w")
     return job.id, batch_ids
@@ -44,7 +44,8 @@ def test_recording_the_same_results_again_changes_nothing(db_sessionmaker: Maker
         record_results(session=session, job_id=job_id, batch_id=batch_id, results=results)
     with db_sessionmaker() as session:
         assert _snapshot(session) == before and len(before) == 50
-        assert {row[9] for row in before} == {"scored", "error"}  # status: both kinds were re-recorded
+        status = [c.name for c in ImageResult.__table__.columns].index("status")
+        assert {row[status] for row in before} == {"scored", "error"}  # both kinds were re-recorded
 
 
 def test_the_first_score_wins_and_an_error_is_replaced_by_a_score(db_sessionmaker: Maker) -> None:

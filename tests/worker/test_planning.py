@@ -9,6 +9,7 @@ from brainscan.testing import Service
 from db.batches import list_batches
 from db.jobs import cancel_job
 from db.results import list_results
+from tests.conftest import load_bench
 from tests.images import create_random_slice, save_image
 from training.dataset import file_at
 
@@ -109,3 +110,73 @@ def test_a_folder_that_now_leads_outside_the_archive_root_is_not_walked(
     job = confined.job(job_id)
     assert job.status == "failed" and "leads outside the archive root" in (job.error or "")
     assert job.total == 0
+
+
+def test_a_dicom_archive_is_planned_by_series_and_frame_and_keeps_no_identifier(
+    embedded: Service, tmp_path: Path, lgg_flair: Path
+) -> None:
+    """The DICOM test archive (bench/dicom_archive.py): every slice planned once, in its series,
+    with its InstanceNumber; the multi-frame file as one image per frame; the report, the
+    presentation state and the DICOMDIR skipped with their reasons; no patient name, birth date
+    or PatientID anywhere in the database."""
+    from sqlalchemy import select
+
+    from db.models import Job, Series
+
+    archive = tmp_path / "pacs"
+    summary = load_bench("dicom_archive").build_archive(lgg_flair, archive, patients=3, seed=0)
+    job_id = _job(embedded, archive, batch_size=16)
+    assert embedded.plan(job_id, enqueue=lambda ids: None) == summary.frames
+    with embedded.sessions()() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.skipped == 3
+        assert job.skipped_reasons == {
+            "DICOMDIR (a directory of the other files)": 1,
+            "not an image: Basic Text SR Storage": 1,
+            "not an image: Grayscale Softcopy Presentation State Storage": 1,
+        }
+        series = list(session.scalars(select(Series).where(Series.job_id == job_id)))
+        rows = list_results(session=session, job_id=job_id, limit=1000)
+    assert len({s.study_key for s in series}) == summary.studies == 3
+    assert {(s.description, s.modality, s.plane, s.dicom) for s in series} == {
+        ("AX FLAIR", "MR", "axial", True)
+    }
+    assert all(s.patient_key and len(s.patient_key) == 16 for s in series)
+    assert len({s.patient_key for s in series}) == 3
+    multi = [r for r in rows if r.frame > 0]
+    assert len({r.relpath for r in multi}) == 1 and sorted(r.frame for r in multi) == list(
+        range(1, len(multi) + 1)
+    )
+    assert all(r.series_id is not None and r.label is not None for r in rows)
+    assert all(r.instance_number is not None for r in rows if r.frame == 0)
+    dump = "\n".join(_database_text(embedded))
+    assert "AX FLAIR" in dump  # the dump holds what was stored
+    for identifier in _identifiers(archive):
+        assert identifier not in dump
+
+
+def _identifiers(archive: Path) -> set[str]:
+    """The patient names, birth dates and IDs written into the archive's headers."""
+    import pydicom
+
+    found = set()
+    for path in archive.rglob("*"):
+        if path.is_file() and path.name not in ("DICOMDIR", "labels.csv"):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            found |= {str(ds.PatientName), ds.PatientName.family_name, ds.PatientBirthDate, ds.PatientID}
+    assert len(found) >= 10  # three patients' four identifiers (two may share a family name)
+    return found
+
+
+def _database_text(service: Service) -> list[str]:
+    """Every value of every row of every table, as text."""
+    from sqlalchemy import inspect, text
+
+    engine = service.sessions().kw["bind"]
+    with engine.connect() as connection:
+        return [
+            str(value)
+            for table in inspect(engine).get_table_names()
+            for row in connection.execute(text(f'SELECT * FROM "{table}"'))
+            for value in row
+        ]

@@ -14,7 +14,7 @@ from db.batches import claim_batch, list_batches
 from db.jobs import cancel_job, create_job
 from db.progress import job_confusion_from_results
 from db.results import list_results
-from tests.conftest import SHIPPED_MODEL
+from tests.conftest import SHIPPED_MODEL, load_bench
 from tests.images import create_random_slice, encoded, save_image
 from training.scorer import Scorer
 from worker import scoring
@@ -202,3 +202,38 @@ def test_a_folder_swapped_for_a_link_outside_the_root_is_not_read(
         rows = list_results(session=session, job_id=job_id, limit=100)
     assert len(rows) == 9 and {r.error for r in rows} == {OUTSIDE}
     assert confined.job(job_id).status == "succeeded"  # finished, every image failed with the reason
+
+
+def test_a_dicom_archive_scores_every_slice_and_frame_as_its_source_jpeg(
+    embedded: Service, scorer: Scorer, tmp_path: Path, lgg_flair: Path
+) -> None:
+    """Each DICOM slice of the test archive, whatever its transfer syntax, and each frame of its
+    multi-frame file, scores what its source JPEG scores (JPEG Baseline: within lossy noise)."""
+    import pydicom
+
+    archive = tmp_path / "pacs"
+    load_bench("dicom_archive").build_archive(lgg_flair, archive, patients=3, seed=0)
+    job_id, sent = _planned(embedded, archive, scorer, batch_size=16)
+    for batch_id in sent:
+        assert embedded.score(batch_id, scorer=scorer, worker="w") == "done"
+    with embedded.sessions()() as session:
+        rows = list_results(session=session, job_id=job_id, limit=1000)
+    assert rows
+    sources, lossy = [], []
+    for r in rows:
+        ds = pydicom.dcmread(archive / r.relpath, stop_before_pixels=True)
+        number = r.instance_number
+        if r.frame:
+            frame = ds.PerFrameFunctionalGroupsSequence[r.frame - 1]
+            number = int(frame.FrameContentSequence[0].FrameAcquisitionNumber)
+        name = f"{ds.PatientID}_{ds.StudyDate}_{number}.jpg"
+        sources.append(next(p for p in (lgg_flair / "yes" / name, lgg_flair / "no" / name) if p.is_file()))
+        lossy.append(ds.file_meta.TransferSyntaxUID == pydicom.uid.JPEGBaseline8Bit)
+    from_jpeg = scorer.score_paths(sources)
+    assert [r.error for r in rows] == [s.error for s in from_jpeg]  # lgg-flair's two blank slices
+    scored = np.array([r.error is None for r in rows])
+    expected = np.array([s.probability or 0.0 for s in from_jpeg])
+    found = np.array([r.probability or 0.0 for r in rows])
+    exact = scored & ~np.array(lossy)
+    np.testing.assert_allclose(found[exact], expected[exact], atol=1e-5)
+    assert np.abs(found[scored] - expected[scored]).max() < 0.1

@@ -1,0 +1,134 @@
+"""DICOM headers: what planning keeps of a file, what it skips, and that no identifier survives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from training.dicom_header import DicomHeader, HeaderError, NotAnImage, patient_key, plane_of, read_header
+
+KEY = b"k" * 32
+AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def _write(path: Path, sop_class: str, **fields: object) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", "1.2.3.4.5"
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate = "TCGA_CS_4941", "DOE^JANE", "19600101"
+    for name, value in fields.items():
+        setattr(ds, name, value)
+    if "Rows" in fields:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        ds.PixelData = np.zeros((ds.Rows, ds.Columns), dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_an_mr_slice_header_keeps_what_screening_needs_and_no_identifier(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "IM1.dcm",
+        "1.2.840.10008.5.1.4.1.1.4",
+        Modality="MR",
+        InstanceNumber=7,
+        SeriesDescription="AX FLAIR ",
+        ImageType=["ORIGINAL", "PRIMARY", "M", "ND"],
+        ScanningSequence=["SE", "IR"],
+        SequenceVariant="SK",
+        SequenceName="*tir2d1_15",
+        ImageOrientationPatient=AXIAL,
+        Manufacturer="SIEMENS",
+        StationName="MRC40123",
+        Rows=64,
+        Columns=64,
+    )
+    header = read_header(path, key=KEY)
+    assert isinstance(header, DicomHeader)
+    assert (header.study_uid, header.series_uid, header.instance_number) == ("1.2.3.4", "1.2.3.4.5", 7)
+    assert (header.modality, header.series_description, header.plane) == ("MR", "AX FLAIR", "axial")
+    assert header.image_type == "ORIGINAL\\PRIMARY\\M\\ND"
+    assert header.sequence == "SE\\IR; SK; *tir2d1_15"
+    assert header.site == "SIEMENS / MRC40123"
+    assert header.frames == 1
+    assert (
+        header.patient_key
+        == patient_key("TCGA_CS_4941", key=KEY)
+        != patient_key("TCGA_CS_4941", key=b"x" * 32)
+    )
+    text = repr(header)
+    assert "TCGA_CS_4941" not in text and "DOE" not in text and "1960" not in text
+    assert read_header(path.read_bytes(), key=KEY) == header
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "fields", "reason"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.88.11", {"Modality": "SR"}, "not an image: Basic Text SR"),
+        ("1.2.840.10008.5.1.4.1.1.11.1", {"Modality": "PR"}, "Grayscale Softcopy Presentation State"),
+        ("1.2.840.10008.5.1.4.1.1.88.59", {"Modality": "KO"}, "Key Object Selection"),
+        ("1.2.840.10008.5.1.4.1.1.2", {"Modality": "CT"}, "not an image: CT Image Storage"),
+        ("1.2.840.10008.5.1.4.1.1.7", {"Modality": "CT"}, "modality CT, not MR"),
+    ],
+)
+def test_files_with_nothing_to_screen_say_why(
+    tmp_path: Path, sop_class: str, fields: dict[str, object], reason: str
+) -> None:
+    result = read_header(_write(tmp_path / "f.dcm", sop_class, **fields), key=KEY)
+    assert isinstance(result, NotAnImage) and reason in result.reason
+
+
+def test_a_dicomdir_is_not_an_image(tmp_path: Path) -> None:
+    from pydicom.fileset import FileSet
+
+    image = _write(
+        tmp_path / "IM1",
+        "1.2.840.10008.5.1.4.1.1.4",
+        Modality="MR",
+        StudyDate="20240101",
+        StudyTime="120000",
+        StudyID="1",
+        AccessionNumber="A1",
+        SeriesNumber=1,
+        InstanceNumber=1,
+        PatientName="DOE^JANE",
+        Rows=32,
+        Columns=32,
+    )
+    fs = FileSet()
+    fs.add(pydicom.dcmread(image))
+    fs.write(tmp_path / "out")
+    result = read_header(tmp_path / "out" / "DICOMDIR", key=KEY)
+    assert isinstance(result, NotAnImage) and "DICOMDIR" in result.reason
+
+
+def test_planes_from_orientation() -> None:
+    assert plane_of(AXIAL) == "axial"
+    assert plane_of([0, 1, 0, 0, 0, -1]) == "sagittal"
+    assert plane_of([1, 0, 0, 0, 0, -1]) == "coronal"
+    assert plane_of([1, 0, 0, 0, 0.7071, 0.7071]) == "oblique"
+    assert plane_of(None) == plane_of([0, 0, 0, 0, 0, 0]) == ""
+
+
+def test_a_patient_key_is_stable_keyed_and_empty_without_an_id() -> None:
+    assert patient_key(" A1 ", key=KEY) == patient_key("A1", key=KEY)
+    assert len(patient_key("A1", key=KEY)) == 16
+    assert patient_key("", key=KEY) == ""
+
+
+def test_a_corrupt_file_raises(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
+    with pytest.raises(HeaderError, match="corrupt DICOM"):
+        read_header(bad, key=KEY)

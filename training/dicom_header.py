@@ -1,0 +1,185 @@
+"""What a DICOM file's header says about where its pixels belong: study, series, sequence, plane.
+
+Planning reads every DICOM file's header (never its pixels) to group images into studies and
+series and to skip files that hold no MR image. Only what screening needs is kept: UIDs, instance
+number, modality, series description, sequence hints, plane, the site (manufacturer and station),
+and a keyed hash of PatientID that links a patient's studies without naming them. PatientName,
+BirthDate and every other identifier are never read into a `DicomHeader`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# SOP classes whose instances are MR (or generic) images this model can be fit for
+IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image",
+    "1.2.840.10008.5.1.4.1.1.4.3": "Enhanced MR Color Image",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image",
+}
+MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR
+HEADER_TAGS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "Modality",
+    "SeriesDescription",
+    "ImageType",
+    "ScanningSequence",
+    "SequenceVariant",
+    "SequenceName",
+    "ContrastBolusAgent",
+    "ImageOrientationPatient",
+    "Manufacturer",
+    "StationName",
+    "PatientID",
+    "SharedFunctionalGroupsSequence",
+    "PulseSequenceName",
+)
+PLANES = ("sagittal", "coronal", "axial")  # the patient axis (x, y, z) a slice's normal follows
+OBLIQUE_BELOW = 0.8  # a normal's largest direction cosine under this: an oblique slice
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """The screening-relevant header of one DICOM image file."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    instance_number: int | None
+    frames: int  # 1 for a single-frame image
+    modality: str
+    series_description: str
+    image_type: str  # e.g. ORIGINAL\PRIMARY\M\ND; DERIVED and LOCALIZER mark series not assessed
+    sequence: str  # hints joined by "; ": scanning sequence, variant, name, "contrast"
+    plane: str  # axial, coronal, sagittal, oblique, or "" when the header does not say
+    site: str  # manufacturer / station name: where the image was made
+    patient_key: str  # keyed hash of PatientID (`patient_key`), "" without one
+
+
+@dataclass(frozen=True)
+class NotAnImage:
+    """A DICOM file with nothing to screen, and why (a report, a DICOMDIR, a CT...)."""
+
+    reason: str
+
+
+class HeaderError(Exception):
+    """The file is not readable DICOM."""
+
+
+def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage:
+    """The header of a DICOM file, read without its pixels; NotAnImage when it holds no MR image.
+    `key` keys the PatientID hash (the deployment's secret: equal keys give equal hashes)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        fp: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise HeaderError(f"corrupt DICOM file: {exc}") from exc
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    if not sop_class:
+        raise HeaderError("corrupt DICOM file: it names no SOP class (what kind of object it is)")
+    if sop_class == MEDIA_DIRECTORY:
+        return NotAnImage("DICOMDIR (a directory of the other files)")
+    if sop_class not in IMAGE_SOP_CLASSES:
+        return NotAnImage(f"not an image: {_sop_class_name(sop_class)}")
+    modality = str(ds.get("Modality", "") or "")
+    if modality and modality != "MR":
+        return NotAnImage(f"modality {modality}, not MR")
+    return DicomHeader(
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
+        frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
+        modality=modality,
+        series_description=str(ds.get("SeriesDescription", "") or "").strip(),
+        image_type="\\".join(str(v) for v in _values(ds.get("ImageType"))),
+        sequence=_sequence_hints(ds),
+        plane=plane_of(_orientation(ds)),
+        site=" / ".join(
+            s for s in (str(ds.get(k, "") or "").strip() for k in ("Manufacturer", "StationName")) if s
+        ),
+        patient_key=patient_key(str(ds.get("PatientID", "") or ""), key=key),
+    )
+
+
+def patient_key(patient_id: str, *, key: bytes) -> str:
+    """A keyed hash (HMAC-SHA256, 16 hex digits) of a PatientID: links one patient's studies and
+    keeps their images on one side of a training split, without storing the identifier."""
+    if not patient_id.strip():
+        return ""
+    return hmac.new(key, patient_id.strip().encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def plane_of(orientation: list[float] | None) -> str:
+    """The acquisition plane from ImageOrientationPatient's row and column direction cosines."""
+    if orientation is None or len(orientation) != 6:
+        return ""
+    normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
+    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 0.5:
+        return ""
+    axis = int(np.argmax(np.abs(normal)))
+    return PLANES[axis] if abs(normal[axis]) >= OBLIQUE_BELOW * np.linalg.norm(normal) else "oblique"
+
+
+def _orientation(ds: Any) -> list[float] | None:
+    """ImageOrientationPatient, or the one shared by every frame of an enhanced multi-frame image."""
+    if "ImageOrientationPatient" in ds:
+        return [float(v) for v in ds.ImageOrientationPatient]
+    for shared in ds.get("SharedFunctionalGroupsSequence", []) or []:
+        for plane in shared.get("PlaneOrientationSequence", []) or []:
+            if "ImageOrientationPatient" in plane:
+                return [float(v) for v in plane.ImageOrientationPatient]
+    return None
+
+
+def _sequence_hints(ds: Any) -> str:
+    hints = [
+        "\\".join(str(v) for v in _values(ds.get(k)))
+        for k in ("ScanningSequence", "SequenceVariant", "SequenceName", "PulseSequenceName")
+    ]
+    if str(ds.get("ContrastBolusAgent", "") or "").strip():
+        hints.append("contrast")
+    return "; ".join(h for h in hints if h)
+
+
+def _values(value: Any) -> list[Any]:
+    """A DICOM value as a list: pydicom gives one value as itself, several as a MultiValue."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str | int | float):
+        return [value]
+    return list(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _sop_class_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name
+    return name if name != uid else f"SOP class {uid}"
