@@ -80,7 +80,7 @@ def _security_headers(response: Response) -> Response:
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app for these settings (default: from BRAINSCAN_* variables); test_config wins."""
-    from api import auth, errors, health, openapi, rest_jobs, rest_models, rest_results, views
+    from api import auth, errors, health, openapi, rest_jobs, rest_models, rest_results, rest_studies, views
     from api.auth import SESSION_LIFETIME, SMALL_BODY_BYTES
 
     if settings is None:  # `flask --app api run`; the CLI loads settings itself and warns there
@@ -112,6 +112,14 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.after_request(_security_headers)
     errors.register(app)
     auth.register(app)
-    for blueprint in (health.bp, rest_jobs.bp, rest_results.bp, rest_models.bp, openapi.bp, views.bp):
+    for blueprint in (
+        health.bp,
+        rest_jobs.bp,
+        rest_results.bp,
+        rest_studies.bp,
+        rest_models.bp,
+        openapi.bp,
+        views.bp,
+    ):
         app.register_blueprint(blueprint)
     return app

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from db.jobs import FINISHED_JOB_STATUSES, Viewer, get_job
 from db.models import Batch, ImageResult, Job
 from db.progress import JobProgress, job_progress, jobs_progress
+from db.studies import FLAGGED, NOT_ASSESSED, StudyVerdict, study_verdicts
 
 RESULT_CSV_COLUMNS = ("id", "path", "label", "probability", "flagged", "status", "error", "batch_id")
 
@@ -104,17 +105,56 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
 
 
 def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dict[str, Any] | None:
-    """The report of one job read in `session`, or None when there is none that `viewer` may see."""
+    """The report of one job read in `session`, with its studies counted; None when there is none
+    that `viewer` may see."""
     job = get_job(session=session, job_id=job_id, viewer=viewer)
     if job is None:
         return None
-    return job_report(job, job_progress(session=session, job_id=job_id))
+    report = job_report(job, job_progress(session=session, job_id=job_id))
+    report["studies"] = studies_summary(study_verdicts(session=session, job_id=job_id))
+    return report
 
 
 def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
-    """Reports of a page of jobs, their progress read in one query."""
+    """Reports of a page of jobs, their progress read in one query (studies are counted only in
+    one job's report: `studies` is null here)."""
     progress = jobs_progress(session=session, job_ids=[job.id for job in jobs])
-    return [job_report(job, progress[job.id]) for job in jobs]
+    return [{**job_report(job, progress[job.id]), "studies": None} for job in jobs]
+
+
+def study_report(study: StudyVerdict) -> dict[str, Any]:
+    """One study: verdict, score, counts, and its series with theirs."""
+    return {
+        "study_uid": study.study_key,
+        "verdict": study.verdict,
+        "score": study.score,
+        "images": study.total("images"),
+        "flagged_images": study.total("flagged_images"),
+        "pending": study.total("pending"),
+        "series": [
+            {
+                "series_uid": s.series_key,
+                "description": s.description,
+                "plane": s.plane,
+                "verdict": s.verdict,
+                "reason": s.reason,
+                "images": s.images,
+                "flagged_images": s.flagged_images,
+                "score": s.score,
+            }
+            for s in study.series
+        ],
+    }
+
+
+def studies_summary(studies: list[StudyVerdict]) -> dict[str, int]:
+    """The job JSON's `studies`: how many, how many flagged, how many not assessed."""
+    verdicts = [s.verdict for s in studies]
+    return {
+        "total": len(verdicts),
+        "flagged": verdicts.count(FLAGGED),
+        "not_assessed": verdicts.count(NOT_ASSESSED),
+    }
 
 
 def batch_report(batch: Batch) -> dict[str, Any]:
@@ -137,10 +177,11 @@ def batch_report(batch: Batch) -> dict[str, Any]:
 
 
 def result_report(result: ImageResult) -> dict[str, Any]:
-    """One image's outcome (path relative to the job's source)."""
+    """One image's outcome (path relative to the job's source; frame 1.. of a multi-frame file)."""
     return {
         "id": result.id,
         "path": result.relpath,
+        "frame": result.frame,
         "label": result.label,
         "probability": result.probability,
         "flagged": result.flagged,

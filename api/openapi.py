@@ -8,12 +8,14 @@ from flask import Blueprint, Response, jsonify
 
 from brainscan import __version__
 from db.models import JOB_STATUSES
+from db.studies import FLAGGED, NOT_ASSESSED, NOT_FLAGGED
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
 Obj = dict[str, Any]
 INT, NUM, STR, BOOL = {"type": "integer"}, {"type": "number"}, {"type": "string"}, {"type": "boolean"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
+VERDICT = {"type": "string", "enum": [FLAGGED, NOT_FLAGGED, NOT_ASSESSED]}
 
 
 def _nullable(schema: Obj) -> Obj:
@@ -86,6 +88,13 @@ SCHEMAS: Obj = {
                 "additionalProperties": INT,
             },
             "remaining": INT,
+            "studies": _nullable(
+                {
+                    "type": "object",
+                    "description": "one job's studies counted (null in a list of jobs)",
+                    "properties": {"total": INT, "flagged": INT, "not_assessed": INT},
+                }
+            ),
             "batches": {"type": "object", "properties": {"total": INT, "done": INT, "failed": INT}},
             "confusion": _ref("Confusion"),
             "recall": _nullable(NUM),
@@ -124,12 +133,42 @@ SCHEMAS: Obj = {
         "properties": {
             "id": INT,
             "path": STR,
+            "frame": {"type": "integer", "description": "0: the file is one image; 1..: a frame of it"},
             "label": _nullable(INT),
             "probability": _nullable(NUM),
             "flagged": _nullable(BOOL),
             "status": {"type": "string", "enum": ["pending", "scored", "error"]},
             "error": _nullable(STR),
             "batch_id": INT,
+        },
+    },
+    "Study": {
+        "type": "object",
+        "description": "A study (a folder, for images outside DICOM): flagged when any image of a "
+        "series the model is fit for is flagged; score: the highest such probability.",
+        "properties": {
+            "study_uid": STR,
+            "verdict": VERDICT,
+            "score": _nullable(NUM),
+            "images": INT,
+            "flagged_images": INT,
+            "pending": INT,
+            "series": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "series_uid": STR,
+                        "description": STR,
+                        "plane": STR,
+                        "verdict": VERDICT,
+                        "reason": _nullable(STR),
+                        "images": INT,
+                        "flagged_images": INT,
+                        "score": _nullable(NUM),
+                    },
+                },
+            },
         },
     },
     "Model": {
@@ -320,6 +359,33 @@ PATHS: Obj = {
                 **_errors(400, 401, 403, 404),
             },
             params=[JOB_ID, *RESULT_FILTERS],
+        )
+    },
+    "/api/v1/jobs/{job_id}/studies": {
+        "get": _op(
+            "The job's studies with their verdicts, flagged first",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "job_id": INT,
+                            "total": INT,
+                            "items": {"type": "array", "items": _ref("Study")},
+                            "next_offset": _nullable(INT),
+                        },
+                    },
+                    "A page of studies.",
+                ),
+                **_errors(400, 401, 403, 404),
+            },
+            params=[
+                JOB_ID,
+                _param(
+                    "limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (50)."
+                ),
+                _param("offset", "query", {"type": "integer", "minimum": 0}, "Studies to skip."),
+            ],
         )
     },
     "/api/v1/jobs/{job_id}/results/{result_id}/thumbnail": {

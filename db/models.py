@@ -177,6 +177,7 @@ class Series(Base):
     plane: Mapped[str] = mapped_column(String(16), default="")
     site: Mapped[str] = mapped_column(String(255), default="")
     image_type: Mapped[str] = mapped_column(String(255), default="")
+    not_assessed: Mapped[str | None] = mapped_column(String(255))  # why the model is not fit for it
 
 
 class ImageResult(Base):

@@ -28,6 +28,7 @@ class SeriesFound:
     plane: str = ""
     site: str = ""
     image_type: str = ""
+    not_assessed: str | None = None  # why the model is not fit for this series (a localiser...)
 
 
 def add_series(*, session: Session, job_id: int, series: Sequence[SeriesFound]) -> dict[str, int]:

@@ -140,13 +140,14 @@ def score_randomly(
     results = []
     for image in pending_images(session=session, batch_id=batch_id):
         if rng.random() < error_rate:
-            results.append(ScoredImage(image.relpath, None, None, error="cannot identify image file"))
+            results.append(
+                ScoredImage(image.relpath, None, None, error="cannot identify image file", frame=image.frame)
+            )
         else:
             probability = rng.random()
+            flagged, digest = probability >= threshold, secrets.token_hex(32)
             results.append(
-                ScoredImage(
-                    image.relpath, probability, probability >= threshold, content_hash=secrets.token_hex(32)
-                )
+                ScoredImage(image.relpath, probability, flagged, content_hash=digest, frame=image.frame)
             )
     record_results(session=session, job_id=job_id, batch_id=batch_id, results=results)
     return results

@@ -8,6 +8,7 @@ be read is planned as one image anyway: scoring then records why it failed, so n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -59,7 +60,29 @@ def dicom_series(header: DicomHeader, record: ImageRecord) -> SeriesFound:
         plane=header.plane,
         site=header.site[:255],
         image_type=header.image_type[:255],
+        not_assessed=not_assessed(header),
     )
+
+
+ALONE = r"(?<![a-z0-9])({})(?![a-z0-9])"  # a word, with _ - and spaces as separators (ep2d_diff_ADC)
+LOCALISER_WORDS = re.compile(
+    ALONE.format(r"loc|locali[sz]er|scout|survey|3[- ]?plane|tri-?pilot"), re.IGNORECASE
+)
+MAP_WORDS = re.compile(ALONE.format(r"e?adc|fa|trace|cbf|cbv|mtt|ttp|perfusion|mip|mpr|sub"), re.IGNORECASE)
+
+
+def not_assessed(header: DicomHeader) -> str | None:
+    """Why the model is not fit for a series, from its header; None when it is. The model was
+    trained on acquired slices of the brain: a localiser (scout) or a derived map (ADC, FA,
+    perfusion, MIP...) is not one, and a negative verdict on it would mean nothing."""
+    types = {t.upper() for t in header.image_type.split("\\")}
+    if "LOCALIZER" in types or LOCALISER_WORDS.search(header.series_description):
+        return "a localiser (scout) series"
+    words = " ".join((header.series_description, *types))
+    derived = MAP_WORDS.search(words)
+    if derived and ("DERIVED" in types or not types - {""}):
+        return f"a derived map ({derived.group(0).upper()})"
+    return None
 
 
 def folder_series(record: ImageRecord) -> SeriesFound:

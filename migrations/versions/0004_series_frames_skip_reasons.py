@@ -1,7 +1,8 @@
 """Series (DICOM series, or a folder of other images), frames of multi-frame files, skip reasons.
 
 Each image row may belong to a series (study and series UIDs, description, sequence, plane, site,
-a keyed hash of PatientID), and names its frame: 0 for a single-frame file, 1.. for the frames of
+a keyed hash of PatientID, and why the model is not fit for it when it is not: a localiser, a
+derived map), and names its frame: 0 for a single-frame file, 1.. for the frames of
 a multi-frame one, so one file may hold several rows and (job, relpath, frame) is the row's key.
 Jobs count the files they skipped by reason. Rows from before keep frame 0 and no series.
 
@@ -44,6 +45,7 @@ def upgrade() -> None:
         sa.Column("plane", sa.String(16), nullable=False),
         sa.Column("site", sa.String(255), nullable=False),
         sa.Column("image_type", sa.String(255), nullable=False),
+        sa.Column("not_assessed", sa.String(255), nullable=True),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_series_job_id_jobs", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_series"),
         sa.UniqueConstraint("job_id", "series_key", name="uq_series_job_id_series_key"),

@@ -125,10 +125,11 @@ def plan_and_score(
             results = []
             for n, image in enumerate(pending_images(session=session, batch_id=batch_id)):
                 if error_every and (count * 100 + n) % error_every == 0:
-                    results.append(ScoredImage(image.relpath, None, None, error="cannot identify image file"))
+                    error = "cannot identify image file"
+                    results.append(ScoredImage(image.relpath, None, None, error=error, frame=image.frame))
                 else:
                     p = rng.random()
-                    results.append(ScoredImage(image.relpath, p, p >= 0.5))
+                    results.append(ScoredImage(image.relpath, p, p >= 0.5, frame=image.frame))
             record_results(session=session, job_id=job_id, batch_id=batch_id, results=results)
             finish_batch(session=session, batch_id=batch_id, seconds=0.5 + count)
         with maker.begin() as session:

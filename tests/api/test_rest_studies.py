@@ -1,0 +1,90 @@
+"""GET /jobs/<id>/studies: a verdict per study from the DICOM test archive, series not assessed
+with their reason, folder images as their folder's study, and the job JSON's study counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+from flask.testing import FlaskClient
+from pydicom.uid import generate_uid
+
+from brainscan.settings import Settings
+from tests.api.conftest import bearer, plan_and_score
+from tests.conftest import load_bench
+
+
+def _archive_with_a_localiser(root: Path, lgg_flair: Path) -> Path:
+    """The DICOM test archive (3 studies), and in the first study a one-slice localiser series."""
+    archive = root / "pacs"
+    load_bench("dicom_archive").build_archive(lgg_flair, archive, patients=3, seed=0)
+    first = sorted(archive.rglob("IM*"))[0]
+    ds = pydicom.dcmread(first)
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.ImageType, ds.SeriesDescription = ["ORIGINAL", "PRIMARY", "LOCALIZER"], "3-plane loc"
+    (first.parent.parent / "1_LOC").mkdir()
+    ds.save_as(first.parent.parent / "1_LOC" / "IM0001")
+    return archive
+
+
+def test_studies_have_verdicts_series_and_reasons(
+    client: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    api_settings: Settings,
+    lgg_flair: Path,
+) -> None:
+    archive = _archive_with_a_localiser(api_settings.source_roots[0], lgg_flair)
+    response = client.post("/api/v1/jobs", json={"source": archive.name}, headers=bearer(tokens["submit"]))
+    assert response.status_code == 202, response.get_json()
+    job_id = response.get_json()["id"]
+    plan_and_score(api_settings, job_id, seed=5)
+    page = client.get(f"/api/v1/jobs/{job_id}/studies?limit=2", headers=bearer(tokens["read"])).get_json()
+    assert page["total"] == 3 and len(page["items"]) == 2 and page["next_offset"] == 2
+    rest = client.get(f"/api/v1/jobs/{job_id}/studies?offset=2", headers=bearer(tokens["read"])).get_json()
+    studies = page["items"] + rest["items"]
+    assert rest["next_offset"] is None
+    order = {"flagged": 0, "not flagged": 1, "not assessed": 2}
+    assert [order[s["verdict"]] for s in studies] == sorted(order[s["verdict"]] for s in studies)
+    for study in studies:
+        assessed = [s for s in study["series"] if s["verdict"] != "not assessed"]
+        assert study["verdict"] == (
+            "flagged" if any(s["flagged_images"] for s in assessed) else "not flagged"
+        )
+        assert study["score"] == max(s["score"] for s in assessed)
+        assert study["images"] == sum(s["images"] for s in study["series"]) and study["pending"] == 0
+    (with_loc,) = [s for s in studies if len(s["series"]) == 2]
+    loc = next(s for s in with_loc["series"] if s["description"] == "3-plane loc")
+    assert loc == {**loc, "verdict": "not assessed", "reason": "a localiser (scout) series", "images": 1}
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(tokens["read"])).get_json()
+    flagged = sum(s["verdict"] == "flagged" for s in studies)
+    assert job["studies"] == {"total": 3, "flagged": flagged, "not_assessed": 0}
+    assert job["skipped_reasons"]["DICOMDIR (a directory of the other files)"] == 1
+    listed = client.get("/api/v1/jobs", headers=bearer(tokens["read"])).get_json()["jobs"]
+    assert listed[0]["studies"] is None  # counted only in one job's report
+
+
+def test_folder_images_form_their_folder_s_study(
+    client: FlaskClient, tokens: dict[str, str], job: int
+) -> None:
+    body = client.get(f"/api/v1/jobs/{job}/studies", headers=bearer(tokens["read"])).get_json()
+    results = client.get(f"/api/v1/jobs/{job}/results", headers=bearer(tokens["read"])).get_json()["results"]
+    by_folder: dict[str, list[dict[str, object]]] = {}
+    for r in results:
+        by_folder.setdefault(str(Path(str(r["path"])).parent), []).append(r)
+    assert {s["study_uid"] for s in body["items"]} == set(by_folder)
+    for study in body["items"]:
+        images = by_folder[study["study_uid"]]
+        assert study["images"] == len(images)
+        assert study["flagged_images"] == sum(bool(r["flagged"]) for r in images)
+        scored = [float(str(r["probability"])) for r in images if r["status"] == "scored"]
+        assert study["score"] == (max(scored) if scored else None)
+
+
+def test_studies_of_an_unknown_job_are_404(client: FlaskClient, tokens: dict[str, str]) -> None:
+    assert client.get("/api/v1/jobs/999/studies", headers=bearer(tokens["read"])).status_code == 404
+    assert client.get("/api/v1/jobs/1/studies?offset=-1", headers=bearer(tokens["read"])).status_code in (
+        400,
+        404,
+    )
