@@ -48,3 +48,37 @@ def test_levels_splits_one_sources_figures_at_mid_level_slices() -> None:
     assert rows["mid-level"].n == 5 and rows["mid-level"].specificity == 1.0  # slices 3..7
     assert rows["top and base"].n == 4 and rows["top and base"].fp == 1
     assert rows["tumour edges"].n == 2 and rows["other tumour"].n == 1  # slices 4 and 6; 5
+
+
+def test_dicom_speed_times_the_archives_own_slices_as_jpeg() -> None:
+    """The JPEG baseline of bench/dicom_speed.py holds exactly the slices its DICOM archive holds."""
+    import tempfile
+    from pathlib import Path
+
+    import pydicom
+    import pytest
+
+    from tests.conftest import IN_CI, find_shared_data
+
+    shared = find_shared_data()  # as the lgg_flair fixture: this file's imports stay as they are
+    if shared is None or not (shared / "lgg-flair").is_dir():
+        message = "lgg-flair slices not found under ../shared/data"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    lgg_flair = shared / "lgg-flair"
+    dicom_speed = _load("dicom_speed")
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = dicom_speed.build_archive(lgg_flair, Path(tmp) / "dicom", patients=2)
+        copied = dicom_speed.jpeg_baseline(lgg_flair, Path(tmp) / "jpeg", patients=2)
+        archived = set()
+        for path in (Path(tmp) / "dicom").rglob("*"):
+            if not path.is_file() or path.name in ("DICOMDIR", "labels.csv"):
+                continue
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if ds.Modality == "MR":  # a slice per instance, or per frame of the multi-frame file
+                frames = ds.get("PerFrameFunctionalGroupsSequence")
+                numbers = [f.FrameContentSequence[0].FrameAcquisitionNumber for f in frames or []]
+                for n in numbers or [ds.InstanceNumber]:
+                    archived.add(f"{ds.PatientID}_{ds.StudyDate}_{n}.jpg")
+        assert len(copied) == summary.frames == len(archived)
+        assert {p.name for p in copied} == archived
+        assert all(p.read_bytes() == (lgg_flair / p.parent.name / p.name).read_bytes() for p in copied)
