@@ -365,18 +365,23 @@ PATHS: Obj = {
         "get": _op(
             "The job's studies with their verdicts, flagged first",
             {
-                "200": _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "job_id": INT,
-                            "total": INT,
-                            "items": {"type": "array", "items": _ref("Study")},
-                            "next_offset": _nullable(INT),
+                "200": {
+                    "description": "A page of studies (JSON), or every study as CSV.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "job_id": INT,
+                                    "total": INT,
+                                    "items": {"type": "array", "items": _ref("Study")},
+                                    "next_offset": _nullable(INT),
+                                },
+                            }
                         },
+                        "text/csv": {"schema": STR},
                     },
-                    "A page of studies.",
-                ),
+                },
                 **_errors(400, 401, 403, 404),
             },
             params=[
@@ -385,6 +390,9 @@ PATHS: Obj = {
                     "limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size (50)."
                 ),
                 _param("offset", "query", {"type": "integer", "minimum": 0}, "Studies to skip."),
+                _param(
+                    "format", "query", {"type": "string", "enum": ["csv"]}, "csv: every study, one row each."
+                ),
             ],
         )
     },

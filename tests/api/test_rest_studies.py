@@ -3,6 +3,8 @@ with their reason, folder images as their folder's study, and the job JSON's stu
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pydicom
@@ -61,6 +63,12 @@ def test_studies_have_verdicts_series_and_reasons(
     flagged = sum(s["verdict"] == "flagged" for s in studies)
     assert job["studies"] == {"total": 3, "flagged": flagged, "not_assessed": 0}
     assert job["skipped_reasons"]["DICOMDIR (a directory of the other files)"] == 1
+    csv_body = client.get(f"/api/v1/jobs/{job_id}/studies?format=csv", headers=bearer(tokens["read"]))
+    rows = list(csv.DictReader(io.StringIO(csv_body.get_data(as_text=True))))
+    assert [r["study_uid"] for r in rows] == [s["study_uid"] for s in studies]
+    assert [(r["verdict"], int(r["images"]), int(r["series_not_assessed"])) for r in rows] == [
+        (s["verdict"], s["images"], sum(x["verdict"] == "not assessed" for x in s["series"])) for s in studies
+    ]
     listed = client.get("/api/v1/jobs", headers=bearer(tokens["read"])).get_json()["jobs"]
     assert listed[0]["studies"] is None  # counted only in one job's report
 
