@@ -123,13 +123,13 @@ def list_results_route(job_id: int) -> Response:
     return jsonify({"job_id": job_id, "results": results, "next_after_id": next_after})
 
 
-def _image_path(job_id: int, result_id: int) -> Path:
+def _image_path(job_id: int, result_id: int) -> tuple[Path, int]:
     with sessions(read_only=True)() as session:
         job = get_job(session=session, job_id=job_id, viewer=current_viewer())
         result = session.get(ImageResult, result_id)
         if job is None or result is None or result.job_id != job_id:
             raise ApiError(404, "not_found", f"job {job_id} has no result {result_id}")
-        root, relpath = Path(job.source_path), result.relpath
+        root, relpath, frame = Path(job.source_path), result.relpath, result.frame
     path = file_at(root, relpath)
     try:
         inside = (
@@ -141,16 +141,16 @@ def _image_path(job_id: int, result_id: int) -> Path:
         inside = False
     if not inside:
         raise ApiError(404, "not_found", f"the image {relpath} is no longer in the job's source folder")
-    return path
+    return path, frame
 
 
 @bp.get("/jobs/<int:job_id>/results/<int:result_id>/thumbnail")
 def thumbnail_route(job_id: int, result_id: int) -> Response:
     """A small PNG of the image, rendered from the source file (JPEG, PNG, BMP, TIFF or DICOM)
     in a memory-capped preview process; never cached, since it shows a patient's pixels."""
-    path = _image_path(job_id, result_id)
+    path, frame = _image_path(job_id, result_id)
     try:
-        png = previews.render(path, max_pixels=settings().max_image_pixels)
+        png = previews.render(path, max_pixels=settings().max_image_pixels, frame=frame)
     except ThumbnailError as exc:
         raise ApiError(422, "unreadable_image", f"the image cannot be shown: {exc}") from None
     return Response(png, mimetype="image/png", headers={"Cache-Control": "no-store"})

@@ -55,11 +55,13 @@ class PreviewPool:
                 self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def render(self, path: Path, *, max_pixels: int) -> bytes:
-        """The image as a small grey PNG; ThumbnailError saying why when it cannot be made."""
+    def render(self, path: Path, *, max_pixels: int, frame: int = 0) -> bytes:
+        """The image (a frame of it, for a multi-frame file) as a small grey PNG; ThumbnailError
+        saying why when it cannot be made."""
         pool = self._executor()
         try:
-            return pool.submit(thumbnail_png, str(path), max_pixels=max_pixels).result(PREVIEW_TIMEOUT_S)
+            job = pool.submit(thumbnail_png, str(path), max_pixels=max_pixels, frame=frame)
+            return job.result(PREVIEW_TIMEOUT_S)
         except ImageError as exc:
             raise ThumbnailError(exc.reason) from None
         except MemoryError:

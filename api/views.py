@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 from api.auth import current_actor, current_principal, current_viewer
 from api.context import sessions, settings
 from api.errors import ApiError
-from api.job_report import batch_report, job_reports, load_job_report, result_report
+from api.job_report import batch_report, job_reports, load_job_report, result_report, study_report
 from api.model_figures import card_figures, sweep_rows
 from api.rest_jobs import MAX_PAGE, cancel, int_arg, rerun
 from api.rest_models import model_report, plot_file
@@ -26,12 +26,15 @@ from db.jobs import list_jobs
 from db.model_versions import current_model_version
 from db.models import JOB_STATUSES
 from db.results import list_results
+from db.studies import study_verdicts, top_images
 
 bp = Blueprint("views", __name__)
 JOBS_PER_PAGE = 50
 IMAGES_SHOWN = 48  # thumbnails per section on the job page
 ERRORS_SHOWN = 20
 BATCHES_SHOWN = 500
+STUDIES_SHOWN = 20  # on the job page, flagged first; the API and CSV have them all
+TOP_SLICES = 3  # a study's highest-scoring slices shown beside it
 FOLDERS_SUGGESTED = 200
 WIDE_PLOT = 1.8  # width / height above which a plot spans the grid
 PLOT_TITLES = {
@@ -139,6 +142,13 @@ def job(job_id: int) -> str:
         if report is None:
             raise ApiError(404, "not_found", f"there is no job {job_id}")
         batches = [batch_report(b) for b in list_batches(session=session, job_id=job_id)[:BATCHES_SHOWN]]
+        studies = study_verdicts(session=session, job_id=job_id)
+        shown = [study_report(s) for s in studies[:STUDIES_SHOWN]]
+        tops = top_images(
+            session=session, job_id=job_id, study_keys=[s["study_uid"] for s in shown], k=TOP_SLICES
+        )
+        for study in shown:
+            study["top"] = [result_report(r) for r in tops.get(study["study_uid"], [])]
         images = {
             name: [
                 result_report(r) for r in list_results(session=session, job_id=job_id, limit=limit, **filters)
@@ -150,7 +160,12 @@ def job(job_id: int) -> str:
             )
         }
     return render_template(
-        "job.html", job=report, batches=batches, images=images, batches_shown=BATCHES_SHOWN
+        "job.html",
+        job=report,
+        batches=batches,
+        images=images,
+        studies=shown,
+        batches_shown=BATCHES_SHOWN,
     )
 
 

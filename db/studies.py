@@ -114,3 +114,37 @@ def study_verdicts(*, session: Session, job_id: int) -> list[StudyVerdict]:
         study.series = sorted(by_study[key], key=lambda s: (s.description, s.series_key))
     order = {FLAGGED: 0, NOT_FLAGGED: 1, NOT_ASSESSED: 2}
     return sorted(studies.values(), key=lambda s: (order[s.verdict], -(s.score or 0.0), s.study_key))
+
+
+def top_images(
+    *, session: Session, job_id: int, study_keys: list[str], k: int
+) -> dict[str, list[ImageResult]]:
+    """The `k` highest-scoring images of each named study (a study's top slices), best first."""
+    if not study_keys:
+        return {}
+    rank = (
+        func.row_number()
+        .over(partition_by=Series.study_key, order_by=(ImageResult.probability.desc(), ImageResult.id))
+        .label("rank")
+    )
+    ranked = (
+        select(ImageResult.id, Series.study_key, rank)
+        .join(Series, ImageResult.series_id == Series.id)
+        .where(
+            Series.job_id == job_id,
+            Series.study_key.in_(study_keys),
+            Series.not_assessed.is_(None),
+            ImageResult.status == "scored",
+        )
+        .subquery()
+    )
+    stmt = (
+        select(ImageResult, ranked.c.study_key)
+        .join(ranked, ranked.c.id == ImageResult.id)
+        .where(ranked.c.rank <= k)
+        .order_by(ranked.c.study_key, ranked.c.rank)
+    )
+    found: dict[str, list[ImageResult]] = defaultdict(list)
+    for image, study_key in session.execute(stmt):
+        found[study_key].append(image)
+    return dict(found)

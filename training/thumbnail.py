@@ -16,9 +16,10 @@ from training.decode import decode_image
 THUMBNAIL_SIDE = 192  # pixels; shown at 96 CSS px, sharp on high-density screens
 
 
-def thumbnail_png(path: Path | str, *, side: int = THUMBNAIL_SIDE, max_pixels: int) -> bytes:
-    """The image at `path` as a grey PNG at most `side` pixels a side; ImageError when unreadable."""
-    grey = decode_image(Path(path), draft_side=side, max_pixels=max_pixels)
+def thumbnail_png(path: Path | str, *, side: int = THUMBNAIL_SIDE, max_pixels: int, frame: int = 0) -> bytes:
+    """The image at `path` (frame `frame` of a multi-frame file) as a grey PNG at most `side` pixels
+    a side; ImageError when unreadable."""
+    grey = decode_image(Path(path), draft_side=side, max_pixels=max_pixels, frame=frame)
     image = Image.fromarray(grey)
     image.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()

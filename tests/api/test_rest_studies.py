@@ -7,8 +7,11 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
 import pydicom
+import pytest
 from flask.testing import FlaskClient
+from PIL import Image
 from pydicom.uid import generate_uid
 
 from brainscan.settings import Settings
@@ -30,18 +33,27 @@ def _archive_with_a_localiser(root: Path, lgg_flair: Path) -> Path:
     return archive
 
 
-def test_studies_have_verdicts_series_and_reasons(
+@pytest.fixture
+def dicom_job(
     client: FlaskClient,
     tokens: dict[str, str],
     model: dict[str, object],
     api_settings: Settings,
     lgg_flair: Path,
-) -> None:
+) -> int:
+    """A finished job over the DICOM test archive with a localiser series, seeded random scores."""
     archive = _archive_with_a_localiser(api_settings.source_roots[0], lgg_flair)
     response = client.post("/api/v1/jobs", json={"source": archive.name}, headers=bearer(tokens["submit"]))
     assert response.status_code == 202, response.get_json()
-    job_id = response.get_json()["id"]
+    job_id: int = response.get_json()["id"]
     plan_and_score(api_settings, job_id, seed=5)
+    return job_id
+
+
+def test_studies_have_verdicts_series_and_reasons(
+    client: FlaskClient, tokens: dict[str, str], dicom_job: int
+) -> None:
+    job_id = dicom_job
     page = client.get(f"/api/v1/jobs/{job_id}/studies?limit=2", headers=bearer(tokens["read"])).get_json()
     assert page["total"] == 3 and len(page["items"]) == 2 and page["next_offset"] == 2
     rest = client.get(f"/api/v1/jobs/{job_id}/studies?offset=2", headers=bearer(tokens["read"])).get_json()
@@ -96,3 +108,18 @@ def test_studies_of_an_unknown_job_are_404(client: FlaskClient, tokens: dict[str
         400,
         404,
     )
+
+
+def test_the_job_page_lists_studies_and_a_frame_has_its_thumbnail(
+    client: FlaskClient, tokens: dict[str, str], dicom_job: int, web: FlaskClient
+) -> None:
+    page = web.get(f"/jobs/{dicom_job}").get_data(as_text=True)
+    assert 'id="studies-title"' in page and "not assessed: a localiser (scout) series" in page
+    assert page.count('class="verdict verdict-') == 3
+    results = client.get(f"/api/v1/jobs/{dicom_job}/results?limit=500", headers=bearer(tokens["read"]))
+    scored = [r for r in results.get_json()["results"] if r["status"] == "scored"]
+    assert any(r["frame"] == 2 for r in scored)
+    for r in scored:  # every transfer syntax of the archive, and frames of its multi-frame file
+        thumb = web.get(f"/api/v1/jobs/{dicom_job}/results/{r['id']}/thumbnail")
+        assert thumb.status_code == 200 and thumb.mimetype == "image/png", r
+        assert np.asarray(Image.open(io.BytesIO(thumb.data))).max() > 0, r  # not a black square

@@ -2,9 +2,10 @@
 
 The service is what `brainscan up` runs: SQLite and kombu's filesystem queue under a data folder,
 `brainscan worker` scoring with the shipped model, `brainscan api` (gunicorn) serving the app. The
-operator logs in, submits ../shared/data/seed-253 through the form, watches the bar reach 100 %,
-checks the confusion matrix against `brainscan evaluate`, and downloads the CSV. Screenshots of
-every page land in artifacts/screenshots/.
+operator logs in, submits seed-253 (a copy of ../shared/data/seed-253 in a temporary archive root)
+through the form, watches the bar reach 100 %, checks the confusion matrix against `brainscan
+evaluate`, and downloads the CSV; then submits the DICOM test archive (bench/dicom_archive.py) and
+reads its studies. Screenshots of every page land in artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 
 from brainscan.testing import BRAINSCAN, Service, WorkerProcess, free_port
-from tests.conftest import IN_CI, REPO, SHIPPED_MODEL
+from tests.conftest import IN_CI, REPO, SHIPPED_MODEL, load_bench
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.data]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,10 +73,13 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
         pytest.fail(message) if IN_CI else pytest.skip(message)
     base = tmp_path_factory.mktemp("browser")
+    archive_root = base / "archive"
+    shutil.copytree(shared_data / "seed-253", archive_root / "seed-253")
+    load_bench("dicom_archive").build_archive(shared_data / "lgg-flair", archive_root / "pacs", patients=3)
     env = {
         "BRAINSCAN_ENV": "test",
         "BRAINSCAN_DATA_DIR": str(base / "data"),
-        "BRAINSCAN_ARCHIVE_ROOT": str(shared_data),
+        "BRAINSCAN_ARCHIVE_ROOT": str(archive_root),
         "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL),
         "BRAINSCAN_DATABASE_URL": "",
         "BRAINSCAN_BROKER_URL": "",
@@ -202,4 +207,40 @@ def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_result
     page.locator(".plots img").last.scroll_into_view_if_needed()
     page.wait_for_function("() => [...document.querySelectorAll('.plots img')].every(i => i.complete)")
     shot(page, "model")
+    context.close()
+
+
+def test_an_operator_reads_a_dicom_archive_s_studies(service: LiveService, browser: Any) -> None:
+    """Three DICOM studies (every transfer syntax, a multi-frame file, a report, a DICOMDIR): the
+    job page lists each study with its verdict, series and top slices, and says what was skipped."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.goto(service.url + "/login")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("navigation").get_by_role("link", name="Submit").click()
+    page.get_by_label("Folder, relative to the archive root").fill("pacs")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
+    expect(page.locator("h1 .status")).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
+    page.reload()  # the studies table is drawn with the page
+    rows = page.locator("table.studies tbody tr")
+    expect(rows).to_have_count(3)
+    verdicts = [rows.nth(i).locator(".verdict").inner_text() for i in range(3)]
+    assert set(verdicts) <= {"flagged", "not flagged"}
+    assert verdicts == sorted(verdicts, key=lambda v: v != "flagged")  # flagged first
+    expect(page.get_by_text("DICOMDIR (a directory of the other files)", exact=False)).to_be_visible()
+    tops = page.locator(".top-slices img")
+    assert tops.count() == 9  # three top slices per study
+    images = page.locator(".top-slices img, .gallery img")
+    for i in range(images.count()):  # they load lazily, as they come into view
+        images.nth(i).scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.top-slices img, .gallery img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    shot(page, "job-dicom-studies")
     context.close()
