@@ -40,7 +40,7 @@ def level_rows(
 ) -> list[tuple[str, Metrics, float]]:
     """(name, figures, median score) per part of the slices; each flagged at its own threshold."""
     from training.dataset import label_from_path
-    from training.grouping import mid_levels, slice_numbers, subject_spans, subjects_of
+    from training.grouping import mid_levels, subjects_of, tumour_edges
     from training.metrics import pooled_metrics
 
     labels = np.array([label_from_path(PurePosixPath(p))[0] for p in paths])
@@ -48,17 +48,7 @@ def level_rows(
     y = labels[known].astype(np.int64)
     names = [p for p, k in zip(paths, known, strict=True) if k]
     subjects = subjects_of(names, [""] * len(names), pattern)
-    numbers = slice_numbers(names, subjects)
-    tumour_spans = subject_spans(
-        subjects, [n if label == 1 else None for n, label in zip(numbers, y, strict=True)]
-    )
-    edge = np.array(  # a scan's first and last tumour slice
-        [
-            label == 1 and n is not None and n in tumour_spans[s]
-            for s, n, label in zip(subjects, numbers, y, strict=True)
-        ],
-        dtype=bool,
-    )
+    edge = tumour_edges(names, subjects, y.tolist())
     mid = mid_levels(names, subjects)
     p, flagged = probs[known], (probs >= thresholds)[known]
     parts = (

@@ -132,6 +132,7 @@ def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) 
         "labels": data.loaded.labels,
         "groups": data.grouping.groups,
         "relpaths": np.array([f"{r.source}/{r.relpath}" for r in data.loaded.records]),
+        "sources": data.sources,
         "tasks": np.array([r.task.name for r in results]),
     }
     for i, r in enumerate(results):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -183,3 +184,50 @@ def _sop_class_name(uid: str) -> str:
 
     name = UID(uid).name
     return name if name != uid else f"SOP class {uid}"
+
+
+ALONE = r"(?<![a-z0-9])({})(?![a-z0-9])"  # a word, with _ - and spaces as separators (ep2d_diff_ADC)
+LOCALISER_WORDS = re.compile(
+    ALONE.format(r"loc|locali[sz]er|scout|survey|3[- ]?plane|tri-?pilot"), re.IGNORECASE
+)
+MAP_WORDS = re.compile(ALONE.format(r"e?adc|fa|trace|cbf|cbv|mtt|ttp|perfusion|mip|mpr|sub"), re.IGNORECASE)
+
+
+def not_assessed(header: DicomHeader) -> str | None:
+    """Why the model is not fit for a series, from its header; None when it is. The model was
+    trained on acquired slices of the brain: a localiser (scout) or a derived map (ADC, FA,
+    perfusion, MIP...) is not one, and a negative verdict on it would mean nothing."""
+    types = {t.upper() for t in header.image_type.split("\\")}
+    if "LOCALIZER" in types or LOCALISER_WORDS.search(header.series_description):
+        return "a localiser (scout) series"
+    words = " ".join((header.series_description, *types))
+    derived = MAP_WORDS.search(words)
+    if derived and ("DERIVED" in types or not types - {""}):
+        return f"a derived map ({derived.group(0).upper()})"
+    return None
+
+
+@dataclass(frozen=True)
+class FileContents:
+    """The images a file holds: per image its frame (0: the file is one image); for DICOM its header
+    (None for other images, and for a DICOM file whose header cannot be read: scoring then says why)."""
+
+    header: DicomHeader | None
+    frames: tuple[int, ...] = (0,)
+
+
+def contents_of(path: Path, relpath: str, *, key: bytes) -> FileContents | NotAnImage:
+    """What a file holds to be scored, from its name or its DICOM header (not its pixels): one
+    image, one per frame of a multi-frame file, or nothing (a report, a DICOMDIR, a CT...) and why.
+    `key` keys the PatientID hash."""
+    from training.decode import RASTER_SUFFIXES
+
+    if PurePosixPath(relpath).suffix.lower() in RASTER_SUFFIXES:
+        return FileContents(None)
+    try:
+        header = read_header(path, key=key)
+    except (HeaderError, OSError):
+        return FileContents(None)
+    if isinstance(header, NotAnImage):
+        return header
+    return FileContents(header, tuple(range(1, header.frames + 1)) if header.frames > 1 else (0,))

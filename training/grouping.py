@@ -177,3 +177,17 @@ def mid_levels(relpaths: Sequence[str], subjects: Sequence[str]) -> np.ndarray:
             low, high = spans[subject]
             out[i] = high > low and 0.25 <= (n - low) / (high - low) <= 0.75
     return out
+
+
+def tumour_edges(relpaths: Sequence[str], subjects: Sequence[str], labels: Sequence[int]) -> np.ndarray:
+    """Which tumour slices are their scan's first or last tumour slice (where a tumour begins and
+    ends, often a sliver of it): slices numbered in their file names, of subjects with a name."""
+    numbers = slice_numbers(relpaths, subjects)
+    spans = subject_spans(subjects, [n if y == 1 else None for n, y in zip(numbers, labels, strict=True)])
+    return np.array(
+        [
+            y == 1 and n is not None and bool(s) and n in spans[s]
+            for s, n, y in zip(subjects, numbers, labels, strict=True)
+        ],
+        dtype=bool,
+    )

@@ -8,14 +8,13 @@ be read is planned as one image anyway: scoring then records why it failed, so n
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from db.series import SeriesFound
 from training.dataset import ImageRecord
 from training.decode import RASTER_SUFFIXES
-from training.dicom_header import DicomHeader, HeaderError, NotAnImage, read_header
+from training.dicom_header import DicomHeader, NotAnImage, contents_of, not_assessed
 
 
 @dataclass(frozen=True)
@@ -27,23 +26,16 @@ class FileImages:
     instance_number: int | None = None
 
 
-@dataclass(frozen=True)
-class Skipped:
-    reason: str
-
-
-def images_of(record: ImageRecord, *, key: bytes) -> FileImages | Skipped:
-    """What `record` holds to be scored; `key` keys the PatientID hash."""
-    if PurePosixPath(record.relpath).suffix.lower() in RASTER_SUFFIXES:
-        return FileImages(folder_series(record), (0,))
-    try:
-        header = read_header(record.path, key=key)
-    except (HeaderError, OSError):
-        return FileImages(None, (0,))
-    if isinstance(header, NotAnImage):
-        return Skipped(header.reason)
-    frames = tuple(range(1, header.frames + 1)) if header.frames > 1 else (0,)
-    return FileImages(dicom_series(header, record), frames, header.instance_number)
+def images_of(record: ImageRecord, *, key: bytes) -> FileImages | NotAnImage:
+    """What `record` holds to be scored, in its series; `key` keys the PatientID hash."""
+    contents = contents_of(record.path, record.relpath, key=key)
+    if isinstance(contents, NotAnImage):
+        return contents
+    if contents.header is None:
+        raster = PurePosixPath(record.relpath).suffix.lower() in RASTER_SUFFIXES
+        return FileImages(folder_series(record) if raster else None, contents.frames)
+    header = contents.header
+    return FileImages(dicom_series(header, record), contents.frames, header.instance_number)
 
 
 def dicom_series(header: DicomHeader, record: ImageRecord) -> SeriesFound:
@@ -62,27 +54,6 @@ def dicom_series(header: DicomHeader, record: ImageRecord) -> SeriesFound:
         image_type=header.image_type[:255],
         not_assessed=not_assessed(header),
     )
-
-
-ALONE = r"(?<![a-z0-9])({})(?![a-z0-9])"  # a word, with _ - and spaces as separators (ep2d_diff_ADC)
-LOCALISER_WORDS = re.compile(
-    ALONE.format(r"loc|locali[sz]er|scout|survey|3[- ]?plane|tri-?pilot"), re.IGNORECASE
-)
-MAP_WORDS = re.compile(ALONE.format(r"e?adc|fa|trace|cbf|cbv|mtt|ttp|perfusion|mip|mpr|sub"), re.IGNORECASE)
-
-
-def not_assessed(header: DicomHeader) -> str | None:
-    """Why the model is not fit for a series, from its header; None when it is. The model was
-    trained on acquired slices of the brain: a localiser (scout) or a derived map (ADC, FA,
-    perfusion, MIP...) is not one, and a negative verdict on it would mean nothing."""
-    types = {t.upper() for t in header.image_type.split("\\")}
-    if "LOCALIZER" in types or LOCALISER_WORDS.search(header.series_description):
-        return "a localiser (scout) series"
-    words = " ".join((header.series_description, *types))
-    derived = MAP_WORDS.search(words)
-    if derived and ("DERIVED" in types or not types - {""}):
-        return f"a derived map ({derived.group(0).upper()})"
-    return None
 
 
 def folder_series(record: ImageRecord) -> SeriesFound:

@@ -14,7 +14,8 @@ from db.batches import PlannedImage, add_batch
 from db.jobs import fail_job, finish_planning, get_job, mark_planning
 from db.series import SeriesFound, add_series
 from training.dataset import iter_records, resolves_inside, storable_relpath
-from worker.headers import Skipped, images_of
+from training.dicom_header import NotAnImage
+from worker.headers import images_of
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_EVERY = 20  # batches between looks at whether the job was cancelled meanwhile
@@ -89,7 +90,7 @@ def plan(
     total, index, chunk = 0, 0, []
     for record in iter_records(root, on_skip=lambda _relpath: skipped.update([NOT_AN_IMAGE])):
         found = images_of(record, key=patient_key)
-        if isinstance(found, Skipped):
+        if isinstance(found, NotAnImage):
             skipped[found.reason] += 1
             continue
         if found.series is not None:

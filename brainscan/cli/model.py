@@ -53,53 +53,96 @@ def _discover(paths: tuple[Path, ...]) -> Any:
 @PATHS
 @MODEL
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the card's threshold.")
+@click.option(
+    "--level",
+    type=click.Choice(["image", "study"]),
+    default="image",
+    show_default=True,
+    help="Count images, or studies (flagged when a slice of a series the model is fit for is).",
+)
+@click.option(
+    "--subject-pattern",
+    default="",
+    help="For images outside DICOM: a regular expression whose first group, on the file name, names "
+    "the patient's study (labels.csv's subject column comes first; else the folder is the study).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for machines).")
 def evaluate(
-    paths: tuple[Path, ...], model_path: Path | None, threshold: float | None, as_json: bool
+    paths: tuple[Path, ...],
+    model_path: Path | None,
+    threshold: float | None,
+    level: str,
+    subject_pattern: str,
+    as_json: bool,
 ) -> None:
-    """Score labelled images and report the confusion matrix, recall, specificity and speed."""
+    """Score labelled images and report the confusion matrix, recall, specificity and speed, per
+    image or per study. DICOM files are read as a job reads them: one image per frame, files that
+    hold no MR image skipped."""
     from training.card import json_safe
     from training.metrics import compute_metrics, format_confusion
+    from training.studies import slices_of
 
     found = _discover(paths)
+    slices, skipped = slices_of(found.images, subject_pattern=subject_pattern)
     scorer = _scorer(model_path, threshold)
-    labels = {str(r.path): r.label for r in found.images}
     started = time.perf_counter()
-    results = scorer.score_paths([r.path for r in found.images])
+    results = scorer.score_paths([(s.path, s.frame) if s.frame else s.path for s in slices])
     seconds = time.perf_counter() - started
-    scored = [r for r in results if r.error is None]
-    known = [r for r in scored if labels[r.path] is not None]
-    errors = [r for r in results if r.error is not None]
-    for r in errors:
-        click.echo(f"unreadable: {r.path}: {r.error}", err=True)
-    if not known:
+    for r in results:
+        if r.error is not None:
+            click.echo(f"unreadable: {r.path}: {r.error}", err=True)
+    probs = [r.probability for r in results]
+    y, p, extra = _counted(slices, probs, level)
+    if len(y) == 0:
         raise click.ClickException(
-            "no labelled image could be scored, so nothing to evaluate "
+            f"no labelled {level} could be scored, so nothing to evaluate "
             "(labels come from folder names, N/Y file prefixes or labels.csv)"
         )
-    import numpy as np
-
-    m = compute_metrics(
-        np.array([labels[r.path] for r in known]), np.array([r.probability for r in known]), scorer.threshold
-    )
+    m = compute_metrics(y, p, scorer.threshold)
+    errors = sum(r.error is not None for r in results)
     report = {
         **m.to_dict(),
+        **extra,
         "images_per_second": round(len(results) / seconds, 1),
         "model_version": scorer.version,
-        "errors": len(errors),
-        "unlabelled": len(scored) - len(known),
+        "errors": errors,
+        "unlabelled": sum(s.label is None for s, q in zip(slices, probs, strict=True) if q is not None),
+        "skipped": dict(skipped),
         "seconds": round(seconds, 3),
     }
+    what = (
+        f"{report['studies']} studies ({report['not_assessed']} not assessed)   " if level == "study" else ""
+    )
     human = (
-        f"{format_confusion(m)}\nunreadable {len(errors)}   unlabelled "
-        f"{report['unlabelled']}   {report['images_per_second']} images/s   "
-        f"model {scorer.version}"
+        f"{format_confusion(m)}\n{what}unreadable {errors}   unlabelled {report['unlabelled']}   "
+        f"skipped {sum(skipped.values())}   {report['images_per_second']} images/s   model {scorer.version}"
     )
     if as_json:
         click.echo(human, err=True)
         click.echo(json.dumps(json_safe(report), allow_nan=False))
     else:
         click.echo(human)
+
+
+def _counted(slices: list[Any], probs: list[float | None], level: str) -> tuple[Any, Any, dict[str, Any]]:
+    """Labels and scores to count (images, or studies by the max rule), and what to add to the report."""
+    import numpy as np
+
+    from training.studies import studies_of, study_arrays
+
+    if level == "study":
+        studies = studies_of(slices, probs)
+        y, p = study_arrays(studies)
+        return (
+            y,
+            p,
+            {"level": "study", "studies": len(studies.keys), "not_assessed": studies.scores.count(None)},
+        )
+    known = [
+        (s.label, q) for s, q in zip(slices, probs, strict=True) if s.label is not None and q is not None
+    ]
+    y, p = np.array([k[0] for k in known], dtype=np.int64), np.array([k[1] for k in known], dtype=np.float64)
+    return y, p, {"level": "image"}
 
 
 @click.command()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.dicom_header import DicomHeader
-from worker.headers import not_assessed
+from training.dicom_header import DicomHeader, not_assessed
 
 
 def _header(description: str, image_type: str) -> DicomHeader:

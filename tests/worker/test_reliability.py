@@ -15,7 +15,7 @@ from brainscan.testing import FlakyProxy, PrivateRedis, Service, WorkerProcess, 
 from db.batches import list_batches
 from db.models import ImageResult
 from db.progress import job_confusion_from_results
-from tests.conftest import SHIPPED_MODEL
+from tests.conftest import SHIPPED_MODEL, load_bench
 from tests.images import create_random_slice, encoded, save_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
@@ -70,6 +70,26 @@ def test_a_job_gives_the_same_matrix_as_evaluate(service: Service, shared_data: 
     with running_worker(service, tmp_path / "worker.log"):
         job_id, _ = service.submit(folder, batch_size=64)
         assert_complete_and_exact(service, job_id, folder, 253)
+
+
+def test_a_dicom_archive_job_matches_evaluate_slice_for_slice(
+    embedded: Service, lgg_flair: Path, tmp_path: Path
+) -> None:
+    """The DICOM test archive (every transfer syntax, a multi-frame file, a report, a DICOMDIR): a
+    real worker's job and `brainscan evaluate` score the same slices with the same outcome, and
+    `evaluate --level study` counts its three studies."""
+    folder = tmp_path / "archive" / "pacs"
+    summary = load_bench("dicom_archive").build_archive(lgg_flair, folder, patients=3)
+    with running_worker(embedded, tmp_path / "worker.log"):
+        job_id, _ = embedded.submit(folder, batch_size=16)
+        job = embedded.wait(job_id, timeout=240)
+    assert job.status == "succeeded", job.error
+    assert job.total == summary.frames and job.skipped == 3
+    assert (job.tp, job.fp, job.tn, job.fn) == evaluate(folder)
+    args = ["evaluate", str(folder), "--model", str(SHIPPED_MODEL), "--level", "study", "--json"]
+    studies = json.loads(CliRunner().invoke(main, args).stdout)
+    assert (studies["level"], studies["studies"], studies["n"]) == ("study", 3, 3)
+    assert studies["skipped"] == job.skipped_reasons
 
 
 def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(
