@@ -80,7 +80,18 @@ def _security_headers(response: Response) -> Response:
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app for these settings (default: from BRAINSCAN_* variables); test_config wins."""
-    from api import auth, errors, health, openapi, rest_jobs, rest_models, rest_results, rest_studies, views
+    from api import (
+        auth,
+        errors,
+        health,
+        openapi,
+        rest_jobs,
+        rest_models,
+        rest_results,
+        rest_reviews,
+        rest_studies,
+        views,
+    )
     from api.auth import SESSION_LIFETIME, SMALL_BODY_BYTES
 
     if settings is None:  # `flask --app api run`; the CLI loads settings itself and warns there
@@ -117,6 +128,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         rest_jobs.bp,
         rest_results.bp,
         rest_studies.bp,
+        rest_reviews.bp,
         rest_models.bp,
         openapi.bp,
         views.bp,

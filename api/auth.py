@@ -46,6 +46,7 @@ csrf = CSRFProtect()
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
 UPLOAD_ENDPOINTS = frozenset({"jobs.submit_job_route", "views.submit_page"})  # api.asgi streams these
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REVIEW_ENDPOINTS = frozenset({"reviews.record_review_route"})  # writes that need `review`, not `submit`
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="brainscan"'}
 SMALL_BODY_BYTES = 64 * 1024  # a login form, a JSON submission or a button: far below this
 SESSION_LIFETIME = timedelta(hours=12)  # from login: one working shift, then sign in again
@@ -147,6 +148,8 @@ def _authorise() -> Response | None:
             raise ApiError(401, "unauthorized", message, BEARER_CHALLENGE)
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     scope = "read" if request.method in READ_METHODS else "submit"
+    if scope == "submit" and request.endpoint in REVIEW_ENDPOINTS:
+        scope = "review"
     if scope not in principal.scopes:
         raise ApiError(403, "forbidden", f"this needs the '{scope}' scope, which the token does not have")
     if request.endpoint in UPLOAD_ENDPOINTS and request.method == "POST":

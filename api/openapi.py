@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from brainscan import __version__
-from db.models import JOB_STATUSES
+from db.models import JOB_STATUSES, REVIEW_VERDICTS
 from db.studies import FLAGGED, NOT_ASSESSED, NOT_FLAGGED
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
@@ -16,6 +16,7 @@ Obj = dict[str, Any]
 INT, NUM, STR, BOOL = {"type": "integer"}, {"type": "number"}, {"type": "string"}, {"type": "boolean"}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 VERDICT = {"type": "string", "enum": [FLAGGED, NOT_FLAGGED, NOT_ASSESSED]}
+REVIEW_VERDICT = {"type": "string", "enum": list(REVIEW_VERDICTS)}
 
 
 def _nullable(schema: Obj) -> Obj:
@@ -394,6 +395,67 @@ PATHS: Obj = {
                     "format", "query", {"type": "string", "enum": ["csv"]}, "csv: every study, one row each."
                 ),
             ],
+        )
+    },
+    "/api/v1/jobs/{job_id}/review-queue": {
+        "get": _op(
+            "The next images to review: flagged ones by descending score, then a fixed random 2 % "
+            "sample of the unflagged ones (without it, missed tumours cannot be estimated)",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"job_id": INT, "items": {"type": "array", "items": _ref("Result")}},
+                    },
+                    "Unreviewed images.",
+                ),
+                **_errors(400, 401, 403, 404),
+            },
+            params=[
+                JOB_ID,
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}, "How many (50)."),
+            ],
+        )
+    },
+    "/api/v1/jobs/{job_id}/results/{result_id}/review": {
+        "post": _op(
+            "Record a radiologist's verdict on one scored image (needs the review scope; audited)",
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "result_id": INT,
+                            "verdict": REVIEW_VERDICT,
+                            "reviewer": STR,
+                            "at": TIME,
+                        },
+                    },
+                    "The verdict now stored (it replaces an earlier one).",
+                ),
+                **_errors(400, 401, 403, 404),
+            },
+            params=[JOB_ID, _param("result_id", "path", INT, "The result's id.")],
+            body={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["verdict"],
+                            "properties": {"verdict": REVIEW_VERDICT},
+                        }
+                    }
+                },
+            },
+        )
+    },
+    "/api/v1/jobs/{job_id}/reviewed": {
+        "get": _op(
+            "What the verdicts say: the reviewed matrix, and recall and specificity estimated from "
+            "the flagged images and the unflagged sample, with 95 % Clopper-Pearson intervals",
+            {"200": _json({"type": "object"}, "Reviewed figures."), **_errors(401, 403, 404)},
+            params=[JOB_ID],
         )
     },
     "/api/v1/jobs/{job_id}/results/{result_id}/thumbnail": {

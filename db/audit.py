@@ -17,6 +17,7 @@ ACTIONS = (
     "job.submit",
     "job.cancel",
     "job.rerun",
+    "review.verdict",
     "token.create",
     "token.revoke",
     "login",

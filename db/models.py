@@ -228,6 +228,25 @@ class ImageResult(Base):
     scored_at: Mapped[datetime | None]
 
 
+REVIEW_VERDICTS = ("tumour", "no tumour", "unsure")
+
+
+class Review(Base):
+    """A radiologist's verdict on one image of a job: the latest one stands (earlier ones are in
+    the audit log)."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (_one_of("verdict", REVIEW_VERDICTS), Index("ix_reviews_job_id", "job_id"))
+
+    result_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("image_results.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(255))  # "user:alice" or "token:name#3"
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (

@@ -18,7 +18,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from db.models import ApiToken, User, utcnow
 
-SCOPES = ("submit", "read", "all-jobs", "admin")  # admin implies the others
+SCOPES = ("submit", "read", "review", "all-jobs", "admin")  # admin implies the others
 OPERATOR_SCOPES = "read,submit"  # a new web login: its own (and its team's) jobs
 TOKEN_PREFIX = "bs_"
 TOKEN_BYTES = 32  # random bytes: far beyond guessing, so a fast hash at rest is enough

@@ -14,9 +14,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from brainscan.cli import db, model, service, train, web
+    from brainscan.cli import db, labels, model, service, train, web
 
-    for module in (train, model, service, db, web):
+    for module in (train, model, service, db, web, labels):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -18,10 +18,11 @@ from brainscan.settings import Settings
 API_THREADS = 8  # per process, running views; clients still sending headers wait in the event loop
 GUNICORN_TIMEOUT_S = 120  # a worker silent this long is restarted; also the longest wait for a body chunk
 KEEPALIVE_S = 5  # an idle kept-alive connection is closed after this
-SCOPE_CHOICES = ("read", "submit", "all-jobs", "admin")
+SCOPE_CHOICES = ("read", "submit", "review", "all-jobs", "admin")
 SCOPE_HELP = (
-    "read (GET), submit (POST jobs, cancel, re-run), all-jobs (other owners' jobs too, not only "
-    "its own and its team's) or admin (all of them); repeat for several."
+    "read (GET), submit (POST jobs, cancel, re-run), review (record radiologists' verdicts), "
+    "all-jobs (other owners' jobs too, not only its own and its team's) or admin (all of them); "
+    "repeat for several."
 )
 TEAM_OPTION = click.option("--team", help="Team whose members share their jobs (e.g. neuroradiology).")
 TIMES = ("created", "expires", "last used", "revoked")

@@ -46,11 +46,11 @@ TEAM = "neuroradiology"  # the fixtures' tokens and operator share it, so they s
 
 @pytest.fixture
 def tokens(sessions: sessionmaker[Session]) -> dict[str, str]:
-    """One live token per scope, all of one team: {"read": ..., "submit": ..., "admin": ...}."""
+    """One live token per scope, all of one team: {"read": ..., "submit": ..., "review": ..., ...}."""
     with sessions.begin() as session:
         return {
             scope: create_token(session=session, name=f"{scope}-bot", scopes=scope, team=TEAM)[0]
-            for scope in ("read", "submit", "admin")
+            for scope in ("read", "submit", "admin", "review")
         }
 
 

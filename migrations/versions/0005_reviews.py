@@ -1,0 +1,42 @@
+"""Reviews: a radiologist's verdict (tumour, no tumour, unsure) on one image of a job, by whom, when.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-04
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "reviews",
+        sa.Column("result_id", BIG_ID, nullable=False),
+        sa.Column("job_id", sa.Integer(), nullable=False),
+        sa.Column("verdict", sa.String(16), nullable=False),
+        sa.Column("reviewer", sa.String(255), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("verdict IN ('tumour', 'no tumour', 'unsure')", name="ck_reviews_verdict"),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_reviews_job_id_jobs", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["result_id"], ["image_results.id"], name="fk_reviews_result_id_image_results", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("result_id", name="pk_reviews"),
+    )
+    op.create_index("ix_reviews_job_id", "reviews", ["job_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_reviews_job_id", table_name="reviews")
+    op.drop_table("reviews")
