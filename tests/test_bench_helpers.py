@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from tests.conftest import SHIPPED_MODEL
@@ -50,35 +52,37 @@ def test_levels_splits_one_sources_figures_at_mid_level_slices() -> None:
     assert rows["tumour edges"].n == 2 and rows["other tumour"].n == 1  # slices 4 and 6; 5
 
 
-def test_dicom_speed_times_the_archives_own_slices_as_jpeg() -> None:
+def test_dicom_speed_times_the_archives_own_slices_as_jpeg(lgg_flair: Path, tmp_path: Path) -> None:
     """The JPEG baseline of bench/dicom_speed.py holds exactly the slices its DICOM archive holds."""
-    import tempfile
-    from pathlib import Path
-
     import pydicom
-    import pytest
 
-    from tests.conftest import IN_CI, find_shared_data
-
-    shared = find_shared_data()  # as the lgg_flair fixture: this file's imports stay as they are
-    if shared is None or not (shared / "lgg-flair").is_dir():
-        message = "lgg-flair slices not found under ../shared/data"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
-    lgg_flair = shared / "lgg-flair"
     dicom_speed = _load("dicom_speed")
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = dicom_speed.build_archive(lgg_flair, Path(tmp) / "dicom", patients=2)
-        copied = dicom_speed.jpeg_baseline(lgg_flair, Path(tmp) / "jpeg", patients=2)
-        archived = set()
-        for path in (Path(tmp) / "dicom").rglob("*"):
-            if not path.is_file() or path.name in ("DICOMDIR", "labels.csv"):
-                continue
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            if ds.Modality == "MR":  # a slice per instance, or per frame of the multi-frame file
-                frames = ds.get("PerFrameFunctionalGroupsSequence")
-                numbers = [f.FrameContentSequence[0].FrameAcquisitionNumber for f in frames or []]
-                for n in numbers or [ds.InstanceNumber]:
-                    archived.add(f"{ds.PatientID}_{ds.StudyDate}_{n}.jpg")
-        assert len(copied) == summary.frames == len(archived)
-        assert {p.name for p in copied} == archived
-        assert all(p.read_bytes() == (lgg_flair / p.parent.name / p.name).read_bytes() for p in copied)
+    summary = dicom_speed.build_archive(lgg_flair, tmp_path / "dicom", patients=2)
+    copied = dicom_speed.jpeg_baseline(lgg_flair, tmp_path / "jpeg", patients=2)
+    archived = set()
+    for path in (tmp_path / "dicom").rglob("*"):
+        if not path.is_file() or path.name in ("DICOMDIR", "labels.csv"):
+            continue
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if ds.Modality == "MR":  # a slice per instance, or per frame of the multi-frame file
+            frames = ds.get("PerFrameFunctionalGroupsSequence")
+            numbers = [f.FrameContentSequence[0].FrameAcquisitionNumber for f in frames or []]
+            for n in numbers or [ds.InstanceNumber]:
+                archived.add(f"{ds.PatientID}_{ds.StudyDate}_{n}.jpg")
+    assert len(copied) == summary.frames == len(archived)
+    assert {p.name for p in copied} == archived
+    assert all(p.read_bytes() == (lgg_flair / p.parent.name / p.name).read_bytes() for p in copied)
+
+
+def test_threshold_rules_choose_on_validation_and_judge_on_test() -> None:
+    """bench/threshold_rules.py: the shipped rule keeps 0.993 of validation tumours; without tumour
+    edges it may rise above an edge slice's score; on every source it meets the target in each."""
+    rules = _load("threshold_rules")
+    y = np.array([1] * 10 + [0] * 10)
+    p = np.array([0.9] * 8 + [0.2, 0.05] + [0.1] * 10)
+    edge = np.zeros(20, dtype=bool)
+    edge[9] = True  # the 0.05 tumour slice is a scan's last tumour slice
+    source = np.array(["a"] * 5 + ["b"] * 5 + ["a"] * 10)
+    assert rules.RULES["recall 0.993 (shipped)"](y, p, edge, source) == 0.05
+    assert rules.RULES["0.993 without edges"](y, p, edge, source) == 0.2
+    assert rules.RULES["0.98 on every source"](y, p, edge, source) == 0.05  # b's lowest tumour
