@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         rest_results,
         rest_reviews,
         rest_studies,
+        review_page,
         views,
     )
     from api.auth import SESSION_LIFETIME, SMALL_BODY_BYTES
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         rest_models.bp,
         openapi.bp,
         views.bp,
+        review_page.bp,
     ):
         app.register_blueprint(blueprint)
     return app

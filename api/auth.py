@@ -46,7 +46,9 @@ csrf = CSRFProtect()
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
 UPLOAD_ENDPOINTS = frozenset({"jobs.submit_job_route", "views.submit_page"})  # api.asgi streams these
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-REVIEW_ENDPOINTS = frozenset({"reviews.record_review_route"})  # writes that need `review`, not `submit`
+REVIEW_ENDPOINTS = frozenset(
+    {"reviews.record_review_route", "review.review_image"}
+)  # writes that need `review`, not `submit`
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="brainscan"'}
 SMALL_BODY_BYTES = 64 * 1024  # a login form, a JSON submission or a button: far below this
 SESSION_LIFETIME = timedelta(hours=12)  # from login: one working shift, then sign in again

@@ -38,9 +38,13 @@ def record_review_route(job_id: int, result_id: int) -> Response:
     """Record a verdict (`tumour`, `no tumour` or `unsure`) on one scored image; needs `review`."""
     body = request.get_json(silent=True) or {}
     verdict = body.get("verdict") if isinstance(body, dict) else None
-    if verdict not in REVIEW_VERDICTS:
+    return jsonify(record_verdict(job_id, result_id, verdict, actor=current_actor()))
+
+
+def record_verdict(job_id: int, result_id: int, verdict: object, *, actor: str) -> dict[str, object]:
+    """Store and audit a verdict (the REST route's and the review page's one path)."""
+    if not isinstance(verdict, str) or verdict not in REVIEW_VERDICTS:
         raise ApiError(400, "bad_request", f"verdict must be one of {', '.join(REVIEW_VERDICTS)}")
-    actor = current_actor()
     with sessions().begin() as session:
         _job_or_404(session, job_id)
         if not record_review(
@@ -56,13 +60,12 @@ def record_review_route(job_id: int, result_id: int) -> Response:
         )
         review = session.get(Review, result_id)
         assert review is not None
-        report = {
+        return {
             "result_id": result_id,
             "verdict": review.verdict,
             "reviewer": review.reviewer,
             "at": iso(review.at),
         }
-    return jsonify(report)
 
 
 @bp.get("/jobs/<int:job_id>/reviewed")

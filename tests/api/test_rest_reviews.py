@@ -81,3 +81,14 @@ def test_labels_export_writes_what_training_reads(
     found = {r.relpath: r for r in discover([folder]).images}
     for row in rows:
         assert (found[row["path"]].label, found[row["path"]].category) == (int(row["label"]), "labels.csv")
+
+
+def test_the_review_page_shows_the_queue_and_refuses_verdicts_without_the_scope(
+    web: FlaskClient, job: int
+) -> None:
+    page = web.get(f"/jobs/{job}/review").get_data(as_text=True)
+    assert 'id="queue-title"' in page and "it needs the <code>review</code> scope" in page
+    assert 'name="verdict"' not in page  # an operator without `review` gets no buttons
+    token = page.split('name="csrf_token" value="')[1].split('"')[0] if 'name="csrf_token"' in page else ""
+    response = web.post(f"/jobs/{job}/review/1", data={"verdict": "tumour", "csrf_token": token})
+    assert response.status_code == 403

@@ -42,6 +42,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 PASSWORD = "a long operator passphrase"
+SCOPES = ("--scope", "read", "--scope", "submit", "--scope", "review")  # the operator also reviews
 JOB_TIMEOUT_MS = 150_000
 MATRIX = ("tp", "fp", "tn", "fn")
 
@@ -87,7 +88,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
     full_env = {**os.environ, **env}
     subprocess.run([BRAINSCAN, "db", "upgrade"], env=full_env, check=True, capture_output=True, cwd=base)
     subprocess.run(
-        [BRAINSCAN, "user", "create", "operator", "--password-stdin"],
+        [BRAINSCAN, "user", "create", "operator", "--password-stdin", *SCOPES],
         env=full_env,
         check=True,
         capture_output=True,
@@ -210,9 +211,12 @@ def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_result
     context.close()
 
 
-def test_an_operator_reads_a_dicom_archive_s_studies(service: LiveService, browser: Any) -> None:
+def test_an_operator_reads_a_dicom_archive_s_studies_and_reviews_20_slices(
+    service: LiveService, browser: Any
+) -> None:
     """Three DICOM studies (every transfer syntax, a multi-frame file, a report, a DICOMDIR): the
-    job page lists each study with its verdict, series and top slices, and says what was skipped."""
+    job page lists each study with its verdict, series and top slices, and says what was skipped;
+    then 20 slices are reviewed, one verdict at a time, and the reviewed matrix follows."""
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport={"width": 1280, "height": 860})
@@ -243,4 +247,18 @@ def test_an_operator_reads_a_dicom_archive_s_studies(service: LiveService, brows
         ".every(i => i.complete && i.naturalWidth > 0)"
     )
     shot(page, "job-dicom-studies")
+
+    page.get_by_role("link", name="Review").click()
+    reviewed = page.locator("[data-reviewed]")
+    verdicts = ("Tumour", "No tumour", "Unsure", "Tumour")
+    for i in range(20):
+        first = page.locator(".review-queue li").first
+        shown = first.get_attribute("data-result")
+        first.get_by_role("button", name=verdicts[i % 4], exact=True).click()
+        expect(page.locator(f'.review-queue li[data-result="{shown}"]')).to_have_count(0)
+    counts = {r.get_attribute("data-reviewed"): int(r.inner_text()) for r in reviewed.all()}
+    assert sum(counts.values()) == 15  # five of the twenty were unsure
+    assert counts["tp"] + counts["fn"] == 10 and counts["fp"] + counts["tn"] == 5
+    expect(page.get_by_text("5 unsure", exact=False)).to_be_visible()
+    shot(page, "review")
     context.close()
