@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -62,66 +65,61 @@ def readyz() -> tuple[Response, int]:
     return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503
 
 
-def _metric(lines: list[str], name: str, kind: str, help_text: str, samples: list[tuple[str, Any]]) -> None:
-    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{labels} {value}" for labels, value in samples]
+class ServiceCollector(Collector):
+    """Metrics read from SQL and the broker at scrape time: the state lives there, shared by every
+    API and worker process, so no process keeps counters of its own (nor needs prometheus-client's
+    multiprocess mode)."""
+
+    def collect(self) -> Iterator[Metric]:
+        with sessions(read_only=True)() as session:
+            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            scored, failed = session.execute(
+                select(func.coalesce(func.sum(Batch.scored), 0), func.coalesce(func.sum(Batch.failed), 0))
+            ).one()
+            buckets, total = _batch_histogram(session)
+        jobs = GaugeMetricFamily("brainscan_jobs", "Jobs by status.", labels=["status"])
+        for status in JOB_STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        yield jobs
+        yield CounterMetricFamily("brainscan_images_scored", "Images scored.", value=int(scored))
+        yield CounterMetricFamily(
+            "brainscan_image_errors", "Images that could not be scored.", value=int(failed)
+        )
+        yield HistogramMetricFamily(
+            "brainscan_batch_duration_seconds",
+            "Seconds a worker spent on a batch.",
+            buckets=buckets,
+            sum_value=total,
+        )
+        depths = _queue_depths()
+        yield GaugeMetricFamily(
+            "brainscan_broker_up", "Whether the broker answered.", value=int(depths is not None)
+        )
+        if depths is not None:
+            queues = GaugeMetricFamily(
+                "brainscan_queue_depth", "Messages waiting in a queue.", labels=["queue"]
+            )
+            for queue, depth in depths.items():
+                queues.add_metric([queue], depth)
+            yield queues
 
 
-def _batch_histogram(session: Session) -> list[tuple[str, Any]]:
-    timed = Batch.seconds.is_not(None)
+def _batch_histogram(session: Session) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative (upper bound, batches) pairs of batch durations, ending at +Inf, and their sum."""
     row = session.execute(
         select(
             *(count_where(Batch.seconds <= bound) for bound in BATCH_SECONDS_BUCKETS),
             func.count(Batch.seconds),
             func.coalesce(func.sum(Batch.seconds), 0.0),
-        ).where(timed)
+        ).where(Batch.seconds.is_not(None))
     ).one()
-    buckets = [
-        (f'_bucket{{le="{bound}"}}', int(n)) for bound, n in zip(BATCH_SECONDS_BUCKETS, row, strict=False)
-    ]
-    count, total = int(row[-2]), float(row[-1])
-    return [*buckets, ('_bucket{le="+Inf"}', count), ("_sum", total), ("_count", count)]
+    buckets = [(str(bound), int(n)) for bound, n in zip(BATCH_SECONDS_BUCKETS, row, strict=False)]
+    return [*buckets, ("+Inf", int(row[-2]))], float(row[-1])
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
     """Jobs by status, images scored and failed, batch durations, queue depths (Prometheus text)."""
-    lines: list[str] = []
-    with sessions(read_only=True)() as session:
-        counts = session.execute(select(Job.status, func.count()).group_by(Job.status))
-        by_status = {status: int(n) for status, n in counts}
-        scored, failed = session.execute(
-            select(func.coalesce(func.sum(Batch.scored), 0), func.coalesce(func.sum(Batch.failed), 0))
-        ).one()
-        histogram = _batch_histogram(session)
-    _metric(
-        lines,
-        "brainscan_jobs",
-        "gauge",
-        "Jobs by status.",
-        [(f'{{status="{status}"}}', by_status.get(status, 0)) for status in JOB_STATUSES],
-    )
-    _metric(lines, "brainscan_images_scored_total", "counter", "Images scored.", [("", int(scored))])
-    _metric(
-        lines,
-        "brainscan_image_errors_total",
-        "counter",
-        "Images that could not be scored.",
-        [("", int(failed))],
-    )
-    name = "brainscan_batch_duration_seconds"
-    lines += [f"# HELP {name} Seconds a worker spent on a batch.", f"# TYPE {name} histogram"]
-    lines += [f"{name}{suffix} {value}" for suffix, value in histogram]
-    depths = _queue_depths()
-    _metric(
-        lines, "brainscan_broker_up", "gauge", "Whether the broker answered.", [("", int(depths is not None))]
-    )
-    if depths is not None:
-        _metric(
-            lines,
-            "brainscan_queue_depth",
-            "gauge",
-            "Messages waiting in a queue.",
-            [(f'{{queue="{queue}"}}', depth) for queue, depth in depths.items()],
-        )
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector())
+    return Response(generate_latest(registry), mimetype="text/plain", content_type=CONTENT_TYPE_LATEST)

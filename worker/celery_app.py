@@ -49,8 +49,9 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app for these settings; tasks are registered by importing worker.tasks."""
     app = Celery("brainscan", broker=settings.resolved_broker_url, include=["worker.tasks"])
     url = settings.resolved_broker_url
+    on_redis = url.startswith(("redis://", "rediss://"))
     app.conf.update(
-        broker_transport=REDIS_TRANSPORT if url.startswith(("redis://", "rediss://")) else None,
+        broker_transport=REDIS_TRANSPORT if on_redis else None,
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying while Redis restarts
@@ -77,7 +78,10 @@ def make_celery(settings: Settings) -> Celery:
         },
         task_default_queue=SCORE_QUEUE,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # task events for Flower (`celery flower`, docs/operations.md) on Redis; the embedded
+        # filesystem transport has no fanout exchange to publish them on
+        worker_send_task_events=on_redis,
+        task_send_sent_event=on_redis,
         broker_pool_limit=4,
     )
     app.conf.brainscan_settings = settings

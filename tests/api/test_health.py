@@ -77,14 +77,14 @@ def test_metrics_count_jobs_images_errors_batch_durations_and_queues(
     response = client.get("/metrics", headers=bearer(tokens["read"]))
     assert response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
-    values = dict(re.findall(r"^(brainscan_\S+) (\S+)$", text, re.MULTILINE))
-    assert values['brainscan_jobs{status="succeeded"}'] == "1"
-    assert values['brainscan_jobs{status="queued"}'] == "1"
-    assert values["brainscan_images_scored_total"] == "4" and values["brainscan_image_errors_total"] == "2"
+    values = {k: float(v) for k, v in re.findall(r"^(brainscan_\S+) (\S+)$", text, re.MULTILINE)}
+    assert values['brainscan_jobs{status="succeeded"}'] == 1
+    assert values['brainscan_jobs{status="queued"}'] == 1
+    assert values["brainscan_images_scored_total"] == 4 and values["brainscan_image_errors_total"] == 2
     # two batches took 0.5 s and 1.5 s
-    assert values['brainscan_batch_duration_seconds_bucket{le="0.5"}'] == "1"
-    assert values['brainscan_batch_duration_seconds_bucket{le="2"}'] == "2"
-    assert values['brainscan_batch_duration_seconds_bucket{le="+Inf"}'] == "2"
-    assert float(values["brainscan_batch_duration_seconds_sum"]) == 2.0
-    assert values['brainscan_queue_depth{queue="brainscan.plan"}'] == "2"  # no worker took them
+    assert values['brainscan_batch_duration_seconds_bucket{le="0.5"}'] == 1
+    assert values['brainscan_batch_duration_seconds_bucket{le="2"}'] == 2
+    assert values['brainscan_batch_duration_seconds_bucket{le="+Inf"}'] == 2
+    assert values["brainscan_batch_duration_seconds_sum"] == 2.0
+    assert values['brainscan_queue_depth{queue="brainscan.plan"}'] == 2  # no worker took them
     assert "# TYPE brainscan_batch_duration_seconds histogram" in text

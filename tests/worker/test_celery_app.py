@@ -37,3 +37,12 @@ def test_each_app_has_its_own_settings_limits_and_the_tasks_carry_none(tmp_path:
     bare = Celery("bare", set_as_current=False)  # no annotations: what the task decorators set
     assert limits(bare, SCORE_TASK) == (None, None)
     assert limits(bare, PLAN_TASK) == (None, None)
+
+
+def test_scale_out_workers_send_task_events_for_flower_and_embedded_ones_do_not(
+    embedded: Service, scaleout: Service
+) -> None:
+    on_redis = make_celery(scaleout.settings).conf
+    assert on_redis.worker_send_task_events and on_redis.task_send_sent_event
+    on_files = make_celery(embedded.settings).conf
+    assert not on_files.worker_send_task_events and not on_files.task_send_sent_event
