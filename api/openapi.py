@@ -89,6 +89,21 @@ SCHEMAS: Obj = {
                 "additionalProperties": INT,
             },
             "remaining": INT,
+            "drift": _nullable(
+                {
+                    "type": "object",
+                    "description": "score shift against the model's held-out scores (one job's report; "
+                    "null in a list of jobs): population stability index of the score histogram",
+                    "properties": {
+                        "status": {"type": "string", "enum": ["ok", "watch", "shifted", "unknown"]},
+                        "psi": _nullable(NUM),
+                        "flag_rate": _nullable(NUM),
+                        "reference_flag_rate": _nullable(NUM),
+                        "images": INT,
+                        "out_of_distribution": _nullable(NUM),
+                    },
+                }
+            ),
             "studies": _nullable(
                 {
                     "type": "object",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Integer, and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import insert_pending
@@ -121,14 +121,41 @@ def _image_counts(session: Session, batch_id: int) -> dict[str, int]:
     return dict(zip(("scored", "failed", "flagged", "tp", "fp", "tn", "fn"), map(int, row), strict=True))
 
 
+SCORE_BINS = 10  # the histogram's bins of [0, 1] (= training.drift.BINS; tests/db checks)
+
+
+def score_histogram(session: Session, batch_id: int) -> list[int]:
+    """How many of the batch's scores fall in each of SCORE_BINS equal bins of [0, 1]."""
+    bin_of = func.least(func.floor(ImageResult.probability * SCORE_BINS), SCORE_BINS - 1)
+    if session.get_bind().dialect.name == "sqlite":  # SQLite's two-argument min() is its least()
+        bin_of = func.min(func.cast(ImageResult.probability * SCORE_BINS, Integer), SCORE_BINS - 1)
+    rows = session.execute(
+        select(bin_of, func.count())
+        .where(ImageResult.batch_id == batch_id, ImageResult.status == "scored")
+        .group_by(bin_of)
+    ).all()
+    counts = [0] * SCORE_BINS
+    for index, n in rows:
+        counts[int(index)] += int(n)
+    return counts
+
+
 def finish_batch(*, session: Session, batch_id: int, seconds: float) -> None:
-    """Mark the batch done with its counts and confusion matrix computed from its image rows.
+    """Mark the batch done with its counts, confusion matrix and score histogram computed from its
+    image rows.
 
     A batch already done (or failed, or cancelled) is left as it is, so a re-delivered batch
     changes nothing.
     """
     counts = _image_counts(session, batch_id)
-    done = {"status": "done", "finished_at": utcnow(), "seconds": seconds, "error": None, **counts}
+    done = {
+        "status": "done",
+        "finished_at": utcnow(),
+        "seconds": seconds,
+        "error": None,
+        "score_histogram": score_histogram(session, batch_id),
+        **counts,
+    }
     session.execute(
         update(Batch).where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES)).values(done)
     )
@@ -199,3 +226,18 @@ def list_batches(*, session: Session, job_id: int) -> list[Batch]:
         .execution_options(populate_existing=True)
     )
     return list(session.scalars(stmt))
+
+
+def job_score_histogram(*, session: Session, job_id: int) -> tuple[list[int], int]:
+    """The job's finished batches' score histograms summed, and how many of those images were flagged."""
+    totals, flagged = [0] * SCORE_BINS, 0
+    rows = session.execute(
+        select(Batch.score_histogram, Batch.flagged).where(
+            Batch.job_id == job_id, Batch.score_histogram.is_not(None)
+        )
+    )
+    for histogram, batch_flagged in rows:
+        if histogram:  # batches finished before histograms were kept have none
+            totals = [a + int(b) for a, b in zip(totals, histogram, strict=True)]
+            flagged += int(batch_flagged or 0)
+    return totals, flagged

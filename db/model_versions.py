@@ -49,3 +49,8 @@ def current_model_version(*, session: Session) -> ModelVersion | None:
 def list_model_versions(*, session: Session) -> list[ModelVersion]:
     """Every registered version, newest first."""
     return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())))
+
+
+def model_version_named(*, session: Session, version: str) -> ModelVersion | None:
+    """The registered model of that version (a job's), or None."""
+    return session.scalars(select(ModelVersion).where(ModelVersion.version == version)).first()

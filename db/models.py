@@ -151,6 +151,7 @@ class Batch(Base):
     tn: Mapped[int | None]
     fn: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
+    score_histogram: Mapped[list[int] | None] = mapped_column(JSON)  # scores per tenth of [0, 1]
 
 
 class Series(Base):

@@ -198,6 +198,7 @@ class ModelCard:
     model_file: str = ""
     model_sha256: str = ""
     notes: list[str] = field(default_factory=list)
+    reference: dict[str, Any] = field(default_factory=dict)  # held-out scores (training.drift)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(json_safe(asdict(self)), indent=2, allow_nan=False) + "\n")

@@ -27,6 +27,7 @@ from training.crossval import (
     summarise_cv,
 )
 from training.dataset import Discovery
+from training.drift import reference as drift_reference
 from training.metrics import compute_metrics, sweep_table
 from training.model import build_model
 from training.prepare import PreparedData, log
@@ -130,6 +131,7 @@ def _card(
         libraries=library_versions(),
         model_file=out_model.name,
         model_sha256=file_sha256(out_model),
+        reference=drift_reference(eval_probs, final.threshold, eval_name),
     )
 
 

@@ -1,4 +1,5 @@
-"""Reviews: a radiologist's verdict (tumour, no tumour, unsure) on one image of a job, by whom, when.
+"""Reviews: a radiologist's verdict (tumour, no tumour, unsure) on one image of a job, by whom, when;
+and each batch's score histogram (scores per tenth of [0, 1]), from which score shift is measured.
 
 Revision ID: 0005
 Revises: 0004
@@ -35,8 +36,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("result_id", name="pk_reviews"),
     )
     op.create_index("ix_reviews_job_id", "reviews", ["job_id"])
+    with op.batch_alter_table("batches") as batches:
+        batches.add_column(sa.Column("score_histogram", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("batches") as batches:
+        batches.drop_column("score_histogram")
     op.drop_index("ix_reviews_job_id", table_name="reviews")
     op.drop_table("reviews")

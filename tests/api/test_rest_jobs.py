@@ -117,6 +117,7 @@ def test_a_finished_job_reports_counts_matrix_progress_speed_and_timings(
     assert job["status"] == "succeeded" and job["total"] == 6 and job["scored"] == 6 and job["failed"] == 0
     assert job["skipped"] == 1  # notes.txt
     assert job["skipped_reasons"] == {"not an image file (by its name)": 1}
+    assert job["drift"]["status"] == "unknown"  # too few images to call a shift
     matrix = job["confusion"]
     assert sum(matrix.values()) == 6 and matrix["tp"] + matrix["fn"] == 3  # three slices under yes/
     assert job["flagged"] == matrix["tp"] + matrix["fp"]

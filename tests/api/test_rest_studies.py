@@ -115,6 +115,10 @@ def test_the_job_page_lists_studies_and_a_frame_has_its_thumbnail(
 ) -> None:
     page = web.get(f"/jobs/{dicom_job}").get_data(as_text=True)
     assert 'id="studies-title"' in page and "not assessed: a localiser (scout) series" in page
+    # seeded uniform scores are nothing like the model's own (mostly near 0 or 1): a shift banner
+    job = client.get(f"/api/v1/jobs/{dicom_job}", headers=bearer(tokens["read"])).get_json()
+    assert job["drift"]["status"] == "shifted" and job["drift"]["images"] >= 50
+    assert 'data-drift="shifted"' in page
     assert page.count('class="verdict verdict-') == 3
     results = client.get(f"/api/v1/jobs/{dicom_job}/results?limit=500", headers=bearer(tokens["read"]))
     scored = [r for r in results.get_json()["results"] if r["status"] == "scored"]

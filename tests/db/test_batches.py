@@ -192,3 +192,25 @@ def test_a_retried_task_takes_its_own_running_batch_back(db_sessionmaker: Maker)
         assert batch is not None and (batch.status, batch.attempts) == ("running", 2)
         cancel_job(session=session, job_id=job_id)
         assert reclaim_batch(session=session, batch_id=first, worker="host:1:task-a") is None
+
+
+def test_a_finished_batch_keeps_its_score_histogram(db_sessionmaker: Maker) -> None:
+    """The SQL histogram (both dialects) bins scores as training.drift does, 1.0 in the last bin."""
+    from db.batches import SCORE_BINS
+    from training.drift import BINS, histogram
+
+    job_id, (batch_id,) = _running_job(db_sessionmaker, images=200, batch_size=200)
+    with db_sessionmaker.begin() as session:
+        pending = session.scalars(select(ImageResult.relpath).where(ImageResult.batch_id == batch_id)).all()
+        probs = [random.Random(i).random() for i in range(len(pending) - 2)] + [1.0, 0.0]
+        record_results(
+            session=session,
+            job_id=job_id,
+            batch_id=batch_id,
+            results=[ScoredImage(path, p, p >= 0.5) for path, p in zip(pending, probs, strict=True)],
+        )
+        finish_batch(session=session, batch_id=batch_id, seconds=1.0)
+    with db_sessionmaker() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+    assert SCORE_BINS == BINS and batch.score_histogram == histogram(probs)

@@ -1,0 +1,64 @@
+"""Add the score reference (training.drift) to a card made before cards carried one.
+
+    python bench/card_reference.py models/brainscan.keras ../shared/data --exclude lgg-flair
+
+`brainscan train` now stores the histogram of the model's scores on its held-out split and the
+share flagged (the card's `reference`), against which the service measures score shift. A model
+trained before has none: this rebuilds its held-out split from the card (the same images, checked
+by the card's data fingerprint; the split drawn by its recipe's seed), scores it with the model,
+checks that the figures equal the card's own test figures (so it is the same split and the same
+model), and writes the reference into the card, with a note saying how it was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("data", type=Path, nargs="+")
+    parser.add_argument("--exclude", action="append", default=[], help="sources the model did not see")
+    args = parser.parse_args()
+
+    from training.backend import import_backend
+
+    import_backend()
+    from training.card import card_path_for
+    from training.crossval import final_task
+    from training.drift import reference
+    from training.metrics import compute_metrics
+    from training.prepare import prepare
+    from training.recipes import Recipe
+    from training.scorer import Scorer
+
+    scorer = Scorer.load(args.model)
+    card = scorer.card
+    data = prepare(args.data, Recipe.from_dict(card.recipe), exclude=args.exclude)
+    if data.fingerprint != card.data["fingerprint"]:
+        sys.exit("these are not the images the model was trained on (the data fingerprints differ)")
+    task = final_task(data, Recipe.from_dict(card.recipe))
+    probs = scorer.score_arrays(data.loaded.inputs[task.test])
+    found = compute_metrics(data.loaded.labels[task.test], probs, card.threshold).to_dict()
+    stored = card.metrics["test"]
+    if any(found[k] != stored[k] for k in ("tp", "fp", "tn", "fn")):
+        sys.exit(f"the rebuilt test split scores {found}, not the card's {stored}")
+    card.reference = reference(probs, card.threshold, "test")
+    card.notes.append(
+        "reference: added afterwards by `python bench/card_reference.py "
+        f"{args.model} {' '.join(map(str, args.data))}"
+        + "".join(f" --exclude {e}" for e in args.exclude)
+        + "` (the card's test split rebuilt, its figures checked equal)"
+    )
+    card.save(card_path_for(args.model))
+    print(f"reference of {len(probs)} test images written: {card.reference}")
+
+
+if __name__ == "__main__":
+    main()

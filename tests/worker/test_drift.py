@@ -1,0 +1,59 @@
+"""Score shift measured on real jobs: slices of a source the shipped model never trained on are
+`shifted`, a sample of a source it trained on is `ok`, for three samples each (the batches'
+histograms in SQL against the card's held-out reference)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from brainscan.testing import Service
+from db.batches import job_score_histogram
+from tests.conftest import SHIPPED_MODEL
+from training.drift import drift
+from training.scorer import Scorer
+
+pytestmark = pytest.mark.data
+SAMPLE = 200
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    from training.backend import import_backend
+
+    import_backend()
+    return Scorer.load(SHIPPED_MODEL)
+
+
+def _sample(source: Path, dest: Path, seed: int) -> Path:
+    files = sorted(p for p in source.rglob("*.jpg"))
+    for i, path in enumerate(random.Random(seed).sample(files, SAMPLE)):
+        target = dest / path.parent.name / f"{i:04d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+    return dest
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_unseen_source_is_shifted_and_a_seen_one_ok(
+    embedded: Service, scorer: Scorer, shared_data: Path, tmp_path: Path, seed: int
+) -> None:
+    found = {}
+    for name, expected in (("lgg-flair", "shifted"), ("kaggle-4class-train", "ok")):
+        folder = _sample(shared_data / name, tmp_path / name, seed)
+        job_id, _ = embedded.create_job(
+            folder, model_version=scorer.version, threshold=scorer.threshold, batch_size=64
+        )
+        sent: list[int] = []
+        embedded.plan(job_id, enqueue=sent.extend)
+        for batch_id in sent:
+            embedded.score(batch_id, scorer=scorer, worker="w")
+        with embedded.sessions()() as session:
+            counts, flagged = job_score_histogram(session=session, job_id=job_id)
+        found[name] = drift(scorer.card.reference, counts, flagged)
+        assert found[name]["status"] == expected, found[name]
+        assert found[name]["images"] >= SAMPLE - 2  # lgg-flair holds two blank slices
+    assert found["lgg-flair"]["psi"] > 0.25 > 0.1 > found["kaggle-4class-train"]["psi"]
