@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -13,8 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.context import celery, sessions
-from db.models import JOB_STATUSES, Batch, Job
+from db.model_versions import current_model_version
+from db.models import JOB_STATUSES, Batch, Job, utcnow
 from db.progress import count_where
+from db.sites import site_histograms
+from training.drift import drift
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE
 from worker.enqueue import queue_depth
 
@@ -22,6 +26,7 @@ bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 BATCH_SECONDS_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)  # a 256-image batch takes ~2 s on 2 cores
 BROKER_TIMEOUT_S = 3
+SITE_WINDOW = timedelta(days=7)  # a site's score shift is measured over its recent images
 
 
 @bp.get("/healthz")
@@ -77,6 +82,7 @@ class ServiceCollector(Collector):
                 select(func.coalesce(func.sum(Batch.scored), 0), func.coalesce(func.sum(Batch.failed), 0))
             ).one()
             buckets, total = _batch_histogram(session)
+            sites = _site_shift(session)
         jobs = GaugeMetricFamily("brainscan_jobs", "Jobs by status.", labels=["status"])
         for status in JOB_STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
@@ -91,6 +97,7 @@ class ServiceCollector(Collector):
             buckets=buckets,
             sum_value=total,
         )
+        yield from sites
         depths = _queue_depths()
         yield GaugeMetricFamily(
             "brainscan_broker_up", "Whether the broker answered.", value=int(depths is not None)
@@ -102,6 +109,30 @@ class ServiceCollector(Collector):
             for queue, depth in depths.items():
                 queues.add_metric([queue], depth)
             yield queues
+
+
+def _site_shift(session: Session) -> list[Metric]:
+    """Per site, over the last SITE_WINDOW of the current model's scores: score shift (PSI against
+    the card's reference), flag rate and images, as gauges."""
+    model = current_model_version(session=session)
+    if model is None:
+        return []
+    since = utcnow() - SITE_WINDOW
+    histograms = site_histograms(session=session, model_version=model.version, since=since)
+    labels = ["site"]
+    psi = GaugeMetricFamily("brainscan_site_score_shift", "PSI of a site's recent scores.", labels=labels)
+    rate = GaugeMetricFamily(
+        "brainscan_site_flag_rate", "Share of a site's recent images flagged.", labels=labels
+    )
+    images = GaugeMetricFamily("brainscan_site_images", "A site's images scored recently.", labels=labels)
+    reference = (model.card or {}).get("reference")
+    for site, (counts, flagged) in sorted(histograms.items()):
+        shift = drift(reference, counts, flagged)
+        if shift["psi"] is not None:
+            psi.add_metric([site], shift["psi"])
+        rate.add_metric([site], shift["flag_rate"] or 0.0)
+        images.add_metric([site], shift["images"])
+    return [psi, rate, images]
 
 
 def _batch_histogram(session: Session) -> tuple[list[tuple[str, float]], float]:

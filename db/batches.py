@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, Integer, and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.bulk import insert_pending
@@ -124,11 +124,16 @@ def _image_counts(session: Session, batch_id: int) -> dict[str, int]:
 SCORE_BINS = 10  # the histogram's bins of [0, 1] (= training.drift.BINS; tests/db checks)
 
 
+def score_bin(session: Session) -> ColumnElement[int]:
+    """An image's score bin (0 .. SCORE_BINS - 1; a score of 1.0 in the last), in SQL."""
+    if session.get_bind().dialect.name == "sqlite":  # SQLite's two-argument min() is its least()
+        return func.min(func.cast(ImageResult.probability * SCORE_BINS, Integer), SCORE_BINS - 1)
+    return func.least(func.floor(ImageResult.probability * SCORE_BINS), SCORE_BINS - 1)
+
+
 def score_histogram(session: Session, batch_id: int) -> list[int]:
     """How many of the batch's scores fall in each of SCORE_BINS equal bins of [0, 1]."""
-    bin_of = func.least(func.floor(ImageResult.probability * SCORE_BINS), SCORE_BINS - 1)
-    if session.get_bind().dialect.name == "sqlite":  # SQLite's two-argument min() is its least()
-        bin_of = func.min(func.cast(ImageResult.probability * SCORE_BINS, Integer), SCORE_BINS - 1)
+    bin_of = score_bin(session)
     rows = session.execute(
         select(bin_of, func.count())
         .where(ImageResult.batch_id == batch_id, ImageResult.status == "scored")

@@ -57,9 +57,12 @@ def dicom_series(header: DicomHeader, record: ImageRecord) -> SeriesFound:
 
 
 def folder_series(record: ImageRecord) -> SeriesFound:
-    """Images outside DICOM: their folder is their series and study (its patient is unknown)."""
+    """Images outside DICOM: their folder is their series and study (its patient is unknown), and
+    the job's top folder their site."""
     folder = folder_of(record)
-    return SeriesFound(study_key=folder, series_key=folder, dicom=False)
+    return SeriesFound(
+        study_key=folder, series_key=folder, dicom=False, site=record.source.split("/")[0][:255]
+    )
 
 
 def folder_of(record: ImageRecord) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,22 @@ def test_the_job_page_lists_studies_and_a_frame_has_its_thumbnail(
         thumb = web.get(f"/api/v1/jobs/{dicom_job}/results/{r['id']}/thumbnail")
         assert thumb.status_code == 200 and thumb.mimetype == "image/png", r
         assert np.asarray(Image.open(io.BytesIO(thumb.data))).max() > 0, r  # not a black square
+
+
+def test_metrics_give_each_site_its_score_shift(
+    client: FlaskClient, tokens: dict[str, str], dicom_job: int
+) -> None:
+    """Sites are the DICOM manufacturer and station (the archive's scanners); their recent scores'
+    shift, flag rate and count are Prometheus gauges."""
+    text = client.get("/metrics", headers=bearer(tokens["read"])).get_data(as_text=True)
+    images = {
+        k: float(v) for k, v in re.findall(r'^brainscan_site_images\{site="([^"]+)"\} (\S+)$', text, re.M)
+    }
+    shift = {
+        k: float(v)
+        for k, v in re.findall(r'^brainscan_site_score_shift\{site="([^"]+)"\} (\S+)$', text, re.M)
+    }
+    job = client.get(f"/api/v1/jobs/{dicom_job}", headers=bearer(tokens["read"])).get_json()
+    assert images and all(" / " in site for site in images)  # "<manufacturer> / <station>"
+    assert sum(images.values()) == job["scored"]
+    assert shift and all(shift[site] > 0.25 for site in shift)  # seeded uniform scores: shifted
