@@ -222,6 +222,13 @@ ERROR_TEXT = {
     503: "Not ready (no model registered, or a dependency down).",
 }
 JOB_RESPONSE = _json(_ref("Job"), "The job.")
+SITE = {
+    "name": "site",
+    "in": "path",
+    "required": True,
+    "schema": STR,
+    "description": "A DICOM manufacturer / station, or a folder job's top folder.",
+}
 
 
 def _op(
@@ -472,6 +479,45 @@ PATHS: Obj = {
             {"200": _json({"type": "object"}, "Reviewed figures."), **_errors(401, 403, 404)},
             params=[JOB_ID],
         )
+    },
+    "/api/v1/sites/{site}/suggestion": {
+        "get": _op(
+            "The threshold a site's reviewed images support at a recall target, and what it gives there",
+            {
+                "200": _json(
+                    {"type": "object"},
+                    "The suggestion (threshold null, with a reason, when too few reviews).",
+                ),
+                **_errors(400, 401, 403, 503),
+            },
+            params=[SITE, _param("recall", "query", {"type": "number"}, "Recall target (0.95).")],
+        )
+    },
+    "/api/v1/sites/{site}/profiles": {
+        "get": _op(
+            "Every version of a site's profile (its own threshold per model version), newest first",
+            {"200": _json({"type": "object"}, "The site's profiles."), **_errors(401, 403)},
+            params=[SITE],
+        ),
+        "post": _op(
+            "Set the site's threshold for the current model: a threshold, or a recall target to take "
+            "the suggestion (admin scope; audited; the version before is retired, not deleted)",
+            {"201": _json({"type": "object"}, "The new profile."), **_errors(400, 401, 403, 409, 503)},
+            params=[SITE],
+            body={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "properties": {"threshold": NUM, "recall": NUM}}
+                    }
+                },
+            },
+        ),
+        "delete": _op(
+            "Retire the site's profile: its jobs take the model's threshold again (admin scope; audited)",
+            {"200": _json({"type": "object"}, "The retired profile."), **_errors(401, 403, 404, 503)},
+            params=[SITE],
+        ),
     },
     "/api/v1/jobs/{job_id}/results/{result_id}/thumbnail": {
         "get": _op(

@@ -2,7 +2,8 @@
 
 Both the REST endpoint and the web form go through `submission_from_request` and `submit`: the
 job takes its model version from the current model, its threshold from the request, else from
-the settings, else from the model card; it is audited with its submitter and sent to the planner.
+its site's profile (a folder job's site is its top folder; db.sites), else from the settings,
+else from the model card; it is audited with its submitter and sent to the planner.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from api.errors import ApiError
 from db.audit import record_event
 from db.jobs import KeyReused, create_job
 from db.model_versions import current_model_version
+from db.sites import active_profile
 from worker.enqueue import submit_job
 
 if TYPE_CHECKING:
@@ -209,7 +211,12 @@ def submit(submission: Submission, *, principal: Principal | None) -> tuple[int,
             model = current_model_version(session=session)
             if model is None:
                 raise ApiError(503, "no_model", NO_MODEL)
-            chain = (submission.threshold, config.threshold, model.threshold)
+            site = PurePosixPath(submission.source).parts[0] if submission.source_kind == "folder" else None
+            profile = (
+                active_profile(session=session, site=site, model_version=model.version) if site else None
+            )
+            site_threshold = profile.threshold if profile is not None else None
+            chain = (submission.threshold, site_threshold, config.threshold, model.threshold)
             threshold = next(t for t in chain if t is not None)
             job, created = create_job(
                 session=session,
@@ -234,6 +241,7 @@ def submit(submission: Submission, *, principal: Principal | None) -> tuple[int,
                         "source": submission.source,
                         "kind": submission.source_kind,
                         "threshold": threshold,
+                        "site_profile": profile.id if profile and submission.threshold is None else None,
                         "batch_size": job.batch_size,
                         "idempotency_key": submission.idempotency_key,
                     },

@@ -18,6 +18,7 @@ ACTIONS = (
     "job.cancel",
     "job.rerun",
     "review.verdict",
+    "site.profile",
     "token.create",
     "token.revoke",
     "login",

@@ -248,6 +248,25 @@ class Review(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SiteProfile(Base):
+    """A site's own threshold for one model version, set from its reviewed images. Versioned: a
+    change adds a row and retires the one before; clearing retires it (the model's threshold
+    applies again). Jobs of the site submitted without a threshold of their own take it."""
+
+    __tablename__ = "site_profiles"
+    __table_args__ = (Index("ix_site_profiles_site_model_version", "site", "model_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site: Mapped[str] = mapped_column(String(255))
+    model_version: Mapped[str] = mapped_column(String(128))
+    threshold: Mapped[float] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
+    evidence: Mapped[dict[str, Any] | None]  # what the suggestion rested on: reviewed counts, target
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (

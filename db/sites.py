@@ -1,5 +1,6 @@
-"""Sites: where images come from (a DICOM file's manufacturer and station, else the job's top folder),
-and each site's recent score histogram, against which its score shift is measured.
+"""Sites: where images come from (a DICOM file's manufacturer and station, else the job's top folder);
+each site's recent score histogram, against which its score shift is measured; and its profile,
+a threshold of its own set from its reviewed images.
 
 Every function runs inside the caller's transaction and never commits (``with Session.begin()``).
 """
@@ -7,12 +8,13 @@ Every function runs inside the caller's transaction and never commits (``with Se
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from db.batches import SCORE_BINS, score_bin
-from db.models import ImageResult, Job, Series
+from db.models import ImageResult, Job, Review, Series, SiteProfile, utcnow
 
 
 def site_histograms(
@@ -37,3 +39,52 @@ def site_histograms(
         counts[int(index)] += int(n)
         sites[site or "(unknown)"] = (counts, total_flagged + int(n_flagged or 0))
     return sites
+
+
+def active_profile(*, session: Session, site: str, model_version: str) -> SiteProfile | None:
+    """The site's threshold in force for that model, or None (the model's own applies)."""
+    return session.scalars(
+        select(SiteProfile).where(
+            SiteProfile.site == site, SiteProfile.model_version == model_version, SiteProfile.active.is_(True)
+        )
+    ).first()
+
+
+def set_profile(
+    *, session: Session, site: str, model_version: str, threshold: float, actor: str, evidence: dict[str, Any]
+) -> SiteProfile:
+    """A new version of the site's profile, retiring the one in force."""
+    clear_profile(session=session, site=site, model_version=model_version)
+    profile = SiteProfile(
+        site=site, model_version=model_version, threshold=threshold, created_by=actor, evidence=evidence
+    )
+    session.add(profile)
+    session.flush()
+    return profile
+
+
+def clear_profile(*, session: Session, site: str, model_version: str) -> SiteProfile | None:
+    """Retire the profile in force (the model's threshold applies again); returns it, or None."""
+    profile = active_profile(session=session, site=site, model_version=model_version)
+    if profile is not None:
+        profile.active, profile.retired_at = False, utcnow()
+    return profile
+
+
+def profile_history(*, session: Session, site: str) -> list[SiteProfile]:
+    """Every version of the site's profiles, newest first."""
+    return list(
+        session.scalars(select(SiteProfile).where(SiteProfile.site == site).order_by(SiteProfile.id.desc()))
+    )
+
+
+def reviewed_scores(*, session: Session, site: str, model_version: str) -> list[tuple[int, float]]:
+    """(label, score) of the site's reviewed images scored by that model (tumour 1, no tumour 0)."""
+    rows = session.execute(
+        select(Review.verdict, ImageResult.probability)
+        .join(ImageResult, ImageResult.id == Review.result_id)
+        .join(Series, Series.id == ImageResult.series_id)
+        .join(Job, Job.id == ImageResult.job_id)
+        .where(Series.site == site, Job.model_version == model_version, Review.verdict != "unsure")
+    ).all()
+    return [(1 if verdict == "tumour" else 0, float(p)) for verdict, p in rows if p is not None]

@@ -1,5 +1,6 @@
 """Reviews: a radiologist's verdict (tumour, no tumour, unsure) on one image of a job, by whom, when;
-and each batch's score histogram (scores per tenth of [0, 1]), from which score shift is measured.
+each batch's score histogram (scores per tenth of [0, 1]), from which score shift is measured; and
+site profiles, a site's own threshold per model version (versioned, reversible).
 
 Revision ID: 0005
 Revises: 0004
@@ -38,9 +39,25 @@ def upgrade() -> None:
     op.create_index("ix_reviews_job_id", "reviews", ["job_id"])
     with op.batch_alter_table("batches") as batches:
         batches.add_column(sa.Column("score_histogram", sa.JSON(), nullable=True))
+    op.create_table(
+        "site_profiles",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("site", sa.String(255), nullable=False),
+        sa.Column("model_version", sa.String(128), nullable=False),
+        sa.Column("threshold", sa.Float(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_by", sa.String(255), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("evidence", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_site_profiles"),
+    )
+    op.create_index("ix_site_profiles_site_model_version", "site_profiles", ["site", "model_version"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_site_profiles_site_model_version", table_name="site_profiles")
+    op.drop_table("site_profiles")
     with op.batch_alter_table("batches") as batches:
         batches.drop_column("score_histogram")
     op.drop_index("ix_reviews_job_id", table_name="reviews")

@@ -19,6 +19,7 @@ TABLES = {
     "image_results",
     "series",
     "reviews",
+    "site_profiles",
     "model_versions",
     "api_tokens",
     "users",
