@@ -22,7 +22,14 @@ from db.tokens import revoke_token
 from tests.api.conftest import PASSWORD, bearer, csrf_token
 
 PUBLIC = {"/healthz", "/login", "/static/<path:filename>"}
-SAMPLE = {"job_id": "1", "result_id": "1", "version": "v1", "name": "roc", "filename": "brainscan.css"}
+SAMPLE = {
+    "job_id": "1",
+    "result_id": "1",
+    "version": "v1",
+    "name": "roc",
+    "filename": "brainscan.css",
+    "site": "ward-1",
+}
 
 
 def every_route(app: Flask) -> list[tuple[str, str, str]]:
