@@ -38,7 +38,8 @@ class Settings:
     batch_soft_time_limit: int = 600  # seconds; a 256-image batch takes ~2 s on 2 cores
     batch_time_limit: int = 660
     visibility_timeout: int = 3600  # Redis re-delivers unacked messages after this
-    watchdog_interval: int = 30  # seconds between checks for stranded batches (0: off)
+    watchdog_interval: int = 10  # seconds between checks for stranded batches (0: off)
+    batch_lease: int = 30  # seconds a worker holds a batch without renewing (it renews every third)
     requeue_after: int = 60  # a batch queued this long while its queue is empty was lost: resend
     max_batch_attempts: int = 3  # a batch that fails this often fails its images
     secret_key: str = ""  # empty: a random key made on first start, kept 0600 in data_dir
@@ -133,6 +134,8 @@ class Settings:
                     f"BRAINSCAN_{name} must be at least {MIN_SECRET_LENGTH} characters "
                     "(e.g. openssl rand -hex 32), or unset to use a key made on first start"
                 )
+        if self.batch_lease < 3:
+            raise SettingsError(f"BRAINSCAN_BATCH_LEASE must be at least 3 seconds, not {self.batch_lease}")
         if self.batch_size < 1:
             raise SettingsError("BRAINSCAN_BATCH_SIZE must be at least 1")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

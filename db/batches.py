@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, and_, func, insert, select, update
@@ -61,8 +61,14 @@ def add_batch(*, session: Session, job_id: int, index: int, images: Sequence[Pla
     return batch_id
 
 
-def claim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | None:
-    """Queued -> running for `worker`; None when the batch is not queued or its job is not live."""
+DEFAULT_LEASE = 30.0  # seconds a claim holds a batch unless its worker renews it (settings.batch_lease)
+
+
+def claim_batch(
+    *, session: Session, batch_id: int, worker: str, lease: float = DEFAULT_LEASE
+) -> Batch | None:
+    """Queued -> running for `worker`, held for `lease` seconds (the worker renews the lease while it
+    works: `renew_lease`); None when the batch is not queued or its job is not live."""
     now = utcnow()
     live_job = select(Job.id).where(Job.id == Batch.job_id, Job.status.in_(LIVE_JOB_STATUSES)).exists()
     claimed = session.execute(
@@ -73,6 +79,7 @@ def claim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | None
             attempts=Batch.attempts + 1,
             worker=worker,
             started_at=now,
+            lease_until=now + timedelta(seconds=lease),
             finished_at=None,
             error=None,
         )
@@ -84,7 +91,9 @@ def claim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | None
     return session.get(Batch, batch_id, populate_existing=True)
 
 
-def reclaim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | None:
+def reclaim_batch(
+    *, session: Session, batch_id: int, worker: str, lease: float = DEFAULT_LEASE
+) -> Batch | None:
     """Take back a batch still running under the same task: a retry or re-delivery of its message.
 
     Worker names end in ':<task id>' (host:pid:task); a retry keeps the task id but may run in
@@ -97,10 +106,27 @@ def reclaim_batch(*, session: Session, batch_id: int, worker: str) -> Batch | No
     reclaimed = session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status == "running", same_task, live_job)
-        .values(attempts=Batch.attempts + 1, started_at=utcnow(), worker=worker)
+        .values(
+            attempts=Batch.attempts + 1,
+            started_at=utcnow(),
+            lease_until=utcnow() + timedelta(seconds=lease),
+            worker=worker,
+        )
         .returning(Batch.id)
     ).first()
     return None if reclaimed is None else session.get(Batch, batch_id, populate_existing=True)
+
+
+def renew_lease(*, session: Session, batch_id: int, worker: str, lease: float) -> bool:
+    """Hold the batch `lease` more seconds; False when `worker` no longer holds it (it was taken
+    back after its lease lapsed, or finished)."""
+    renewed = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == "running", Batch.worker == worker)
+        .values(lease_until=utcnow() + timedelta(seconds=lease))
+        .returning(Batch.id)
+    ).first()
+    return renewed is not None
 
 
 def _image_counts(session: Session, batch_id: int) -> dict[str, int]:
@@ -213,8 +239,26 @@ def _stale(session: Session, status: str, column: Any, before: datetime) -> list
 
 
 def stale_running_batches(*, session: Session, started_before: datetime) -> list[int]:
-    """Batches of live jobs running since before `started_before` (their worker may be gone)."""
-    return _stale(session, "running", Batch.started_at, started_before)
+    """Batches of live jobs running without a lease (claimed before leases) since before
+    `started_before`: their worker may be gone. A leased batch is judged by its lease alone."""
+    stmt = (
+        select(Batch.id)
+        .join(Job, Job.id == Batch.job_id)
+        .where(
+            Batch.status == "running",
+            Batch.lease_until.is_(None),
+            Batch.started_at < started_before,
+            Job.status.in_(LIVE_JOB_STATUSES),
+        )
+        .order_by(Batch.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def lapsed_batches(*, session: Session, now: datetime) -> list[int]:
+    """Running batches of live jobs whose lease ran out: their worker stopped renewing it (killed,
+    frozen, cut off) and they can be taken back at once."""
+    return _stale(session, "running", Batch.lease_until, now)
 
 
 def stale_queued_batches(*, session: Session, enqueued_before: datetime) -> list[int]:

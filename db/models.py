@@ -139,6 +139,7 @@ class Batch(Base):
     size: Mapped[int]
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(255))  # host:pid of the last claimer
+    lease_until: Mapped[datetime | None]  # the claim holds until then unless its worker renews it
     enqueued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

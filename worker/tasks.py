@@ -72,6 +72,7 @@ def score_batch(self: Task, batch_id: int) -> str:
             worker=worker_name(self.request.id),
             max_attempts=settings.max_batch_attempts,
             roots=settings.source_roots,
+            lease=settings.batch_lease,
         )
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch):

@@ -1,5 +1,9 @@
 """The watchdog: finds work that a lost message or a dead worker stranded, and sends it again.
 
+A running batch is taken back as soon as its lease lapses (its worker renews it every third of
+BRAINSCAN_BATCH_LEASE while alive), so a killed worker costs the lease plus one watchdog period,
+not the batch's time limit.
+
 Everything it does is safe to repeat and safe to run in several workers at once: claiming a
 batch is atomic, scoring is an idempotent upsert, and a job finishes exactly once.
 """
@@ -18,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from brainscan.settings import Settings
 from db.batches import (
     fail_batch,
+    lapsed_batches,
     requeue_batch,
     stale_queued_batches,
     stale_running_batches,
@@ -51,9 +56,10 @@ def sweep(*, app: Celery, sessions: sessionmaker[Session], settings: Settings) -
     now = utcnow()
     grace = min(GRACE, settings.batch_time_limit)
     abandoned_before = now - timedelta(seconds=settings.batch_time_limit + grace)
-    with sessions() as session:
-        abandoned = stale_running_batches(session=session, started_before=abandoned_before)
-    for batch_id in abandoned:
+    with sessions() as session:  # a lapsed lease at once; a batch claimed before leases by its age
+        lapsed = lapsed_batches(session=session, now=now)
+        aged = stale_running_batches(session=session, started_before=abandoned_before)
+    for batch_id in sorted(set(lapsed) | set(aged)):
         _recover_running(sessions, batch_id, settings.max_batch_attempts, report)
     lost_before = now - timedelta(seconds=settings.requeue_after)
     if queue_depth(app, SCORE_QUEUE) == 0:  # nothing waiting, yet batches say queued: lost

@@ -1,6 +1,7 @@
-"""Reviews: a radiologist's verdict (tumour, no tumour, unsure) on one image of a job, by whom, when;
-each batch's score histogram (scores per tenth of [0, 1]), from which score shift is measured; and
-site profiles, a site's own threshold per model version (versioned, reversible).
+"""Reviews (a radiologist's verdict on one image: tumour, no tumour or unsure, by whom, when); each
+batch's score histogram (scores per tenth of [0, 1], for score shift) and lease (a claim holds
+until then unless its worker renews it); site profiles (a site's own threshold per model
+version, versioned and reversible).
 
 Revision ID: 0005
 Revises: 0004
@@ -39,6 +40,7 @@ def upgrade() -> None:
     op.create_index("ix_reviews_job_id", "reviews", ["job_id"])
     with op.batch_alter_table("batches") as batches:
         batches.add_column(sa.Column("score_histogram", sa.JSON(), nullable=True))
+        batches.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "site_profiles",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -59,6 +61,7 @@ def downgrade() -> None:
     op.drop_index("ix_site_profiles_site_model_version", table_name="site_profiles")
     op.drop_table("site_profiles")
     with op.batch_alter_table("batches") as batches:
+        batches.drop_column("lease_until")
         batches.drop_column("score_histogram")
     op.drop_index("ix_reviews_job_id", table_name="reviews")
     op.drop_table("reviews")

@@ -99,8 +99,10 @@ def test_the_watchdog_sees_stale_batches_of_live_jobs_only(db_sessionmaker: Make
         claim_batch(session=session, batch_id=first, worker="w")
         claim_batch(session=session, batch_id=orphan, worker="w")
         session.execute(
-            update(Batch).values(started_at=now - timedelta(hours=1), enqueued_at=now - timedelta(hours=1))
-        )
+            update(Batch).values(
+                started_at=now - timedelta(hours=1), enqueued_at=now - timedelta(hours=1), lease_until=None
+            )
+        )  # claimed before leases: judged by age
         cancel_job(session=session, job_id=cancelled_job)
     with db_sessionmaker() as session:
         assert stale_running_batches(session=session, started_before=now - timedelta(minutes=10)) == [first]

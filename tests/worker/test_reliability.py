@@ -108,6 +108,40 @@ def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(
         assert_complete_and_exact(service, job_id, folder, 2000)
 
 
+def test_a_killed_worker_costs_its_lease_not_the_batch_time_limit(
+    service: Service, shared_data: Path, tmp_path: Path
+) -> None:
+    """Production time limits (a batch may run 10 minutes) but a 3-second lease: the whole worker
+    SIGKILLed mid-batch, a new one started at once; the job resumes and finishes well within a
+    minute of the kill, nothing lost or doubled."""
+    leased = Service(
+        {
+            **service.env,
+            "BRAINSCAN_BATCH_SOFT_TIME_LIMIT": "590",
+            "BRAINSCAN_BATCH_TIME_LIMIT": "600",
+            "BRAINSCAN_BATCH_LEASE": "3",
+            "BRAINSCAN_VISIBILITY_TIMEOUT": "3600",  # as in production: Redis re-delivers after an hour
+        }
+    )
+    folder = build_folder(shared_data, tmp_path / "archive" / "leased", 1200)
+    first = WorkerProcess(leased, concurrency=2, log=tmp_path / "worker1.log")
+    try:
+        first.wait_ready()
+        job_id, _ = leased.submit(folder, batch_size=100)
+        wait_for_batches(leased, job_id, done=1)
+        first.kill()
+        killed_at = time.monotonic()
+    finally:
+        first.stop()
+    with running_worker(leased, tmp_path / "worker2.log"):
+        assert_complete_and_exact(leased, job_id, folder, 1200)
+        took = time.monotonic() - killed_at
+    print(f"job finished {took:.1f} s after the kill")
+    assert took < 60
+    with leased.sessions()() as session:
+        assert any(b.attempts > 1 for b in list_batches(session=session, job_id=job_id))  # taken back
+
+
 def test_a_redis_restart_mid_job_loses_nothing(scaleout: Service, shared_data: Path, tmp_path: Path) -> None:
     redis = PrivateRedis(tmp_path)
     service = Service({**scaleout.env, "BRAINSCAN_BROKER_URL": redis.url})

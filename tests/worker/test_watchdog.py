@@ -49,7 +49,7 @@ def test_lost_queued_batches_and_abandoned_running_ones_are_sent_again(
     with embedded.sessions().begin() as session:
         first, second, third = [b.id for b in list_batches(session=session, job_id=job_id)]
         claim_batch(session=session, batch_id=first, worker="dead:1:t")
-    _age(embedded, 30, Batch.job_id == job_id, enqueued_at=True, started_at=True)
+    _age(embedded, 30, Batch.job_id == job_id, enqueued_at=True, started_at=True, lease_until=True)
     assert queue_depth(app, SCORE_QUEUE) == 0
     report = sweep(app=app, sessions=embedded.sessions(), settings=embedded.settings)
     assert sorted(report.resent_batches) == [first, second, third]
@@ -66,7 +66,7 @@ def test_a_batch_abandoned_too_often_fails_and_the_job_ends(embedded: Service, t
         (batch_id,) = [b.id for b in list_batches(session=session, job_id=job_id)]
         claim_batch(session=session, batch_id=batch_id, worker="dead:1:t")
         session.execute(update(Batch).where(Batch.id == batch_id).values(attempts=3))
-    _age(embedded, 30, Batch.id == batch_id, started_at=True)
+    _age(embedded, 30, Batch.id == batch_id, started_at=True, lease_until=True)
     report = sweep(app=app, sessions=embedded.sessions(), settings=embedded.settings)
     assert report.failed_batches == [batch_id]
     job = embedded.job(job_id)
@@ -80,3 +80,31 @@ def test_a_job_whose_plan_message_was_lost_is_submitted_again(embedded: Service,
     assert queue_depth(app, PLAN_QUEUE) == 0
     report = sweep(app=app, sessions=embedded.sessions(), settings=embedded.settings)
     assert report.resent_jobs == [job_id] and queue_depth(app, PLAN_QUEUE) == 1
+
+
+def test_a_lapsed_lease_is_taken_back_at_once_and_a_renewed_one_never(
+    embedded: Service, tmp_path: Path
+) -> None:
+    """Long before any time limit: a batch whose worker stopped renewing its lease is sent again at
+    the next sweep; one whose worker renews it stays with that worker, however long it runs."""
+    from db.batches import renew_lease
+
+    app = celery_for(embedded.settings)
+    job_id = _job(embedded, tmp_path, images=8, batch_size=4)
+    embedded.plan(job_id, enqueue=lambda ids: None)
+    with embedded.sessions().begin() as session:
+        dead, alive = [b.id for b in list_batches(session=session, job_id=job_id)]
+        claim_batch(session=session, batch_id=dead, worker="dead:1:t", lease=3)
+        claim_batch(session=session, batch_id=alive, worker="alive:1:u", lease=3)
+    _age(embedded, 30, Batch.id == alive, started_at=True)  # running for half an hour, still renewing
+    _age(embedded, 1, Batch.id == dead, lease_until=True)  # its worker stopped a minute ago
+    with embedded.sessions().begin() as session:
+        assert renew_lease(session=session, batch_id=alive, worker="alive:1:u", lease=3)
+        assert not renew_lease(session=session, batch_id=alive, worker="someone:2:v", lease=3)
+    report = sweep(app=app, sessions=embedded.sessions(), settings=embedded.settings)
+    assert report.resent_batches == [dead]
+    with embedded.sessions()() as session:
+        assert {b.id: b.status for b in list_batches(session=session, job_id=job_id)} == {
+            dead: "queued",
+            alive: "running",
+        }
