@@ -158,6 +158,12 @@ def stalled_jobs(*, session: Session, queued_before: datetime, planning_before: 
     return list(session.scalars(stmt))
 
 
+def beat_planner(*, session: Session, job_id: int) -> bool:
+    """The planner is alive (its heartbeat); False when the job is no longer being planned."""
+    stmt = update(Job).where(Job.id == job_id, Job.status == "planning").values(heartbeat_at=utcnow())
+    return session.execute(stmt.returning(Job.id)).first() is not None
+
+
 def mark_planning(*, session: Session, job_id: int) -> bool:
     """Queued -> planning; False when the job was cancelled or is past planning.
 

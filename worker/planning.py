@@ -11,14 +11,16 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.batches import PlannedImage, add_batch
-from db.jobs import fail_job, finish_planning, get_job, mark_planning
+from db.jobs import beat_planner, fail_job, finish_planning, get_job, mark_planning
 from db.series import SeriesFound, add_series
 from training.dataset import iter_records, resolves_inside, storable_relpath
 from training.dicom_header import NotAnImage
 from worker.headers import images_of
+from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_EVERY = 20  # batches between looks at whether the job was cancelled meanwhile
+PLANNER_BEAT = 10.0  # seconds between the planner's heartbeats (the watchdog waits PLAN_STALL)
 
 
 class SourceError(Exception):
@@ -85,6 +87,24 @@ def plan(
         with sessions.begin() as session:
             fail_job(session=session, job_id=job_id, error=str(exc))
         return 0
+    with Heartbeat(
+        sessions, lambda s: beat_planner(session=s, job_id=job_id), period=PLANNER_BEAT, what=f"job {job_id}"
+    ):
+        return _walk(
+            job_id, root, sessions=sessions, enqueue=enqueue, batch_size=batch_size, patient_key=patient_key
+        )
+
+
+def _walk(
+    job_id: int,
+    root: Path,
+    *,
+    sessions: sessionmaker[Session],
+    enqueue: Callable[[list[int]], object],
+    batch_size: int,
+    patient_key: bytes,
+) -> int:
+    """The walk itself: batches recorded and sent as they fill, then the job running."""
     skipped: Counter[str] = Counter()
     book = SeriesBook()
     total, index, chunk = 0, 0, []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.batches import DEFAULT_LEASE, claim_batch, fail_batch, finish_batch, reclaim_batch, renew_lease
+from db.batches import DEFAULT_LEASE, claim_batch, fail_batch, finish_batch, reclaim_batch
 from db.jobs import get_job
 from db.progress import finish_job_if_complete
 from db.results import PendingImage, ScoredImage, pending_images, record_results
@@ -131,41 +130,6 @@ def score(
     with sessions.begin() as session:  # after our commit: the last batch always sees all done
         finish_job_if_complete(session=session, job_id=work.job_id)
     return "done"
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews a claimed batch's lease every third of it while the batch is scored, so the watchdog
-    takes back only batches whose worker is gone; a database blip costs a renewal, not the batch."""
-
-    def __init__(self, sessions: sessionmaker[Session], batch_id: int, worker: str, lease: float) -> None:
-        super().__init__(name=f"lease-{batch_id}", daemon=True)
-        self.sessions, self.batch_id, self.worker, self.lease = sessions, batch_id, worker, lease
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.lease / 3):
-            try:
-                with self.sessions.begin() as session:
-                    held = renew_lease(
-                        session=session, batch_id=self.batch_id, worker=self.worker, lease=self.lease
-                    )
-            except Exception as exc:
-                log.warning("batch %s: could not renew its lease (%s); trying again", self.batch_id, exc)
-                continue
-            if not held:
-                log.warning(
-                    "batch %s: another worker holds it now; finishing anyway (writes are idempotent)",
-                    self.batch_id,
-                )
-                return
-
-    def __enter__(self) -> LeaseKeeper:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.join()
 
 
 def give_up(sessions: sessionmaker[Session], batch_id: int, job_id: int, error: str) -> None:

@@ -36,7 +36,7 @@ from worker.retention import prune_uploads
 
 log = logging.getLogger(__name__)
 GRACE = 60  # at most this many seconds past the hard time limit before a batch counts as abandoned
-PLAN_STALL = 600  # seconds without planner progress before a planning job counts as abandoned
+PLAN_STALL = 60  # seconds without a planner heartbeat (every 10 s) before a planning job counts as lost
 
 
 @dataclass
