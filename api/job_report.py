@@ -175,6 +175,7 @@ def batch_report(batch: Batch) -> dict[str, Any]:
         "flagged": batch.flagged,
         "confusion": confusion(batch.tp, batch.fp, batch.tn, batch.fn),
         "attempts": batch.attempts,
+        "requeued_because": batch.requeued_because,
         "seconds": batch.seconds,
         "started_at": iso(batch.started_at),
         "finished_at": iso(batch.finished_at),

@@ -138,6 +138,7 @@ SCHEMAS: Obj = {
             "flagged": INT,
             "confusion": _ref("Confusion"),
             "attempts": INT,
+            "requeued_because": _nullable(STR),
             "seconds": _nullable(NUM),
             "started_at": TIME,
             "finished_at": TIME,

@@ -217,12 +217,20 @@ def fail_batch(*, session: Session, batch_id: int, error: str) -> None:
     )
 
 
-def requeue_batch(*, session: Session, batch_id: int) -> bool:
-    """Running or queued -> queued again (watchdog, retries); False for a batch already settled."""
+def requeue_batch(*, session: Session, batch_id: int, because: str) -> bool:
+    """Running or queued -> queued again (watchdog, retries), saying why; False for a batch already
+    settled."""
     stmt = (
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
-        .values(status="queued", enqueued_at=utcnow(), worker=None, started_at=None)
+        .values(
+            status="queued",
+            enqueued_at=utcnow(),
+            worker=None,
+            started_at=None,
+            lease_until=None,
+            requeued_because=because[:255],
+        )
         .returning(Batch.id)
     )
     return session.execute(stmt).first() is not None

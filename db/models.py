@@ -140,6 +140,7 @@ class Batch(Base):
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     worker: Mapped[str | None] = mapped_column(String(255))  # host:pid of the last claimer
     lease_until: Mapped[datetime | None]  # the claim holds until then unless its worker renews it
+    requeued_because: Mapped[str | None] = mapped_column(String(255))  # the last time it was sent again
     enqueued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

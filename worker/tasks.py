@@ -76,7 +76,9 @@ def score_batch(self: Task, batch_id: int) -> str:
         )
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch):
-            _requeue(sessions, batch_id)  # let any worker (one with the right model) take it
+            _requeue(
+                sessions, batch_id, f"{type(exc).__name__}: {exc}"
+            )  # any worker (with the model) may take it
         if _is_retryable(exc) and self.request.retries < MAX_RETRIES:
             log.warning("batch %s: %s: %s; retrying", batch_id, type(exc).__name__, exc)
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
@@ -84,11 +86,11 @@ def score_batch(self: Task, batch_id: int) -> str:
         raise
 
 
-def _requeue(sessions: Any, batch_id: int) -> None:
+def _requeue(sessions: Any, batch_id: int, because: str) -> None:
     from db.batches import requeue_batch
 
     with sessions.begin() as session:
-        requeue_batch(session=session, batch_id=batch_id)
+        requeue_batch(session=session, batch_id=batch_id, because=because)
 
 
 def _give_up(sessions: Any, batch_id: int, error: str) -> None:

@@ -36,6 +36,8 @@ from worker.retention import prune_uploads
 
 log = logging.getLogger(__name__)
 GRACE = 60  # at most this many seconds past the hard time limit before a batch counts as abandoned
+LOST_WORKER = "its worker stopped renewing its lease (killed, frozen or cut off)"
+LOST_MESSAGE = "its queue message was lost (the queue was empty while it waited)"
 PLAN_STALL = 60  # seconds without a planner heartbeat (every 10 s) before a planning job counts as lost
 
 
@@ -65,7 +67,7 @@ def sweep(*, app: Celery, sessions: sessionmaker[Session], settings: Settings) -
     if queue_depth(app, SCORE_QUEUE) == 0:  # nothing waiting, yet batches say queued: lost
         with sessions.begin() as session:
             for batch_id in stale_queued_batches(session=session, enqueued_before=lost_before):
-                if requeue_batch(session=session, batch_id=batch_id):
+                if requeue_batch(session=session, batch_id=batch_id, because=LOST_MESSAGE):
                     report.resent_batches.append(batch_id)
     enqueue_batches(app, report.resent_batches)
     if queue_depth(app, PLAN_QUEUE) == 0:
@@ -104,7 +106,7 @@ def _recover_running(
             )
             report.failed_batches.append(batch_id)
             job_id = batch.job_id
-        elif requeue_batch(session=session, batch_id=batch_id):
+        elif requeue_batch(session=session, batch_id=batch_id, because=LOST_WORKER):
             report.resent_batches.append(batch_id)
             return
         else:

@@ -1,7 +1,7 @@
 """Reviews (a radiologist's verdict on one image: tumour, no tumour or unsure, by whom, when); each
-batch's score histogram (scores per tenth of [0, 1], for score shift) and lease (a claim holds
-until then unless its worker renews it); site profiles (a site's own threshold per model
-version, versioned and reversible).
+batch's score histogram (scores per tenth of [0, 1], for score shift), lease (a claim holds
+until then unless its worker renews it) and why it was last sent again; site profiles (a
+site's own threshold per model version, versioned and reversible).
 
 Revision ID: 0005
 Revises: 0004
@@ -41,6 +41,7 @@ def upgrade() -> None:
     with op.batch_alter_table("batches") as batches:
         batches.add_column(sa.Column("score_histogram", sa.JSON(), nullable=True))
         batches.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
+        batches.add_column(sa.Column("requeued_because", sa.String(255), nullable=True))
     op.create_table(
         "site_profiles",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -61,6 +62,7 @@ def downgrade() -> None:
     op.drop_index("ix_site_profiles_site_model_version", table_name="site_profiles")
     op.drop_table("site_profiles")
     with op.batch_alter_table("batches") as batches:
+        batches.drop_column("requeued_because")
         batches.drop_column("lease_until")
         batches.drop_column("score_histogram")
     op.drop_index("ix_reviews_job_id", table_name="reviews")

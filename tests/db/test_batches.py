@@ -84,11 +84,11 @@ def test_a_requeued_batch_is_claimed_again_with_one_more_attempt(db_sessionmaker
     _, (first, _) = _running_job(db_sessionmaker)
     with db_sessionmaker.begin() as session:
         claim_batch(session=session, batch_id=first, worker="w")
-        assert requeue_batch(session=session, batch_id=first)
+        assert requeue_batch(session=session, batch_id=first, because="test")
         batch = claim_batch(session=session, batch_id=first, worker="w2")
         assert batch is not None and batch.attempts == 2
         finish_batch(session=session, batch_id=first, seconds=1.0)
-        assert not requeue_batch(session=session, batch_id=first)
+        assert not requeue_batch(session=session, batch_id=first, because="test")
 
 
 def test_the_watchdog_sees_stale_batches_of_live_jobs_only(db_sessionmaker: Maker) -> None:

@@ -117,7 +117,7 @@ def test_a_batch_that_keeps_losing_its_worker_fails_the_job(
         with embedded.sessions().begin() as session:
             from db.batches import requeue_batch
 
-            requeue_batch(session=session, batch_id=batch_id)
+            requeue_batch(session=session, batch_id=batch_id, because="test")
     outcome = embedded.score(batch_id, scorer=scorer, worker="h:9:y")
     assert outcome == "failed"
     job = embedded.job(job_id)

@@ -14,7 +14,7 @@ from db.models import Batch, Job, utcnow
 from tests.images import create_random_slice, save_image
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, celery_for
 from worker.enqueue import queue_depth
-from worker.watchdog import sweep
+from worker.watchdog import LOST_WORKER, sweep
 
 
 def _job(service: Service, tmp_path: Path, images: int = 6, batch_size: int = 2) -> int:
@@ -104,7 +104,6 @@ def test_a_lapsed_lease_is_taken_back_at_once_and_a_renewed_one_never(
     report = sweep(app=app, sessions=embedded.sessions(), settings=embedded.settings)
     assert report.resent_batches == [dead]
     with embedded.sessions()() as session:
-        assert {b.id: b.status for b in list_batches(session=session, job_id=job_id)} == {
-            dead: "queued",
-            alive: "running",
-        }
+        batches = {b.id: b for b in list_batches(session=session, job_id=job_id)}
+    assert (batches[dead].status, batches[alive].status) == ("queued", "running")
+    assert batches[dead].requeued_because == LOST_WORKER and batches[alive].requeued_because is None
