@@ -39,8 +39,8 @@ class Settings:
     batch_time_limit: int = 660
     visibility_timeout: int = 3600  # Redis re-delivers unacked messages after this
     watchdog_interval: int = 10  # seconds between checks for stranded batches (0: off)
-    batch_lease: int = 30  # seconds a worker holds a batch without renewing (it renews every third)
-    requeue_after: int = 60  # a batch queued this long while its queue is empty was lost: resend
+    batch_lease: int = 15  # seconds a worker holds a batch without renewing (it renews every third)
+    requeue_after: int = 30  # a batch queued this long while its queue is empty was lost: resend
     max_batch_attempts: int = 3  # a batch that fails this often fails its images
     secret_key: str = ""  # empty: a random key made on first start, kept 0600 in data_dir
     patient_key: str = ""  # keys the hash of PatientID; empty: made like secret_key (brainscan.keys)

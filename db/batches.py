@@ -61,7 +61,7 @@ def add_batch(*, session: Session, job_id: int, index: int, images: Sequence[Pla
     return batch_id
 
 
-DEFAULT_LEASE = 30.0  # seconds a claim holds a batch unless its worker renews it (settings.batch_lease)
+DEFAULT_LEASE = 15.0  # seconds a claim holds a batch unless its worker renews it (settings.batch_lease)
 
 
 def claim_batch(
