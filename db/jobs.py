@@ -186,8 +186,9 @@ def mark_planning(*, session: Session, job_id: int) -> bool:
 
 
 def finish_planning(*, session: Session, job_id: int, total: int, skipped: dict[str, int]) -> None:
-    """Planning -> running with `total` images planned (succeeded at once when there are none);
-    `skipped` counts the files that held none, by reason.
+    """Planning -> running with `total` images planned; `skipped` counts the files that held none,
+    by reason. A job with no image fails, saying what the folder held: a mistyped export folder
+    must not look like a clean screening.
 
     Batches are scored while the planner still streams, so they may all be done already: this
     then finishes the job, as the last batch would have.
@@ -200,12 +201,20 @@ def finish_planning(*, session: Session, job_id: int, total: int, skipped: dict[
         "planned_at": now,
     }
     if total == 0:
-        values.update({"status": "succeeded", "finished_at": now, **dict.fromkeys(MATRIX, 0)})
+        values.update(status="failed", finished_at=now, error=nothing_to_screen(skipped))
     else:
         values.update(status="running")
     stmt = update(Job).where(Job.id == job_id, Job.status == "planning").values(values).returning(Job.id)
     if session.execute(stmt).first() is not None and total:
         finish_job_if_complete(session=session, job_id=job_id)
+
+
+def nothing_to_screen(skipped: dict[str, int]) -> str:
+    """Why a job found no image, in words."""
+    if not skipped:
+        return "the folder holds no files: nothing was screened (is it the right folder?)"
+    held = "; ".join(f"{n:,} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+    return f"the folder holds no image to screen, only other files ({held}): nothing was screened"
 
 
 def fail_job(*, session: Session, job_id: int, error: str) -> bool:

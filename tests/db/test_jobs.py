@@ -81,7 +81,7 @@ def test_planning_moves_a_queued_job_to_running_with_its_counts(db_sessionmaker:
         assert found.planned_at is not None and found.finished_at is None
 
 
-def test_a_job_with_nothing_to_score_succeeds_at_once(db_sessionmaker: Maker) -> None:
+def test_a_job_with_nothing_to_score_fails_at_once_saying_why(db_sessionmaker: Maker) -> None:
     with db_sessionmaker.begin() as session:
         job = create_random_job(session=session)
         mark_planning(session=session, job_id=job.id)
@@ -90,8 +90,8 @@ def test_a_job_with_nothing_to_score_succeeds_at_once(db_sessionmaker: Maker) ->
         )
     with db_sessionmaker() as session:
         found = get_job(session=session, job_id=job.id)
-        assert found is not None and (found.status, found.total, found.skipped) == ("succeeded", 0, 5)
-        assert (found.tp, found.fp, found.tn, found.fn) == (0, 0, 0, 0) and found.finished_at is not None
+        assert found is not None and (found.status, found.total, found.skipped) == ("failed", 0, 5)
+        assert "5 not an image file" in (found.error or "") and found.finished_at is not None
 
 
 def test_a_job_whose_batches_all_finished_during_planning_finishes_with_it(db_sessionmaker: Maker) -> None:

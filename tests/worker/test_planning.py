@@ -50,12 +50,21 @@ def test_missing_source_fails_the_job_with_the_reason(embedded: Service, tmp_pat
     assert job.status == "failed" and "source folder not found" in (job.error or "")
 
 
-def test_empty_folder_succeeds_with_nothing_to_score(embedded: Service, tmp_path: Path) -> None:
+def test_a_folder_without_images_fails_saying_what_it_held(embedded: Service, tmp_path: Path) -> None:
+    """A mistyped export folder must not look like a clean screening (issue 39)."""
     (tmp_path / "empty").mkdir()
     job_id = _job(embedded, tmp_path / "empty")
     embedded.plan(job_id, enqueue=lambda ids: None)
     job = embedded.job(job_id)
-    assert job.status == "succeeded" and job.total == 0
+    assert (job.status, job.total) == ("failed", 0) and "holds no files" in (job.error or "")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not an image")
+    job_id = _job(embedded, tmp_path / "notes")
+    embedded.plan(job_id, enqueue=lambda ids: None)
+    job = embedded.job(job_id)
+    assert job.status == "failed" and "only other files (1 not an image file (by its name))" in (
+        job.error or ""
+    )
 
 
 def test_a_cancelled_job_is_not_planned(embedded: Service, tmp_path: Path) -> None:
