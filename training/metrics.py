@@ -124,12 +124,18 @@ def specificity_threshold(labels: np.ndarray, probs: np.ndarray, specificity: fl
 def sweep_table(
     labels: np.ndarray, probs: np.ndarray, thresholds: tuple[float, ...] = SEED_SWEEP
 ) -> list[dict[str, float]]:
-    """The seed notebook's sweep: accuracy, recall and specificity per threshold."""
+    """The seed notebook's sweep: accuracy, recall, specificity and the share flagged per threshold."""
     rows = []
     for t in thresholds:
         m = compute_metrics(labels, probs, t)
         rows.append(
-            {"threshold": float(t), "accuracy": m.accuracy, "recall": m.recall, "specificity": m.specificity}
+            {
+                "threshold": float(t),
+                "accuracy": m.accuracy,
+                "recall": m.recall,
+                "specificity": m.specificity,
+                "flagged_share": float(np.mean(probs >= t)) if len(probs) else 0.0,
+            }
         )
     return rows
 

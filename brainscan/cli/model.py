@@ -79,7 +79,7 @@ def evaluate(
     image or per study. DICOM files are read as a job reads them: one image per frame, files that
     hold no MR image skipped."""
     from training.card import json_safe
-    from training.metrics import compute_metrics, format_confusion
+    from training.metrics import compute_metrics, format_confusion, sweep_table
     from training.studies import slices_of
 
     found = _discover(paths)
@@ -103,6 +103,7 @@ def evaluate(
     report = {
         **m.to_dict(),
         **extra,
+        "sweep": sweep_table(y, p),
         "images_per_second": round(len(results) / seconds, 1),
         "model_version": scorer.version,
         "errors": errors,
@@ -180,4 +181,44 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
         sys.exit(1)
 
 
-COMMANDS: list[click.Command] = [evaluate, score]
+@click.group()
+def threshold() -> None:
+    """Choose a threshold for a site from a labelled sample of its slices."""
+
+
+@threshold.command("suggest")
+@PATHS
+@MODEL
+@click.option("--recall", "recall_target", type=click.FloatRange(0.5, 1.0), default=0.95, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for machines).")
+def suggest(paths: tuple[Path, ...], model_path: Path | None, recall_target: float, as_json: bool) -> None:
+    """The highest threshold that keeps RECALL on the sample's labelled slices, and the specificity it
+    gives there (the training's own rule). Set it with BRAINSCAN_THRESHOLD or a site profile."""
+    from training.card import json_safe
+    from training.metrics import compute_metrics, tune_threshold
+    from training.studies import slices_of
+
+    found = _discover(paths)
+    slices, _ = slices_of(found.images)
+    scorer = _scorer(model_path, None)
+    results = scorer.score_paths([(s.path, s.frame) if s.frame else s.path for s in slices])
+    y, p, _ = _counted(slices, [r.probability for r in results], "image")
+    if len(y) == 0 or y.min() == y.max():
+        raise click.ClickException("the sample needs labelled slices of both classes (yes/ and no/ folders)")
+    chosen = tune_threshold(y, p, recall_target)
+    m = compute_metrics(y, p, chosen)
+    report = {
+        "threshold": chosen,
+        "recall_target": recall_target,
+        "model_threshold": scorer.threshold,
+        **m.to_dict(),
+    }
+    human = (
+        f"threshold {chosen:.4f} keeps recall {m.recall:.3f} (target {recall_target}) at specificity "
+        f"{m.specificity:.3f} on {m.n} labelled slices ({m.tp + m.fn} tumour); the model's own is "
+        f"{scorer.threshold:.4f}. Use it: BRAINSCAN_THRESHOLD={chosen:.4f}, or a site profile (docs/api.md)."
+    )
+    click.echo(json.dumps(json_safe(report), allow_nan=False) if as_json else human)
+
+
+COMMANDS: list[click.Command] = [evaluate, score, threshold]

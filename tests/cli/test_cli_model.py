@@ -171,6 +171,33 @@ def test_evaluate_json_contract_on_the_shipped_model(shared_data: Path, shipped_
     assert report["n"] == 253 and report["tp"] + report["fn"] == 155
     assert report["threshold"] == ModelCard.load(card_path_for(shipped_model)).threshold
     assert "predicted tumour" in result.stderr  # the matrix for people goes to stderr
+    row = next(
+        r for r in report["sweep"] if r["threshold"] == 0.5
+    )  # the sweep a site sets its threshold from
+    assert row.keys() == {"threshold", "accuracy", "recall", "specificity", "flagged_share"}
+
+
+@pytest.mark.data
+def test_threshold_suggest_keeps_the_recall_asked_on_the_sample(
+    shared_data: Path, shipped_model: Path
+) -> None:
+    folder = str(shared_data / "seed-253")
+    result = run("threshold", "suggest", folder, "--model", str(shipped_model), "--recall", "0.9", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["recall"] >= 0.9 and report["n"] == 253
+    check = json.loads(
+        run(
+            "evaluate",
+            folder,
+            "--model",
+            str(shipped_model),
+            "--threshold",
+            str(report["threshold"]),
+            "--json",
+        ).stdout
+    )
+    assert (check["recall"], check["specificity"]) == (report["recall"], report["specificity"])
 
 
 @pytest.mark.data
