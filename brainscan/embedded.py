@@ -64,10 +64,13 @@ def prepare(settings: Settings) -> list[str]:
             f"API token:     {token}",
             f"(both saved in {credentials}, readable only by you)",
         ]
+    command = (
+        f"BRAINSCAN_DATA_DIR={settings.data_dir.resolve()} {Path(sys.executable).with_name('brainscan')}"
+    )
     return [
         f"web login:     admin (password in {credentials};",
-        "               change it: brainscan user set-password admin)",
-        "API token:     see the same file, or: brainscan token create --scope submit",
+        f"               change it: {command} user set-password admin)",
+        f"API token:     see the same file, or: {command} token create --scope read --scope submit",
     ]
 
 

@@ -104,6 +104,10 @@ def test_up_serves_a_job_whose_matrix_equals_evaluate_and_keeps_data_across_rest
     second = Up(data_dir, shared_data, port)
     try:
         assert "password in" in second.banner and "API token:     bs_" not in second.banner
+        hint = re.search(r"or: (BRAINSCAN_DATA_DIR=\S+ \S+ token create .+)$", second.banner, re.M)
+        assert hint, second.banner  # the banner's command runs as printed, from any folder
+        made = subprocess.run(hint.group(1), shell=True, capture_output=True, text=True, cwd="/", check=False)
+        assert made.returncode == 0 and "bs_" in made.stdout, made.stderr
         again = second.request("GET", f"/api/v1/jobs/{job['id']}", token)  # the old token still works
         assert again["status"] == "succeeded" and again["confusion"] == matrix
     finally:
