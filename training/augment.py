@@ -3,12 +3,10 @@
 Pose: small rotations, zoom and shifts in one affine warp; left-right flips (brains are nearly
 symmetric and tumours occur on either side; up-down flips are not used: no scanner shows a head
 upside down). Intensity: gamma (contrast) and gain (brightness), which vary between scanners and
-sequences; and, for a share of the views (`remap`), a random monotone curve through the head's
-intensities, half of them decreasing: tissue contrast differs between T1, T2 and FLAIR series, and
-a lesion bright on one is dark on another, so the network should not learn one sequence's
-greys. Doing this outside the graph keeps the saved model free of augmentation layers and runs
-the same under any Keras backend (Keras' image layers were the bottleneck under JAX on the GPU
-machine).
+sequences. (A random monotone curve through the head's greys, half of them inverted, to mimic
+other sequences was measured and dropped: experiment 37.) Doing this outside the graph keeps the
+saved model free of augmentation layers and runs the same under any Keras backend (Keras' image
+layers were the bottleneck under JAX on the GPU machine).
 """
 
 from __future__ import annotations
@@ -20,9 +18,8 @@ import numpy as np
 from PIL import Image
 
 
-def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float, remap: float = 0.0) -> np.ndarray:
-    """One augmented copy of a uint8 (size, size) slice, as float32 in 0..255. `remap`: the chance
-    that its head intensities also go through `random_curve` (0 draws nothing more from `rng`)."""
+def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """One augmented copy of a uint8 (size, size) slice, as float32 in 0..255."""
     s = strength
     size = img.shape[0]
     angle = math.radians(rng.uniform(-12, 12) * s)
@@ -44,36 +41,16 @@ def augment_one(img: np.ndarray, rng: np.random.Generator, strength: float, rema
     gamma = math.exp(rng.uniform(-0.3, 0.3) * s)  # contrast curve: differs between sequences
     gain = 1 + rng.uniform(-0.2, 0.2) * s  # overall brightness; background stays black
     clipped: np.ndarray = np.clip(255.0 * gain * (out / 255.0) ** gamma, 0, 255)
-    if remap > 0 and rng.random() < remap:
-        tissue = clipped > DARK  # background, air and bone stay dark, as on every sequence
-        clipped[tissue] = random_curve(clipped[tissue], rng)
     return clipped
 
 
-CURVE_KNOTS = 6
-DARK = 24.0  # greys at or below this (of 0..255 after normalisation) are not remapped
-
-
-def random_curve(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """`values` (DARK..255) through a random monotone piecewise-linear curve onto DARK..255: rising
-    or, half the time, falling (bright becomes dark, as between T1 and T2/FLAIR series)."""
-    steps = rng.uniform(0.2, 1.0, CURVE_KNOTS - 1)
-    ys = np.concatenate([[0.0], np.cumsum(steps) / steps.sum()])
-    if rng.random() < 0.5:
-        ys = 1.0 - ys
-    curved: np.ndarray = np.interp(values, np.linspace(DARK, 255.0, CURVE_KNOTS), DARK + ys * (255.0 - DARK))
-    return curved.astype(np.float32)
-
-
-def augmented_views(
-    x: np.ndarray, idx: np.ndarray, rng: np.random.Generator, strength: float, remap: float = 0.0
-) -> np.ndarray:
+def augmented_views(x: np.ndarray, idx: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
     """The slices x[idx] (uint8, (n, size, size, 1)), each augmented by `augment_one` in order
     (strength 0: unchanged), as a float32 (len(idx), size, size, 1) batch in 0..255."""
     if strength <= 0:
         plain: np.ndarray = x[idx].astype(np.float32)
         return plain
-    return np.stack([augment_one(x[i, :, :, 0], rng, strength, remap) for i in idx])[..., None]
+    return np.stack([augment_one(x[i, :, :, 0], rng, strength) for i in idx])[..., None]
 
 
 class AugmentedBatches(keras.utils.PyDataset):
@@ -89,12 +66,11 @@ class AugmentedBatches(keras.utils.PyDataset):
         strength: float,
         seed: int,
         weights: np.ndarray | None = None,
-        remap: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.x, self.y = x, y.astype(np.float32)
-        self.batch_size, self.strength, self.seed, self.remap = batch_size, strength, seed, remap
+        self.batch_size, self.strength, self.seed = batch_size, strength, seed
         self.weights = (np.ones(len(y)) if weights is None else weights).astype(np.float32)
         self.epoch = 0
         self.order = self._order()
@@ -112,7 +88,7 @@ class AugmentedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = self.batch_indices(index)
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        batch = augmented_views(self.x, idx, rng, self.strength, self.remap)
+        batch = augmented_views(self.x, idx, rng, self.strength)
         return np.rint(batch).astype(np.uint8), self.y[idx], self.weights[idx]  # uint8: the model's input
 
     def on_epoch_end(self) -> None:

@@ -96,7 +96,6 @@ _OLD_OPTIMISATION = {
     "keep_last": False,
     "patience": 12,
     "augment_strength": 1.0,
-    "intensity_remap": 0.0,
     "balance_classes": True,
     "source_balance": 0.0,
 }

@@ -186,7 +186,6 @@ SHIPPED = Recipe(
         keep_last=True,  # the last epoch, not the best validation one: AUC +0.004 (experiment 27)
         patience=12,
         augment_strength=1.0,  # 1.5 lower (experiment 19)
-        intensity_remap=0.0,
         balance_classes=True,
         source_balance=0.0,
     ),
@@ -225,7 +224,6 @@ SEED = Recipe(  # the seed notebook: plain resize, its 3-layer CNN, no augmentat
         keep_last=False,
         patience=12,
         augment_strength=0.0,
-        intensity_remap=0.0,
         balance_classes=False,
         source_balance=0.0,
     ),

@@ -30,8 +30,6 @@ class Optimisation:
     # is recorded each epoch but picks nothing. False: the best validation epoch's, stopping early
     patience: int  # without keep_last: epochs without a better validation AUC before stopping
     augment_strength: float  # scales every pose and intensity augmentation range (0: none)
-    intensity_remap: float  # share of augmented views whose head greys go through a random
-    # monotone curve, half of them inverted (`training.augment.random_curve`); 0: none
     balance_classes: bool  # weight classes inversely to their frequency
     source_balance: float  # weight each source's images by (its image count)^-this: 0 as they
     # come, 1 every source weighs the same in total (then classes are balanced, if asked, overall)
@@ -190,7 +188,6 @@ def fit(
             sources=sources,
             source_balance=optimisation.source_balance,
         ),
-        remap=optimisation.intensity_remap,
         workers=loader_threads,
     )
     optimizer = keras.optimizers.AdamW(
