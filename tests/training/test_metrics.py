@@ -28,10 +28,11 @@ def test_metrics_match_a_hand_count() -> None:
     assert m.accuracy == pytest.approx(5 / 7) and m.auc == pytest.approx(9 / 12)
 
 
-def test_sweep_table_has_the_seed_columns() -> None:
+def test_sweep_table_has_the_seed_columns_and_the_share_flagged() -> None:
     rows = sweep_table(np.array([1, 0]), np.array([0.8, 0.2]))
-    assert rows[0].keys() == {"threshold", "accuracy", "recall", "specificity"}
+    assert rows[0].keys() == {"threshold", "accuracy", "recall", "specificity", "flagged_share"}
     assert len(rows) == 19
+    assert [r["flagged_share"] for r in rows if r["threshold"] in (0.15, 0.5, 0.85)] == [1.0, 0.5, 0.0]
 
 
 def test_tuning_without_positives_is_an_error() -> None:
