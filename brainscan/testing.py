@@ -176,6 +176,17 @@ class Service:
             roots=self.settings.source_roots,
         )
 
+    def run_here(self, folder: Path, *, scorer: Scorer, batch_size: int) -> int:
+        """A job over `folder` planned and scored in this process, batch after batch; its id."""
+        job_id, _ = self.create_job(
+            folder, model_version=scorer.version, threshold=scorer.threshold, batch_size=batch_size
+        )
+        sent: list[int] = []
+        self.plan(job_id, enqueue=sent.extend)
+        for batch_id in sent:
+            self.score(batch_id, scorer=scorer, worker="in-process")
+        return job_id
+
     def job(self, job_id: int) -> Job:
         with self.sessions()() as session:
             job = get_job(session=session, job_id=job_id)

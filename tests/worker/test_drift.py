@@ -44,13 +44,7 @@ def test_an_unseen_source_is_shifted_and_a_seen_one_ok(
     found = {}
     for name, expected in (("lgg-flair", "shifted"), ("kaggle-4class-train", "ok")):
         folder = _sample(shared_data / name, tmp_path / name, seed)
-        job_id, _ = embedded.create_job(
-            folder, model_version=scorer.version, threshold=scorer.threshold, batch_size=64
-        )
-        sent: list[int] = []
-        embedded.plan(job_id, enqueue=sent.extend)
-        for batch_id in sent:
-            embedded.score(batch_id, scorer=scorer, worker="w")
+        job_id = embedded.run_here(folder, scorer=scorer, batch_size=64)
         with embedded.sessions()() as session:
             counts, flagged = job_score_histogram(session=session, job_id=job_id)
         found[name] = drift(scorer.card.reference, counts, flagged)

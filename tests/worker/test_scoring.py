@@ -213,9 +213,7 @@ def test_a_dicom_archive_scores_every_slice_and_frame_as_its_source_jpeg(
 
     archive = tmp_path / "pacs"
     load_bench("dicom_archive").build_archive(lgg_flair, archive, patients=3, seed=0)
-    job_id, sent = _planned(embedded, archive, scorer, batch_size=16)
-    for batch_id in sent:
-        assert embedded.score(batch_id, scorer=scorer, worker="w") == "done"
+    job_id = embedded.run_here(archive, scorer=scorer, batch_size=16)
     with embedded.sessions()() as session:
         rows = list_results(session=session, job_id=job_id, limit=1000)
     assert rows

@@ -34,13 +34,7 @@ def test_a_threshold_from_half_a_site_s_reviews_holds_on_its_other_half(
 
     import_backend()
     scorer = Scorer.load(SHIPPED_MODEL)
-    job_id, _ = embedded.create_job(
-        lgg_flair, model_version=scorer.version, threshold=scorer.threshold, batch_size=256
-    )
-    sent: list[int] = []
-    embedded.plan(job_id, enqueue=sent.extend)
-    for batch_id in sent:
-        embedded.score(batch_id, scorer=scorer, worker="w")
+    job_id = embedded.run_here(lgg_flair, scorer=scorer, batch_size=256)
     with embedded.sessions()() as session:
         rows = [
             r
