@@ -105,6 +105,7 @@ _OLD_POLICY = {
     "test_fraction": 0.15,
     "recall_target": 0.99,
     "specificity_floor": 0.0,
+    "recall_counts_edges": True,
 }
 # Experiments that were measured and dropped; their code is at commit 55eff61 (docs/experiments.md).
 # A card made with one of them on cannot be rebuilt by this version; off, the setting is dropped.

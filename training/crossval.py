@@ -22,7 +22,7 @@ from training.backend import threads_per_process
 from training.dataset import DatasetError
 from training.metrics import compute_metrics, pooled_metrics, tune_threshold
 from training.prepare import PreparedData, log
-from training.recipes import Recipe
+from training.recipes import Policy, Recipe
 from training.splits import carve, group_kfold, train_val_test
 from training.train import FitResult, fit, predict
 
@@ -37,6 +37,19 @@ class FitTask:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a fit needs to know of each prepared image besides its pixels."""
+
+    labels: np.ndarray
+    sources: np.ndarray  # each image's source name (source-balanced loss weights)
+    tumour_edge: np.ndarray  # its scan's first or last tumour slice (the policy's recall count)
+
+    @classmethod
+    def of(cls, data: PreparedData) -> ImageFacts:
+        return cls(data.loaded.labels, data.sources, data.tumour_edge)
 
 
 @dataclass(frozen=True)
@@ -93,11 +106,10 @@ def _source_task(data: PreparedData, name: str, held: np.ndarray, recipe: Recipe
     return FitTask(name, train_idx, val_idx, np.flatnonzero(held))
 
 
-def run_task(
-    x: np.ndarray, y: np.ndarray, sources: np.ndarray, task: FitTask, recipe: Recipe
-) -> tuple[FitResult, TaskResult]:
+def run_task(x: np.ndarray, facts: ImageFacts, task: FitTask, recipe: Recipe) -> tuple[FitResult, TaskResult]:
     """Fit on the task's training part, tune the threshold on its validation part by the recipe's
-    policy, score its test part. `sources`: each image's source name."""
+    policy, score its test part."""
+    y = facts.labels
     log(f"[{task.name}] train {len(task.train)}, validation {len(task.val)}, test {len(task.test)}")
     fitted = fit(
         x[task.train],
@@ -108,12 +120,10 @@ def run_task(
         optimisation=recipe.optimisation,
         seed=recipe.policy.seed,
         prefix=f"[{task.name}] ",
-        sources=sources[task.train],
+        sources=facts.sources[task.train],
     )
     p_val = predict(fitted.model, x[task.val])
-    threshold = tune_threshold(
-        y[task.val], p_val, recipe.policy.recall_target, recipe.policy.specificity_floor
-    )
+    threshold = policy_threshold(y[task.val], p_val, facts.tumour_edge[task.val], recipe.policy)
     result = TaskResult(task, p_val, predict(fitted.model, x[task.test]), threshold, fitted.best_epoch)
     if len(task.test):
         m = compute_metrics(y[task.test], result.probs, threshold)
@@ -123,6 +133,13 @@ def run_task(
             f"missed {m.fn} at threshold {threshold:.4f}"
         )
     return fitted, result
+
+
+def policy_threshold(labels: np.ndarray, probs: np.ndarray, tumour_edge: np.ndarray, policy: Policy) -> float:
+    """The threshold the policy picks on validation scores: the recall target (counted without
+    each scan's first and last tumour slice unless `recall_counts_edges`), then the floor."""
+    counted = np.ones(len(labels), dtype=bool) if policy.recall_counts_edges else ~tumour_edge
+    return tune_threshold(labels[counted], probs[counted], policy.recall_target, policy.specificity_floor)
 
 
 def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) -> None:
@@ -149,18 +166,13 @@ def save_predictions(path: Path, data: PreparedData, results: list[TaskResult]) 
 
 
 def _run_in_child(
-    inputs_path: str,
-    y: np.ndarray,
-    sources: np.ndarray,
-    task: FitTask,
-    recipe: dict[str, Any],
-    threads: int,
+    inputs_path: str, facts: ImageFacts, task: FitTask, recipe: dict[str, Any], threads: int
 ) -> TaskResult:
     from training.backend import import_backend, intra_op_threads
 
     import_backend(threads)
     log(f"[{task.name}] in its own process, TensorFlow threads: {intra_op_threads()}")
-    return run_task(np.load(inputs_path, mmap_mode="r"), y, sources, task, Recipe.from_dict(recipe))[1]
+    return run_task(np.load(inputs_path, mmap_mode="r"), facts, task, Recipe.from_dict(recipe))[1]
 
 
 class HeldOutRuns:
@@ -183,15 +195,13 @@ class HeldOutRuns:
         processes = min(self.workers, len(tasks))
         self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
         threads = threads_per_process(processes)
-        recipe, y, sources = self.recipe.to_dict(), self.data.loaded.labels, self.data.sources
-        self._futures = [
-            self._pool.submit(_run_in_child, path, y, sources, t, recipe, threads) for t in tasks
-        ]
+        recipe, facts = self.recipe.to_dict(), ImageFacts.of(self.data)
+        self._futures = [self._pool.submit(_run_in_child, path, facts, t, recipe, threads) for t in tasks]
 
     def results(self) -> list[TaskResult]:
         if not self._futures:
-            x, y, sources = self.data.loaded.inputs, self.data.loaded.labels, self.data.sources
-            return [run_task(x, y, sources, t, self.recipe)[1] for t in self._tasks]
+            x, facts = self.data.loaded.inputs, ImageFacts.of(self.data)
+            return [run_task(x, facts, t, self.recipe)[1] for t in self._tasks]
         try:
             return [f.result() for f in self._futures]
         finally:

@@ -16,6 +16,7 @@ from training.crossval import (
     LEFT_OUT,
     FitTask,
     HeldOutRuns,
+    ImageFacts,
     TaskResult,
     cross_source_task,
     cv_tasks,
@@ -58,9 +59,7 @@ def train(
     runs = HeldOutRuns(data, recipe, workers)
     runs.start(tasks)
     log(f"recipe {recipe.name or '(unnamed)'}; device: {describe_device()}")
-    fitted, final = run_task(
-        data.loaded.inputs, data.loaded.labels, data.sources, final_task(data, recipe), recipe
-    )
+    fitted, final = run_task(data.loaded.inputs, ImageFacts.of(data), final_task(data, recipe), recipe)
     out_model.parent.mkdir(parents=True, exist_ok=True)
     save_for_inference(fitted.model, recipe, out_model)
     held_out = runs.results()

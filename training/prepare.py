@@ -14,7 +14,14 @@ import numpy as np
 
 from training.card import file_sha256
 from training.dataset import DatasetError, Discovery, ImageRecord, discover
-from training.grouping import Grouping, group_near_duplicates, join_subjects, mid_levels, subjects_of
+from training.grouping import (
+    Grouping,
+    group_near_duplicates,
+    join_subjects,
+    mid_levels,
+    subjects_of,
+    tumour_edges,
+)
 from training.loading import LoadedImages, load_images
 from training.preprocess import PreprocessSpec
 
@@ -31,6 +38,7 @@ class PreparedData:
     grouping: Grouping
     fingerprint: str
     mid_level: np.ndarray  # bool per image: a slice in the middle half of its subject's levels
+    tumour_edge: np.ndarray  # bool per image: its scan's first or last tumour slice
 
     @property
     def sources(self) -> np.ndarray:
@@ -100,7 +108,12 @@ def prepare(
         f"{s['subjects']} subjects"
     )
     return PreparedData(
-        found, loaded, grouping, data_fingerprint(loaded.records), mid_levels(relpaths, subjects)
+        found,
+        loaded,
+        grouping,
+        data_fingerprint(loaded.records),
+        mid_levels(relpaths, subjects),
+        tumour_edges(relpaths, subjects, loaded.labels.tolist()),
     )
 
 

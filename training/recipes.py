@@ -37,6 +37,9 @@ class Policy:
     # subject column comes first
     recall_target: float  # the threshold is the highest one meeting this recall on validation
     specificity_floor: float  # then lowered while validation specificity stays >= this (0: off)
+    recall_counts_edges: bool  # False: the recall target leaves out each scan's first and last
+    # tumour slice (a sliver of the tumour, often; its other slices still flag the scan); the
+    # figures still count every slice (experiment 39)
 
     def __post_init__(self) -> None:
         if self.subject_pattern:
@@ -197,6 +200,7 @@ SHIPPED = Recipe(
         subject_pattern="",  # the shipped model predates lgg-flair, the first source needing one
         recall_target=0.993,  # 0.99 missed more tumours for little specificity (experiment 28)
         specificity_floor=0.0,
+        recall_counts_edges=True,
     ),
 )
 

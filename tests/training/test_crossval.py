@@ -39,7 +39,9 @@ def _data(n_per_source: int = 40, sources: tuple[str, ...] = ("data/a", "data/b"
     grouping = Grouping(groups=np.arange(n) // 2, threshold=0.95)  # pairs of images
     mid = np.zeros(n, dtype=bool)
     mid[-10:] = True  # say source c's last ten images are mid-level slices
-    return PreparedData(Discovery(records), loaded, grouping, "f" * 64, mid)
+    return PreparedData(
+        Discovery(records), loaded, grouping, "f" * 64, mid, np.zeros(len(records), dtype=bool)
+    )
 
 
 def _scored(data: PreparedData, task: FitTask, seed: int) -> TaskResult:

@@ -130,3 +130,17 @@ def test_a_card_made_with_a_dropped_experiment_is_refused_by_name(section: str, 
 def test_the_seed_recipe_is_the_baseline_network() -> None:
     assert SEED.network.arch == "seed" and SEED.input.crop is False and SEED.input.size == 128
     assert dataclasses.replace(SEED.policy, recall_target=SHIPPED.policy.recall_target) == SHIPPED.policy
+
+
+def test_the_edge_rule_leaves_a_scans_first_and_last_tumour_slice_out_of_the_recall_target() -> None:
+    """Experiment 39: a sliver at a tumour's edge no longer drags the threshold down."""
+    from training.crossval import policy_threshold
+
+    labels = np.array([1] * 10 + [0] * 10)
+    probs = np.array([0.9] * 8 + [0.6, 0.02] + [0.1] * 9 + [0.5])
+    edge = np.zeros(20, dtype=bool)
+    edge[9] = True  # the 0.02 tumour slice ends its scan's tumour
+    counted = SHIPPED.policy
+    assert policy_threshold(labels, probs, edge, counted) == 0.02
+    edgeless = SHIPPED.with_settings(("recall_counts_edges=false",)).policy
+    assert policy_threshold(labels, probs, edge, edgeless) == 0.6
