@@ -236,11 +236,11 @@ def requeue_batch(*, session: Session, batch_id: int, because: str) -> bool:
     return session.execute(stmt).first() is not None
 
 
-def _stale(session: Session, status: str, column: Any, before: datetime) -> list[int]:
+def _stale(session: Session, status: str, column: Any, before: datetime, *also: Any) -> list[int]:
     stmt = (
         select(Batch.id)
         .join(Job, Job.id == Batch.job_id)
-        .where(Batch.status == status, column < before, Job.status.in_(LIVE_JOB_STATUSES))
+        .where(Batch.status == status, column < before, Job.status.in_(LIVE_JOB_STATUSES), *also)
         .order_by(Batch.id)
     )
     return list(session.scalars(stmt))
@@ -249,18 +249,7 @@ def _stale(session: Session, status: str, column: Any, before: datetime) -> list
 def stale_running_batches(*, session: Session, started_before: datetime) -> list[int]:
     """Batches of live jobs running without a lease (claimed before leases) since before
     `started_before`: their worker may be gone. A leased batch is judged by its lease alone."""
-    stmt = (
-        select(Batch.id)
-        .join(Job, Job.id == Batch.job_id)
-        .where(
-            Batch.status == "running",
-            Batch.lease_until.is_(None),
-            Batch.started_at < started_before,
-            Job.status.in_(LIVE_JOB_STATUSES),
-        )
-        .order_by(Batch.id)
-    )
-    return list(session.scalars(stmt))
+    return _stale(session, "running", Batch.started_at, started_before, Batch.lease_until.is_(None))
 
 
 def lapsed_batches(*, session: Session, now: datetime) -> list[int]:

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from scipy.stats import beta
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, select
+from sqlalchemy import ColumnElement, and_, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from db.models import REVIEW_VERDICTS, ImageResult, Review, utcnow
+from db.progress import count_where
 
 SAMPLE_FRACTION = 0.02
 _SPAN = 2**31
@@ -99,7 +100,7 @@ def reviewed_figures(
 ) -> dict[str, Any]:
     """The reviewed matrix (model flag against verdict), and recall and specificity estimated
     from the two strata, with intervals."""
-    tumour = func.sum(case((Review.verdict == "tumour", 1), else_=0))
+    tumour = count_where(Review.verdict == "tumour")
     counted = and_(Review.result_id == ImageResult.id, Review.verdict != "unsure")
     sampled = in_sample(sample_fraction).label("sampled")
     rows = session.execute(
@@ -118,7 +119,7 @@ def reviewed_figures(
     matrix = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
     flagged_k = flagged_n = sample_k = sample_n = 0
     for flagged, sampled, n, k in rows:
-        k = int(k or 0)
+        k = int(k)
         matrix["tp" if flagged else "fn"] += k
         matrix["fp" if flagged else "tn"] += n - k
         if flagged:

@@ -7,14 +7,16 @@ Every function runs inside the caller's transaction and never commits (``with Se
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.batches import SCORE_BINS, score_bin
 from db.models import ImageResult, Job, Review, Series, SiteProfile, utcnow
+from db.progress import count_where
 
 
 def site_histograms(
@@ -23,9 +25,8 @@ def site_histograms(
     """Per site, the scores of images scored since `since` by jobs of `model_version`, binned, and
     how many were flagged."""
     bin_of = score_bin(session)
-    flagged = func.sum(case((ImageResult.flagged.is_(True), 1), else_=0))
     rows = session.execute(
-        select(Series.site, bin_of, func.count(), flagged)
+        select(Series.site, bin_of, func.count(), count_where(ImageResult.flagged.is_(True)))
         .join(ImageResult, ImageResult.series_id == Series.id)
         .join(Job, Job.id == Series.job_id)
         .where(
@@ -33,12 +34,12 @@ def site_histograms(
         )
         .group_by(Series.site, bin_of)
     ).all()
-    sites: dict[str, tuple[list[int], int]] = {}
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * SCORE_BINS)
+    flagged: dict[str, int] = defaultdict(int)
     for site, index, n, n_flagged in rows:
-        counts, total_flagged = sites.setdefault(site or "(unknown)", ([0] * SCORE_BINS, 0))
-        counts[int(index)] += int(n)
-        sites[site or "(unknown)"] = (counts, total_flagged + int(n_flagged or 0))
-    return sites
+        counts[site or "(unknown)"][int(index)] += int(n)
+        flagged[site or "(unknown)"] += int(n_flagged)
+    return {site: (counts[site], flagged[site]) for site in counts}
 
 
 def active_profile(*, session: Session, site: str, model_version: str) -> SiteProfile | None:

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import ImageResult, Series
+from db.progress import count_where
 
 FLAGGED, NOT_FLAGGED, NOT_ASSESSED = "flagged", "not flagged", "not assessed"
 
@@ -84,9 +85,6 @@ class StudyVerdict:
 def study_verdicts(*, session: Session, job_id: int) -> list[StudyVerdict]:
     """Every study of the job, flagged first (highest score first), then not flagged, then not
     assessed; series within a study by description."""
-    flagged_image = case((ImageResult.flagged.is_(True), 1), else_=0)
-    scored = case((ImageResult.status == "scored", 1), else_=0)
-    pending = case((ImageResult.status == "pending", 1), else_=0)
     stmt = (
         select(
             Series.study_key,
@@ -96,9 +94,9 @@ def study_verdicts(*, session: Session, job_id: int) -> list[StudyVerdict]:
             Series.plane,
             Series.not_assessed,
             func.count(ImageResult.id),
-            func.coalesce(func.sum(scored), 0),
-            func.coalesce(func.sum(pending), 0),
-            func.coalesce(func.sum(flagged_image), 0),
+            count_where(ImageResult.status == "scored"),
+            count_where(ImageResult.status == "pending"),
+            count_where(ImageResult.flagged.is_(True)),
             func.max(ImageResult.probability),
         )
         .join(ImageResult, ImageResult.series_id == Series.id)
