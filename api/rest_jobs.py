@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy.orm import Session
 
 from api import MAX_ID
 from api.auth import current_actor, current_principal, current_viewer
@@ -15,7 +16,7 @@ from api.submission import submission_from_request, submit
 from db.audit import record_event
 from db.batches import list_batches
 from db.jobs import FINISHED_JOB_STATUSES, cancel_job, get_job, list_jobs, rerun_failed
-from db.models import JOB_STATUSES
+from db.models import JOB_STATUSES, Job
 from worker.enqueue import enqueue_batches
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -40,6 +41,14 @@ def int_arg(name: str, default: int | None, *, low: int = 1, high: int | None = 
 def not_found(job_id: int) -> ApiError:
     """The 404 for a job id nobody knows."""
     return ApiError(404, "not_found", f"there is no job {job_id}")
+
+
+def visible_job(session: Session, job_id: int) -> Job:
+    """The job, if the caller may see it; the 404 otherwise (no such job, or another's)."""
+    job = get_job(session=session, job_id=job_id, viewer=current_viewer())
+    if job is None:
+        raise not_found(job_id)
+    return job
 
 
 def job_or_404(job_id: int) -> dict[str, Any]:
@@ -86,8 +95,7 @@ def get_job_route(job_id: int) -> Response:
 def list_batches_route(job_id: int) -> Response:
     """The job's batches in planning order, each with its confusion matrix."""
     with sessions(read_only=True)() as session:
-        if get_job(session=session, job_id=job_id, viewer=current_viewer()) is None:
-            raise not_found(job_id)
+        visible_job(session, job_id)
         batches = [batch_report(batch) for batch in list_batches(session=session, job_id=job_id)]
     return jsonify({"job_id": job_id, "batches": batches})
 

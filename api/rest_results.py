@@ -16,7 +16,7 @@ from api.auth import current_viewer
 from api.context import sessions, settings
 from api.errors import ApiError
 from api.job_report import RESULT_CSV_COLUMNS, result_report, result_row
-from api.rest_jobs import MAX_PAGE, int_arg, not_found
+from api.rest_jobs import MAX_PAGE, int_arg, visible_job
 from api.thumbnails import ThumbnailError, previews
 from brainscan.settings import parse_bool
 from db.jobs import get_job
@@ -113,8 +113,7 @@ def list_results_route(job_id: int) -> Response:
     limit = int_arg("limit", 100, high=MAX_PAGE) or 100
     after_id = int_arg("after_id", None)
     with sessions(read_only=True)() as session:
-        if get_job(session=session, job_id=job_id, viewer=current_viewer()) is None:
-            raise not_found(job_id)
+        visible_job(session, job_id)
         if fmt:
             return _download(job_id, fmt, filters)
         rows = list_results(session=session, job_id=job_id, limit=limit, after_id=after_id, **asdict(filters))

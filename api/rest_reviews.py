@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy.orm import Session
 
-from api.auth import current_actor, current_viewer
+from api.auth import current_actor
 from api.context import sessions
 from api.errors import ApiError
 from api.job_report import iso, result_report
-from api.rest_jobs import MAX_PAGE, int_arg, not_found
+from api.rest_jobs import MAX_PAGE, int_arg, visible_job
 from db.audit import record_event
-from db.jobs import get_job
 from db.models import REVIEW_VERDICTS, Review
 from db.reviews import record_review, review_queue, reviewed_figures
 
 bp = Blueprint("reviews", __name__, url_prefix="/api/v1")
-
-
-def _job_or_404(session: Session, job_id: int) -> None:
-    if get_job(session=session, job_id=job_id, viewer=current_viewer()) is None:
-        raise not_found(job_id)
 
 
 @bp.get("/jobs/<int:job_id>/review-queue")
@@ -28,7 +21,7 @@ def review_queue_route(job_id: int) -> Response:
     """The next images to review: flagged ones by descending score, then the unflagged sample."""
     limit = int_arg("limit", 50, high=MAX_PAGE) or 50
     with sessions(read_only=True)() as session:
-        _job_or_404(session, job_id)
+        visible_job(session, job_id)
         items = [result_report(r) for r in review_queue(session=session, job_id=job_id, limit=limit)]
     return jsonify({"job_id": job_id, "items": items})
 
@@ -46,7 +39,7 @@ def record_verdict(job_id: int, result_id: int, verdict: object, *, actor: str) 
     if not isinstance(verdict, str) or verdict not in REVIEW_VERDICTS:
         raise ApiError(400, "bad_request", f"verdict must be one of {', '.join(REVIEW_VERDICTS)}")
     with sessions().begin() as session:
-        _job_or_404(session, job_id)
+        visible_job(session, job_id)
         if not record_review(
             session=session, job_id=job_id, result_id=result_id, verdict=verdict, reviewer=actor
         ):
@@ -72,6 +65,6 @@ def record_verdict(job_id: int, result_id: int, verdict: object, *, actor: str) 
 def reviewed_route(job_id: int) -> Response:
     """The reviewed matrix and the recall and specificity it supports, with 95 % intervals."""
     with sessions(read_only=True)() as session:
-        _job_or_404(session, job_id)
+        visible_job(session, job_id)
         figures = reviewed_figures(session=session, job_id=job_id)
     return jsonify({"job_id": job_id, **figures})

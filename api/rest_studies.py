@@ -7,13 +7,11 @@ import io
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.auth import current_viewer
 from api.context import sessions
 from api.errors import ApiError
 from api.job_report import study_report
-from api.rest_jobs import MAX_PAGE, int_arg, not_found
+from api.rest_jobs import MAX_PAGE, int_arg, visible_job
 from api.rest_results import spreadsheet_safe
-from db.jobs import get_job
 from db.studies import StudyVerdict, study_verdicts
 
 STUDY_CSV_COLUMNS = (
@@ -39,8 +37,7 @@ def list_studies_route(job_id: int) -> Response:
     limit = int_arg("limit", 50, high=MAX_PAGE) or 50
     offset = int_arg("offset", 0, low=0) or 0
     with sessions(read_only=True)() as session:
-        if get_job(session=session, job_id=job_id, viewer=current_viewer()) is None:
-            raise not_found(job_id)
+        visible_job(session, job_id)
         studies = study_verdicts(session=session, job_id=job_id)
     if fmt == "csv":
         name = f"brainscan-job-{job_id}-studies.csv"
