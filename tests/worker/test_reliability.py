@@ -92,18 +92,25 @@ def test_a_dicom_archive_job_matches_evaluate_slice_for_slice(
     assert studies["skipped"] == job.skipped_reasons
 
 
+def submit_and_kill_the_worker(service: Service, folder: Path, log: Path) -> int:
+    """Submit a job of 100-image batches to a worker and SIGKILL the whole worker once a batch is
+    done and the next is running; the job's id."""
+    worker = WorkerProcess(service, concurrency=2, log=log)
+    try:
+        worker.wait_ready()
+        job_id, _ = service.submit(folder, batch_size=100)
+        wait_for_batches(service, job_id, done=1)
+        worker.kill()
+    finally:
+        worker.stop()
+    return job_id
+
+
 def test_sigkill_mid_batch_loses_nothing_and_doubles_nothing(
     service: Service, shared_data: Path, tmp_path: Path
 ) -> None:
     folder = build_folder(shared_data, tmp_path / "archive" / "two-thousand", 2000)
-    first = WorkerProcess(service, concurrency=2, log=tmp_path / "worker1.log")
-    try:
-        first.wait_ready()
-        job_id, _ = service.submit(folder, batch_size=100)
-        wait_for_batches(service, job_id, done=1)
-        first.kill()
-    finally:
-        first.stop()
+    job_id = submit_and_kill_the_worker(service, folder, tmp_path / "worker1.log")
     with running_worker(service, tmp_path / "worker2.log"):
         assert_complete_and_exact(service, job_id, folder, 2000)
 
@@ -124,15 +131,8 @@ def test_a_killed_worker_costs_its_lease_not_the_batch_time_limit(
         }
     )
     folder = build_folder(shared_data, tmp_path / "archive" / "leased", 1200)
-    first = WorkerProcess(leased, concurrency=2, log=tmp_path / "worker1.log")
-    try:
-        first.wait_ready()
-        job_id, _ = leased.submit(folder, batch_size=100)
-        wait_for_batches(leased, job_id, done=1)
-        first.kill()
-        killed_at = time.monotonic()
-    finally:
-        first.stop()
+    job_id = submit_and_kill_the_worker(leased, folder, tmp_path / "worker1.log")
+    killed_at = time.monotonic()
     with running_worker(leased, tmp_path / "worker2.log"):
         assert_complete_and_exact(leased, job_id, folder, 1200)
         took = time.monotonic() - killed_at
