@@ -163,7 +163,9 @@ class Service:
             patient_key=patient_hash_key(self.settings),
         )
 
-    def score(self, batch_id: int, *, scorer: Scorer, worker: str, max_attempts: int = 3) -> str:
+    def score(
+        self, batch_id: int, *, scorer: Scorer, worker: str, max_attempts: int = 3, lease: float | None = None
+    ) -> str:
         """Score the batch in this process, as a worker's score_batch does."""
         from worker import scoring
 
@@ -174,6 +176,7 @@ class Service:
             worker=worker,
             max_attempts=max_attempts,
             roots=self.settings.source_roots,
+            lease=self.settings.batch_lease if lease is None else lease,
         )
 
     def run_here(self, folder: Path, *, scorer: Scorer, batch_size: int) -> int:
@@ -240,6 +243,14 @@ class WorkerProcess:
         """SIGKILL the main process and every pool process: nothing gets to clean up."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    def terminate(self, timeout: float = 60) -> float:
+        """SIGTERM to the main process only, as `docker stop` and a scale-down send it; the
+        seconds until the worker exited."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        return time.monotonic() - started
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -217,23 +217,41 @@ def fail_batch(*, session: Session, batch_id: int, error: str) -> None:
     )
 
 
+def _queued_again(because: str) -> dict[str, Any]:
+    """The values that put a claimed batch back in the queue, saying why."""
+    return {
+        "status": "queued",
+        "enqueued_at": utcnow(),
+        "worker": None,
+        "started_at": None,
+        "lease_until": None,
+        "requeued_because": because[:255],
+    }
+
+
 def requeue_batch(*, session: Session, batch_id: int, because: str) -> bool:
     """Running or queued -> queued again (watchdog, retries), saying why; False for a batch already
     settled."""
     stmt = (
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(PENDING_BATCH_STATUSES))
-        .values(
-            status="queued",
-            enqueued_at=utcnow(),
-            worker=None,
-            started_at=None,
-            lease_until=None,
-            requeued_because=because[:255],
-        )
+        .values(**_queued_again(because))
         .returning(Batch.id)
     )
     return session.execute(stmt).first() is not None
+
+
+def hand_back_batches(*, session: Session, holder_prefix: str, because: str) -> list[int]:
+    """Every batch running under a holder whose name starts with `holder_prefix` (one worker's
+    pool processes) -> queued again, not counted as an attempt: the worker is being shut down and
+    another takes the work at once. The ids, for their messages to be sent again."""
+    stmt = (
+        update(Batch)
+        .where(Batch.status == "running", Batch.worker.startswith(holder_prefix, autoescape=True))
+        .values(**_queued_again(because), attempts=Batch.attempts - 1)  # running: claimed at least once
+        .returning(Batch.id)
+    )
+    return sorted(row[0] for row in session.execute(stmt))
 
 
 def _stale(session: Session, status: str, column: Any, before: datetime, *also: Any) -> list[int]:

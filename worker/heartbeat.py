@@ -23,6 +23,11 @@ class Heartbeat(threading.Thread):
         super().__init__(name=f"heartbeat {what}", daemon=True)
         self.sessions, self.beat, self.period, self.what = sessions, beat, period, what
         self.stopped = threading.Event()
+        self.lost = threading.Event()  # set when a beat found the work no longer ours
+
+    def held(self) -> bool:
+        """False once a beat found the work taken back (its holder may stop at once)."""
+        return not self.lost.is_set()
 
     def run(self) -> None:
         while not self.stopped.wait(self.period):
@@ -33,7 +38,8 @@ class Heartbeat(threading.Thread):
                 log.warning("%s: heartbeat failed (%s); trying again", self.what, exc)
                 continue
             if not held:
-                log.warning("%s: no longer ours; finishing anyway (every write is idempotent)", self.what)
+                log.warning("%s: no longer ours", self.what)
+                self.lost.set()
                 return
 
     def __enter__(self) -> Heartbeat:

@@ -7,6 +7,7 @@ process loads it in `worker_process_init`, pinned to its own GPU when the worker
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import socket
 
@@ -21,11 +22,31 @@ from training.scorer import Scorer
 
 log = logging.getLogger(__name__)
 _scorer: Scorer | None = None
+# one byte of memory shared with the pool processes forked after this import: the main process
+# sets it when the worker is told to stop, and each pool process then hands its batch back
+_stopping = multiprocessing.get_context("fork").RawValue("b", 0)
 
 
-def worker_name(task_id: str) -> str:
-    """Who holds a batch: host, process and the task id (a retry of the same task keeps it)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{task_id}"
+def start_stopping() -> None:
+    """Called in the main process on SIGTERM (safe in a signal handler: one byte is written)."""
+    _stopping.value = 1
+
+
+def stopping() -> bool:
+    """True in every pool process once its worker was told to stop."""
+    return bool(_stopping.value)
+
+
+def worker_name(task_id: str, node: str | None = None) -> str:
+    """Who holds a batch: the worker's Celery node name (which names its host), the pool process
+    and the task id (a retry of the same task keeps it). A worker that is shut down hands back
+    the batches whose holder starts with its node name (`node_prefix`)."""
+    return f"{node or socket.gethostname()}:{os.getpid()}:{task_id}"
+
+
+def node_prefix(node: str) -> str:
+    """What every holder name of this worker's pool processes starts with."""
+    return f"{node}:"
 
 
 def process_sessions(settings: Settings) -> sessionmaker[Session]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from brainscan.settings import Settings
 from training.backend import threads_per_process
@@ -14,6 +15,7 @@ from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, celery_for
 
 log = logging.getLogger(__name__)
 _watchdog: list[object] = []
+_hand_backs: list[threading.Thread] = []
 
 
 def pool_size(settings: Settings) -> int:
@@ -67,11 +69,15 @@ def run_worker(
     if settings.watchdog_interval > 0:
         worker_ready.connect(_start_watchdog, weak=False)
         worker_shutdown.connect(_stop_watchdog, weak=False)
+    worker_shutting_down.connect(_hand_back, weak=False)
+    worker_shutdown.connect(_wait_for_hand_back, weak=False)
     app.Worker(
         concurrency=processes,
         pool="prefork",
         queues=list(queues),
         loglevel=loglevel,
+        # the node name starts every batch holder's name, and a worker shut down hands back the
+        # batches held under it: several workers on one host need --hostname each (as Celery asks)
         hostname=hostname or f"brainscan@{socket.gethostname()}",
         without_gossip=True,
         without_mingle=True,
@@ -95,3 +101,45 @@ def _start_watchdog(sender: object = None, **_: object) -> None:
 def _stop_watchdog(**_: object) -> None:
     for dog in _watchdog:
         dog.stop()  # type: ignore[attr-defined]
+
+
+def _hand_back(sender: object = None, **_: object) -> None:
+    """SIGTERM (a scale-down, a drained node, `brainscan up` stopping): the batches this worker's
+    pool holds go back to the queue now, not when their leases lapse. Each pool process sees the
+    shared stop flag between two images, stops and hands back its batch (worker/scoring.py), and
+    takes no new one; the main process hands back whatever its pool holds too, for pool processes
+    that were killed with it. In a thread: this runs inside the signal handler, which may have
+    interrupted the main loop in the middle of a broker call."""
+    from worker.process import start_stopping
+
+    start_stopping()
+    thread = threading.Thread(target=hand_back_now, args=(str(sender),), name="brainscan-hand-back")
+    thread.start()
+    _hand_backs.append(thread)
+
+
+def hand_back_now(node: str) -> list[int]:
+    """Re-queue and re-send every batch held by `node`'s pool processes; their ids."""
+    from celery import current_app
+
+    from db.batches import hand_back_batches
+    from worker.enqueue import enqueue_batches
+    from worker.process import node_prefix, process_sessions
+    from worker.scoring import SHUT_DOWN
+
+    settings: Settings = current_app.conf.brainscan_settings
+    try:
+        with process_sessions(settings).begin() as session:
+            ids = hand_back_batches(session=session, holder_prefix=node_prefix(node), because=SHUT_DOWN)
+        enqueue_batches(current_app, ids)
+    except Exception:  # the database or broker is down too: the leases lapse and the watchdog acts
+        log.exception("could not hand back this worker's batches; their leases will lapse")
+        return []
+    if ids:
+        log.warning("shutting down: handed back batches %s", ids)
+    return ids
+
+
+def _wait_for_hand_back(**_: object) -> None:
+    for thread in _hand_backs:
+        thread.join(timeout=30)

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.batches import DEFAULT_LEASE, claim_batch, fail_batch, finish_batch, reclaim_batch
+from db.batches import (
+    DEFAULT_LEASE,
+    claim_batch,
+    fail_batch,
+    finish_batch,
+    hand_back_batches,
+    reclaim_batch,
+    renew_lease,
+)
 from db.jobs import get_job
 from db.progress import finish_job_if_complete
 from db.results import PendingImage, ScoredImage, pending_images, record_results
 from training.dataset import file_at, resolves_inside
 from training.scorer import Scorer
+from worker.heartbeat import Heartbeat
 
+SHUT_DOWN = "its worker was shut down and handed it back"
 OUTSIDE = "the job's folder now leads outside the archive root (a link changed since it was submitted)"
 
 log = logging.getLogger(__name__)
@@ -24,6 +34,11 @@ log = logging.getLogger(__name__)
 
 class ModelMismatch(RuntimeError):
     """This worker's model is not the one the job was submitted for."""
+
+
+class TakenBack(RuntimeError):
+    """The batch is no longer this worker's (handed back at shutdown, or its lease lapsed): stop
+    scoring it and write nothing; its new holder scores it."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +88,11 @@ def confined(root: Path, relpath: str) -> Path | str:
     return path if inside else "path leads outside the job's source folder"
 
 
-def score_claimed(work: Claimed, scorer: Scorer) -> list[ScoredImage]:
-    """Decode and score every pending image; unreadable ones get a reason, never an exception."""
+def score_claimed(
+    work: Claimed, scorer: Scorer, held: Callable[[], bool] = lambda: True
+) -> list[ScoredImage]:
+    """Decode and score every pending image; unreadable ones get a reason, never an exception.
+    TakenBack as soon as `held()` says the batch is no longer ours."""
     if work.model_version != scorer.version:
         raise ModelMismatch(f"job needs model {work.model_version}; this worker has {scorer.version}")
     results: list[ScoredImage] = []
@@ -88,6 +106,8 @@ def score_claimed(work: Claimed, scorer: Scorer) -> list[ScoredImage]:
     sources = ((path, image.frame) if image.frame else path for image, path in readable)
     scores = scorer.iter_scores(sources, with_hash=True)
     for (image, _), r in zip(readable, scores, strict=True):
+        if not held():
+            raise TakenBack(f"batch {work.batch_id} was taken back while it was scored")
         flagged = None if r.probability is None else r.probability >= work.threshold
         results.append(ScoredImage(image.relpath, r.probability, flagged, r.error, r.sha256, image.frame))
     return results
@@ -102,9 +122,11 @@ def score(
     max_attempts: int,
     roots: Sequence[Path],
     lease: float = DEFAULT_LEASE,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> str:
-    """Claim, score (renewing the lease meanwhile), record, finish: returns 'skipped', 'done' or
-    'failed'."""
+    """Claim, score (renewing the lease meanwhile), record, finish: returns 'skipped', 'done',
+    'failed', 'taken back' (another holder has it now) or 'handed back' (`stopping()` became true:
+    this worker is shutting down; the batch is queued again and its message must be re-sent)."""
     work = claim(sessions, batch_id, worker, lease)
     if work is None:
         log.info("batch %s: nothing to do (done, cancelled or owned by another worker)", batch_id)
@@ -118,18 +140,44 @@ def score(
         )
         return "failed"
     started = time.perf_counter()
-    if resolves_inside(work.root, roots):
-        results = score_claimed(work, scorer)
-    else:  # nothing is read from wherever the folder now leads
-        results = [
-            ScoredImage(image.relpath, None, None, OUTSIDE, None, image.frame) for image in work.pending
-        ]
+    with Heartbeat(
+        sessions,
+        lambda s: renew_lease(session=s, batch_id=batch_id, worker=worker, lease=lease),
+        period=lease / 3,
+        what=f"batch {batch_id}",
+    ) as heartbeat:
+        if not resolves_inside(work.root, roots):  # nothing is read from wherever the folder now leads
+            results = [
+                ScoredImage(image.relpath, None, None, OUTSIDE, None, image.frame) for image in work.pending
+            ]
+        else:
+            try:
+                results = score_claimed(work, scorer, lambda: heartbeat.held() and not stopping())
+            except TakenBack as exc:
+                if stopping():
+                    return hand_back(sessions, batch_id, worker)
+                log.warning("%s; stopped, nothing written", exc)
+                return "taken back"
     with sessions.begin() as session:
         record_results(session=session, job_id=work.job_id, batch_id=batch_id, results=results)
         finish_batch(session=session, batch_id=batch_id, seconds=time.perf_counter() - started)
     with sessions.begin() as session:  # after our commit: the last batch always sees all done
         finish_job_if_complete(session=session, job_id=work.job_id)
     return "done"
+
+
+def hand_back(sessions: sessionmaker[Session], batch_id: int, worker: str) -> str:
+    """This worker is shutting down: its batch back to the queue, the attempt not counted.
+    'handed back' when this call did it (its message is to be re-sent), else 'taken back' (the
+    worker's main process, or the watchdog, got there first and sent it again)."""
+    with sessions.begin() as session:
+        handed = hand_back_batches(session=session, holder_prefix=worker, because=SHUT_DOWN)
+    log.warning(
+        "batch %s: this worker is shutting down; stopped, nothing written, %s",
+        batch_id,
+        "handed back" if handed else "already handed back",
+    )
+    return "handed back" if handed else "taken back"
 
 
 def give_up(sessions: sessionmaker[Session], batch_id: int, job_id: int, error: str) -> None:

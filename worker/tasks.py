@@ -19,7 +19,7 @@ from brainscan.keys import patient_hash_key
 from worker import planning, scoring
 from worker.celery_app import PLAN_TASK, SCORE_TASK, settings_of
 from worker.enqueue import enqueue_batches
-from worker.process import process_scorer, process_sessions, worker_name
+from worker.process import process_scorer, process_sessions, stopping, worker_name
 
 log = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, BrokerError, RedisConnectionError, ConnectionError)
@@ -64,16 +64,23 @@ def score_batch(self: Task, batch_id: int) -> str:
     """Score one batch; transient failures retry (the same task may take its batch back)."""
     settings = settings_of(self.app)
     sessions = process_sessions(settings)
+    if stopping():  # this worker is shutting down: leave the batch to another
+        enqueue_batches(self.app, [batch_id])
+        return "handed back"
     try:
-        return scoring.score(
+        outcome = scoring.score(
             batch_id,
             sessions=sessions,
             scorer=process_scorer(settings),
-            worker=worker_name(self.request.id),
+            worker=worker_name(self.request.id, self.request.hostname),
             max_attempts=settings.max_batch_attempts,
             roots=settings.source_roots,
             lease=settings.batch_lease,
+            stopping=stopping,
         )
+        if outcome == "handed back":
+            enqueue_batches(self.app, [batch_id])
+        return outcome
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch):
             _requeue(

@@ -14,6 +14,7 @@ from db.batches import (
     claim_batch,
     fail_batch,
     finish_batch,
+    hand_back_batches,
     list_batches,
     reclaim_batch,
     requeue_batch,
@@ -216,3 +217,26 @@ def test_a_finished_batch_keeps_its_score_histogram(db_sessionmaker: Maker) -> N
         batch = session.get(Batch, batch_id)
         assert batch is not None
     assert SCORE_BINS == BINS and batch.score_histogram == histogram(probs)
+
+
+def test_a_worker_shut_down_hands_back_its_own_batches_without_spending_an_attempt(
+    db_sessionmaker: Maker,
+) -> None:
+    _, (mine, also_mine, theirs, _queued) = _running_job(db_sessionmaker, images=16, batch_size=4)
+    with db_sessionmaker.begin() as session:
+        claim_batch(session=session, batch_id=mine, worker="brainscan-7@host:101:task-a")
+        claim_batch(session=session, batch_id=also_mine, worker="brainscan-7@host:102:task-b")
+        claim_batch(session=session, batch_id=theirs, worker="brainscan-70@host:103:task-c")
+    with db_sessionmaker.begin() as session:
+        handed = hand_back_batches(session=session, holder_prefix="brainscan-7@host:", because="shut down")
+    assert handed == [mine, also_mine]
+    with db_sessionmaker() as session:
+        batches = {
+            b.id: b for b in session.scalars(select(Batch).where(Batch.id.in_([mine, also_mine, theirs])))
+        }
+    assert [
+        (b.status, b.attempts, b.worker, b.requeued_because) for b in (batches[mine], batches[also_mine])
+    ] == [("queued", 0, None, "shut down")] * 2
+    assert (batches[theirs].status, batches[theirs].attempts) == ("running", 1)
+    with db_sessionmaker.begin() as session:  # the next worker's claim is its first attempt
+        assert claim_batch(session=session, batch_id=mine, worker="other@host:1:t").attempts == 1

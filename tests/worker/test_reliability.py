@@ -17,6 +17,7 @@ from db.models import ImageResult
 from db.progress import job_confusion_from_results
 from tests.conftest import SHIPPED_MODEL, load_bench
 from tests.images import create_random_slice, encoded, save_image
+from worker.watchdog import LOST_WORKER
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 _evaluations: dict[Path, tuple[int, int, int, int]] = {}
@@ -140,6 +141,45 @@ def test_a_killed_worker_costs_its_lease_not_the_batch_time_limit(
     assert took < 60
     with leased.sessions()() as session:
         assert any(b.attempts > 1 for b in list_batches(session=session, job_id=job_id))  # taken back
+
+
+def test_a_worker_shut_down_mid_batch_hands_it_back_at_once(
+    service: Service, shared_data: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to the worker's main process (docker stop, a scale-down) while its pool scores
+    400-image batches, with production limits (15-s leases, 10-minute batches): each pool process
+    stops between two images and hands its batch back (the reason says so, not a lapsed lease),
+    takes no new one, the worker exits in seconds, and a new worker finishes the job, nothing lost
+    or doubled."""
+    from worker.scoring import SHUT_DOWN
+
+    leased = Service(
+        {
+            **service.env,
+            "BRAINSCAN_BATCH_SOFT_TIME_LIMIT": "590",
+            "BRAINSCAN_BATCH_TIME_LIMIT": "600",
+            "BRAINSCAN_VISIBILITY_TIMEOUT": "3600",
+        }
+    )
+    folder = build_folder(shared_data, tmp_path / "archive" / "shutdown", 2000)
+    log = tmp_path / "worker1.log"
+    worker = WorkerProcess(leased, concurrency=2, log=log)
+    try:
+        worker.wait_ready()
+        job_id, _ = leased.submit(folder, batch_size=400)
+        wait_for_batches(leased, job_id, done=0)
+        exited_in = worker.terminate()
+    finally:
+        worker.stop()
+    text = log.read_text(errors="replace")
+    assert "this worker is shutting down; stopped, nothing written" in text, text[-3000:]
+    print(f"worker exited {exited_in:.1f} s after SIGTERM")
+    assert exited_in < 15
+    with leased.sessions()() as session:
+        reasons = {b.requeued_because for b in list_batches(session=session, job_id=job_id)}
+    assert SHUT_DOWN in reasons and LOST_WORKER not in reasons
+    with running_worker(leased, tmp_path / "worker2.log"):
+        assert_complete_and_exact(leased, job_id, folder, 2000)
 
 
 def test_a_redis_restart_mid_job_loses_nothing(scaleout: Service, shared_data: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from brainscan.settings import Settings
-from worker.process import gpu_for_process, worker_name
+from worker.process import gpu_for_process, node_prefix, worker_name
 from worker.runner import model_threads, pool_size
 
 
@@ -31,5 +31,8 @@ def test_gpu_worker_runs_one_process_per_gpu_each_on_its_own_device() -> None:
 
 
 def test_worker_names_end_with_the_task_id_so_a_retry_can_reclaim() -> None:
-    name = worker_name("5f0c-task")
+    name = worker_name("5f0c-task", "brainscan-12@node")
     assert name.endswith(":5f0c-task") and name.count(":") == 2
+    assert name.startswith(node_prefix("brainscan-12@node")) and not name.startswith(
+        node_prefix("brainscan-1@node")
+    )

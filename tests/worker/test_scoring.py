@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,88 @@ def test_a_redelivered_batch_changes_nothing(embedded: Service, tmp_path: Path, 
     with embedded.sessions()() as session:
         assert job_confusion_from_results(session=session, job_id=job_id) == before
         assert len(list_results(session=session, job_id=job_id, limit=100)) == 9
+
+
+class SlowScorer:
+    """The shipped scorer, a few seconds slower per batch: each call sees whether the watchdog
+    would take its batch back now."""
+
+    def __init__(
+        self, scorer: Scorer, service: Service, seconds: float, meanwhile: Callable[[], object] = lambda: None
+    ) -> None:
+        self.scorer, self.service, self.seconds, self.meanwhile = scorer, service, seconds, meanwhile
+        self.version, self.lapsed_while_scoring = scorer.version, []
+
+    def iter_scores(self, *args: object, **kwargs: object) -> object:
+        from db.batches import lapsed_batches
+        from db.models import utcnow
+
+        self.meanwhile()
+        time.sleep(self.seconds)
+        with self.service.sessions()() as session:
+            self.lapsed_while_scoring.extend(lapsed_batches(session=session, now=utcnow()))
+        return self.scorer.iter_scores(*args, **kwargs)
+
+
+def test_a_batch_slower_than_its_lease_keeps_it(embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
+    """The worker renews the lease while it scores: a batch that takes five leases to score is
+    never lapsed in the watchdog's eyes, and is scored once."""
+    job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
+    slow = SlowScorer(scorer, embedded, seconds=3.0)
+    assert embedded.score(batch_id, scorer=slow, worker="h:1:slow", lease=0.6) == "done"  # type: ignore[arg-type]
+    assert slow.lapsed_while_scoring == []
+    with embedded.sessions()() as session:
+        (batch,) = list_batches(session=session, job_id=job_id)
+    assert batch.attempts == 1 and embedded.job(job_id).status == "succeeded"
+
+
+def test_a_batch_handed_back_while_it_is_scored_is_dropped_unwritten(
+    embedded: Service, tmp_path: Path, scorer: Scorer
+) -> None:
+    """Its worker was shut down and handed the batch back: the pool process sees so at its next
+    lease renewal, stops, and writes nothing; the next worker scores the batch as its first try."""
+    from db.batches import hand_back_batches
+
+    job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
+
+    def shut_down() -> None:
+        with embedded.sessions().begin() as session:
+            assert hand_back_batches(session=session, holder_prefix="node@h:", because="shut down") == [
+                batch_id
+            ]
+
+    slow = SlowScorer(scorer, embedded, seconds=1.0, meanwhile=shut_down)
+    assert embedded.score(batch_id, scorer=slow, worker="node@h:1:t", lease=0.6) == "taken back"  # type: ignore[arg-type]
+    with embedded.sessions()() as session:
+        assert {r.status for r in list_results(session=session, job_id=job_id, limit=100)} == {"pending"}
+    assert embedded.score(batch_id, scorer=scorer, worker="other@h:2:u") == "done"
+    with embedded.sessions()() as session:
+        (batch,) = list_batches(session=session, job_id=job_id)
+    assert (batch.status, batch.attempts) == ("done", 1)
+
+
+def test_a_worker_told_to_stop_hands_its_batch_back_between_two_images(
+    embedded: Service, tmp_path: Path, scorer: Scorer
+) -> None:
+    from worker.scoring import SHUT_DOWN
+
+    job_id, (batch_id,) = _planned(embedded, _mixed_folder(tmp_path / "src"), scorer)
+    told: list[bool] = []
+    slow = SlowScorer(scorer, embedded, seconds=0.1, meanwhile=lambda: told.append(True))
+    outcome = scoring.score(
+        batch_id,
+        sessions=embedded.sessions(),
+        scorer=slow,  # type: ignore[arg-type]
+        worker="node@h:1:t",
+        max_attempts=3,
+        roots=embedded.settings.source_roots,
+        stopping=lambda: bool(told),
+    )
+    assert outcome == "handed back"
+    with embedded.sessions()() as session:
+        (batch,) = list_batches(session=session, job_id=job_id)
+        assert {r.status for r in list_results(session=session, job_id=job_id, limit=100)} == {"pending"}
+    assert (batch.status, batch.attempts, batch.requeued_because) == ("queued", 0, SHUT_DOWN)
 
 
 def test_cancelled_jobs_pending_batches_do_no_work(embedded: Service, tmp_path: Path, scorer: Scorer) -> None:
