@@ -266,8 +266,9 @@ class WorkerProcess:
 class PrivateRedis:
     """A redis-server of the test's own on a free port, which the test may restart."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port, self.workdir = free_port(), workdir
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        """appendonly: persist every write (AOF, fsync always), so a restart keeps the queues."""
+        self.port, self.workdir, self.appendonly = free_port(), workdir, appendonly
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -288,7 +289,9 @@ class PrivateRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
             ],
