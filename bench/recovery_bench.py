@@ -4,10 +4,12 @@
 
 On Redis + PostgreSQL with the production settings (time limits 600/660 s, visibility timeout
 3600 s, lease 15 s, watchdog every 10 s, a queued batch resent after 30 s in an empty queue):
-three jobs over the same N-image folder, each with a warm worker, one process per core: (1)
+four jobs over the same N-image folder, each with a warm worker, one process per core: (1)
 undisturbed (the baseline); (2) the whole worker SIGKILLed once a fifth of the batches are done,
-a new worker started 3 s later (its model load counts); (3) redis-server SIGKILLed (no
-persistence: its queue is lost) once half of them are done, restarted 3 s later. Each job must
+a new worker started 3 s later (its model load counts); (3) the same with SIGTERM to the
+worker's main process, as `docker stop` sends it (it hands its batches back and exits); (4)
+redis-server SIGKILLed (no persistence: its queue is lost) once half of them are done, restarted
+3 s later. Each job must
 end succeeded with every image scored once; the table gives each job's seconds and what the
 disturbance cost (its seconds minus the baseline's). Goal (issue 38): under 60 s each.
 """
@@ -104,6 +106,13 @@ def kill_worker(run: Run) -> None:
     run.worker = run.new_worker()
 
 
+def stop_worker(run: Run) -> None:
+    run.worker.terminate()
+    run.worker.stop()
+    time.sleep(3)
+    run.worker = run.new_worker()
+
+
 def kill_redis(run: Run) -> None:
     run.redis.kill()
     time.sleep(3)
@@ -119,6 +128,7 @@ def main() -> None:
     cases: list[tuple[str, Disturbance | None, float]] = [
         ("undisturbed (baseline)", None, 0.0),
         ("worker SIGKILLed at 20 %", kill_worker, 0.2),
+        ("worker SIGTERMed at 20 %", stop_worker, 0.2),
         ("Redis SIGKILLed at 50 %", kill_redis, 0.5),
     ]
     with tempfile.TemporaryDirectory(prefix="brainscan-recovery-") as tmp:
