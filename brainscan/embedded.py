@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +20,58 @@ from pathlib import Path
 from brainscan.settings import Settings
 
 CREDENTIALS = "first-run-credentials.txt"
+LOCK = "up.lock"  # held by the `brainscan up` that serves this data folder
+PR_SET_PDEATHSIG = 1
+
+
+class AlreadyServed(RuntimeError):
+    """Another `brainscan up` serves the data folder, or another program holds the port."""
+
+
+def claim_data_dir(data_dir: Path) -> int:
+    """Lock the data folder for this process's life (the lock goes when the process does, however
+    it ends); AlreadyServed naming the other `up` when one holds it. The open file descriptor."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise AlreadyServed(
+            f"{data_dir.resolve()} is already served by another brainscan up (process {holder}); "
+            "stop it first, or give this one another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def check_port_free(host: str, port: int) -> None:
+    """AlreadyServed when something listens on host:port already (checked before anything is
+    created, so no banner or password is printed for a server that is not ours)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the API's server does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise AlreadyServed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise AlreadyServed(
+                f"port {port} on {host} is in use (another brainscan up, or another program); "
+                "stop it, or choose another with --port"
+            ) from None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the `up` that started it dies, even by SIGKILL, so no
+    worker is left behind holding the queue and its memory (Linux; elsewhere a no-op)."""
+    name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and name:
+        ctypes.CDLL(name, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 RESTART_BACKOFF = (1, 2, 5, 10, 30)  # seconds before restarting a child that died on its own
 
 
@@ -89,24 +146,48 @@ class Child:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout: float) -> None:
-        """SIGTERM (a worker finishes its current batches), then SIGKILL after `timeout`."""
-        if not self.alive():
+    def signal_stop(self) -> None:
+        """SIGTERM to the child's main process only, as `docker stop` sends it: a worker hands
+        back the batches its pool holds and exits in seconds. (SIGTERM to the whole group would
+        kill the pool processes under Celery's main process, which then waits on them.)"""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float) -> None:
+        """Until the child exited; SIGKILL to its whole group after `timeout`."""
+        if self.proc is None:
             return
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after `timeout`."""
+        self.signal_stop()
+        self.wait_stopped(timeout)
+
+
+def stop_all(children: list[Child], timeout: float) -> None:
+    """Stop the children together: each told at once, each given `timeout` seconds."""
+    for child in children:
+        child.signal_stop()
+    for child in children:
+        child.wait_stopped(timeout)
 
 
 def wait_healthy(url: str, child: Child, timeout: float = 60) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,13 @@ def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str
     help="Folders under it can be submitted by name (default: DATA_DIR/archive, created).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web view listens on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="Port the web view and API listen on.",
+)
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Worker processes (default: one per core).")
 def up(
     data_dir: Path | None, archive_root: Path | None, host: str, port: int, concurrency: int | None
@@ -73,6 +80,11 @@ def up(
             f"no model at {settings.model_path} (with its .card.json beside it); "
             "set BRAINSCAN_MODEL_PATH or run brainscan train"
         )
+    try:
+        embedded.check_port_free(host, port)
+        lock = embedded.claim_data_dir(settings.data_dir)
+    except embedded.AlreadyServed as exc:
+        raise click.ClickException(str(exc)) from exc
     banner = embedded.prepare(settings)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -97,9 +109,9 @@ def up(
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
-        click.echo("stopping: the worker finishes the batches it holds (up to 60 s)", err=True)
-        api.stop(10)
-        work.stop(60)
+        click.echo("stopping: the worker hands back the batches it holds", err=True)
+        embedded.stop_all([api, work], timeout=12)
+        os.close(lock)
         click.echo("stopped", err=True)
 
 

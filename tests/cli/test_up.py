@@ -71,10 +71,23 @@ class Up:
         with urllib.request.urlopen(req, timeout=10) as response:
             return json.loads(response.read())
 
+    def children(self) -> list[int]:
+        """The API and worker processes `up` started."""
+        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(pid) for pid in text.split()]
+
     def stop(self) -> tuple[int, str]:
+        """Ctrl-C in the terminal: SIGINT to the whole process group."""
         os.killpg(self.proc.pid, signal.SIGINT)
         out, _ = self.proc.communicate(timeout=120)
         return self.proc.returncode, out
+
+    def terminate(self) -> float:
+        """SIGTERM to `up` alone, as a service manager sends it; seconds until it exited."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=120)
+        return time.monotonic() - started
 
 
 def test_up_serves_a_job_whose_matrix_equals_evaluate_and_keeps_data_across_restarts(
@@ -110,5 +123,13 @@ def test_up_serves_a_job_whose_matrix_equals_evaluate_and_keeps_data_across_rest
         assert made.returncode == 0 and "bs_" in made.stdout, made.stderr
         again = second.request("GET", f"/api/v1/jobs/{job['id']}", token)  # the old token still works
         assert again["status"] == "succeeded" and again["confusion"] == matrix
+        second.request("POST", "/api/v1/jobs", token, {"source": "seed-253"})  # busy when told to stop
+        time.sleep(3)
+        children = second.children()
+        assert len(children) == 2
+        took = second.terminate()
+        print(f"up stopped {took:.1f} s after SIGTERM, mid-job")
+        assert took < 15 and not any(Path(f"/proc/{pid}").exists() for pid in children)
     finally:
-        second.stop()
+        if second.proc.poll() is None:
+            second.stop()
