@@ -57,7 +57,7 @@ def run_worker(
     loglevel: str = "INFO",
     hostname: str | None = None,
 ) -> None:
-    """Run a worker until it is told to stop (SIGTERM: finish the current batches, then exit)."""
+    """Run a worker until it is told to stop (SIGTERM: hand back the batches it holds, then exit)."""
     processes = pool_size(settings)
     settings = settings.with_overrides(model_threads=model_threads(settings, processes))
     app = celery_for(settings)
