@@ -43,7 +43,7 @@ from db.tokens import (
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
 
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.favicon", "auth.login", "static"})
 UPLOAD_ENDPOINTS = frozenset({"jobs.submit_job_route", "views.submit_page"})  # api.asgi streams these
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REVIEW_ENDPOINTS = frozenset(

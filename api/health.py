@@ -1,4 +1,4 @@
-"""Liveness (/healthz, no auth), readiness (/readyz: database and broker) and Prometheus /metrics."""
+"""Liveness (/healthz, no auth), the favicon, readiness (/readyz: database and broker) and Prometheus /metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, redirect, url_for
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -33,6 +33,12 @@ SITE_WINDOW = timedelta(days=7)  # a site's score shift is measured over its rec
 def healthz() -> Response:
     """The process is up and serving (no auth, no dependencies checked)."""
     return jsonify({"status": "ok"})
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers and bookmark tools ask here whatever the page says: the SVG icon (no auth)."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
 
 
 def _database_error() -> str | None:

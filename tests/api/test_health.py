@@ -24,6 +24,13 @@ def test_healthz_answers_without_a_token(client: FlaskClient) -> None:
     assert response.status_code == 200 and response.get_json() == {"status": "ok"}
 
 
+def test_the_favicon_is_served_without_a_token(client: FlaskClient) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response.location.endswith("/static/favicon.svg")
+    icon = client.get(response.location)
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.data
+
+
 def test_readyz_checks_the_database_and_the_embedded_broker(
     client: FlaskClient, tokens: dict[str, str]
 ) -> None:

@@ -81,6 +81,8 @@ def test_the_job_page_draws_the_matrix_batches_and_images_missed_first(
     assert f"/api/v1/jobs/{job['id']}/results?format=csv" in html
     assert "ward-1" in html and str(model["version"]) in html
     assert "Cancel job" not in html  # finished
+    batches = report["batches"]["total"]
+    assert f"in {batches} batch{'' if batches == 1 else 'es'} of up to" in html
 
 
 def test_cancelling_from_the_job_page_is_audited_with_the_operator(
