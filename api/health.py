@@ -1,4 +1,4 @@
-"""Liveness (/healthz, no auth), the favicon, readiness (/readyz: database and broker) and Prometheus /metrics."""
+"""Liveness (/healthz, no auth), the favicon, readiness (/readyz: database, broker), Prometheus /metrics."""
 
 from __future__ import annotations
 

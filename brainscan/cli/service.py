@@ -31,7 +31,8 @@ from brainscan.cli.context import cli_settings, private_files
 )
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str) -> None:
-    """Run a Celery worker that plans jobs and scores batches (Ctrl-C or SIGTERM: it hands back the batches it holds and exits)."""
+    """Run a Celery worker that plans jobs and scores batches (Ctrl-C or SIGTERM: it hands back
+    the batches it holds and exits)."""
     from worker.runner import run_worker
 
     private_files()
