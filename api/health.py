@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify, redirect, url_for
+from werkzeug.wrappers import Response as WerkzeugResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -36,7 +37,7 @@ def healthz() -> Response:
 
 
 @bp.get("/favicon.ico")
-def favicon() -> Response:
+def favicon() -> WerkzeugResponse:
     """Browsers and bookmark tools ask here whatever the page says: the SVG icon (no auth)."""
     return redirect(url_for("static", filename="favicon.svg"), 301)
 
