@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify, redirect, url_for
-from werkzeug.wrappers import Response as WerkzeugResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from api.context import celery, sessions
 from db.model_versions import current_model_version
