@@ -38,6 +38,10 @@ def import_backend(threads: int | None = None, gpu_memory_growth: bool = False) 
     if _configured:
         return
     _configured = True
+    # TensorFlow's C++ INFO and WARNING lines (CPU features, "Starting new session", GPUs found)
+    # go to stderr in every process and read as errors to an operator; errors still show, and a
+    # value set by the operator wins
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _stderr_muted():
         import keras
 

@@ -272,3 +272,28 @@ def test_train_refuses_a_setting_it_cannot_take_before_reading_any_image(tmp_pat
         result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(out), *args])
         assert result.exit_code == 2 and message in result.output, result.output
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_scoring_prints_no_tensorflow_chatter_on_stderr(tmp_path: Path) -> None:
+    """TensorFlow's C++ INFO lines ("Starting new session", GPUs found) read as errors to an
+    operator: a plain `brainscan score` leaves stderr empty."""
+    import os
+    import subprocess
+
+    from brainscan.testing import BRAINSCAN, REPO
+    from tests.conftest import SHIPPED_MODEL
+
+    save_image(tmp_path / "in" / "a.png", create_random_slice(128, seed=1, lesion=True))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [BRAINSCAN, "score", str(tmp_path / "in"), "--model", str(SHIPPED_MODEL)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "a.png" in result.stdout and result.stderr.strip() == ""
