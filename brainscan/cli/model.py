@@ -146,6 +146,14 @@ def _counted(slices: list[Any], probs: list[float | None], level: str) -> tuple[
     return y, p, {"level": "image"}
 
 
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    return f"{value:.6f}" if isinstance(value, float) else value
+
+
 @click.command()
 @PATHS
 @MODEL
@@ -166,8 +174,8 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
     for i, result in enumerate(scorer.iter_scores(r.path for r in found.images)):
         failures += result.error is not None
         row = {k: getattr(result, k) for k in fields}
-        if writer:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        if writer:  # as the REST CSV writes them: score to 6 places, flagged 1 or 0
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         else:
             out.write(("," if i else "") + "\n" + json.dumps(row))
     if not writer:

@@ -160,6 +160,8 @@ def test_short_training_run_writes_a_consistent_model(shared_data: Path, tmp_pat
     scored = run("score", str(shared_data / "seed-253" / "yes"), "--model", str(out))
     rows = list(csv.DictReader(io.StringIO(scored.stdout)))
     assert len(rows) == 155 and all(r["error"] == "" for r in rows)
+    assert {r["flagged"] for r in rows} <= {"0", "1"}  # as the REST CSV writes it
+    assert all(len(r["probability"].split(".")[1]) == 6 for r in rows)
 
 
 @pytest.mark.data
