@@ -13,6 +13,7 @@ from db.jobs import FINISHED_JOB_STATUSES, Viewer, get_job
 from db.model_versions import model_version_named
 from db.models import Batch, ImageResult, Job
 from db.progress import JobProgress, job_progress, jobs_progress
+from db.results import unreadable_labelled
 from db.studies import FLAGGED, NOT_ASSESSED, StudyVerdict, study_verdicts
 from training.drift import drift
 
@@ -115,6 +116,7 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
         return None
     report = job_report(job, job_progress(session=session, job_id=job_id))
     report["studies"] = studies_summary(study_verdicts(session=session, job_id=job_id))
+    report["unreadable_labelled"] = unreadable_labelled(session=session, job_id=job_id)
     model = model_version_named(session=session, version=job.model_version)
     counts, flagged = job_score_histogram(session=session, job_id=job_id)
     report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged)
@@ -123,9 +125,12 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
 
 def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
     """Reports of a page of jobs, their progress read in one query (studies are counted only in
-    one job's report: `studies` and `drift` are null here)."""
+    one job's report: `studies`, `drift` and `unreadable_labelled` are null here)."""
     progress = jobs_progress(session=session, job_ids=[job.id for job in jobs])
-    return [{**job_report(job, progress[job.id]), "studies": None, "drift": None} for job in jobs]
+    return [
+        {**job_report(job, progress[job.id]), "studies": None, "drift": None, "unreadable_labelled": None}
+        for job in jobs
+    ]
 
 
 def study_report(study: StudyVerdict) -> dict[str, Any]:

@@ -89,6 +89,14 @@ SCHEMAS: Obj = {
                 "additionalProperties": INT,
             },
             "remaining": INT,
+            "unreadable_labelled": _nullable(
+                {
+                    "type": "object",
+                    "description": "images with a label that could not be read, by label: in no "
+                    "figure of the matrix (one job's report; null in a list of jobs)",
+                    "properties": {"tumour": INT, "no_tumour": INT},
+                }
+            ),
             "drift": _nullable(
                 {
                     "type": "object",

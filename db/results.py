@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session
 
 from db.bulk import upsert_scored
@@ -122,3 +122,15 @@ def iter_results(
     """All the job's matching results in planning order, streamed (CSV export of any size)."""
     stmt = _filtered(job_id, flagged, false_negatives, errors).execution_options(yield_per=STREAM_CHUNK)
     yield from session.scalars(stmt)
+
+
+def unreadable_labelled(*, session: Session, job_id: int) -> dict[str, int]:
+    """The job's images that carry a label but could not be scored, by label: they are in no
+    confusion matrix, so a page that shows the matrix must show them beside it."""
+    rows = session.execute(
+        select(ImageResult.label, func.count())
+        .where(ImageResult.job_id == job_id, text(ERRORS), ImageResult.label.is_not(None))
+        .group_by(ImageResult.label)
+    ).all()
+    counts = {int(label): int(n) for label, n in rows}
+    return {"tumour": counts.get(1, 0), "no_tumour": counts.get(0, 0)}

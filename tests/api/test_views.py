@@ -85,6 +85,24 @@ def test_the_job_page_draws_the_matrix_batches_and_images_missed_first(
     assert f"in {batches} batch{'' if batches == 1 else 'es'} of up to" in html
 
 
+def test_labelled_images_that_could_not_be_read_are_shown_beside_the_matrix(
+    web: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
+    """A labelled tumour slice that could not be read is in no figure: the page says so beside
+    the matrix, and "no tumour was missed" is not said plainly."""
+    job = web.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"])).get_json()
+    plan_and_score(api_settings, job["id"], seed=5, error_every=3)
+    report = web.get(f"/api/v1/jobs/{job['id']}").get_json()
+    unread = report["unreadable_labelled"]
+    assert unread["tumour"] > 0 and unread["tumour"] + unread["no_tumour"] == report["failed"]
+    html = page(web, f"/jobs/{job['id']}")
+    noun = "image" if unread["tumour"] == 1 else "images"
+    assert "data-unreadable-labelled" in html and f"{unread['tumour']} {noun} labelled tumour" in html
+    assert "No labelled tumour was missed." not in html
+    listed = web.get("/api/v1/jobs", headers=bearer(tokens["read"])).get_json()
+    assert all(j["unreadable_labelled"] is None for j in listed["jobs"])
+
+
 def test_cancelling_from_the_job_page_is_audited_with_the_operator(
     web: FlaskClient, tokens: dict[str, str], model: dict[str, object], sessions: sessionmaker[Session]
 ) -> None:
