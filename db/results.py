@@ -132,5 +132,5 @@ def unreadable_labelled(*, session: Session, job_id: int) -> dict[str, int]:
         .where(ImageResult.job_id == job_id, text(ERRORS), ImageResult.label.is_not(None))
         .group_by(ImageResult.label)
     ).all()
-    counts = {int(label): int(n) for label, n in rows}
+    counts = {label: int(n) for label, n in rows}
     return {"tumour": counts.get(1, 0), "no_tumour": counts.get(0, 0)}
