@@ -23,6 +23,9 @@ pytest_plugins = ["tests.dbfixtures", "tests.appfixtures"]
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHIPPED_MODEL = REPO / "models" / "brainscan.keras"
+# the model shipped before lgg-flair was in the training data (2026-12-02): a real model and a real
+# source it never saw, for the tests of score shift and site calibration
+UNSEEN_LGG_MODEL = REPO / "tests" / "models" / "trained-without-lgg-flair.keras"
 
 
 def find_shared_data() -> Path | None:

@@ -1,4 +1,4 @@
-"""Score shift measured on real jobs: slices of a source the shipped model never trained on are
+"""Score shift measured on real jobs, with a model trained without lgg-flair: its slices are
 `shifted`, a sample of a source it trained on is `ok`, for three samples each (the batches'
 histograms in SQL against the card's held-out reference)."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from brainscan.testing import Service
 from db.batches import job_score_histogram
-from tests.conftest import SHIPPED_MODEL
+from tests.conftest import UNSEEN_LGG_MODEL
 from training.drift import drift
 from training.scorer import Scorer
 
@@ -25,7 +25,7 @@ def scorer() -> Scorer:
     from training.backend import import_backend
 
     import_backend()
-    return Scorer.load(SHIPPED_MODEL)
+    return Scorer.load(UNSEEN_LGG_MODEL)
 
 
 def _sample(source: Path, dest: Path, seed: int) -> Path:
