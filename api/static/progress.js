@@ -62,10 +62,37 @@
       .catch(function () { setTimeout(function () { poll(url, handle); }, SLOW); });
   }
 
+  // the parts of a job page that counters cannot update (the matrix once it appears, flagged and
+  // missed images, details, studies, batches): drawn again from the server when the job's counts
+  // moved, at most every REDRAW ms
+  var REDRAW = 5000, drawnAt = Date.now(), drawnFor = null;
+  function progressKey(job) {
+    return [job.status, job.scored, job.failed, job.flagged, job.batches.done, job.batches.failed].join(",");
+  }
+  function redraw(job) {
+    var key = progressKey(job);
+    if (drawnFor === null) { drawnFor = key; return; }
+    if (key === drawnFor || Date.now() - drawnAt < REDRAW) { return; }
+    drawnFor = key;
+    drawnAt = Date.now();
+    fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        fresh.querySelectorAll("[data-live]").forEach(function (part) {
+          var here = document.querySelector('[data-live="' + part.getAttribute("data-live") + '"]');
+          if (here) { here.replaceWith(document.importNode(part, true)); }
+        });
+      })
+      .catch(function () { drawnFor = null; });
+  }
+
   function watchJob(section) {
     var shown = section.getAttribute("data-status");
     poll(section.getAttribute("data-url"), function (job) {
       update(document, job);
+      if (isActive(job.status)) { redraw(job); }
       // the job finished since the page was drawn: draw it again for the final matrix and images
       if (isActive(shown) && !isActive(job.status)) { window.location.reload(); }
       return isActive(job.status) ? FAST : SLOW * 6;

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,20 +26,10 @@ from typing import Any
 import pytest
 
 from brainscan.testing import BRAINSCAN, Service, WorkerProcess, free_port
-from tests.conftest import IN_CI, REPO, SHIPPED_MODEL, load_bench
+from tests.browser.conftest import CHROMIUM, shot, wait_for
+from tests.conftest import IN_CI, SHIPPED_MODEL, load_bench
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.data]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
 PASSWORD = "a long operator passphrase"
 SCOPES = ("--scope", "read", "--scope", "submit", "--scope", "review")  # the operator also reviews
 JOB_TIMEOUT_MS = 150_000
@@ -51,20 +40,6 @@ MATRIX = ("tp", "fp", "tn", "fn")
 class LiveService:
     url: str
     evaluated: dict[str, Any]  # `brainscan evaluate seed-253 --json`
-
-
-def _wait_for(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +89,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
             start_new_session=True,
         )
     try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz", 60, api, api_log)
+        wait_for(f"http://127.0.0.1:{port}/healthz", 60, api, api_log)
         worker.wait_ready()  # the model is registered and loaded: submissions are accepted
         out, _ = evaluate.communicate(timeout=120)
         yield LiveService(f"http://127.0.0.1:{port}", json.loads(out.decode().strip().splitlines()[-1]))
@@ -123,21 +98,6 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         os.killpg(api.pid, signal.SIGTERM)
         api.wait(20)
         worker.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_results(
