@@ -177,7 +177,9 @@ SHIPPED = Recipe(
         squeeze_excite=True,
         dropout=0.3,  # 0.1 and 0.5 both lower (experiment 24)
         kernel_l2=1e-4,
-        members=2,  # two re-seeded networks averaged in one graph (experiments 25-26)
+        # one network: two re-seeded ones averaged (experiments 25-26) doubled a fit's time, and on
+        # three sources (issue 35) the ensemble is not measured yet; `--set members=2` makes one
+        members=1,
     ),
     optimisation=Optimisation(
         epochs=30,  # 50 gained nothing (experiment 11)
@@ -190,17 +192,19 @@ SHIPPED = Recipe(
         patience=12,
         augment_strength=1.0,  # 1.5 lower (experiment 19)
         balance_classes=True,
-        source_balance=0.0,
+        source_balance=0.5,  # a source of n images weighs n^-0.5 each: new sources rank better (exp. 38)
     ),
     policy=Policy(
         seed=1337,
         val_fraction=0.15,
         test_fraction=0.15,
         group_threshold=0.95,
-        subject_pattern="",  # the shipped model predates lgg-flair, the first source needing one
+        subject_pattern=r"^(TCGA_.+)_\d+\.\w+$",  # lgg-flair's 110 scans, each one subject
         recall_target=0.993,  # 0.99 missed more tumours for little specificity (experiment 28)
         specificity_floor=0.0,
-        recall_counts_edges=True,
+        # a scan's first and last tumour slices (slivers) left out of the target, all counted in
+        # the figures: in-source specificity 0.34 -> 0.53 at the same pooled recall (experiment 39)
+        recall_counts_edges=False,
     ),
 )
 
