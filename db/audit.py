@@ -49,12 +49,24 @@ def record_event(
 
 
 def list_events(
-    *, session: Session, job_id: int | None = None, limit: int = 100, before_id: int | None = None
+    *,
+    session: Session,
+    job_id: int | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+    actor: str | None = None,
+    action: str | None = None,
 ) -> list[AuditEvent]:
-    """Events newest first, optionally of one job; pass the last id seen as `before_id` for more."""
+    """Events newest first, optionally of one job, actor or action (an action ending in `.`
+    matches its family: `job.` is every job event); pass the last id seen as `before_id` for more."""
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if job_id is not None:
         stmt = stmt.where(AuditEvent.job_id == job_id)
+    if actor is not None:
+        stmt = stmt.where(AuditEvent.actor == actor)
+    if action is not None:
+        matches = AuditEvent.action.startswith(action, autoescape=True) if action.endswith(".") else None
+        stmt = stmt.where(matches if matches is not None else AuditEvent.action == action)
     if before_id is not None:
         stmt = stmt.where(AuditEvent.id < before_id)
     return list(session.scalars(stmt))

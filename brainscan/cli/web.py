@@ -315,4 +315,65 @@ def user_unblock(address: str) -> None:
     click.echo(f"sign-ins from {address} are no longer held back")
 
 
-COMMANDS: list[click.Command] = [api, token, user]
+@user.command("list")
+def user_list() -> None:
+    """List web logins: name, scopes, team, created, and whether they are disabled."""
+    from sqlalchemy import select
+
+    from db.models import User
+
+    with _transaction() as session:
+        rows = [
+            (u.username, u.scopes, u.team or "-", u.created_at, "disabled" if u.disabled else "active")
+            for u in session.scalars(select(User).order_by(User.username))
+        ]
+    if not rows:
+        click.echo("no users yet: brainscan user create NAME --scope read --scope submit")
+        return
+    click.echo(f"{'username':20}  {'scopes':24}  {'team':12}  {'created':16}  state")
+    for name, scopes, team, created, state in rows:
+        click.echo(f"{name:20}  {scopes:24}  {team:12}  {created:%Y-%m-%d %H:%M}  {state}")
+
+
+@click.command()
+@click.option("--job", "job_id", type=int, help="Only this job's events.")
+@click.option("--actor", help="Only this user's or token's events (as shown in the actor column).")
+@click.option("--action", help="Only this action, e.g. login.failed; job. for every job event.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+def audit(job_id: int | None, actor: str | None, action: str | None, limit: int, as_json: bool) -> None:
+    """Read the audit log, newest first: who submitted, cancelled, reviewed, signed in, changed a
+    login or a token, and when. Actions: see db/audit.py ACTIONS."""
+    import json
+
+    from db.audit import list_events
+
+    with _transaction() as session:
+        events = [
+            {
+                "id": e.id,
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "job_id": e.job_id,
+                "client": e.client,
+                "detail": e.detail,
+            }
+            for e in list_events(session=session, job_id=job_id, actor=actor, action=action, limit=limit)
+        ]
+    if as_json:
+        for event in events:
+            click.echo(json.dumps(event))
+        return
+    if not events:
+        click.echo("no events match")
+        return
+    click.echo(f"{'id':>6}  {'at (UTC)':19}  {'actor':20}  {'action':15}  {'job':>5}  detail")
+    for e in events:
+        detail = json.dumps(e["detail"]) if e["detail"] else ""
+        when = e["at"][:19].replace("T", " ")
+        job = e["job_id"] if e["job_id"] is not None else "-"
+        click.echo(f"{e['id']:>6}  {when:19}  {e['actor']:20}  {e['action']:15}  {job:>5}  {detail}")
+
+
+COMMANDS: list[click.Command] = [api, token, user, audit]

@@ -99,6 +99,24 @@ def test_users_are_created_and_their_passwords_changed(
         assert refused.exit_code == 1 and "at least 12 characters" in refused.output
 
 
+def test_users_are_listed_and_the_audit_log_is_read_from_the_command_line(env: dict[str, str]) -> None:
+    assert "no users yet" in run(env, "user", "list")
+    run(env, "user", "create", "bob", "--password-stdin", "--scope", "read", stdin="first secret here\n")
+    run(env, "user", "create", "carol", "--password-stdin", "--team", "ward-2", stdin="second secret here\n")
+    run(env, "user", "disable", "carol")
+    listing = run(env, "user", "list").splitlines()
+    assert listing[0].split() == ["username", "scopes", "team", "created", "state"]
+    assert listing[1].startswith("bob") and listing[1].endswith("active") and " read " in listing[1]
+    assert listing[2].startswith("carol") and "ward-2" in listing[2] and listing[2].endswith("disabled")
+    table = run(env, "audit").splitlines()
+    assert [line.split()[4] for line in table[1:]] == ["user.disable", "user.create", "user.create"]
+    events = [json.loads(line) for line in run(env, "audit", "--action", "user.", "--json").splitlines()]
+    assert [e["action"] for e in events] == ["user.disable", "user.create", "user.create"]
+    assert events[0]["detail"] == {"username": "carol"}
+    assert run(env, "audit", "--action", "login.failed") == "no events match\n"
+    assert len(run(env, "audit", "--limit", "1", "--json").splitlines()) == 1
+
+
 def test_an_unmigrated_database_gets_a_plain_message(tmp_path: Path) -> None:
     env = {"BRAINSCAN_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}", "BRAINSCAN_ENV": "test"}
     result = CliRunner().invoke(main, ["token", "list"], env=env)
