@@ -349,7 +349,7 @@ def audit(job_id: int | None, actor: str | None, action: str | None, limit: int,
     from db.audit import list_events
 
     with _transaction() as session:
-        events = [
+        events: list[dict[str, Any]] = [
             {
                 "id": e.id,
                 "at": e.at.isoformat(),
@@ -371,7 +371,7 @@ def audit(job_id: int | None, actor: str | None, action: str | None, limit: int,
     click.echo(f"{'id':>6}  {'at (UTC)':19}  {'actor':20}  {'action':15}  {'job':>5}  detail")
     for e in events:
         detail = json.dumps(e["detail"]) if e["detail"] else ""
-        when = e["at"][:19].replace("T", " ")
+        when = str(e["at"])[:19].replace("T", " ")
         job = e["job_id"] if e["job_id"] is not None else "-"
         click.echo(f"{e['id']:>6}  {when:19}  {e['actor']:20}  {e['action']:15}  {job:>5}  {detail}")
 
