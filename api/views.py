@@ -149,13 +149,17 @@ def job(job_id: int) -> str:
         )
         for study in shown:
             study["top"] = [result_report(r) for r in tops.get(study["study_uid"], [])]
+        pages = {name: _page_number(f"{name}_page") for name in ("missed", "flagged")}
         images = {
             name: [
-                result_report(r) for r in list_results(session=session, job_id=job_id, limit=limit, **filters)
+                result_report(r)
+                for r in list_results(
+                    session=session, job_id=job_id, limit=limit, offset=pages.get(name, 0) * limit, **filters
+                )
             ]
             for name, limit, filters in (
-                ("missed", IMAGES_SHOWN, {"false_negatives": True}),
-                ("flagged", IMAGES_SHOWN, {"flagged": True}),
+                ("missed", IMAGES_SHOWN, {"false_negatives": True, "order": "score_asc"}),  # worst first
+                ("flagged", IMAGES_SHOWN, {"flagged": True, "order": "score_desc"}),
                 ("errors", ERRORS_SHOWN, {"errors": True}),
             )
         }
@@ -164,9 +168,17 @@ def job(job_id: int) -> str:
         job=report,
         batches=batches,
         images=images,
+        pages=pages,
+        page_size=IMAGES_SHOWN,
         studies=shown,
         batches_shown=BATCHES_SHOWN,
     )
+
+
+def _page_number(name: str) -> int:
+    """A gallery's page from the query string (0-based; anything else is the first page)."""
+    value = request.args.get(name, "")
+    return int(value) if value.isdigit() and len(value) < 7 else 0
 
 
 @bp.post("/jobs/<int:job_id>/cancel")

@@ -82,6 +82,13 @@ def record_results(*, session: Session, job_id: int, batch_id: int, results: Seq
     upsert_scored(session, job_id=job_id, batch_id=batch_id, rows=list(rows.values()))
 
 
+ORDERS = {  # how a listing is sorted; planning order unless asked
+    "planned": (ImageResult.id,),
+    "score_desc": (ImageResult.probability.desc(), ImageResult.id),
+    "score_asc": (ImageResult.probability.asc(), ImageResult.id),
+}
+
+
 def _filtered(job_id: int, flagged: bool | None, false_negatives: bool, errors: bool) -> Select[ImageResult]:
     # The literal predicates match the partial indexes word for word (see db.models).
     stmt = select(ImageResult).where(ImageResult.job_id == job_id)
@@ -91,7 +98,7 @@ def _filtered(job_id: int, flagged: bool | None, false_negatives: bool, errors: 
         stmt = stmt.where(text(FALSE_NEGATIVES))
     if errors:
         stmt = stmt.where(text(ERRORS))
-    return stmt.order_by(ImageResult.id)
+    return stmt
 
 
 def list_results(
@@ -103,12 +110,15 @@ def list_results(
     errors: bool = False,
     limit: int = 100,
     after_id: int | None = None,
+    order: str = "planned",
+    offset: int = 0,
 ) -> list[ImageResult]:
-    """One page of the job's results in planning order; pass the last id seen as `after_id`."""
-    stmt = _filtered(job_id, flagged, false_negatives, errors).limit(limit)
+    """One page of the job's results, in planning order (pass the last id seen as `after_id`) or
+    by score (`order` score_desc or score_asc: pages by `offset`, for the web view's galleries)."""
+    stmt = _filtered(job_id, flagged, false_negatives, errors).order_by(*ORDERS[order]).limit(limit)
     if after_id is not None:
         stmt = stmt.where(ImageResult.id > after_id)
-    return list(session.scalars(stmt))
+    return list(session.scalars(stmt.offset(offset) if offset else stmt))
 
 
 def iter_results(
@@ -120,7 +130,11 @@ def iter_results(
     errors: bool = False,
 ) -> Iterator[ImageResult]:
     """All the job's matching results in planning order, streamed (CSV export of any size)."""
-    stmt = _filtered(job_id, flagged, false_negatives, errors).execution_options(yield_per=STREAM_CHUNK)
+    stmt = (
+        _filtered(job_id, flagged, false_negatives, errors)
+        .order_by(ImageResult.id)
+        .execution_options(yield_per=STREAM_CHUNK)
+    )
     yield from session.scalars(stmt)
 
 

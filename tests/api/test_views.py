@@ -6,6 +6,7 @@ import io
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,6 +102,35 @@ def test_labelled_images_that_could_not_be_read_are_shown_beside_the_matrix(
     assert "No labelled tumour was missed." not in html
     listed = web.get("/api/v1/jobs", headers=bearer(tokens["read"])).get_json()
     assert all(j["unreadable_labelled"] is None for j in listed["jobs"])
+
+
+def test_flagged_images_are_shown_highest_score_first_in_pages(
+    web: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    api_settings: Settings,
+    monkeypatch: Any,
+) -> None:
+    import api.views
+
+    monkeypatch.setattr(api.views, "IMAGES_SHOWN", 2)
+    job = web.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"])).get_json()
+    plan_and_score(api_settings, job["id"], seed=11)
+    rows = web.get(f"/api/v1/jobs/{job['id']}/results?format=json&flagged=true").get_json()["results"]
+    ranked = [r["path"] for r in sorted(rows, key=lambda r: -r["probability"])]
+    assert len(ranked) >= 3
+
+    def shown(html: str) -> list[str]:
+        flagged = html[html.index('id="flagged-title"') :]
+        flagged = flagged[: flagged.index("</section>")]
+        return re.findall(r'<span class="path" title="([^"]+)"', flagged)
+
+    first = page(web, f"/jobs/{job['id']}")
+    assert shown(first) == ranked[:2]
+    assert f"1–2 of {len(ranked)}, highest score first" in first and "flagged_page=1#flagged" in first
+    second = page(web, f"/jobs/{job['id']}?flagged_page=1")
+    assert shown(second) == ranked[2:4] and "flagged_page=0#flagged" in second
+    assert shown(page(web, f"/jobs/{job['id']}?flagged_page=x")) == ranked[:2]  # nonsense: page one
 
 
 def test_cancelling_from_the_job_page_is_audited_with_the_operator(
