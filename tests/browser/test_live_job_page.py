@@ -124,3 +124,57 @@ def test_the_job_page_draws_new_flagged_images_and_batches_without_a_reload(
     expect(page.locator("h1 .status")).to_have_text("running")
     shot(page, "job-running")
     context.close()
+
+
+OVERFLOW = """() => {
+  const out = [];
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+    out.push('page ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth);
+    document.querySelectorAll('body *').forEach((el) => {
+      const r = el.getBoundingClientRect();
+      if (r.width > 0 && r.right > window.innerWidth + 1 && out.length < 10) {
+        out.push(el.tagName + '.' + el.className + ' ends at ' + Math.round(r.right));
+      }
+    });
+  }
+  const scrolls = (el) => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+  document.querySelectorAll('.card').forEach((card, i) => {
+    if (scrolls(card)) { return; }  // a card that is itself a scrolling frame
+    card.querySelectorAll('*').forEach((el) => {
+      const r = el.getBoundingClientRect(), c = card.getBoundingClientRect();
+      let inside = el.parentElement, wrapped = false;
+      while (inside && inside !== card) { if (scrolls(inside)) { wrapped = true; } inside = inside.parentElement; }
+      if (!wrapped && r.width > 0 && r.right > c.right + 1) {
+        out.push('card ' + i + ': ' + el.tagName + '.' + el.className + ' ends at ' + Math.round(r.right) + ' > ' + Math.round(c.right));
+      }
+    });
+  });
+  return out.slice(0, 10);
+}"""
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+def test_the_jobs_and_job_pages_fit_the_screen(
+    live: tuple[str, Service, Path], browser: Any, width: int
+) -> None:
+    """Nothing sticks out of its card or the page at a desktop and a phone width (a wide table
+    scrolls inside its own frame)."""
+    url, service, folder = live
+    job_id, _ = service.create_job(folder, model_version="test-model", threshold=0.5, batch_size=8)
+    sent: list[int] = []
+    service.plan(job_id, enqueue=sent.extend)
+    for n, batch_id in enumerate(sent, start=1):
+        score_one(service, job_id, batch_id, seed=10 + n)
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto(f"{url}/jobs")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    for path, name in (("/jobs", "jobs"), (f"/jobs/{job_id}", "job"), ("/model", "model")):
+        page.goto(url + path)
+        page.wait_for_load_state("networkidle")
+        shot(page, f"{name}-{width}")
+        problems = page.evaluate(OVERFLOW)
+        assert problems == [], f"{path} at {width} px: {problems}"
+    context.close()
