@@ -143,9 +143,13 @@ OVERFLOW = """() => {
     card.querySelectorAll('*').forEach((el) => {
       const r = el.getBoundingClientRect(), c = card.getBoundingClientRect();
       let inside = el.parentElement, wrapped = false;
-      while (inside && inside !== card) { if (scrolls(inside)) { wrapped = true; } inside = inside.parentElement; }
+      while (inside && inside !== card) {
+        wrapped = wrapped || scrolls(inside);
+        inside = inside.parentElement;
+      }
       if (!wrapped && r.width > 0 && r.right > c.right + 1) {
-        out.push('card ' + i + ': ' + el.tagName + '.' + el.className + ' ends at ' + Math.round(r.right) + ' > ' + Math.round(c.right));
+        const name = el.tagName + '.' + el.className;
+        out.push(`card ${i}: ${name} ends at ${Math.round(r.right)} > ${Math.round(c.right)}`);
       }
     });
   });
