@@ -6,6 +6,7 @@ import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -275,6 +276,25 @@ def user_set_password(username: str, password_stdin: bool) -> None:
             session=session, actor=_cli_actor(), action="user.password", detail={"username": username}
         )
     click.echo(f"password of {username} changed; their web sessions have ended")
+    _strike_first_password(username)
+
+
+def _strike_first_password(username: str) -> None:
+    """`brainscan up` wrote the first admin password to a file: once it no longer works, say so
+    there instead of leaving a wrong password on disk."""
+    from brainscan.embedded import CREDENTIALS
+
+    credentials = cli_settings().data_dir / CREDENTIALS
+    if not credentials.is_file():
+        return
+    lines = credentials.read_text().splitlines()
+    first = f"web login: {username} / "
+    if not any(line.startswith(first) for line in lines):
+        return
+    changed = (
+        f"web login: {username} (password changed {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; ask its holder)"
+    )
+    credentials.write_text("\n".join(changed if line.startswith(first) else line for line in lines) + "\n")
 
 
 def _set_disabled(username: str, disabled: bool) -> None:

@@ -117,6 +117,19 @@ def test_users_are_listed_and_the_audit_log_is_read_from_the_command_line(env: d
     assert len(run(env, "audit", "--limit", "1", "--json").splitlines()) == 1
 
 
+def test_changing_the_first_admin_password_strikes_it_from_the_credentials_file(env: dict[str, str]) -> None:
+    from brainscan.embedded import CREDENTIALS
+
+    run(env, "user", "create", "admin", "--password-stdin", "--scope", "admin", stdin="first admin secret\n")
+    credentials = Path(env["BRAINSCAN_DATA_DIR"]) / CREDENTIALS
+    credentials.parent.mkdir(parents=True, exist_ok=True)
+    credentials.write_text("web login: admin / first admin secret\nAPI token (admin): bs_x\n")
+    run(env, "user", "set-password", "admin", "--password-stdin", stdin="second admin secret\n")
+    text = credentials.read_text()
+    assert "first admin secret" not in text and "web login: admin (password changed" in text
+    assert "API token (admin): bs_x" in text
+
+
 def test_an_unmigrated_database_gets_a_plain_message(tmp_path: Path) -> None:
     env = {"BRAINSCAN_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}", "BRAINSCAN_ENV": "test"}
     result = CliRunner().invoke(main, ["token", "list"], env=env)
