@@ -160,10 +160,15 @@ def _csv_cell(value: object) -> object:
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the card's threshold.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | None, fmt: str) -> None:
-    """Score images: one row per image with path, probability, flagged and error."""
+    """Score images: one row per image with path, probability, flagged, error and frame. DICOM files
+    are read as a job reads them: a multi-frame file gives one row per frame (frame 1..N; 0 for a
+    file holding one image), files that hold no MR image are skipped (counted on stderr)."""
+    from training.studies import slices_of
+
     found = _discover(paths)
+    slices, skipped = slices_of(found.images)
     scorer = _scorer(model_path, threshold)
-    fields = ["path", "probability", "flagged", "error"]
+    fields = ["path", "probability", "flagged", "error", "frame"]
     out = sys.stdout
     writer = csv.DictWriter(out, fieldnames=fields) if fmt == "csv" else None
     if writer:
@@ -171,9 +176,10 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
     else:
         out.write("[")
     failures = 0
-    for i, result in enumerate(scorer.iter_scores(r.path for r in found.images)):
+    sources = ((s.path, s.frame) if s.frame else s.path for s in slices)
+    for i, (piece, result) in enumerate(zip(slices, scorer.iter_scores(sources), strict=True)):
         failures += result.error is not None
-        row = {k: getattr(result, k) for k in fields}
+        row = {k: getattr(result, k) for k in fields[:-1]} | {"path": str(piece.path), "frame": piece.frame}
         if writer:  # as the REST CSV writes them: score to 6 places, flagged 1 or 0
             writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         else:
@@ -181,11 +187,11 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
     if not writer:
         out.write("\n]\n")
     out.flush()
+    for reason, n in sorted(skipped.items()):
+        click.echo(f"skipped {n} file{'' if n == 1 else 's'}: {reason}", err=True)
     if failures:
-        click.echo(
-            f"{failures} of {len(found.images)} images could not be scored (see the error column)", err=True
-        )
-    if failures == len(found.images):
+        click.echo(f"{failures} of {len(slices)} images could not be scored (see the error column)", err=True)
+    if failures == len(slices):
         sys.exit(1)
 
 

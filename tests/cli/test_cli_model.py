@@ -246,6 +246,26 @@ def test_score_reports_each_bad_file_and_goes_on(tmp_path: Path, shipped_model: 
     assert "4 of 7 images could not be scored" in result.stderr
 
 
+@pytest.mark.data
+def test_score_reads_a_dicom_archive_as_a_job_does(
+    lgg_flair: Path, tmp_path: Path, shipped_model: Path
+) -> None:
+    """One row per frame (a multi-frame file's frames 1..N), files without an MR image skipped and
+    counted: the rows a job would have."""
+    from tests.conftest import load_bench
+
+    folder = tmp_path / "pacs"
+    summary = load_bench("dicom_archive").build_archive(lgg_flair, folder, patients=2)
+    result = run("score", str(folder), "--model", str(shipped_model))
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == summary.frames and sum(r["error"] == "" for r in rows) >= len(rows) - 2
+    frames = [int(r["frame"]) for r in rows if r["frame"] != "0"]
+    assert frames and sorted(frames) == list(range(1, len(frames) + 1))  # the multi-frame file
+    assert len({(r["path"], r["frame"]) for r in rows}) == len(rows)
+    assert "skipped" in result.stderr
+
+
 def test_nothing_scorable_exits_non_zero(tmp_path: Path, shipped_model: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(b"junk")
     assert run("score", str(tmp_path), "--model", str(shipped_model)).exit_code == 1
