@@ -204,6 +204,7 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
             "cv": {"k": 2, "folds": [FOLD, FOLD], "pooled": FOLD, "recall_mean": 0.93, "recall_std": 0.01},
             "cross_source": {"holdout": "seed-253", "all": FOLD, "without_twins": FOLD},
         },
+        "data": {"images": 40, "by_source": {"data/kaggle-4class-train": 30, "data/seed-253": 10}},
         "threshold_sweep": [
             {"threshold": t, "recall": 1.0, "specificity": 0.5, "accuracy": 0.8} for t in (0.1, 0.2, 0.3)
         ],
@@ -229,6 +230,10 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
         "Specificity floor",
         "resnet, ensemble of 2 averaged, input 160 px",
         "30 epochs per member (best 28, 30)",
+        "Recall (cross-validated)",  # the headline is cross-validated, not the test split's
+        "These figures hold for images like its training data:",
+        "<code>kaggle-4class-train</code>, <code>seed-253</code>",
+        "trained without\n    <code>seed-253</code>, it found",
     ):
         assert row in html, row
     assert html.index("Test split") < html.index("Cross-validation") < html.index("Validation split")
