@@ -282,9 +282,9 @@ def test_the_model_page_reads_a_card_of_the_recipe_layout_and_names_its_recipe(
             card=card,
         )
     html = page(web, "/model")
-    assert "99.3 %" in html and "resnet, ensemble of 2 averaged, input 160 px" in html
+    assert "99.3 %" in html and "resnet, input 160 px, 213,953 parameters" in html  # one network
     assert "(recipe <code>shipped</code>)" in html
-    assert "30 epochs per member, last epoch kept" in html
+    assert "30 epochs, last epoch kept" in html
     with sessions() as session:
         stored = current_model_version(session=session)
         assert stored is not None and stored.card["recipe"]["name"] == "shipped"
