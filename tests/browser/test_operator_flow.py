@@ -191,8 +191,8 @@ def test_an_operator_reads_a_dicom_archive_s_studies_and_reviews_20_slices(
     expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
     expect(page.locator("h1 .status")).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
     page.reload()  # the studies table is drawn with the page
-    # FLAIR slices the shipped model never trained on: their scores are far from its own
-    expect(page.locator('[data-drift="shifted"]')).to_contain_text("do not rely on its negatives")
+    # (the score-shift banner is drawn in tests/api/test_rest_studies.py; the shipped model trained
+    # on lgg-flair's patients, so these FLAIR slices no longer shift its scores)
     rows = page.locator("table.studies tbody tr")
     expect(rows).to_have_count(3)
     verdicts = [rows.nth(i).locator(".verdict").inner_text() for i in range(3)]
