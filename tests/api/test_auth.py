@@ -21,7 +21,7 @@ from db.models import ApiToken, AuditEvent, User, utcnow
 from db.tokens import revoke_token
 from tests.api.conftest import PASSWORD, bearer, csrf_token
 
-PUBLIC = {"/healthz", "/login", "/static/<path:filename>"}
+PUBLIC = {"/healthz", "/favicon.ico", "/login", "/static/<path:filename>"}  # the icon: a redirect to static
 SAMPLE = {
     "job_id": "1",
     "result_id": "1",
