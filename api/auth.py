@@ -132,6 +132,7 @@ def _from_session() -> Principal | None:
         expired = time.time() - login_at > SESSION_LIFETIME.total_seconds()
         if user is None or user.disabled or user.session_generation != generation or expired:
             session.clear()
+            g.session_ended = True  # the login page says why it is asked for again
             return None
         return Principal(f"user:{user.username}", granted_scopes(user.scopes), "session", user.team)
 
@@ -151,7 +152,10 @@ def _authorise() -> Response | None:
                 else "this needs an API token (Authorization: Bearer ...) or a web login"
             )
             raise ApiError(401, "unauthorized", message, BEARER_CHALLENGE)
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        back = request.full_path.rstrip("?")
+        if g.get("session_ended"):
+            return redirect(url_for("auth.login", next=back, ended="1"))
+        return redirect(url_for("auth.login", next=back))
     scope = "read" if request.method in READ_METHODS else "submit"
     if scope == "submit" and request.endpoint in REVIEW_ENDPOINTS:
         scope = "review"
@@ -207,13 +211,20 @@ def _wait_before_next_try(db_session: Any, client: str) -> timedelta | None:
     return remaining if remaining > timedelta(0) else None
 
 
+SESSION_ENDED = (
+    "Your session has ended: sessions last 12 hours from sign-in, and end when you sign out, your "
+    "password is changed or your login is disabled. Sign in again to go on."
+)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int, dict[str, str]] | tuple[str, int] | str:
     """The operator login form; a success starts a fresh session, every attempt is audited."""
     if request.method == "GET":
         if current_principal() is not None:
             return redirect(_safe_next(request.args.get("next")))
-        return render_template("login.html", next=_safe_next(request.args.get("next")))
+        ended = SESSION_ENDED if request.args.get("ended") else None
+        return render_template("login.html", next=_safe_next(request.args.get("next")), notice=ended)
     username = request.form.get("username", "").strip()[:255]
     password = request.form.get("password", "")
     next_page = _safe_next(request.form.get("next"))

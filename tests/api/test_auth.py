@@ -216,6 +216,20 @@ def test_a_disabled_operator_is_signed_out(web: FlaskClient, sessions: sessionma
     assert web.get("/jobs").status_code == 302
 
 
+def test_a_session_that_ended_is_told_so_at_the_login_page(
+    web: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    """A password changed elsewhere ends the session: the next page asks for a login and says why;
+    a plain visit to the login page says nothing of the kind."""
+    with sessions.begin() as session:
+        session.execute(update(User).values(session_generation=User.session_generation + 1))
+    response = web.get("/jobs")
+    assert response.status_code == 302 and "ended=1" in response.headers["Location"]
+    page = web.get(response.headers["Location"]).get_data(as_text=True)
+    assert "data-session-ended" in page and "Your session has ended" in page
+    assert "data-session-ended" not in web.get("/login").get_data(as_text=True)
+
+
 def test_forms_posted_without_the_csrf_token_are_refused(
     web: FlaskClient, model: dict[str, object], tokens: dict[str, str]
 ) -> None:
