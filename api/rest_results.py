@@ -23,6 +23,7 @@ from db.jobs import get_job
 from db.models import ImageResult
 from db.results import iter_results, list_results
 from training.dataset import file_at, resolves_inside
+from training.thumbnail import FULL_SIDE, THUMBNAIL_SIDE
 
 bp = Blueprint("results", __name__, url_prefix="/api/v1")
 FILTERS = ("flagged", "false_negatives", "errors")
@@ -145,11 +146,16 @@ def _image_path(job_id: int, result_id: int) -> tuple[Path, int]:
 
 @bp.get("/jobs/<int:job_id>/results/<int:result_id>/thumbnail")
 def thumbnail_route(job_id: int, result_id: int) -> Response:
-    """A small PNG of the image, rendered from the source file (JPEG, PNG, BMP, TIFF or DICOM)
-    in a memory-capped preview process; never cached, since it shows a patient's pixels."""
+    """A small PNG of the image (`?size=full`: the whole slice, up to 1024 px a side, grey levels
+    as the model reads them: DICOM windowed), rendered from the source file (JPEG, PNG, BMP, TIFF
+    or DICOM) in a memory-capped preview process; never cached, since it shows a patient's pixels."""
     path, frame = _image_path(job_id, result_id)
+    size = request.args.get("size", "")
+    if size not in ("", "full"):
+        raise ApiError(400, "bad_request", f"size must be full or absent, not {size!r}")
+    side = FULL_SIDE if size == "full" else THUMBNAIL_SIDE
     try:
-        png = previews.render(path, max_pixels=settings().max_image_pixels, frame=frame)
+        png = previews.render(path, max_pixels=settings().max_image_pixels, frame=frame, side=side)
     except ThumbnailError as exc:
         raise ApiError(422, "unreadable_image", f"the image cannot be shown: {exc}") from None
     return Response(png, mimetype="image/png", headers={"Cache-Control": "no-store"})

@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from training.decode import ImageError
-from training.thumbnail import thumbnail_png
+from training.thumbnail import THUMBNAIL_SIDE, thumbnail_png
 
 PREVIEW_PROCESSES = 2  # per API process; a job page asks for up to ~100 previews as they scroll in
 MEMORY_CAP_BYTES = 1536 * 1024**2  # address space per preview process: ~4x the largest allowed decode
@@ -55,12 +55,12 @@ class PreviewPool:
                 self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def render(self, path: Path, *, max_pixels: int, frame: int = 0) -> bytes:
-        """The image (a frame of it, for a multi-frame file) as a small grey PNG; ThumbnailError
-        saying why when it cannot be made."""
+    def render(self, path: Path, *, max_pixels: int, frame: int = 0, side: int = THUMBNAIL_SIDE) -> bytes:
+        """The image (a frame of it, for a multi-frame file) as a grey PNG at most `side` pixels a
+        side; ThumbnailError saying why when it cannot be made."""
         pool = self._executor()
         try:
-            job = pool.submit(thumbnail_png, str(path), max_pixels=max_pixels, frame=frame)
+            job = pool.submit(thumbnail_png, str(path), side=side, max_pixels=max_pixels, frame=frame)
             return job.result(PREVIEW_TIMEOUT_S)
         except ImageError as exc:
             raise ThumbnailError(exc.reason) from None

@@ -14,6 +14,7 @@ from PIL import Image
 from training.decode import decode_image
 
 THUMBNAIL_SIDE = 192  # pixels; shown at 96 CSS px, sharp on high-density screens
+FULL_SIDE = 1024  # the whole slice for a reader: as stored up to this, larger ones scaled down
 
 
 def thumbnail_png(path: Path | str, *, side: int = THUMBNAIL_SIDE, max_pixels: int, frame: int = 0) -> bytes:

@@ -80,6 +80,21 @@ def test_a_thumbnail_is_a_small_png_of_the_source_image(
     assert image.format == "PNG" and max(image.size) <= 192 and image.mode == "L"
 
 
+def test_the_whole_slice_opens_at_its_own_size(
+    client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings
+) -> None:
+    from tests.images import create_random_slice, save_image
+
+    first = next(r for r in results(client, tokens["read"], job)["results"] if r["status"] == "scored")
+    assert api_settings.archive_root is not None
+    save_image(api_settings.archive_root / "ward-1" / first["path"], create_random_slice(320, seed=1))
+    url = f"/api/v1/jobs/{job}/results/{first['id']}/thumbnail"
+    small = Image.open(io.BytesIO(client.get(url, headers=bearer(tokens["read"])).data))
+    full = Image.open(io.BytesIO(client.get(url + "?size=full", headers=bearer(tokens["read"])).data))
+    assert max(small.size) == 192 and full.size == (320, 320) and full.mode == "L"
+    assert client.get(url + "?size=huge", headers=bearer(tokens["read"])).status_code == 400
+
+
 def test_a_thumbnail_of_another_jobs_result_or_a_removed_file_is_404(
     client: FlaskClient, tokens: dict[str, str], job: int, api_settings: Settings
 ) -> None:
