@@ -17,7 +17,18 @@ from db.results import unreadable_labelled
 from db.studies import FLAGGED, NOT_ASSESSED, StudyVerdict, study_verdicts
 from training.drift import drift
 
-RESULT_CSV_COLUMNS = ("id", "path", "label", "probability", "flagged", "status", "error", "batch_id")
+RESULT_CSV_COLUMNS = (
+    "id",
+    "path",
+    "label",
+    "probability",
+    "flagged",
+    "status",
+    "error",
+    "batch_id",
+    "frame",  # 1..N for a multi-frame file's frames, 0 for a file that is one image
+    "threshold",  # the job's: flagged means probability >= threshold
+)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -203,7 +214,7 @@ def result_report(result: ImageResult) -> dict[str, Any]:
     }
 
 
-def result_row(result: ImageResult) -> tuple[Any, ...]:
+def result_row(result: ImageResult, threshold: float) -> tuple[Any, ...]:
     """One image's outcome as a CSV row, in RESULT_CSV_COLUMNS order."""
     flagged = "" if result.flagged is None else int(result.flagged)
     label = "" if result.label is None else result.label
@@ -217,4 +228,6 @@ def result_row(result: ImageResult) -> tuple[Any, ...]:
         result.status,
         result.error or "",
         result.batch_id,
+        result.frame,
+        f"{threshold:.6f}",
     )

@@ -20,7 +20,7 @@ from api.rest_jobs import MAX_PAGE, int_arg, visible_job
 from api.thumbnails import ThumbnailError, previews
 from brainscan.settings import parse_bool
 from db.jobs import get_job
-from db.models import ImageResult
+from db.models import ImageResult, Job
 from db.results import iter_results, list_results
 from training.dataset import file_at, resolves_inside
 from training.thumbnail import FULL_SIDE, THUMBNAIL_SIDE
@@ -77,8 +77,10 @@ def _csv_lines(maker: sessionmaker[Session], job_id: int, filters: Filters) -> I
 
     yield line(RESULT_CSV_COLUMNS)
     with maker() as session:
+        job = session.get(Job, job_id)
+        threshold = job.threshold if job is not None else float("nan")
         for result in iter_results(session=session, job_id=job_id, **asdict(filters)):
-            yield line(result_row(result))
+            yield line(result_row(result, threshold))
 
 
 def _json_items(maker: sessionmaker[Session], job_id: int, filters: Filters) -> Iterator[str]:

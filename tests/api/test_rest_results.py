@@ -57,6 +57,10 @@ def test_the_csv_download_streams_one_row_per_image(
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert len(rows) == 6 and set(rows[0]) >= {"path", "label", "probability", "flagged", "status", "error"}
     assert sum(row["status"] == "error" for row in rows) == 2
+    job_threshold = client.get(f"/api/v1/jobs/{job}", headers=bearer(tokens["read"])).get_json()["threshold"]
+    assert {row["threshold"] for row in rows} == {f"{job_threshold:.6f}"} and {
+        row["frame"] for row in rows
+    } == {"0"}
 
 
 def test_the_json_download_holds_the_filtered_results(
