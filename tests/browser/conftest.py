@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from brainscan.testing import BRAINSCAN, free_port
+from tests.conftest import IN_CI, REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -24,6 +28,46 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
+PASSWORD = "a long operator passphrase"
+
+
+def require_chromium() -> None:
+    """Fail in CI, skip elsewhere, when Debian's Chromium is missing."""
+    if not CHROMIUM.exists():
+        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+
+
+@contextmanager
+def embedded_api(base: Path, env: dict[str, str], *, login: str, scopes: Sequence[str]) -> Iterator[str]:
+    """A migrated database for `env` with one web login (`login`, PASSWORD, `scopes`), and `brainscan
+    api` (gunicorn, one process) serving it until the block ends: its URL."""
+    full_env = {**os.environ, **env}
+    subprocess.run([BRAINSCAN, "db", "upgrade"], env=full_env, check=True, capture_output=True, cwd=base)
+    subprocess.run(
+        [BRAINSCAN, "user", "create", login, "--password-stdin", *(f"--scope={s}" for s in scopes)],
+        env=full_env,
+        check=True,
+        capture_output=True,
+        input=PASSWORD.encode(),
+        cwd=base,
+    )
+    port, log = free_port(), base / "api.log"
+    with log.open("wb") as out:
+        api = subprocess.Popen(
+            [BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=base,
+            start_new_session=True,
+        )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz", 60, api, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(20)
 
 
 def wait_for(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:

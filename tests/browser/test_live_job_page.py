@@ -7,23 +7,18 @@ No worker runs here: the test scores the job's batches itself, one at a time, be
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from brainscan.testing import BRAINSCAN, Service, free_port
+from brainscan.testing import Service
 from db.batches import claim_batch, finish_batch
 from db.progress import job_progress
 from db.results import ScoredImage, pending_images, record_results
-from tests.browser.conftest import CHROMIUM, shot, wait_for
-from tests.browser.test_operator_flow import PASSWORD
-from tests.conftest import IN_CI
+from tests.browser.conftest import PASSWORD, embedded_api, require_chromium, shot
 from tests.images import create_random_slice, save_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,9 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Service, Path]]:
     """An API (gunicorn) on a fresh embedded database with an admin login; no worker."""
-    if not CHROMIUM.exists():
-        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
+    require_chromium()
     base = tmp_path_factory.mktemp("live")
     folder = base / "archive" / "ward-7"
     for i in range(24):
@@ -47,32 +40,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Servic
         "BRAINSCAN_DATABASE_URL": "",
         "BRAINSCAN_BROKER_URL": "",
     }
-    full_env = {**os.environ, **env}
-    subprocess.run([BRAINSCAN, "db", "upgrade"], env=full_env, check=True, capture_output=True, cwd=base)
-    subprocess.run(
-        [BRAINSCAN, "user", "create", "admin", "--password-stdin", "--scope", "admin"],
-        env=full_env,
-        check=True,
-        capture_output=True,
-        input=PASSWORD.encode(),
-        cwd=base,
-    )
-    port, log = free_port(), base / "api.log"
-    with log.open("wb") as out:
-        api = subprocess.Popen(
-            [BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=base,
-            start_new_session=True,
-        )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/healthz", 60, api, log)
-        yield f"http://127.0.0.1:{port}", Service(env), folder
-    finally:
-        os.killpg(api.pid, signal.SIGTERM)
-        api.wait(20)
+    with embedded_api(base, env, login="admin", scopes=("admin",)) as url:
+        yield url, Service(env), folder
 
 
 def score_one(service: Service, job_id: int, batch_id: int, seed: int) -> None:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,13 +24,12 @@ from typing import Any
 
 import pytest
 
-from brainscan.testing import BRAINSCAN, Service, WorkerProcess, free_port
-from tests.browser.conftest import CHROMIUM, shot, wait_for
-from tests.conftest import IN_CI, SHIPPED_MODEL, load_bench
+from brainscan.testing import BRAINSCAN, Service, WorkerProcess
+from tests.browser.conftest import PASSWORD, embedded_api, require_chromium, shot
+from tests.conftest import SHIPPED_MODEL, load_bench
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.data]
-PASSWORD = "a long operator passphrase"
-SCOPES = ("--scope", "read", "--scope", "submit", "--scope", "review")  # the operator also reviews
+SCOPES = ("read", "submit", "review")  # the operator also reviews
 JOB_TIMEOUT_MS = 150_000
 MATRIX = ("tp", "fp", "tn", "fn")
 
@@ -45,9 +43,7 @@ class LiveService:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[LiveService]:
     """Migrated database, an operator account, one worker and the gunicorn API, all real processes."""
-    if not CHROMIUM.exists():
-        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
+    require_chromium()
     base = tmp_path_factory.mktemp("browser")
     archive_root = base / "archive"
     shutil.copytree(shared_data / "seed-253", archive_root / "seed-253")
@@ -60,44 +56,22 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         "BRAINSCAN_DATABASE_URL": "",
         "BRAINSCAN_BROKER_URL": "",
     }  # the embedded defaults
-    full_env = {**os.environ, **env}
-    subprocess.run([BRAINSCAN, "db", "upgrade"], env=full_env, check=True, capture_output=True, cwd=base)
-    subprocess.run(
-        [BRAINSCAN, "user", "create", "operator", "--password-stdin", *SCOPES],
-        env=full_env,
-        check=True,
-        capture_output=True,
-        input=PASSWORD.encode(),
-        cwd=base,
-    )
-    evaluate = subprocess.Popen(
-        [BRAINSCAN, "evaluate", str(shared_data / "seed-253"), "--json"],
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=base,
-    )
-    worker = WorkerProcess(Service(env), concurrency=1, log=base / "worker.log")
-    port, api_log = free_port(), base / "api.log"
-    with api_log.open("wb") as log:
-        api = subprocess.Popen(
-            [BRAINSCAN, "api", "--port", str(port), "--workers", "1"],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    with embedded_api(base, env, login="operator", scopes=SCOPES) as url:
+        evaluate = subprocess.Popen(
+            [BRAINSCAN, "evaluate", str(shared_data / "seed-253"), "--json"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             cwd=base,
-            start_new_session=True,
         )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/healthz", 60, api, api_log)
-        worker.wait_ready()  # the model is registered and loaded: submissions are accepted
-        out, _ = evaluate.communicate(timeout=120)
-        yield LiveService(f"http://127.0.0.1:{port}", json.loads(out.decode().strip().splitlines()[-1]))
-    finally:
-        evaluate.kill()
-        os.killpg(api.pid, signal.SIGTERM)
-        api.wait(20)
-        worker.stop()
+        worker = WorkerProcess(Service(env), concurrency=1, log=base / "worker.log")
+        try:
+            worker.wait_ready()  # the model is registered and loaded: submissions are accepted
+            out, _ = evaluate.communicate(timeout=120)
+            yield LiveService(url, json.loads(out.decode().strip().splitlines()[-1]))
+        finally:
+            evaluate.kill()
+            worker.stop()
 
 
 def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_results(
