@@ -34,6 +34,11 @@ class Slice:
     study: str
     assessed: bool  # False: a localiser or a derived map, left out of its study's score
 
+    @property
+    def source(self) -> Path | tuple[Path, int]:
+        """What Scorer.iter_scores takes: the file, or (file, frame) for a frame of one."""
+        return (self.path, self.frame) if self.frame else self.path
+
 
 def slices_of(
     records: Sequence[ImageRecord], *, subject_pattern: str = ""

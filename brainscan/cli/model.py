@@ -86,7 +86,7 @@ def evaluate(
     slices, skipped = slices_of(found.images, subject_pattern=subject_pattern)
     scorer = _scorer(model_path, threshold)
     started = time.perf_counter()
-    results = scorer.score_paths([(s.path, s.frame) if s.frame else s.path for s in slices])
+    results = scorer.score_paths([s.source for s in slices])
     seconds = time.perf_counter() - started
     for r in results:
         if r.error is not None:
@@ -176,8 +176,9 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
     else:
         out.write("[")
     failures = 0
-    sources = ((s.path, s.frame) if s.frame else s.path for s in slices)
-    for i, (piece, result) in enumerate(zip(slices, scorer.iter_scores(sources), strict=True)):
+    for i, (piece, result) in enumerate(
+        zip(slices, scorer.iter_scores(s.source for s in slices), strict=True)
+    ):
         failures += result.error is not None
         row = {k: getattr(result, k) for k in fields[:-1]} | {"path": str(piece.path), "frame": piece.frame}
         if writer:  # as the REST CSV writes them: score to 6 places, flagged 1 or 0
@@ -215,7 +216,7 @@ def suggest(paths: tuple[Path, ...], model_path: Path | None, recall_target: flo
     found = _discover(paths)
     slices, _ = slices_of(found.images)
     scorer = _scorer(model_path, None)
-    results = scorer.score_paths([(s.path, s.frame) if s.frame else s.path for s in slices])
+    results = scorer.score_paths([s.source for s in slices])
     y, p, _ = _counted(slices, [r.probability for r in results], "image")
     if len(y) == 0 or y.min() == y.max():
         raise click.ClickException("the sample needs labelled slices of both classes (yes/ and no/ folders)")
