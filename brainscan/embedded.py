@@ -176,11 +176,6 @@ class Child:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self, timeout: float) -> None:
-        """SIGTERM, then SIGKILL after `timeout`."""
-        self.signal_stop()
-        self.wait_stopped(timeout)
-
 
 def stop_all(children: list[Child], timeout: float) -> None:
     """Stop the children together: each told at once, each given `timeout` seconds."""

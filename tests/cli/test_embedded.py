@@ -87,12 +87,12 @@ def _alive(pid: int) -> bool:
         return stat.read().split(") ")[-1][0] != "Z"
 
 
-def test_stop_gives_a_child_sigterm_then_sigkill(tmp_path: Path) -> None:
+def test_stopping_gives_a_child_sigterm_then_sigkill(tmp_path: Path) -> None:
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
     child = embedded.Child("stubborn", [sys.executable, "-c", code], dict(os.environ), tmp_path / "log")
     child.start()
     time.sleep(0.5)
     started = time.monotonic()
-    child.stop(1)
+    embedded.stop_all([child], timeout=1)
     assert not child.alive() and time.monotonic() - started < 5
     assert child.proc is not None and child.proc.returncode == -signal.SIGKILL
