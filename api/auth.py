@@ -50,8 +50,8 @@ REVIEW_ENDPOINTS = frozenset(
     {"reviews.record_review_route", "review.review_image"}
 )  # writes that need `review`, not `submit`
 ADMIN_ENDPOINTS = frozenset(
-    {"sites.set_profile_route", "sites.clear_profile_route"}
-)  # writes needing `admin`
+    {"sites.set_profile_route", "sites.clear_profile_route", "views.audit"}
+)  # reads and writes needing `admin`
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="brainscan"'}
 SMALL_BODY_BYTES = 64 * 1024  # a login form, a JSON submission or a button: far below this
 SESSION_LIFETIME = timedelta(hours=12)  # from login: one working shift, then sign in again
@@ -159,7 +159,7 @@ def _authorise() -> Response | None:
     scope = "read" if request.method in READ_METHODS else "submit"
     if scope == "submit" and request.endpoint in REVIEW_ENDPOINTS:
         scope = "review"
-    if scope == "submit" and request.endpoint in ADMIN_ENDPOINTS:
+    if request.endpoint in ADMIN_ENDPOINTS:
         scope = "admin"
     if scope not in principal.scopes:
         raise ApiError(403, "forbidden", f"this needs the '{scope}' scope, which the token does not have")

@@ -21,6 +21,7 @@ from api.rest_jobs import MAX_PAGE, cancel, int_arg, rerun
 from api.rest_models import model_report, plot_file
 from api.submission import MAX_BATCH_SIZE, submission_from_request, submit
 from brainscan import __version__
+from db.audit import ACTIONS, list_events
 from db.batches import list_batches
 from db.jobs import list_jobs
 from db.model_versions import current_model_version
@@ -30,6 +31,8 @@ from db.studies import study_verdicts, top_images
 
 bp = Blueprint("views", __name__)
 JOBS_PER_PAGE = 50
+AUDIT_PER_PAGE = 100
+ACTION_FAMILIES = sorted({action.split(".")[0] for action in ACTIONS if "." in action})
 IMAGES_SHOWN = 48  # thumbnails per section on the job page
 ERRORS_SHOWN = 20
 BATCHES_SHOWN = 500
@@ -263,6 +266,37 @@ def submit_page() -> str | Response | tuple[str, int]:
         return render_template("submit.html", error=exc.message, **context), exc.status
     flash(f"Job {job_id} was submitted; it starts as soon as a worker is free.", "success")
     return redirect(url_for("views.job", job_id=job_id))
+
+
+@bp.get("/audit")
+def audit() -> str:
+    """The audit log for admins, newest first, filtered by actor, action (or family) and job."""
+    actor = request.args.get("actor", "").strip() or None
+    action = request.args.get("action") or None
+    if action is not None and action not in ACTIONS and action.rstrip(".") not in ACTION_FAMILIES:
+        raise ApiError(400, "bad_request", f"there is no audit action {action!r}")
+    job_id, before_id = int_arg("job", None), int_arg("before_id", None)
+    with sessions(read_only=True)() as session:
+        events = list_events(
+            session=session,
+            job_id=job_id,
+            actor=actor,
+            action=action,
+            limit=AUDIT_PER_PAGE,
+            before_id=before_id,
+        )
+    older = events[-1].id if len(events) == AUDIT_PER_PAGE else None
+    choices = [f"{family}." for family in ACTION_FAMILIES] + list(ACTIONS)
+    return render_template(
+        "audit.html",
+        events=events,
+        actions=choices,
+        actor=actor,
+        action=action,
+        job_id=job_id,
+        before_id=before_id,
+        older=older,
+    )
 
 
 @bp.get("/model")

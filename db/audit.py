@@ -29,6 +29,7 @@ ACTIONS = (
     "user.password",
     "user.disable",
     "user.enable",
+    "user.delete",
 )
 
 

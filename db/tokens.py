@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -182,6 +182,13 @@ def set_disabled(*, session: Session, username: str, disabled: bool) -> bool:
     user.session_generation += 1
     session.flush()
     return True
+
+
+def delete_user(*, session: Session, username: str) -> bool:
+    """Remove a login for good (its web sessions end with it); False when there is no such user.
+    Its jobs, reviews and audit events keep the name they were recorded under."""
+    deleted = session.execute(delete(User).where(User.username == username).returning(User.id)).first()
+    return deleted is not None
 
 
 def end_sessions(*, session: Session, user_id: int) -> None:

@@ -324,6 +324,24 @@ def user_enable(username: str) -> None:
     click.echo(f"user {username} enabled")
 
 
+@user.command("delete")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+def user_delete(username: str, yes: bool) -> None:
+    """Remove USERNAME for good. Its jobs, reviews and audit events keep the name; to keep the
+    login but stop it signing in, use `brainscan user disable`."""
+    from db.audit import record_event
+    from db.tokens import delete_user
+
+    if not yes:
+        click.confirm(f"Delete user {username} for good?", abort=True)
+    with _transaction() as session:
+        if not delete_user(session=session, username=username):
+            raise click.ClickException(f"there is no user {username}")
+        record_event(session=session, actor=_cli_actor(), action="user.delete", detail={"username": username})
+    click.echo(f"user {username} deleted; their web sessions have ended")
+
+
 @user.command("unblock")
 @click.argument("address")
 def user_unblock(address: str) -> None:

@@ -15,7 +15,8 @@ from api import create_app
 from brainscan.settings import Settings
 from db.audit import list_events
 from db.model_versions import current_model_version, register_model_version
-from tests.api.conftest import bearer, csrf_token, plan_and_score
+from db.tokens import create_user
+from tests.api.conftest import PASSWORD, bearer, csrf_token, plan_and_score
 from tests.conftest import SHIPPED_MODEL
 from training.card import ModelCard
 
@@ -149,6 +150,35 @@ def test_cancelling_from_the_job_page_is_audited_with_the_operator(
     assert "already finished" in again.get_data(as_text=True)
     with sessions() as session:
         assert ("job.cancel", "user:alice") in [(e.action, e.actor) for e in list_events(session=session)]
+
+
+def test_admins_read_the_audit_log_on_a_page_others_are_refused(
+    web: FlaskClient,
+    client: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    sessions: sessionmaker[Session],
+) -> None:
+    job = web.post("/api/v1/jobs", json={"source": "ward-1"}, headers=bearer(tokens["submit"])).get_json()
+    web.post(f"/jobs/{job['id']}/cancel", data={"csrf_token": csrf_token(web, "/jobs")})
+    assert 'href="/audit"' not in page(web, "/jobs")
+    assert "needs the &#39;admin&#39; scope" in page(web, "/audit", 403)
+    web.post("/logout", data={"csrf_token": csrf_token(web, "/jobs")})
+    with sessions.begin() as session:
+        create_user(session=session, username="root-admin", password=PASSWORD, scopes="admin")
+    client.post(
+        "/login", data={"username": "root-admin", "password": PASSWORD, "csrf_token": csrf_token(client)}
+    )
+    html = page(client, "/audit")
+    assert 'href="/audit" aria-current="page"' in html
+    rows = re.findall(r"<td class=\"nowrap\">([a-z.]+)</td>", html)
+    assert rows == ["login", "logout", "job.cancel", "job.submit", "login"]
+    assert f'<a href="/jobs/{job["id"]}">{job["id"]}</a>' in html and "user:alice" in html
+    only_jobs = page(client, "/audit?action=job.")
+    assert re.findall(r"<td class=\"nowrap\">([a-z.]+)</td>", only_jobs) == ["job.cancel", "job.submit"]
+    assert "user:root-admin" not in page(client, f"/audit?job={job['id']}")
+    assert "No events match" in page(client, "/audit?actor=user:nobody")
+    assert "no audit action" in page(client, "/audit?action=drop", 400)
 
 
 def test_the_submit_form_takes_a_folder_and_shows_refusals_on_the_form(

@@ -116,6 +116,15 @@ def test_users_are_listed_and_the_audit_log_is_read_from_the_command_line(env: d
     assert run(env, "audit", "--action", "login.failed") == "no events match\n"
     assert len(run(env, "audit", "--limit", "1", "--json").splitlines()) == 1
 
+    kept = CliRunner().invoke(main, ["user", "delete", "carol"], env=env, input="n\n")
+    assert kept.exit_code == 1 and "Aborted" in kept.output
+    assert "user carol deleted" in run(env, "user", "delete", "carol", stdin="y\n")
+    assert [line.split()[0] for line in run(env, "user", "list").splitlines()[1:]] == ["bob"]
+    missing = CliRunner().invoke(main, ["user", "delete", "carol", "--yes"], env=env)
+    assert missing.exit_code == 1 and "no user carol" in missing.output
+    deleted = json.loads(run(env, "audit", "--limit", "1", "--json"))
+    assert deleted["action"] == "user.delete" and deleted["detail"] == {"username": "carol"}
+
 
 def test_changing_the_first_admin_password_strikes_it_from_the_credentials_file(env: dict[str, str]) -> None:
     from brainscan.embedded import CREDENTIALS
