@@ -13,7 +13,7 @@ from db.jobs import FINISHED_JOB_STATUSES, Viewer, get_job
 from db.model_versions import model_version_named
 from db.models import Batch, ImageResult, Job
 from db.progress import JobProgress, job_progress, jobs_progress
-from db.results import unreadable_labelled
+from db.results import permanent_errors, unreadable_labelled
 from db.studies import FLAGGED, NOT_ASSESSED, StudyVerdict, study_verdicts
 from training.drift import drift
 
@@ -114,7 +114,9 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
         "planned_at": iso(job.planned_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "seconds": ((job.finished_at or now) - job.created_at).total_seconds(),
+        "rerun_at": iso(job.rerun_at),
+        # this run's: a re-run counts from when it was asked for, not from the job's creation
+        "seconds": ((job.finished_at or now) - (job.rerun_at or job.created_at)).total_seconds(),
         "error": job.error,
     }
 
@@ -128,20 +130,21 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
     report = job_report(job, job_progress(session=session, job_id=job_id))
     report["studies"] = studies_summary(study_verdicts(session=session, job_id=job_id))
     report["unreadable_labelled"] = unreadable_labelled(session=session, job_id=job_id)
+    report["failed_permanently"] = permanent_errors(session=session, job_id=job_id)
     model = model_version_named(session=session, version=job.model_version)
     counts, flagged = job_score_histogram(session=session, job_id=job_id)
     report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged)
     return report
 
 
+ONE_JOB_ONLY = ("studies", "drift", "unreadable_labelled", "failed_permanently")  # each costs a query
+
+
 def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
-    """Reports of a page of jobs, their progress read in one query (studies are counted only in
-    one job's report: `studies`, `drift` and `unreadable_labelled` are null here)."""
+    """Reports of a page of jobs, their progress read in one query (ONE_JOB_ONLY are counted only
+    in one job's report, and null here)."""
     progress = jobs_progress(session=session, job_ids=[job.id for job in jobs])
-    return [
-        {**job_report(job, progress[job.id]), "studies": None, "drift": None, "unreadable_labelled": None}
-        for job in jobs
-    ]
+    return [{**job_report(job, progress[job.id]), **dict.fromkeys(ONE_JOB_ONLY)} for job in jobs]
 
 
 def study_report(study: StudyVerdict) -> dict[str, Any]:

@@ -89,6 +89,14 @@ SCHEMAS: Obj = {
                 "additionalProperties": INT,
             },
             "remaining": INT,
+            "failed_permanently": _nullable(
+                {
+                    **INT,
+                    "description": "of `failed`, the images whose bytes are no usable slice (corrupt, "
+                    "not an image, too small): a re-run does not try them again (one job's report; "
+                    "null in a list of jobs)",
+                }
+            ),
             "unreadable_labelled": _nullable(
                 {
                     "type": "object",
@@ -126,11 +134,23 @@ SCHEMAS: Obj = {
             "progress": _nullable(NUM),
             "images_per_second": _nullable(NUM),
             "eta_seconds": _nullable(NUM),
-            "created_at": TIME,
-            "planned_at": TIME,
-            "started_at": TIME,
+            "created_at": {**TIME, "description": "submitted"},
+            "planned_at": {
+                **TIME,
+                "description": "planning finished: every image listed. Scoring starts with the first "
+                "planned batch, so `started_at` is usually earlier; null while planning",
+            },
+            "started_at": {
+                **TIME,
+                "description": "a worker claimed this run's first batch; null until then (queued behind "
+                "other jobs) and again from a re-run until its first batch is claimed",
+            },
             "finished_at": TIME,
-            "seconds": NUM,
+            "rerun_at": {**TIME, "description": "when failed images were last sent again; null if never"},
+            "seconds": {
+                **NUM,
+                "description": "elapsed: from `rerun_at` (or `created_at`) to `finished_at` (or now)",
+            },
             "error": _nullable(STR),
         },
     },

@@ -17,6 +17,7 @@ from db.audit import record_event
 from db.batches import list_batches
 from db.jobs import FINISHED_JOB_STATUSES, cancel_job, get_job, list_jobs, rerun_failed
 from db.models import JOB_STATUSES, Job
+from db.results import permanent_errors
 from worker.enqueue import enqueue_batches
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -119,11 +120,16 @@ def rerun(job_id: int, *, actor: str) -> int:
             raise not_found(job_id)
         batch_ids = rerun_failed(session=session, job_id=job_id)
         if not batch_ids:
-            why = (
-                "no image or batch of it failed"
-                if job.status in FINISHED_JOB_STATUSES
-                else "it has not finished yet"
-            )
+            permanent = permanent_errors(session=session, job_id=job_id)
+            if job.status not in FINISHED_JOB_STATUSES:
+                why = "it has not finished yet"
+            elif permanent:
+                why = (
+                    f"its {permanent:,} failed image{'s are' if permanent != 1 else ' is'} no usable "
+                    "slice (corrupt, not an image, too small): reading again would fail the same way"
+                )
+            else:
+                why = "no image or batch of it failed"
             raise ApiError(409, "conflict", f"job {job_id} has nothing to re-run: {why}")
         record_event(
             session=session,

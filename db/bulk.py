@@ -50,6 +50,7 @@ SCORED: dict[str, TypeEngine[Any]] = {
     "probability": Float(),
     "flagged": Boolean(),
     "error": Text(),
+    "error_permanent": Boolean(),
 }
 UPSERTED = (*tuple(SCORED)[2:], "status", "scored_at")  # what a later result may overwrite
 KEY = [RESULTS.c.job_id, RESULTS.c.relpath, RESULTS.c.frame]  # one row per frame of a file

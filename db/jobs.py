@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import (
     ACTIVE_JOB_STATUSES,
-    ERRORS,
     PENDING_BATCH_STATUSES,
     Batch,
     ImageResult,
@@ -249,12 +248,20 @@ def cancel_job(*, session: Session, job_id: int) -> bool:
 def rerun_failed(*, session: Session, job_id: int) -> list[int]:
     """Put a finished job's unscored images back in the queue; returns the batch ids to enqueue.
 
-    Error images go back to pending, every batch that is not done or had errors goes back to
-    queued with its attempts and counts reset, and the job runs again (its final figures cleared).
+    Error images that may pass on another try go back to pending; those whose bytes are no usable
+    slice (`error_permanent`) keep their error, since reading them again would fail the same way.
+    Every batch that is not done or holds such a retryable error goes back to queued with its
+    attempts and counts reset, and the job runs again from `rerun_at` (its final figures cleared).
     Images already scored are kept. Returns [] (and changes nothing) when there is nothing to re-run
     or the job is still running.
     """
-    needs_rerun = (Batch.job_id == job_id) & or_(Batch.status != "done", Batch.failed > 0)
+    retryable = (
+        (ImageResult.job_id == job_id)
+        & (ImageResult.status == "error")
+        & ImageResult.error_permanent.is_(False)
+    )
+    has_retryable = select(ImageResult.id).where(retryable, ImageResult.batch_id == Batch.id).exists()
+    needs_rerun = (Batch.job_id == job_id) & or_(Batch.status != "done", has_retryable)
     if session.scalars(select(Batch.id).where(needs_rerun).limit(1)).first() is None:
         return []
     reopened = (
@@ -264,6 +271,7 @@ def rerun_failed(*, session: Session, job_id: int) -> list[int]:
             {
                 "status": "running",
                 "started_at": None,
+                "rerun_at": utcnow(),
                 "finished_at": None,
                 "error": None,
                 **dict.fromkeys(MATRIX),
@@ -276,12 +284,6 @@ def rerun_failed(*, session: Session, job_id: int) -> list[int]:
     )
     if session.execute(reopened).first() is None:
         return []
-    session.execute(
-        update(ImageResult)
-        .where(ImageResult.job_id == job_id, text(ERRORS))
-        .values(status="pending", error=None, probability=None, flagged=None, scored_at=None)
-        .execution_options(synchronize_session=False)
-    )
     requeued = (
         update(Batch)
         .where(needs_rerun)
@@ -303,4 +305,11 @@ def rerun_failed(*, session: Session, job_id: int) -> list[int]:
         )
         .returning(Batch.id)
     )
-    return sorted(session.scalars(requeued))
+    batch_ids = sorted(session.scalars(requeued))  # chosen before their images are reset
+    session.execute(
+        update(ImageResult)
+        .where(retryable)
+        .values(status="pending", error=None, probability=None, flagged=None, scored_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return batch_ids

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -112,8 +113,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     planned_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]  # the planner's last sign of life while planning
-    started_at: Mapped[datetime | None]  # first batch claimed
+    started_at: Mapped[datetime | None]  # first batch of this run claimed (a re-run starts it again)
     finished_at: Mapped[datetime | None]
+    rerun_at: Mapped[datetime | None]  # the last re-run of failed images was asked for then
     error: Mapped[str | None] = mapped_column(Text)
     tp: Mapped[int | None]
     fp: Mapped[int | None]
@@ -228,6 +230,9 @@ class ImageResult(Base):
     flagged: Mapped[bool | None]
     status: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text)
+    # the bytes are not a usable slice (corrupt, not an image, too small...): a re-run would fail
+    # the same way, so it does not retry them; false for errors that may pass later (I/O, missing)
+    error_permanent: Mapped[bool] = mapped_column(default=False, server_default=false())
     scored_at: Mapped[datetime | None]
 
 

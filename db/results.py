@@ -40,13 +40,19 @@ class ScoredImage:
     error: str | None = None
     content_hash: str | None = None
     frame: int = 0
+    error_permanent: bool = False  # a re-run would fail the same way: it does not retry the image
 
 
 def pending_images(*, session: Session, batch_id: int) -> list[PendingImage]:
-    """The batch's images not yet scored (pending, or errors from an earlier attempt), in order."""
+    """The batch's images not yet scored (pending, or errors from an earlier attempt that another
+    try may pass), in order."""
     stmt = (
         select(ImageResult.id, ImageResult.relpath, ImageResult.label, ImageResult.frame)
-        .where(ImageResult.batch_id == batch_id, ImageResult.status != "scored")
+        .where(
+            ImageResult.batch_id == batch_id,
+            ImageResult.status != "scored",
+            ImageResult.error_permanent.is_(False),
+        )
         .order_by(ImageResult.id)
     )
     return [PendingImage(*row) for row in session.execute(stmt)]
@@ -63,6 +69,7 @@ def _row(result: ScoredImage, now: datetime) -> dict[str, Any]:
         "content_hash": result.content_hash,
         "status": "scored" if scored else "error",
         "error": error,
+        "error_permanent": result.error_permanent and not scored,
         "probability": result.probability if scored else None,
         "flagged": result.flagged if scored else None,
         "scored_at": now if scored else None,
@@ -136,6 +143,15 @@ def iter_results(
         .execution_options(yield_per=STREAM_CHUNK)
     )
     yield from session.scalars(stmt)
+
+
+def permanent_errors(*, session: Session, job_id: int) -> int:
+    """How many of the job's images failed for good: their bytes are no usable slice, so a re-run
+    does not try them again."""
+    stmt = select(func.count()).where(
+        ImageResult.job_id == job_id, text(ERRORS), ImageResult.error_permanent.is_(True)
+    )
+    return int(session.scalar(stmt) or 0)
 
 
 def unreadable_labelled(*, session: Session, job_id: int) -> dict[str, int]:

@@ -23,11 +23,17 @@ Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit before decoding, with 
 
 
 class ImageError(Exception):
-    """An image could not be used; `reason` says why in words an operator understands."""
+    """An image could not be used; `reason` says why in words an operator understands.
 
-    def __init__(self, reason: str) -> None:
+    `permanent`: the bytes themselves are no usable slice, so trying again fails the same way
+    (corrupt, not an image, too small...); false when a later try may pass (the file was missing,
+    could not be read, was empty or still growing: a copy in progress, a share that dropped).
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.permanent = permanent
 
 
 def has_dicom_preamble(head: bytes) -> bool:
@@ -67,7 +73,7 @@ def decode_image(
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(_too_large(len(data)))
     if not data:
-        raise ImageError("empty file (0 bytes)")
+        raise ImageError("empty file (0 bytes)", permanent=False)
     if has_dicom_preamble(data[:132]):
         from training.dicom import decode_dicom
 
@@ -91,11 +97,11 @@ def read_image_bytes(path: Path) -> bytes:
     except IsADirectoryError as exc:
         raise ImageError("is a directory, not an image file") from exc
     except FileNotFoundError as exc:
-        raise ImageError("file not found") from exc
+        raise ImageError("file not found", permanent=False) from exc
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+        raise ImageError(f"cannot read file: {exc.strerror or exc}", permanent=False) from exc
     if len(data) > info.st_size:
-        raise ImageError("the file grew while it was read (still being copied?)")
+        raise ImageError("the file grew while it was read (still being copied?)", permanent=False)
     return data
 
 

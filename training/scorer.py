@@ -77,6 +77,7 @@ class ScoreResult:
     flagged: bool | None
     error: str | None = None
     sha256: str | None = None  # of the file's bytes, when asked for (the worker records it)
+    error_permanent: bool = False  # trying again would fail the same way (ImageError.permanent)
 
 
 class Scorer:
@@ -209,7 +210,7 @@ class Scorer:
 
     def _finish(self, names: list[str], futures: list[Future[Any]]) -> list[ScoreResult]:
         arrays: list[np.ndarray] = []
-        errors: dict[int, str] = {}
+        errors: dict[int, ImageError] = {}
         hashes: dict[int, str] = {}
         for i, fut in enumerate(futures):
             try:
@@ -218,14 +219,17 @@ class Scorer:
                     value, hashes[i] = value
                 arrays.append(value)
             except ImageError as exc:
-                errors[i] = exc.reason
-            except Exception as exc:  # a decoder bug must cost one image, not the batch
-                errors[i] = f"could not decode image: {type(exc).__name__}: {exc}"
+                errors[i] = exc
+            except Exception as exc:  # a decoder bug must cost one image, not the batch; a fix may read it
+                errors[i] = ImageError(
+                    f"could not decode image: {type(exc).__name__}: {exc}", permanent=False
+                )
         probs = iter(self.score_arrays(np.stack(arrays)) if arrays else [])
         results = []
         for i, name in enumerate(names):
             if i in errors:
-                results.append(ScoreResult(name, None, None, errors[i]))
+                error = errors[i]
+                results.append(ScoreResult(name, None, None, error.reason, error_permanent=error.permanent))
             else:
                 p = float(next(probs))
                 results.append(ScoreResult(name, p, p >= self.threshold, None, hashes.get(i)))

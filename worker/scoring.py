@@ -100,7 +100,8 @@ def score_claimed(
     for image in work.pending:
         where = confined(work.root, image.relpath)
         if isinstance(where, str):
-            results.append(ScoredImage(image.relpath, None, None, where, None, image.frame))
+            # a link, or a path out of the folder: refused the same way every time
+            results.append(ScoredImage(image.relpath, None, None, where, None, image.frame, True))
         else:
             readable.append((image, where))
     sources = ((path, image.frame) if image.frame else path for image, path in readable)
@@ -109,7 +110,11 @@ def score_claimed(
         if not held():
             raise TakenBack(f"batch {work.batch_id} was taken back while it was scored")
         flagged = None if r.probability is None else r.probability >= work.threshold
-        results.append(ScoredImage(image.relpath, r.probability, flagged, r.error, r.sha256, image.frame))
+        results.append(
+            ScoredImage(
+                image.relpath, r.probability, flagged, r.error, r.sha256, image.frame, r.error_permanent
+            )
+        )
     return results
 
 

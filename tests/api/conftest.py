@@ -107,9 +107,16 @@ def job(client: FlaskClient, tokens: dict[str, str], model: dict[str, object], a
 
 
 def plan_and_score(
-    settings: Settings, job_id: int, *, seed: int = 0, error_every: int = 0, finish: bool = True
+    settings: Settings,
+    job_id: int,
+    *,
+    seed: int = 0,
+    error_every: int = 0,
+    finish: bool = True,
+    permanent: bool = False,
 ) -> None:
-    """Plan the job with the worker's planner, then score every batch with seeded random scores."""
+    """Plan the job with the worker's planner, then score every batch with seeded random scores;
+    every `error_every`-th image fails instead (`permanent`: as bytes that are no slice do)."""
     from brainscan.keys import patient_hash_key
     from worker.planning import plan
 
@@ -125,8 +132,10 @@ def plan_and_score(
             results = []
             for n, image in enumerate(pending_images(session=session, batch_id=batch_id)):
                 if error_every and (count * 100 + n) % error_every == 0:
-                    error = "cannot identify image file"
-                    results.append(ScoredImage(image.relpath, None, None, error=error, frame=image.frame))
+                    error = "not a recognised image format" if permanent else "cannot read file: I/O error"
+                    results.append(
+                        ScoredImage(image.relpath, None, None, error, None, image.frame, permanent)
+                    )
                 else:
                     p = rng.random()
                     results.append(ScoredImage(image.relpath, p, p >= 0.5, frame=image.frame))

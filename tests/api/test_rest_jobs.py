@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from brainscan.settings import Settings
 from db.audit import list_events
+from db.models import Job, utcnow
 from tests.api.conftest import bearer, plan_and_score
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, celery_for
 from worker.enqueue import queue_depth
@@ -195,11 +198,31 @@ def test_rerunning_sends_failed_images_back_to_the_workers_and_is_audited(
     plan_and_score(api_settings, job_id, error_every=3)
     before = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(tokens["read"])).get_json()
     assert before["failed"] > 0 and before["status"] == "succeeded"
+    assert before["failed_permanently"] == 0 and before["rerun_at"] is None
+    with sessions.begin() as session:  # submitted an hour ago: the re-run's elapsed time starts afresh
+        session.execute(update(Job).values(created_at=utcnow() - timedelta(hours=1)))
     response = client.post(f"/api/v1/jobs/{job_id}/rerun", headers=bearer(tokens["submit"]))
-    assert response.status_code == 202 and response.get_json()["status"] == "running"
+    rerun = response.get_json()
+    assert response.status_code == 202 and rerun["status"] == "running"
+    assert rerun["rerun_at"] is not None and rerun["started_at"] is None and rerun["seconds"] < 60
     assert queue_depth(celery_for(api_settings), SCORE_QUEUE) >= 1
     with sessions() as session:
         assert "job.rerun" in [e.action for e in list_events(session=session, job_id=job_id)]
+
+
+def test_images_that_are_no_slice_are_not_rerun_and_the_refusal_says_why(
+    web: FlaskClient, tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
+    job_id = submit(web, tokens["submit"], {"source": "ward-1"})["id"]
+    plan_and_score(api_settings, job_id, error_every=3, permanent=True)
+    job = web.get(f"/api/v1/jobs/{job_id}", headers=bearer(tokens["read"])).get_json()
+    assert job["failed"] == job["failed_permanently"] == 2
+    response = web.post(f"/api/v1/jobs/{job_id}/rerun", headers=bearer(tokens["submit"]))
+    assert response.status_code == 409
+    assert "its 2 failed images are no usable slice" in response.get_json()["error"]["message"]
+    html = web.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "Re-run failed images</button>" not in html
+    assert "does not try them" in html and 'data-note="permanent"' in html
 
 
 def test_a_missing_job_is_a_json_404(client: FlaskClient, tokens: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ from db.jobs import (
 )
 from db.models import Batch, ImageResult, Job, utcnow
 from db.progress import finish_job_if_complete, job_confusion_from_results
-from db.results import ScoredImage, pending_images, record_results
+from db.results import ScoredImage, pending_images, permanent_errors, record_results
 from tests.dbfixtures import create_random_job, plan_random_images, score_randomly
 
 Maker = sessionmaker[Session]
@@ -204,6 +204,55 @@ def test_rerunning_a_failed_job_requeues_only_what_did_not_score(db_sessionmaker
         assert job is not None and job.status == "succeeded"
         assert (job.tp, job.fp, job.tn, job.fn) == job_confusion_from_results(session=session, job_id=job_id)
         assert session.scalar(select(func.count()).where(ImageResult.status == "scored")) == 12
+
+
+def test_a_rerun_leaves_images_that_are_no_slice_and_counts_time_from_itself(db_sessionmaker: Maker) -> None:
+    """Bytes that are no usable slice fail the same way every time: a re-run does not send them
+    again (a batch holding only those stays done); a missing file may be back, so it is retried."""
+    with db_sessionmaker.begin() as session:
+        job = create_random_job(session=session)
+        mark_planning(session=session, job_id=job.id)
+        batch_ids = plan_random_images(session=session, job_id=job.id, count=8, batch_size=4)
+        retried = ""
+        finish_planning(session=session, job_id=job.id, total=8, skipped={})
+        for batch_id in batch_ids:
+            claim_batch(session=session, batch_id=batch_id, worker="w")
+            images = pending_images(session=session, batch_id=batch_id)
+            results = [ScoredImage(i.relpath, 0.2, False) for i in images[2:]]
+            results.append(ScoredImage(images[0].relpath, None, None, "corrupt data", error_permanent=True))
+            missing = batch_id == batch_ids[0]  # the other batch's second error is no slice either
+            reason = "file not found" if missing else "not a recognised image format"
+            results.append(ScoredImage(images[1].relpath, None, None, reason, error_permanent=not missing))
+            retried = images[1].relpath if missing else retried
+            record_results(session=session, job_id=job.id, batch_id=batch_id, results=results)
+            finish_batch(session=session, batch_id=batch_id, seconds=1.0)
+        finish_job_if_complete(session=session, job_id=job.id)
+        session.execute(update(Job).values(created_at=utcnow() - timedelta(days=2)))
+    with db_sessionmaker.begin() as session:
+        assert permanent_errors(session=session, job_id=job.id) == 3
+        assert rerun_failed(session=session, job_id=job.id) == batch_ids[:1]
+    with db_sessionmaker.begin() as session:
+        rerun = get_job(session=session, job_id=job.id)
+        assert rerun is not None and rerun.rerun_at is not None and rerun.started_at is None
+        assert utcnow() - rerun.rerun_at < timedelta(minutes=1)
+        assert [b.status for b in list_batches(session=session, job_id=job.id)] == ["queued", "done"]
+        statuses = session.execute(
+            select(ImageResult.status, ImageResult.error_permanent, func.count())
+            .group_by(ImageResult.status, ImageResult.error_permanent)
+            .order_by(ImageResult.status, ImageResult.error_permanent)
+        ).all()
+        assert statuses == [("error", True, 3), ("pending", False, 1), ("scored", False, 4)]
+        claim_batch(session=session, batch_id=batch_ids[0], worker="w2")
+        assert [i.relpath for i in pending_images(session=session, batch_id=batch_ids[0])] == [retried]
+        results = [ScoredImage(retried, 0.9, True)]
+        record_results(session=session, job_id=job.id, batch_id=batch_ids[0], results=results)
+        finish_batch(session=session, batch_id=batch_ids[0], seconds=1.0)
+        assert finish_job_if_complete(session=session, job_id=job.id)
+    with db_sessionmaker.begin() as session:
+        done = get_job(session=session, job_id=job.id)
+        assert done is not None and done.status == "succeeded"
+        assert [b.failed for b in list_batches(session=session, job_id=job.id)] == [1, 2]
+        assert rerun_failed(session=session, job_id=job.id) == []  # only bytes that are no slice are left
 
 
 def test_rerunning_a_clean_job_changes_nothing(db_sessionmaker: Maker) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 from pathlib import Path
 
@@ -105,6 +106,30 @@ def test_directory_and_missing_file(tmp_path: Path) -> None:
         decode_image(tmp_path)
     with pytest.raises(ImageError, match="not found"):
         decode_image(tmp_path / "nope.jpg")
+
+
+def test_errors_say_whether_another_try_could_pass(tmp_path: Path) -> None:
+    """A re-run retries what was missing, empty or unreadable, never bytes that are no slice."""
+
+    def permanent(source: Path) -> bool:
+        with pytest.raises(ImageError) as caught:
+            decode_image(source)
+        return caught.value.permanent
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_bytes(b"hello, this is not an image at all" * 10)
+    data = encoded(create_random_slice(128, seed=8))
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    unreadable = tmp_path / "locked.jpg"
+    unreadable.write_bytes(data)
+    unreadable.chmod(0)
+    assert not permanent(tmp_path / "missing.jpg")
+    assert not permanent(tmp_path / "empty.jpg")  # a copy still in progress
+    if os.geteuid() != 0:  # root reads a file whatever its mode
+        assert not permanent(unreadable)
+    assert permanent(tmp_path / "text.png")
+    assert permanent(tmp_path / "cut.jpg")
+    assert permanent(save_image(tmp_path / "dot.png", np.zeros((1, 1), np.uint8)))
 
 
 def test_candidates_by_suffix_and_dicom_preamble(tmp_path: Path) -> None:

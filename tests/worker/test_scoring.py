@@ -65,6 +65,12 @@ def test_a_batch_scores_good_images_and_records_bad_ones(
         errors = {r.relpath: r.error for r in rows.values() if r.status == "error"}
     assert errors.keys() == {"no/empty.jpg", "no/text.jpg", "yes/cut.jpg"}
     assert "empty" in errors["no/empty.jpg"] and "truncated" in errors["yes/cut.jpg"]
+    # an empty file may be a copy in progress: a re-run tries it again; the others are no slice
+    assert {path: rows[path].error_permanent for path in errors} == {
+        "no/empty.jpg": False,
+        "no/text.jpg": True,
+        "yes/cut.jpg": True,
+    }
     good = [r for r in rows.values() if r.status == "scored"]
     assert len(good) == 6 and all(len(r.content_hash or "") == 64 for r in good)
     assert all(r.flagged == (r.probability >= job.threshold) for r in good)
