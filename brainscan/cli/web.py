@@ -368,9 +368,16 @@ def user_list() -> None:
     if not rows:
         click.echo("no users yet: brainscan user create NAME --scope read --scope submit")
         return
-    click.echo(f"{'username':20}  {'scopes':24}  {'team':12}  {'created':16}  state")
-    for name, scopes, team, created, state in rows:
-        click.echo(f"{name:20}  {scopes:24}  {team:12}  {created:%Y-%m-%d %H:%M}  {state}")
+    table = [("username", "scopes", "team", "created", "state")]
+    table += [
+        (name, scopes, team, f"{created:%Y-%m-%d %H:%M}", state)
+        for name, scopes, team, created, state in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:  # columns as wide as their longest cell: a long team name does not shift the rest
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
+        )
 
 
 @click.command()
