@@ -144,7 +144,12 @@ def test_the_jobs_and_job_pages_fit_the_screen(
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    for path, name in (("/jobs", "jobs"), (f"/jobs/{job_id}", "job"), ("/model", "model")):
+    for path, name in (
+        ("/jobs", "jobs"),
+        (f"/jobs/{job_id}", "job"),
+        ("/model", "model"),
+        ("/audit", "audit"),
+    ):
         page.goto(url + path)
         page.wait_for_load_state("networkidle")
         shot(page, f"{name}-{width}")
