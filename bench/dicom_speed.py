@@ -159,10 +159,11 @@ def main() -> int:
     parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "lgg-flair")
     args = parser.parse_args()
 
-    from training.backend import import_backend, serve_from_heap, threads_per_process
+    from training.backend import import_backend, one_blas_thread, serve_from_heap, threads_per_process
 
     import_backend(threads=threads_per_process(1))
     serve_from_heap()
+    one_blas_thread()
     scorer = Scorer.load(MODEL, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="brainscan-dicom-speed-") as tmp:
         workdir = Path(tmp)

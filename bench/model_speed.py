@@ -6,9 +6,12 @@
     python bench/model_speed.py --glibc-malloc                          # large buffers mmap'd
 
 Prints images/s for:
-  model alone      preprocessed uint8 batches of 64 through Scorer.score_arrays (the frozen graph)
+  model alone      preprocessed uint8 batches of 64 through Scorer.score_arrays (the frozen graph,
+                   with the out-of-distribution distance when the card has a reference)
   Keras graph      the same batches through Keras's predict_on_batch, alternated with the above:
                    how the model alone was served until 2026-12-02
+  without OOD      the same batches, the frozen graph without the features and the distance
+                   (training.ood), alternated: the distance's cost (issue 37: at most 10 %)
   end to end       JPEG files on disk through Scorer.iter_scores (threaded decode overlapping
                    inference), the path `brainscan evaluate` and the worker take
   naive baseline   the same files decoded one by one at full resolution (no JPEG draft scaling,
@@ -81,9 +84,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from training.backend import import_backend, serve_from_heap
+    from training.backend import import_backend, one_blas_thread, serve_from_heap
 
     import_backend()
+    one_blas_thread()
     if not args.glibc_malloc:
         serve_from_heap()
     from training.dataset import discover
@@ -101,8 +105,9 @@ def main() -> None:
     size = scorer.spec.size
 
     batch = np.random.default_rng(1).integers(0, 255, (512, size, size, 1), dtype=np.uint8)
-    keras_graph = Scorer(scorer.model, scorer.card, threads=args.threads, frozen=False)
-    alone: dict[Any, list[float]] = {scorer: [], keras_graph: []}
+    keras_graph = Scorer(scorer.model, scorer.card, threads=args.threads, frozen=False, ood=scorer.ood)
+    plain = Scorer(scorer.model, scorer.card, threads=args.threads)  # no out-of-distribution reference
+    alone: dict[Any, list[float]] = {scorer: [], keras_graph: [], plain: []}
     for each in alone:
         each.score_arrays(batch[:64])  # build the graph once
     rounds = 5
@@ -115,11 +120,15 @@ def main() -> None:
     faults_per_image = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (
         rounds * len(alone) * len(batch)
     )
-    model_alone, model_keras = (float(np.median(rates)) for rates in alone.values())
+    model_alone, model_keras, model_plain = (float(np.median(rates)) for rates in alone.values())
 
-    started = time.perf_counter()
-    results = list(scorer.iter_scores(files))
-    end_to_end = _rate(len(results), time.perf_counter() - started)
+    ends: dict[Any, list[float]] = {scorer: [], plain: []}
+    for _ in range(3):  # alternated, as above
+        for each, rates in ends.items():
+            started = time.perf_counter()
+            results = list(each.iter_scores(files))
+            rates.append(_rate(len(results), time.perf_counter() - started))
+    end_to_end, end_plain = (float(np.median(rates)) for rates in ends.values())
     resident_mb = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
@@ -138,11 +147,21 @@ def main() -> None:
         f"{'  the same, Keras graph (not frozen)':<38} {model_keras:8.0f} images/s   "
         f"frozen / Keras {model_alone / model_keras:.2f} x"
     )
+    if scorer.ood is not None:
+        print(
+            f"{'  the same, without OOD distance':<38} {model_plain:8.0f} images/s   "
+            f"with / without {model_alone / model_plain:.2f} x"
+        )
     print(
-        f"{'  minor page faults, both model-alone':<38} {faults_per_image:8.0f} per image   "
+        f"{'  minor page faults, model-alone':<38} {faults_per_image:8.0f} per image   "
         f"({'glibc mmap' if args.glibc_malloc else 'heap'} buffers)"
     )
     print(f"{'end to end from JPEG files':<38} {end_to_end:8.0f} images/s   target >= 150")
+    if scorer.ood is not None:
+        print(
+            f"{'  the same, without OOD distance':<38} {end_plain:8.0f} images/s   "
+            f"with / without {end_to_end / end_plain:.2f} x"
+        )
     print(f"{'resident memory after end to end':<38} {resident_mb:8.0f} MB   peak {peak_mb:.0f} MB")
     print(f"{'naive baseline (same run)':<38} {naive:8.0f} images/s")
     print(f"{'end to end / naive baseline':<38} {end_to_end / naive:8.2f} x")

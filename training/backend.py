@@ -117,6 +117,17 @@ def restore_malloc_thresholds() -> bool:
     return bool(mmap_set and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
 
 
+def one_blas_thread() -> None:
+    """NumPy's BLAS (OpenBLAS) on one thread in a scoring process. The out-of-distribution
+    distance (training.ood) is a small matrix product per batch; OpenBLAS ran it on every core and
+    its threads then spun waiting for more work, taking the cores from the decode threads: end to
+    end from JPEG 0.71x without this (558 against 787 images/s, bench/model_speed.py, 2 AVX2
+    cores), 1.0x with it. TensorFlow's own thread pools are not affected."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def serve_from_heap() -> bool:
     """Keep every buffer on the heap in a scoring process, so each batch reuses the last one's
     memory instead of mapping fresh pages and faulting them in.

@@ -199,6 +199,7 @@ class ModelCard:
     model_sha256: str = ""
     notes: list[str] = field(default_factory=list)
     reference: dict[str, Any] = field(default_factory=dict)  # held-out scores (training.drift)
+    ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution reference (training.ood)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(json_safe(asdict(self)), indent=2, allow_nan=False) + "\n")

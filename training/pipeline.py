@@ -31,6 +31,7 @@ from training.dataset import Discovery
 from training.drift import reference as drift_reference
 from training.metrics import compute_metrics, sweep_table
 from training.model import build_model
+from training.ood import card_entry, fit_on_task, reference_path_for
 from training.prepare import PreparedData, log
 from training.recipes import Recipe
 from training.train import FitResult, describe_device
@@ -62,12 +63,23 @@ def train(
     fitted, final = run_task(data.loaded.inputs, ImageFacts.of(data), final_task(data, recipe), recipe)
     out_model.parent.mkdir(parents=True, exist_ok=True)
     save_for_inference(fitted.model, recipe, out_model)
+    ood = _fit_ood(fitted.model, data, final.task, out_model)
     held_out = runs.results()
     if predictions and held_out:
         save_predictions(predictions, data, held_out)
     card = _card(data, recipe, out_model, fitted, final, held_out, cross_source, command)
+    card.ood = ood
     card.save(card_path_for(out_model))
     return card
+
+
+def _fit_ood(model: keras.Model, data: PreparedData, task: FitTask, out_model: Path) -> dict[str, Any]:
+    """The model's out-of-distribution reference (training.ood), saved beside it: its card entry."""
+    reference = fit_on_task(model, data.loaded.inputs, data.loaded.labels, task)
+    path = reference_path_for(out_model)
+    reference.save(path)
+    log(f"out-of-distribution threshold {reference.threshold:.2f} (validation quantile {reference.quantile})")
+    return card_entry(reference, path, trained=len(task.train), validated=len(task.val))
 
 
 def save_for_inference(model: keras.Model, recipe: Recipe, path: Path) -> None:

@@ -16,11 +16,12 @@ import numpy as np
 
 from training.card import ModelCard, card_path_for, file_sha256
 from training.decode import DEFAULT_MAX_PIXELS, ImageError, read_image_bytes
+from training.ood import FeatureReference, with_features
 from training.preprocess import PreprocessSpec, load_input
 
 log = logging.getLogger(__name__)
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+Predictor = Callable[[np.ndarray], list[np.ndarray]]  # a batch -> the model's outputs
 ImageSource = Path | str | tuple[Path, int]  # a file, or (file, frame 1..) of a multi-frame DICOM
 FRAME_FILES_KEPT = 2  # a multi-frame file's bytes are read once for all its frames in a run
 
@@ -45,11 +46,14 @@ def frozen_predictor(model: object, batch_shape: tuple[int, ...]) -> Predictor |
     )
     frozen = convert_variables_to_constants_v2(graph.get_concrete_function())
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        out = frozen(tf.constant(batch))
-        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+    def predict(batch: np.ndarray) -> list[np.ndarray]:
+        return _outputs(frozen(tf.constant(batch)))
 
     return predict
+
+
+def _outputs(out: Any) -> list[np.ndarray]:
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
 
 
 def batched(items: Iterable[ImageSource], size: int) -> Iterator[list[ImageSource]]:
@@ -68,6 +72,19 @@ class ModelError(RuntimeError):
     """The model file or its card is missing, damaged or inconsistent."""
 
 
+def _ood_reference(model_path: Path, card: ModelCard) -> FeatureReference | None:
+    """The out-of-distribution reference the card names, checked by its SHA-256; None when the card
+    names none (a model trained before references existed)."""
+    if not card.ood:
+        return None
+    path = model_path.with_name(card.ood["file"])
+    if not path.is_file():
+        raise ModelError(f"the card names an out-of-distribution reference that is missing: {path}")
+    if file_sha256(path) != card.ood["sha256"]:
+        raise ModelError(f"{path.name} is not the reference the card describes (sha256 differs)")
+    return FeatureReference.load(path)
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     """One image's outcome: a probability and flag, or an error saying why there is none."""
@@ -78,6 +95,8 @@ class ScoreResult:
     error: str | None = None
     sha256: str | None = None  # of the file's bytes, when asked for (the worker records it)
     error_permanent: bool = False  # trying again would fail the same way (ImageError.permanent)
+    ood_distance: float | None = None  # how unlike the training images (training.ood); None: no reference
+    out_of_distribution: bool | None = None  # beyond the reference's threshold: the score means little
 
 
 class Scorer:
@@ -93,9 +112,11 @@ class Scorer:
         batch_size: int = 64,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         frozen: bool = True,
+        ood: FeatureReference | None = None,
     ) -> None:
         self.model = model
         self.card = card
+        self.ood = ood  # with it, each score comes with its out-of-distribution distance
         try:
             self.spec = PreprocessSpec.from_dict(card.recipe["input"])
         except (TypeError, ValueError) as exc:
@@ -127,7 +148,7 @@ class Scorer:
             model = keras.models.load_model(model_path, compile=False)
         except Exception as exc:  # Keras raises many types for a damaged or foreign file
             raise ModelError(f"cannot load model {model_path}: {type(exc).__name__}: {exc}") from exc
-        return cls(model, card, **kwargs)  # type: ignore[arg-type]
+        return cls(model, card, ood=_ood_reference(model_path, card), **kwargs)  # type: ignore[arg-type]
 
     @property
     def version(self) -> str:
@@ -135,13 +156,15 @@ class Scorer:
 
     def _predictor(self, batch_shape: tuple[int, ...]) -> Predictor:
         """The frozen graph for this batch shape, built on first use; Keras's own predict_on_batch
-        where frozen=False or freezing is impossible (another backend, a graph it cannot fold)."""
+        where frozen=False or freezing is impossible (another backend, a graph it cannot fold).
+        With an out-of-distribution reference it gives the pooled features too, in the same pass."""
         predict = self._predictors.get(batch_shape)
         if predict is None:
+            model = self.model if self.ood is None else with_features(self.model)
             frozen = None
             if self.frozen:
                 try:
-                    frozen = frozen_predictor(self.model, batch_shape)
+                    frozen = frozen_predictor(model, batch_shape)
                 except Exception as exc:  # TensorFlow raises many types; Keras's path still scores
                     log.warning(
                         "model %s: scoring through Keras, the graph could not be frozen: %s: %s",
@@ -149,17 +172,23 @@ class Scorer:
                         type(exc).__name__,
                         exc,
                     )
-            predict = frozen or self.model.predict_on_batch  # type: ignore[attr-defined]
+            predict = frozen or (lambda batch: _outputs(model.predict_on_batch(batch)))  # type: ignore[union-attr]
             self._predictors[batch_shape] = predict
         return predict
 
     def score_arrays(self, inputs: np.ndarray) -> np.ndarray:
         """P(tumour) for preprocessed uint8 inputs of shape (n, size, size[, 1])."""
+        return self.score_and_distance(inputs)[0]
+
+    def score_and_distance(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """P(tumour), and the out-of-distribution distance where the model has a reference (else
+        None), for preprocessed uint8 inputs of shape (n, size, size[, 1])."""
         if inputs.dtype != np.uint8:
             raise ValueError(f"preprocessed slices are uint8, not {inputs.dtype}")
         if inputs.ndim == 3:
             inputs = inputs[..., None]
         out = np.zeros(len(inputs), dtype=np.float64)
+        features: list[np.ndarray] = []
         b = self.batch_size
         predict = self._predictor((b, *inputs.shape[1:]))
         for start in range(0, len(inputs), b):
@@ -168,9 +197,13 @@ class Scorer:
             if len(chunk) < b:  # a fixed batch shape: the compiled graph is reused, not retraced
                 padded = np.zeros((b, *chunk.shape[1:]), dtype=np.uint8)
                 padded[: len(chunk)] = chunk
-            probs = np.asarray(predict(padded)).reshape(-1)
-            out[start : start + len(chunk)] = probs[: len(chunk)]
-        return out
+            outputs = predict(padded)
+            out[start : start + len(chunk)] = outputs[0].reshape(-1)[: len(chunk)]
+            if self.ood is not None:
+                features.append(outputs[1].reshape(b, -1)[: len(chunk)])
+        if self.ood is None:
+            return out, None
+        return out, self.ood.distances(np.concatenate(features)) if features else np.zeros(0)
 
     def load_input(self, source: Path | bytes, frame: int = 0) -> np.ndarray:
         """Decode and preprocess one file (or one frame of it) exactly as training did."""
@@ -224,13 +257,27 @@ class Scorer:
                 errors[i] = ImageError(
                     f"could not decode image: {type(exc).__name__}: {exc}", permanent=False
                 )
-        probs = iter(self.score_arrays(np.stack(arrays)) if arrays else [])
+        probs, distances = self.score_and_distance(np.stack(arrays)) if arrays else (np.zeros(0), None)
+        scored = iter(range(len(probs)))
         results = []
         for i, name in enumerate(names):
             if i in errors:
                 error = errors[i]
                 results.append(ScoreResult(name, None, None, error.reason, error_permanent=error.permanent))
-            else:
-                p = float(next(probs))
-                results.append(ScoreResult(name, p, p >= self.threshold, None, hashes.get(i)))
+                continue
+            k = next(scored)
+            p = float(probs[k])
+            distance = None if distances is None else float(distances[k])
+            beyond = None if distance is None or self.ood is None else distance > self.ood.threshold
+            results.append(
+                ScoreResult(
+                    name,
+                    p,
+                    p >= self.threshold,
+                    None,
+                    hashes.get(i),
+                    ood_distance=distance,
+                    out_of_distribution=beyond,
+                )
+            )
         return results

@@ -62,10 +62,11 @@ def process_scorer(settings: Settings) -> Scorer:
     """This process's Scorer, loaded on first use (or at start-up by `_after_fork`)."""
     global _scorer
     if _scorer is None:
-        from training.backend import import_backend, serve_from_heap
+        from training.backend import import_backend, one_blas_thread, serve_from_heap
 
         import_backend(threads=settings.model_threads or None, gpu_memory_growth=True)
         serve_from_heap()
+        one_blas_thread()
         _scorer = Scorer.load(
             settings.model_path, threads=settings.decode_threads, max_pixels=settings.max_image_pixels
         )

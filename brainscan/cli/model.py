@@ -23,11 +23,12 @@ MODEL = click.option(
 
 
 def _scorer(model_path: Path | None, threshold: float | None) -> Any:
-    from training.backend import import_backend, serve_from_heap
+    from training.backend import import_backend, one_blas_thread, serve_from_heap
     from training.scorer import ModelError, Scorer
 
     import_backend()
     serve_from_heap()
+    one_blas_thread()
     settings = cli_settings()
     try:
         return Scorer.load(
@@ -160,7 +161,9 @@ def _csv_cell(value: object) -> object:
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Override the card's threshold.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | None, fmt: str) -> None:
-    """Score images: one row per image with path, probability, flagged, error and frame. DICOM files
+    """Score images: one row per image with path, probability, flagged, error, frame and
+    out_of_distribution (1: unlike the training images, so an unflagged one is not assessed; empty
+    where the model has no out-of-distribution reference). DICOM files
     are read as a job reads them: a multi-frame file gives one row per frame (frame 1..N; 0 for a
     file holding one image), files that hold no MR image are skipped (counted on stderr)."""
     from training.studies import slices_of
@@ -168,7 +171,7 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
     found = _discover(paths)
     slices, skipped = slices_of(found.images)
     scorer = _scorer(model_path, threshold)
-    fields = ["path", "probability", "flagged", "error", "frame"]
+    fields = ["path", "probability", "flagged", "error", "frame", "out_of_distribution"]
     out = sys.stdout
     writer = csv.DictWriter(out, fieldnames=fields) if fmt == "csv" else None
     if writer:
@@ -180,7 +183,10 @@ def score(paths: tuple[Path, ...], model_path: Path | None, threshold: float | N
         zip(slices, scorer.iter_scores(s.source for s in slices), strict=True)
     ):
         failures += result.error is not None
-        row = {k: getattr(result, k) for k in fields[:-1]} | {"path": str(piece.path), "frame": piece.frame}
+        row = {"path": str(piece.path), "frame": piece.frame} | {
+            k: getattr(result, k) for k in ("probability", "flagged", "error", "out_of_distribution")
+        }
+        row = {k: row[k] for k in fields}
         if writer:  # as the REST CSV writes them: score to 6 places, flagged 1 or 0
             writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         else:

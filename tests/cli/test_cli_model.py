@@ -162,6 +162,14 @@ def test_short_training_run_writes_a_consistent_model(shared_data: Path, tmp_pat
     assert len(rows) == 155 and all(r["error"] == "" for r in rows)
     assert {r["flagged"] for r in rows} <= {"0", "1"}  # as the REST CSV writes it
     assert all(len(r["probability"].split(".")[1]) == 6 for r in rows)
+    # its out-of-distribution reference was fitted with it, and the scores carry it
+    assert card.ood["file"] == "tiny.ood.npz" and card.ood["sha256"] == file_sha256(
+        out.parent / "tiny.ood.npz"
+    )
+    assert card.ood["fitted_on"] == f"train split ({split['train']} images)"
+    assert {r["out_of_distribution"] for r in rows} <= {"0", "1"} and list(rows[0])[
+        -1
+    ] == "out_of_distribution"
 
 
 @pytest.mark.data
@@ -239,6 +247,8 @@ def test_score_reports_each_bad_file_and_goes_on(tmp_path: Path, shipped_model: 
     }
     for name in ("good.png", "good.jpg", "deep.png"):
         assert rows[name]["error"] is None and 0 <= rows[name]["probability"] <= 1
+        assert isinstance(rows[name]["out_of_distribution"], bool)
+    assert rows["empty.jpg"]["out_of_distribution"] is None
     assert "empty" in rows["empty.jpg"]["error"]
     assert "not a recognised image" in rows["text.png"]["error"]
     assert "truncated" in rows["truncated.jpg"]["error"]
