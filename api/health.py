@@ -132,14 +132,21 @@ def _site_shift(session: Session) -> list[Metric]:
         "brainscan_site_flag_rate", "Share of a site's recent images flagged.", labels=labels
     )
     images = GaugeMetricFamily("brainscan_site_images", "A site's images scored recently.", labels=labels)
+    beyond = GaugeMetricFamily(
+        "brainscan_site_out_of_distribution",
+        "Share of a site's recent images unlike the model's training images (not assessed).",
+        labels=labels,
+    )
     reference = (model.card or {}).get("reference")
-    for site, (counts, flagged) in sorted(histograms.items()):
-        shift = drift(reference, counts, flagged)
+    for site, (counts, flagged, ood) in sorted(histograms.items()):
+        shift = drift(reference, counts, flagged, ood)
         if shift["psi"] is not None:
             psi.add_metric([site], shift["psi"])
+        if shift["out_of_distribution"] is not None:
+            beyond.add_metric([site], shift["out_of_distribution"])
         rate.add_metric([site], shift["flag_rate"] or 0.0)
         images.add_metric([site], shift["images"])
-    return [psi, rate, images]
+    return [psi, rate, images, beyond]
 
 
 def _batch_histogram(session: Session) -> tuple[list[tuple[str, float]], float]:

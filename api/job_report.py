@@ -28,6 +28,8 @@ RESULT_CSV_COLUMNS = (
     "batch_id",
     "frame",  # 1..N for a multi-frame file's frames, 0 for a file that is one image
     "threshold",  # the job's: flagged means probability >= threshold
+    "out_of_distribution",  # 1: unlike the training images (unflagged: not assessed); empty: not measured
+    "ood_distance",  # how unlike (training.ood), against the card's ood threshold
 )
 
 
@@ -132,8 +134,8 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
     report["unreadable_labelled"] = unreadable_labelled(session=session, job_id=job_id)
     report["failed_permanently"] = permanent_errors(session=session, job_id=job_id)
     model = model_version_named(session=session, version=job.model_version)
-    counts, flagged = job_score_histogram(session=session, job_id=job_id)
-    report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged)
+    counts, flagged, beyond = job_score_histogram(session=session, job_id=job_id)
+    report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged, beyond)
     return report
 
 
@@ -214,7 +216,20 @@ def result_report(result: ImageResult) -> dict[str, Any]:
         "status": result.status,
         "error": result.error,
         "batch_id": result.batch_id,
+        "out_of_distribution": result.out_of_distribution,
+        "ood_distance": result.ood_distance,
+        "assessment": assessment(result),
     }
+
+
+def assessment(result: ImageResult) -> str | None:
+    """`flagged`, `not flagged`, or `not assessed`: an unflagged image unlike the training images
+    (its negative means little); None until scored."""
+    if result.flagged is None:
+        return None
+    if result.flagged:
+        return "flagged"
+    return "not assessed" if result.out_of_distribution else "not flagged"
 
 
 def result_row(result: ImageResult, threshold: float) -> tuple[Any, ...]:
@@ -233,4 +248,6 @@ def result_row(result: ImageResult, threshold: float) -> tuple[Any, ...]:
         result.batch_id,
         result.frame,
         f"{threshold:.6f}",
+        "" if result.out_of_distribution is None else int(result.out_of_distribution),
+        "" if result.ood_distance is None else f"{result.ood_distance:.3f}",
     )

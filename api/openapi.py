@@ -108,15 +108,21 @@ SCHEMAS: Obj = {
             "drift": _nullable(
                 {
                     "type": "object",
-                    "description": "score shift against the model's held-out scores (one job's report; "
-                    "null in a list of jobs): population stability index of the score histogram",
+                    "description": "shift against the model's held-out slices (one job's report; null "
+                    "in a list of jobs): the worse of the score histogram's population stability "
+                    "index and the out-of-distribution share",
                     "properties": {
                         "status": {"type": "string", "enum": ["ok", "watch", "shifted", "unknown"]},
                         "psi": _nullable(NUM),
                         "flag_rate": _nullable(NUM),
                         "reference_flag_rate": _nullable(NUM),
                         "images": INT,
-                        "out_of_distribution": _nullable(NUM),
+                        "out_of_distribution": {
+                            **_nullable(NUM),
+                            "description": "share of the scored images unlike the training images "
+                            "(training.ood; about 0.01 in-source): above 0.05 `watch`, above 0.10 "
+                            "`shifted`; null where the model has no out-of-distribution reference",
+                        },
                     },
                 }
             ),
@@ -185,6 +191,18 @@ SCHEMAS: Obj = {
             "status": {"type": "string", "enum": ["pending", "scored", "error"]},
             "error": _nullable(STR),
             "batch_id": INT,
+            "out_of_distribution": {
+                **_nullable(BOOL),
+                "description": "the slice is unlike the model's training images (its pooled features "
+                "lie beyond the card's ood threshold); null where the model has no such reference",
+            },
+            "ood_distance": _nullable(NUM),
+            "assessment": {
+                "type": ["string", "null"],
+                "enum": ["flagged", "not flagged", "not assessed", None],
+                "description": "not assessed: unflagged but out of distribution, so its negative "
+                "means little; null until scored",
+            },
         },
     },
     "Study": {

@@ -129,7 +129,7 @@ def renew_lease(*, session: Session, batch_id: int, worker: str, lease: float) -
     return renewed is not None
 
 
-def _image_counts(session: Session, batch_id: int) -> dict[str, int]:
+def _image_counts(session: Session, batch_id: int) -> dict[str, int | None]:
     scored = ImageResult.status == "scored"
     positive, negative = and_(scored, ImageResult.label == 1), and_(scored, ImageResult.label == 0)
     flagged, unflagged = ImageResult.flagged.is_(True), ImageResult.flagged.is_(False)
@@ -142,9 +142,14 @@ def _image_counts(session: Session, batch_id: int) -> dict[str, int]:
             count_where(and_(negative, flagged)),
             count_where(and_(negative, unflagged)),
             count_where(and_(positive, unflagged)),
+            count_where(and_(scored, ImageResult.out_of_distribution.is_(True))),
+            count_where(and_(scored, ImageResult.out_of_distribution.is_not(None))),
         ).where(ImageResult.batch_id == batch_id)
     ).one()
-    return dict(zip(("scored", "failed", "flagged", "tp", "fp", "tn", "fn"), map(int, row), strict=True))
+    names = ("scored", "failed", "flagged", "tp", "fp", "tn", "fn", "out_of_distribution")
+    counts = dict(zip(names, map(int, row[:-1]), strict=True))
+    measured = int(row[-1])
+    return {**counts, "out_of_distribution": counts["out_of_distribution"] if measured else None}
 
 
 SCORE_BINS = 10  # the histogram's bins of [0, 1] (= training.drift.BINS; tests/db checks)
@@ -292,16 +297,20 @@ def list_batches(*, session: Session, job_id: int) -> list[Batch]:
     return list(session.scalars(stmt))
 
 
-def job_score_histogram(*, session: Session, job_id: int) -> tuple[list[int], int]:
-    """The job's finished batches' score histograms summed, and how many of those images were flagged."""
-    totals, flagged = [0] * SCORE_BINS, 0
+def job_score_histogram(*, session: Session, job_id: int) -> tuple[list[int], int, int | None]:
+    """The job's finished batches' score histograms summed, how many of those images were flagged,
+    and how many were out of distribution (None when no batch measured it: a model without an
+    out-of-distribution reference)."""
+    totals, flagged, beyond = [0] * SCORE_BINS, 0, None
     rows = session.execute(
-        select(Batch.score_histogram, Batch.flagged).where(
+        select(Batch.score_histogram, Batch.flagged, Batch.out_of_distribution).where(
             Batch.job_id == job_id, Batch.score_histogram.is_not(None)
         )
     )
-    for histogram, batch_flagged in rows:
+    for histogram, batch_flagged, batch_beyond in rows:
         if histogram:  # batches finished before histograms were kept have none
             totals = [a + int(b) for a, b in zip(totals, histogram, strict=True)]
             flagged += int(batch_flagged or 0)
-    return totals, flagged
+            if batch_beyond is not None:
+                beyond = (beyond or 0) + int(batch_beyond)
+    return totals, flagged, beyond

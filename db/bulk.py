@@ -51,6 +51,8 @@ SCORED: dict[str, TypeEngine[Any]] = {
     "flagged": Boolean(),
     "error": Text(),
     "error_permanent": Boolean(),
+    "ood_distance": Float(),
+    "out_of_distribution": Boolean(),
 }
 UPSERTED = (*tuple(SCORED)[2:], "status", "scored_at")  # what a later result may overwrite
 KEY = [RESULTS.c.job_id, RESULTS.c.relpath, RESULTS.c.frame]  # one row per frame of a file

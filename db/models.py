@@ -149,6 +149,9 @@ class Batch(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     scored: Mapped[int] = mapped_column(default=0, server_default="0")
     failed: Mapped[int] = mapped_column(default=0, server_default="0")
+    out_of_distribution: Mapped[
+        int | None
+    ]  # scored images beyond the model's OOD threshold; null: no reference
     flagged: Mapped[int] = mapped_column(default=0, server_default="0")
     tp: Mapped[int | None]
     fp: Mapped[int | None]
@@ -234,6 +237,10 @@ class ImageResult(Base):
     # the same way, so it does not retry them; false for errors that may pass later (I/O, missing)
     error_permanent: Mapped[bool] = mapped_column(default=False, server_default=false())
     scored_at: Mapped[datetime | None]
+    # how unlike the training images (training.ood) and whether beyond the model's threshold, where
+    # an unflagged image is `not assessed`; null when the model has no out-of-distribution reference
+    ood_distance: Mapped[float | None] = mapped_column(Float)
+    out_of_distribution: Mapped[bool | None]
 
 
 REVIEW_VERDICTS = ("tumour", "no tumour", "unsure")

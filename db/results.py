@@ -41,6 +41,8 @@ class ScoredImage:
     content_hash: str | None = None
     frame: int = 0
     error_permanent: bool = False  # a re-run would fail the same way: it does not retry the image
+    ood_distance: float | None = None  # how unlike the training images (training.ood)
+    out_of_distribution: bool | None = None  # beyond the model's threshold: unflagged, not assessed
 
 
 def pending_images(*, session: Session, batch_id: int) -> list[PendingImage]:
@@ -70,6 +72,8 @@ def _row(result: ScoredImage, now: datetime) -> dict[str, Any]:
         "status": "scored" if scored else "error",
         "error": error,
         "error_permanent": result.error_permanent and not scored,
+        "ood_distance": result.ood_distance if scored else None,
+        "out_of_distribution": result.out_of_distribution if scored else None,
         "probability": result.probability if scored else None,
         "flagged": result.flagged if scored else None,
         "scored_at": now if scored else None,

@@ -21,12 +21,20 @@ from db.progress import count_where
 
 def site_histograms(
     *, session: Session, model_version: str, since: datetime
-) -> dict[str, tuple[list[int], int]]:
-    """Per site, the scores of images scored since `since` by jobs of `model_version`, binned, and
-    how many were flagged."""
+) -> dict[str, tuple[list[int], int, int | None]]:
+    """Per site, the scores of images scored since `since` by jobs of `model_version`, binned, how
+    many were flagged, and how many were out of distribution (None: not measured)."""
     bin_of = score_bin(session)
+    beyond = ImageResult.out_of_distribution
     rows = session.execute(
-        select(Series.site, bin_of, func.count(), count_where(ImageResult.flagged.is_(True)))
+        select(
+            Series.site,
+            bin_of,
+            func.count(),
+            count_where(ImageResult.flagged.is_(True)),
+            count_where(beyond.is_(True)),
+            count_where(beyond.is_not(None)),
+        )
         .join(ImageResult, ImageResult.series_id == Series.id)
         .join(Job, Job.id == Series.job_id)
         .where(
@@ -36,10 +44,14 @@ def site_histograms(
     ).all()
     counts: dict[str, list[int]] = defaultdict(lambda: [0] * SCORE_BINS)
     flagged: dict[str, int] = defaultdict(int)
-    for site, index, n, n_flagged in rows:
-        counts[site or "(unknown)"][int(index)] += int(n)
-        flagged[site or "(unknown)"] += int(n_flagged)
-    return {site: (counts[site], flagged[site]) for site in counts}
+    ood: dict[str, int | None] = defaultdict(lambda: None)
+    for site, index, n, n_flagged, n_beyond, n_measured in rows:
+        key = site or "(unknown)"
+        counts[key][int(index)] += int(n)
+        flagged[key] += int(n_flagged)
+        if n_measured:
+            ood[key] = (ood[key] or 0) + int(n_beyond)
+    return {site: (counts[site], flagged[site], ood[site]) for site in counts}
 
 
 def active_profile(*, session: Session, site: str, model_version: str) -> SiteProfile | None:

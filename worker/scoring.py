@@ -112,7 +112,15 @@ def score_claimed(
         flagged = None if r.probability is None else r.probability >= work.threshold
         results.append(
             ScoredImage(
-                image.relpath, r.probability, flagged, r.error, r.sha256, image.frame, r.error_permanent
+                image.relpath,
+                r.probability,
+                flagged,
+                r.error,
+                r.sha256,
+                image.frame,
+                r.error_permanent,
+                r.ood_distance,
+                r.out_of_distribution,
             )
         )
     return results

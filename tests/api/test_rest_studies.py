@@ -14,8 +14,11 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 from pydicom.uid import generate_uid
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
 
 from brainscan.settings import Settings
+from db.models import Batch, ImageResult
 from tests.api.conftest import bearer, plan_and_score
 from tests.conftest import load_bench
 
@@ -128,6 +131,32 @@ def test_the_job_page_lists_studies_and_a_frame_has_its_thumbnail(
         thumb = web.get(f"/api/v1/jobs/{dicom_job}/results/{r['id']}/thumbnail")
         assert thumb.status_code == 200 and thumb.mimetype == "image/png", r
         assert np.asarray(Image.open(io.BytesIO(thumb.data))).max() > 0, r  # not a black square
+
+
+def test_a_job_whose_slices_look_unlike_the_training_images_says_so(
+    client: FlaskClient,
+    tokens: dict[str, str],
+    dicom_job: int,
+    web: FlaskClient,
+    sessions: sessionmaker[Session],
+) -> None:
+    """Out-of-distribution images (training.ood), counted per batch: the job's share in `drift`,
+    and the page says that unflagged ones are not assessed."""
+    with sessions.begin() as session:  # a third of each batch's scored images beyond the threshold
+        session.execute(
+            update(Batch).where(Batch.job_id == dicom_job).values(out_of_distribution=Batch.scored / 3)
+        )
+        missed = (ImageResult.job_id == dicom_job) & ImageResult.flagged.is_(False) & (ImageResult.label == 1)
+        session.execute(update(ImageResult).where(missed).values(out_of_distribution=True, ood_distance=50.0))
+    job = client.get(f"/api/v1/jobs/{dicom_job}", headers=bearer(tokens["read"])).get_json()
+    assert 0.2 < job["drift"]["out_of_distribution"] < 0.34 and job["drift"]["status"] == "shifted"
+    page = web.get(f"/jobs/{dicom_job}").get_data(as_text=True)
+    assert "look unlike anything the model was trained on" in page and "<em>not assessed</em>" in page
+    assert 'its negative means little">not assessed</span>' in page  # under a missed tumour's thumbnail
+    results = client.get(
+        f"/api/v1/jobs/{dicom_job}/results?false_negatives=true", headers=bearer(tokens["read"])
+    )
+    assert {r["assessment"] for r in results.get_json()["results"]} == {"not assessed"}
 
 
 def test_metrics_give_each_site_its_score_shift(

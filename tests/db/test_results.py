@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.batches import claim_batch
 from db.jobs import finish_planning, mark_planning
-from db.models import ImageResult
+from db.models import Batch, ImageResult
 from db.results import ScoredImage, iter_results, list_results, pending_images, record_results
 from tests.dbfixtures import create_random_job, plan_random_images, score_randomly
 
@@ -76,6 +76,35 @@ def test_the_first_score_wins_and_an_error_is_replaced_by_a_score(db_sessionmake
             ("scan-000000.png", "scored", 0.8, "a" * 64, None),
             ("scan-000001.png", "scored", 0.1, "b" * 64, None),
         ]
+
+
+def test_out_of_distribution_is_kept_per_image_and_counted_per_batch(db_sessionmaker: Maker) -> None:
+    """An unflagged image beyond the model's threshold is `not assessed`; batches count them, and
+    a model without a reference leaves the count null (not 0: nothing was measured)."""
+    from api.job_report import assessment
+    from db.batches import finish_batch, job_score_histogram
+
+    job_id, (measured, unmeasured) = _planned(db_sessionmaker, 4, 2)
+    with db_sessionmaker.begin() as session:
+        pending = [i.relpath for i in pending_images(session=session, batch_id=measured)]
+        results = [
+            ScoredImage(pending[0], 0.9, True, ood_distance=40.0, out_of_distribution=True),
+            ScoredImage(pending[1], 0.1, False, ood_distance=41.0, out_of_distribution=True),
+        ]
+        record_results(session=session, job_id=job_id, batch_id=measured, results=results)
+        finish_batch(session=session, batch_id=measured, seconds=1.0)
+        plain = [
+            ScoredImage(i.relpath, 0.2, False) for i in pending_images(session=session, batch_id=unmeasured)
+        ]
+        record_results(session=session, job_id=job_id, batch_id=unmeasured, results=plain)
+        finish_batch(session=session, batch_id=unmeasured, seconds=1.0)
+    with db_sessionmaker() as session:
+        rows = list_results(session=session, job_id=job_id, limit=10)
+        assert [assessment(r) for r in rows] == ["flagged", "not assessed", "not flagged", "not flagged"]
+        assert [r.ood_distance for r in rows] == [40.0, 41.0, None, None]
+        counts = dict(session.execute(select(Batch.id, Batch.out_of_distribution)).all())
+        assert counts == {measured: 2, unmeasured: None}
+        assert job_score_histogram(session=session, job_id=job_id)[1:] == (1, 2)
 
 
 def test_a_result_without_probability_or_reason_is_an_error_and_duplicates_collapse(

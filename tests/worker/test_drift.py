@@ -1,6 +1,7 @@
 """Score shift measured on real jobs, with a model trained without lgg-flair: its slices are
 `shifted`, a sample of a source it trained on is `ok`, for three samples each (the batches'
-histograms in SQL against the card's held-out reference)."""
+histograms in SQL against the card's held-out reference, and the share of slices out of
+distribution, per image by training.ood)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,15 @@ def test_an_unseen_source_is_shifted_and_a_seen_one_ok(
         folder = _sample(shared_data / name, tmp_path / name, seed)
         job_id = embedded.run_here(folder, scorer=scorer, batch_size=64)
         with embedded.sessions()() as session:
-            counts, flagged = job_score_histogram(session=session, job_id=job_id)
-        found[name] = drift(scorer.card.reference, counts, flagged)
+            counts, flagged, beyond = job_score_histogram(session=session, job_id=job_id)
+        found[name] = drift(scorer.card.reference, counts, flagged, beyond)
         assert found[name]["status"] == expected, found[name]
         assert found[name]["images"] >= SAMPLE - 2  # lgg-flair holds two blank slices
     assert found["lgg-flair"]["psi"] > 0.25 > 0.1 > found["kaggle-4class-train"]["psi"]
+    # slices unlike the training images (training.ood): about a third of lgg-flair's, few of 4-class's
+    assert (
+        found["lgg-flair"]["out_of_distribution"]
+        > 0.2
+        > 0.05
+        > found["kaggle-4class-train"]["out_of_distribution"]
+    )
