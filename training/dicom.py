@@ -1,5 +1,6 @@
 """DICOM slices to 8-bit grey: modality rescale, VOI LUT or window, MONOCHROME1 inversion; 8-bit
-grey without either as stored."""
+grey without either as stored. An enhanced (multi-frame) image keeps each frame's rescale and
+window in its functional groups, shared or per frame: a frame is read with its own."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
         raise ImageError(f"the file holds {frames} frame(s), not frame {frame}")
     _check_pixel_data_length(ds, rows, cols, frames)
     pixels = _pixel_array(ds, frame)
+    ds = frame_view(ds, frame)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         if pixels.ndim == 3:  # colour DICOM (secondary capture): luminance only
@@ -54,6 +56,32 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
     if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
         grey = 255 - grey
     return grey
+
+
+FRAME_TRANSFORMS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")  # rescale; window
+
+
+def frame_view(ds: Dataset, frame: int) -> Dataset:
+    """`ds` as frame `frame` (1..) of an enhanced multi-frame image is to be displayed: its rescale
+    (Pixel Value Transformation) and window (Frame VOI LUT) from the shared functional groups,
+    overridden by the frame's own, set at the top level where pydicom's LUT functions read them.
+    `ds` itself when the file has no functional groups (or for a single-frame file)."""
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    groups = [*shared[:1], *per_frame[frame - 1 : frame]] if frame else []
+    found = [g[name][0] for g in groups for name in FRAME_TRANSFORMS if g.get(name)]
+    if not found:
+        return ds
+    from pydicom.dataset import Dataset as Plain
+
+    view = Plain()
+    for element in ds:  # the image pixel attributes the LUT functions need, without the pixels
+        if element.keyword not in ("PixelData", *FRAME_TRANSFORMS, "PerFrameFunctionalGroupsSequence"):
+            view.add(element)
+    for item in found:  # shared first, the frame's own after: the frame's win
+        for element in item:
+            view.add(element)
+    return view
 
 
 def _holds_display_grey(ds: Dataset, pixels: np.ndarray) -> bool:

@@ -50,6 +50,42 @@ def test_multi_frame_is_refused_clearly(tmp_path: Path) -> None:
         decode_image(write_dicom(tmp_path / "multi.dcm", stack, frames=2))
 
 
+def test_an_enhanced_image_s_frames_take_their_own_rescale_and_window(tmp_path: Path) -> None:
+    """Enhanced MR keeps rescale and window in functional groups, not at the top level: each frame
+    reads as the same slice saved alone with those values at the top level."""
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    def item(**values: object) -> Dataset:
+        found = Dataset()
+        for keyword, value in values.items():
+            setattr(found, keyword, value)
+        return found
+
+    slices = [mri(8), mri(9)]
+    windows = [(600.0, 400.0), (1500.0, 3000.0)]
+    path = write_dicom(tmp_path / "enhanced.dcm", np.stack(slices), frames=2)
+    ds = pydicom.dcmread(path)
+    ds.SharedFunctionalGroupsSequence = [
+        item(
+            PixelValueTransformationSequence=[
+                item(RescaleSlope=2.0, RescaleIntercept=-100.0, RescaleType="US")
+            ]
+        )
+    ]
+    ds.PerFrameFunctionalGroupsSequence = [
+        item(FrameVOILUTSequence=[item(WindowCenter=center, WindowWidth=width)]) for center, width in windows
+    ]
+    ds.save_as(path)
+    for frame, (pixels, window) in enumerate(zip(slices, windows, strict=True), start=1):
+        alone = write_dicom(tmp_path / f"alone-{frame}.dcm", pixels, slope=2.0, intercept=-100, window=window)
+        assert np.array_equal(decode_image(path, frame=frame), decode_image(alone))
+    # without the groups a frame would be stretched over its full range: not what the scanner meant
+    assert not np.array_equal(
+        decode_image(path, frame=1), decode_image(write_dicom(tmp_path / "p.dcm", slices[0]))
+    )
+
+
 def test_compressed_transfer_syntax_is_reported(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "j2k.dcm", mri(7), syntax=JPEG2000Lossless)
     with pytest.raises(ImageError, match=r"JPEG 2000|compressed|corrupt"):
