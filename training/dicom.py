@@ -46,13 +46,13 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
         raise ImageError(f"the file holds {frames} frame(s), not frame {frame}")
     _check_pixel_data_length(ds, rows, cols, frames)
     pixels = _pixel_array(ds, frame)
-    ds = frame_view(ds, frame)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    shown = frame_view(ds, frame)
+    photometric = str(shown.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         if pixels.ndim == 3:  # colour DICOM (secondary capture): luminance only
             return np.asarray(pixels[..., :3].astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
         raise ImageError(f"unsupported DICOM photometric interpretation {photometric}")
-    grey = pixels if _holds_display_grey(ds, pixels) else _windowed(ds, pixels)
+    grey = pixels if _holds_display_grey(shown, pixels) else _windowed(shown, pixels)
     if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
         grey = 255 - grey
     return grey
