@@ -69,24 +69,20 @@ def main() -> None:
     from sklearn.metrics import roc_auc_score
 
     from training.card import card_path_for
-    from training.crossval import final_task
-    from training.metrics import compute_metrics
     from training.ood import card_entry, features_of, fit_reference, reference_path_for, with_features
     from training.prepare import prepare
+    from training.rebuild import RebuildError, rebuild_final_split
     from training.recipes import Recipe
     from training.scorer import Scorer
 
     scorer = Scorer.load(args.model)
     card, recipe = scorer.card, Recipe.from_dict(scorer.card.recipe)
-    data = prepare(args.data, recipe, exclude=args.exclude)
-    if data.fingerprint != card.data["fingerprint"]:
-        sys.exit("these are not the images the model was trained on (the data fingerprints differ)")
-    task = final_task(data, recipe)
-    x, y = data.loaded.inputs, data.loaded.labels
-    test_probs, test_features = features_of(scorer.model, x[task.test])
-    found = compute_metrics(y[task.test], test_probs, card.threshold).to_dict()
-    if any(found[k] != card.metrics["test"][k] for k in ("tp", "fp", "tn", "fn")):
-        sys.exit(f"the rebuilt test split scores {found}, not the card's {card.metrics['test']}")
+    try:
+        rebuilt = rebuild_final_split(scorer, args.data, exclude=args.exclude)
+    except RebuildError as exc:
+        sys.exit(str(exc))
+    task, x, y = rebuilt.task, rebuilt.data.loaded.inputs, rebuilt.data.loaded.labels
+    _, test_features = features_of(scorer.model, x[task.test])
     _, train_features = features_of(scorer.model, x[task.train])  # as training.ood.fit_on_task
     _, val_features = features_of(scorer.model, x[task.val])
     reference = fit_reference(train_features, y[task.train], val_features)

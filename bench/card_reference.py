@@ -31,24 +31,16 @@ def main() -> None:
 
     import_backend()
     from training.card import card_path_for
-    from training.crossval import final_task
     from training.drift import reference
-    from training.metrics import compute_metrics
-    from training.prepare import prepare
-    from training.recipes import Recipe
+    from training.rebuild import RebuildError, rebuild_final_split
     from training.scorer import Scorer
 
     scorer = Scorer.load(args.model)
     card = scorer.card
-    data = prepare(args.data, Recipe.from_dict(card.recipe), exclude=args.exclude)
-    if data.fingerprint != card.data["fingerprint"]:
-        sys.exit("these are not the images the model was trained on (the data fingerprints differ)")
-    task = final_task(data, Recipe.from_dict(card.recipe))
-    probs = scorer.score_arrays(data.loaded.inputs[task.test])
-    found = compute_metrics(data.loaded.labels[task.test], probs, card.threshold).to_dict()
-    stored = card.metrics["test"]
-    if any(found[k] != stored[k] for k in ("tp", "fp", "tn", "fn")):
-        sys.exit(f"the rebuilt test split scores {found}, not the card's {stored}")
+    try:
+        probs = rebuild_final_split(scorer, args.data, exclude=args.exclude).test_probs
+    except RebuildError as exc:
+        sys.exit(str(exc))
     card.reference = reference(probs, card.threshold, "test")
     card.notes.append(
         "reference: added afterwards by `python bench/card_reference.py "

@@ -200,6 +200,7 @@ class ModelCard:
     notes: list[str] = field(default_factory=list)
     reference: dict[str, Any] = field(default_factory=dict)  # held-out scores (training.drift)
     ood: dict[str, Any] = field(default_factory=dict)  # out-of-distribution reference (training.ood)
+    study: dict[str, Any] | None = None  # study rule, threshold and figures (training.studies.study_card)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(json_safe(asdict(self)), indent=2, allow_nan=False) + "\n")

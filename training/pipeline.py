@@ -34,6 +34,7 @@ from training.model import build_model
 from training.ood import card_entry, fit_on_task, reference_path_for
 from training.prepare import PreparedData, log
 from training.recipes import Recipe
+from training.studies import study_card
 from training.train import FitResult, describe_device
 
 
@@ -69,6 +70,9 @@ def train(
         save_predictions(predictions, data, held_out)
     card = _card(data, recipe, out_model, fitted, final, held_out, cross_source, command)
     card.ood = ood
+    if data.subjects:
+        y, task = data.loaded.labels, final.task
+        card.study = study_card(data.subjects, y, task, final.val_probs, final.probs, final.threshold)
     card.save(card_path_for(out_model))
     return card
 

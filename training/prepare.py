@@ -6,7 +6,7 @@ import fnmatch
 import hashlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ class PreparedData:
     fingerprint: str
     mid_level: np.ndarray  # bool per image: a slice in the middle half of its subject's levels
     tumour_edge: np.ndarray  # bool per image: its scan's first or last tumour slice
+    subjects: list[str] = field(default_factory=list)  # per image, "" where none is known (a study)
 
     @property
     def sources(self) -> np.ndarray:
@@ -114,6 +115,7 @@ def prepare(
         data_fingerprint(loaded.records),
         mid_levels(relpaths, subjects),
         tumour_edges(relpaths, subjects, loaded.labels.tolist()),
+        subjects,
     )
 
 

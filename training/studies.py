@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -94,3 +95,70 @@ def study_arrays(studies: Studies) -> tuple[np.ndarray, np.ndarray]:
         (y, p) for y, p in zip(studies.labels, studies.scores, strict=True) if y is not None and p is not None
     ]
     return np.array([y for y, _ in both], dtype=np.int64), np.array([p for _, p in both], dtype=np.float64)
+
+
+STUDY_RULE = "max"  # a study's score: its highest slice score, of the series the model is fit for
+
+
+def study_figures(
+    subjects: Sequence[str], labels: Sequence[int], probabilities: Sequence[float], threshold: float
+) -> dict[str, Any] | None:
+    """Study-level figures of labelled slices grouped by subject (slices without one are left
+    out): each study's label is its slices' highest, its score their highest (STUDY_RULE); None
+    when no slice has a subject. Specificity is None where no study is without a tumour."""
+    studies: dict[str, tuple[int, float]] = {}
+    for subject, label, p in zip(subjects, labels, probabilities, strict=True):
+        if subject:
+            seen = studies.get(subject, (0, 0.0))
+            studies[subject] = (max(seen[0], int(label)), max(seen[1], float(p)))
+    if not studies:
+        return None
+    y = np.array([label for label, _ in studies.values()])
+    score = np.array([p for _, p in studies.values()])
+    flagged = score >= threshold
+    tumour, clear = y == 1, y == 0
+    return {
+        "studies": len(studies),
+        "with_tumour": int(tumour.sum()),
+        "without_tumour": int(clear.sum()),
+        "recall": float(flagged[tumour].mean()) if tumour.any() else None,
+        "specificity": float((~flagged[clear]).mean()) if clear.any() else None,
+        "lowest_tumour_study_score": float(score[tumour].min()) if tumour.any() else None,
+    }
+
+
+def study_threshold(validation: dict[str, Any] | None, slice_threshold: float) -> float:
+    """The study threshold: the highest that keeps every validation study with a tumour flagged
+    (its lowest score), but never above the slice threshold, so that a study with a flagged slice
+    is always a flagged study, as the service reports it."""
+    lowest = (validation or {}).get("lowest_tumour_study_score")
+    return slice_threshold if lowest is None else min(slice_threshold, float(lowest))
+
+
+def study_card(
+    subjects: Sequence[str],
+    labels: np.ndarray,
+    task: Any,
+    val_probs: np.ndarray,
+    test_probs: np.ndarray,
+    slice_threshold: float,
+) -> dict[str, Any] | None:
+    """The card's `study`: the rule, the study threshold tuned on the validation part's studies
+    (`study_threshold`), and study-level figures on the validation and test parts; None when the
+    images have no subjects (no study is known). `task`: a training.crossval.FitTask."""
+
+    def part(index: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any] | None:
+        return study_figures([subjects[i] for i in index], labels[index].tolist(), probs.tolist(), threshold)
+
+    tuning = part(task.val, val_probs, slice_threshold)
+    if tuning is None:
+        return None
+    threshold = study_threshold(tuning, slice_threshold)
+    return {
+        "rule": STUDY_RULE,
+        "threshold": threshold,
+        "tuned_on": f"validation part ({tuning['studies']} studies: every one with a tumour kept flagged, "
+        "never above the slice threshold)",
+        "validation": part(task.val, val_probs, threshold),
+        "test": part(task.test, test_probs, threshold) if len(task.test) else None,
+    }

@@ -271,6 +271,19 @@ def test_the_model_page_shows_test_cv_and_cross_source_figures_and_plots(
     assert 'class="chosen"' in html
 
 
+def test_the_model_page_gives_the_shipped_card_s_study_rule_and_out_of_distribution_threshold(
+    web: FlaskClient, model: dict[str, Any]
+) -> None:
+    html = page(web, "/model")
+    study, ood = model["study"], model["ood"]
+    assert f"reaches {study['threshold']:.4f}; on the test split's {study['test']['studies']} studies" in html
+    assert "(no study without a tumour to measure specificity on)" in html  # lgg-flair: all glioma patients
+    assert (
+        f"beyond distance {ood['threshold']:.1f} (from the validation split (1188 images), quantile 0.99)"
+        in html
+    )
+
+
 def test_the_model_page_names_a_last_epoch_ensemble_and_a_fractional_recall_target(
     web: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:

@@ -167,6 +167,10 @@ def test_short_training_run_writes_a_consistent_model(shared_data: Path, tmp_pat
         out.parent / "tiny.ood.npz"
     )
     assert card.ood["fitted_on"] == f"train split ({split['train']} images)"
+    # lgg-flair's slices in the sample have subjects: study figures, the threshold not above the slice one
+    assert (
+        card.study is not None and card.study["rule"] == "max" and card.study["threshold"] <= card.threshold
+    )
     assert {r["out_of_distribution"] for r in rows} <= {"0", "1"} and list(rows[0])[
         -1
     ] == "out_of_distribution"
