@@ -97,3 +97,29 @@ def test_corrupt_dicom(tmp_path: Path) -> None:
     path.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
     with pytest.raises(ImageError):
         decode_image(path)
+
+
+@pytest.mark.parametrize("signed", [0, 1])
+@pytest.mark.parametrize("frames", [1, 3])
+def test_uncompressed_pixels_read_straight_from_the_bytes_equal_pydicom_s(
+    tmp_path: Path, signed: int, frames: int
+) -> None:
+    """The fast path for uncompressed slices masks unused high bits and sign-extends as pydicom
+    does, frame by frame; garbage in the high bits included."""
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    from training.dicom import _native_pixels
+
+    rng = np.random.default_rng(signed + frames)
+    stack = rng.integers(0, 2**16, (frames, 24, 32), dtype=np.uint16)  # 12 bits stored, 16 allocated
+    path = write_dicom(tmp_path / "x.dcm", stack if frames > 1 else stack[0], frames=frames)
+    ds = pydicom.dcmread(path)
+    ds.PixelRepresentation = signed
+    ds.save_as(path)
+    ds = pydicom.dcmread(path)
+    for frame in range(1, frames + 1) if frames > 1 else [0]:
+        expected = pixel_array(ds, index=frame - 1) if frame else ds.pixel_array
+        found = _native_pixels(ds, frame)
+        assert found is not None and found.dtype == expected.dtype
+        assert np.array_equal(found, expected)
