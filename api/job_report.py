@@ -14,6 +14,7 @@ from db.model_versions import model_version_named
 from db.models import Batch, ImageResult, Job
 from db.progress import JobProgress, job_progress, jobs_progress
 from db.results import permanent_errors, unreadable_labelled
+from db.series import site_thresholds
 from db.studies import FLAGGED, NOT_ASSESSED, StudyVerdict, study_verdicts
 from training.drift import drift
 
@@ -133,13 +134,20 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
     report["studies"] = studies_summary(study_verdicts(session=session, job_id=job_id))
     report["unreadable_labelled"] = unreadable_labelled(session=session, job_id=job_id)
     report["failed_permanently"] = permanent_errors(session=session, job_id=job_id)
+    report["site_thresholds"] = site_thresholds(session=session, job_id=job_id)
     model = model_version_named(session=session, version=job.model_version)
     counts, flagged, beyond = job_score_histogram(session=session, job_id=job_id)
     report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged, beyond)
     return report
 
 
-ONE_JOB_ONLY = ("studies", "drift", "unreadable_labelled", "failed_permanently")  # each costs a query
+ONE_JOB_ONLY = (
+    "studies",
+    "drift",
+    "unreadable_labelled",
+    "failed_permanently",
+    "site_thresholds",
+)  # each costs a query
 
 
 def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:

@@ -97,6 +97,18 @@ SCHEMAS: Obj = {
                     "null in a list of jobs)",
                 }
             ),
+            "site_thresholds": _nullable(
+                {
+                    "type": "array",
+                    "description": "sites whose profile some of the job's DICOM series took (a job "
+                    "submitted without a threshold): their images are flagged at that threshold, not "
+                    "the job's (one job's report; null in a list of jobs)",
+                    "items": {
+                        "type": "object",
+                        "properties": {"site": STR, "threshold": NUM, "profile": INT, "series": INT},
+                    },
+                }
+            ),
             "unreadable_labelled": _nullable(
                 {
                     "type": "object",

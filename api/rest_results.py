@@ -22,6 +22,7 @@ from brainscan.settings import parse_bool
 from db.jobs import get_job
 from db.models import ImageResult, Job
 from db.results import iter_results, list_results
+from db.series import series_thresholds
 from training.dataset import file_at, resolves_inside
 from training.thumbnail import FULL_SIDE, THUMBNAIL_SIDE
 
@@ -79,8 +80,9 @@ def _csv_lines(maker: sessionmaker[Session], job_id: int, filters: Filters) -> I
     with maker() as session:
         job = session.get(Job, job_id)
         threshold = job.threshold if job is not None else float("nan")
+        by_series = series_thresholds(session=session, job_id=job_id)  # a site's, where a series took one
         for result in iter_results(session=session, job_id=job_id, **asdict(filters)):
-            yield line(result_row(result, threshold))
+            yield line(result_row(result, by_series.get(result.series_id or 0, threshold)))
 
 
 def _json_items(maker: sessionmaker[Session], job_id: int, filters: Filters) -> Iterator[str]:

@@ -230,6 +230,7 @@ def submit(submission: Submission, *, principal: Principal | None) -> tuple[int,
                 team=principal.team,
                 idempotency_key=submission.idempotency_key,
                 request_hash=submission.request_hash if submission.idempotency_key else None,
+                site_profiles=submission.threshold is None,  # a threshold asked for holds for every series
             )
             if created:
                 record_event(

@@ -133,9 +133,17 @@ class Service:
         return job_id, created
 
     def create_job(
-        self, folder: Path, *, model_version: str, threshold: float, batch_size: int, key: str | None = None
+        self,
+        folder: Path,
+        *,
+        model_version: str,
+        threshold: float,
+        batch_size: int,
+        key: str | None = None,
+        site_profiles: bool = False,
     ) -> tuple[int, bool]:
-        """Record a job for a folder, as the API does, without sending it anywhere: (id, created)."""
+        """Record a job for a folder, as the API does, without sending it anywhere: (id, created).
+        `site_profiles`: its DICOM series take their site's profile (submitted without a threshold)."""
         with self.sessions().begin() as session:
             job, created = create_job(
                 session=session,
@@ -147,6 +155,7 @@ class Service:
                 threshold=threshold,
                 batch_size=batch_size,
                 idempotency_key=key,
+                site_profiles=site_profiles,
             )
             return job.id, created
 

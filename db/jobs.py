@@ -62,9 +62,11 @@ def create_job(
     team: str | None = None,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    site_profiles: bool = False,
 ) -> tuple[Job, bool]:
     """A new queued job and True, or the job this submitter's `idempotency_key` already holds and
-    False; KeyReused when that job was asked for with another `request_hash`."""
+    False; KeyReused when that job was asked for with another `request_hash`. `site_profiles`:
+    each DICOM series takes its site's active profile (a job submitted without a threshold)."""
     if idempotency_key is not None:
         existing = _job_with_key(session, submitted_by, idempotency_key, request_hash)
         if existing is not None:
@@ -80,6 +82,7 @@ def create_job(
         batch_size=batch_size,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
+        site_profiles=site_profiles,
         status="queued",
     )
     try:

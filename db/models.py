@@ -105,6 +105,8 @@ class Job(Base):
     skipped_reasons: Mapped[dict[str, Any] | None]  # why they were skipped: {reason: count}
     model_version: Mapped[str] = mapped_column(String(128))
     threshold: Mapped[float] = mapped_column(Float)
+    # submitted without a threshold: each DICOM series takes its site's active profile, if any
+    site_profiles: Mapped[bool] = mapped_column(default=False, server_default=false())
     batch_size: Mapped[int]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of what was asked, keyed jobs only
@@ -185,6 +187,8 @@ class Series(Base):
     plane: Mapped[str] = mapped_column(String(16), default="")
     site: Mapped[str] = mapped_column(String(255), default="")
     image_type: Mapped[str] = mapped_column(String(255), default="")
+    threshold: Mapped[float | None] = mapped_column(Float)  # its site's profile's; None: the job's
+    site_profile_id: Mapped[int | None]  # the profile version it took
     not_assessed: Mapped[str | None] = mapped_column(String(255))  # why the model is not fit for it
 
 

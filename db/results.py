@@ -14,7 +14,7 @@ from sqlalchemy import Select, func, select, text
 from sqlalchemy.orm import Session
 
 from db.bulk import upsert_scored
-from db.models import ERRORS, FALSE_NEGATIVES, FLAGGED, ImageResult, utcnow
+from db.models import ERRORS, FALSE_NEGATIVES, FLAGGED, ImageResult, Series, utcnow
 
 STREAM_CHUNK = 2000  # rows fetched per round trip when streaming an export
 
@@ -28,6 +28,7 @@ class PendingImage:
     relpath: str
     label: int | None
     frame: int = 0
+    threshold: float | None = None  # its series' site threshold; None: the job's
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,8 @@ def pending_images(*, session: Session, batch_id: int) -> list[PendingImage]:
     """The batch's images not yet scored (pending, or errors from an earlier attempt that another
     try may pass), in order."""
     stmt = (
-        select(ImageResult.id, ImageResult.relpath, ImageResult.label, ImageResult.frame)
+        select(ImageResult.id, ImageResult.relpath, ImageResult.label, ImageResult.frame, Series.threshold)
+        .outerjoin(Series, Series.id == ImageResult.series_id)
         .where(
             ImageResult.batch_id == batch_id,
             ImageResult.status != "scored",

@@ -50,13 +50,17 @@ class SeriesBook:
 
     ids: dict[str, int] = field(default_factory=dict)
     new: dict[str, SeriesFound] = field(default_factory=dict)
+    profiles_of: str | None = None  # the job's model version when its series take site profiles
 
     def note(self, series: SeriesFound) -> None:
         if series.series_key not in self.ids:
             self.new.setdefault(series.series_key, series)
 
     def record(self, session: Session, job_id: int) -> None:
-        self.ids.update(add_series(session=session, job_id=job_id, series=list(self.new.values())))
+        found = list(self.new.values())
+        self.ids.update(
+            add_series(session=session, job_id=job_id, series=found, profiles_of=self.profiles_of)
+        )
         self.new.clear()
 
 
@@ -81,6 +85,7 @@ def plan(
             log.info("job %s: nothing to plan (missing, cancelled or already planned)", job_id)
             return 0
         source_path, batch_size = job.source_path, job.batch_size
+        book = SeriesBook(profiles_of=job.model_version if job.site_profiles else None)
     try:
         root = _check_source(source_path, roots)
     except SourceError as exc:
@@ -91,7 +96,13 @@ def plan(
         sessions, lambda s: beat_planner(session=s, job_id=job_id), period=PLANNER_BEAT, what=f"job {job_id}"
     ):
         return _walk(
-            job_id, root, sessions=sessions, enqueue=enqueue, batch_size=batch_size, patient_key=patient_key
+            job_id,
+            root,
+            sessions=sessions,
+            enqueue=enqueue,
+            batch_size=batch_size,
+            patient_key=patient_key,
+            book=book,
         )
 
 
@@ -103,10 +114,10 @@ def _walk(
     enqueue: Callable[[list[int]], object],
     batch_size: int,
     patient_key: bytes,
+    book: SeriesBook,
 ) -> int:
     """The walk itself: batches recorded and sent as they fill, then the job running."""
     skipped: Counter[str] = Counter()
-    book = SeriesBook()
     total, index, chunk = 0, 0, []
     for record in iter_records(root, on_skip=lambda _relpath: skipped.update([NOT_AN_IMAGE])):
         found = images_of(record, key=patient_key)

@@ -109,7 +109,8 @@ def score_claimed(
     for (image, _), r in zip(readable, scores, strict=True):
         if not held():
             raise TakenBack(f"batch {work.batch_id} was taken back while it was scored")
-        flagged = None if r.probability is None else r.probability >= work.threshold
+        threshold = work.threshold if image.threshold is None else image.threshold  # a site's, per series
+        flagged = None if r.probability is None else r.probability >= threshold
         results.append(
             ScoredImage(
                 image.relpath,

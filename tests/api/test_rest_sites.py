@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from pathlib import Path
+from urllib.parse import quote
+
+import pydicom
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from brainscan.settings import Settings
 from db.audit import list_events
-from tests.api.conftest import bearer
+from tests.api.conftest import bearer, plan_and_score
+from tests.conftest import load_bench
 
 
 def _submit(client: FlaskClient, tokens: dict[str, str], **extra: object) -> dict[str, object]:
@@ -52,3 +61,47 @@ def test_no_threshold_is_suggested_from_too_few_reviews(
         "/api/v1/sites/ward-1/profiles", json={"recall": 0.95}, headers=bearer(tokens["admin"])
     )
     assert refused.status_code == 409
+
+
+@pytest.mark.data
+def test_a_dicom_job_s_series_take_their_site_s_profile_in_the_job_and_its_csv(
+    client: FlaskClient,
+    web: FlaskClient,
+    tokens: dict[str, str],
+    model: dict[str, object],
+    api_settings: Settings,
+    lgg_flair: Path,
+) -> None:
+    archive = api_settings.source_roots[0] / "pacs"
+    load_bench("dicom_archive").build_archive(lgg_flair, archive, patients=1, seed=0)
+    first = pydicom.dcmread(sorted(archive.rglob("IM*"))[0])
+    site = f"{first.Manufacturer} / {first.StationName}"
+    url = f"/api/v1/sites/{quote(site, safe='')}/profiles"
+    profile = client.post(url, json={"threshold": 0.3}, headers=bearer(tokens["admin"])).get_json()
+    job_id = client.post(
+        "/api/v1/jobs", json={"source": "pacs"}, headers=bearer(tokens["submit"])
+    ).get_json()["id"]
+    plan_and_score(api_settings, job_id, seed=2)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(tokens["read"])).get_json()
+    assert job["threshold"] == model["threshold"]  # the job's: its top folder has no profile
+    assert job["site_thresholds"] == [{"site": site, "threshold": 0.3, "profile": profile["id"], "series": 1}]
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                client.get(
+                    f"/api/v1/jobs/{job_id}/results?format=csv", headers=bearer(tokens["read"])
+                ).get_data(as_text=True)
+            )
+        )
+    )
+    assert rows and {row["threshold"] for row in rows} == {"0.300000"}
+    assert f"0.3000 for <code>{site}</code> (1 series, site profile {profile['id']})" in web.get(
+        f"/jobs/{job_id}"
+    ).get_data(as_text=True)
+    own = client.post(
+        "/api/v1/jobs", json={"source": "pacs", "threshold": 0.6}, headers=bearer(tokens["submit"])
+    ).get_json()["id"]
+    plan_and_score(api_settings, own, seed=2)
+    assert (
+        client.get(f"/api/v1/jobs/{own}", headers=bearer(tokens["read"])).get_json()["site_thresholds"] == []
+    )

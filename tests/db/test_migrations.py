@@ -25,7 +25,7 @@ TABLES = {
     "users",
     "audit_events",
 }
-HEAD = "0007"
+HEAD = "0008"
 
 
 def _tables(url: str) -> set[str]:
@@ -150,7 +150,20 @@ def test_migrations_keep_jobs_batches_and_results(empty_database_url: str) -> No
     it, and dropping the old `jobs` once cascaded to every batch and result (fixed in env.py)."""
     migrate.upgrade(empty_database_url, "0002")
     _a_job_with_one_image(empty_database_url)
-    for revision in ("0003", "0004", "0005", "0006", "0007", "0006", "0005", "0004", "0003", "0002"):
+    for revision in (
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0007",
+        "0008",
+        "0007",
+        "0006",
+        "0005",
+        "0004",
+        "0003",
+        "0002",
+    ):
         if revision > (migrate.current(empty_database_url) or ""):
             migrate.upgrade(empty_database_url, revision)
         else:

@@ -325,3 +325,54 @@ def test_a_dicom_archive_scores_every_slice_and_frame_as_its_source_jpeg(
     exact = scored & ~np.array(lossy)
     np.testing.assert_allclose(found[exact], expected[exact], atol=1e-5)
     assert np.abs(found[scored] - expected[scored]).max() < 0.1
+
+
+@pytest.mark.data
+def test_each_dicom_series_is_flagged_at_its_site_s_threshold(
+    embedded: Service, tmp_path: Path, scorer: Scorer, lgg_flair: Path
+) -> None:
+    """A job submitted without a threshold: the series of a site with a profile are flagged at the
+    profile's threshold, the others at the job's; a job with its own threshold holds it everywhere."""
+    import pydicom
+    from sqlalchemy import select
+
+    from db.models import ImageResult, Series
+    from db.series import site_thresholds
+    from db.sites import set_profile
+
+    archive = tmp_path / "pacs"
+    load_bench("dicom_archive").build_archive(lgg_flair, archive, patients=2, seed=0)
+    moved = sorted({p.parent for p in archive.rglob("IM*")})[0]  # one series to another scanner
+    for path in moved.glob("IM*"):
+        ds = pydicom.dcmread(path)
+        ds.StationName = "OTHERMR"
+        ds.save_as(path)
+    site = f"{pydicom.dcmread(next(moved.glob('IM*'))).Manufacturer} / OTHERMR"
+    with embedded.sessions().begin() as session:
+        profile = set_profile(
+            session=session, site=site, model_version=scorer.version, threshold=0.999, actor="t", evidence={}
+        )
+    outcomes = {}
+    for own in (False, True):  # own: the job was given its threshold
+        job_id, _ = embedded.create_job(
+            archive, model_version=scorer.version, threshold=0.01, batch_size=64, site_profiles=not own
+        )
+        sent: list[int] = []
+        embedded.plan(job_id, enqueue=sent.extend)
+        for batch_id in sent:
+            embedded.score(batch_id, scorer=scorer, worker=f"h:1:{job_id}-{batch_id}")
+        with embedded.sessions()() as session:
+            rows = session.execute(
+                select(Series.site, ImageResult.probability, ImageResult.flagged)
+                .join(Series, Series.id == ImageResult.series_id)
+                .where(ImageResult.job_id == job_id, ImageResult.status == "scored")
+            ).all()
+            outcomes[own] = (rows, site_thresholds(session=session, job_id=job_id))
+    rows, sites = outcomes[False]
+    assert sites == [{"site": site, "threshold": 0.999, "profile": profile.id, "series": 1}]
+    assert {r.site for r in rows} >= {site} and len({r.site for r in rows}) == 2  # the archive mixes sites
+    for r in rows:
+        assert r.flagged == (r.probability >= (0.999 if r.site == site else 0.01)), r
+    assert any(r.site == site and 0.01 <= r.probability < 0.999 for r in rows)  # the profile changed a flag
+    rows, sites = outcomes[True]
+    assert sites == [] and all(r.flagged == (r.probability >= 0.01) for r in rows)
