@@ -55,6 +55,12 @@ class Settings:
     api_port: int = 8000
     api_workers: int = 2  # gunicorn processes, each serving several threads (polling is light)
     proxies: int = 0  # reverse proxies in front of the API: their X-Forwarded-For/-Proto are trusted
+    dicom_host: str = "127.0.0.1"  # the DICOM listener binds here
+    dicom_port: int = 0  # the DICOM listener (C-ECHO, C-STORE); 0: no listener
+    dicom_ae_title: str = "BRAINSCAN"
+    dicom_callers: str = ""  # calling AE titles allowed, comma-separated; empty: any
+    dicom_addresses: str = "127.0.0.1"  # client addresses allowed, comma-separated; "*": any
+    dicom_stable_seconds: float = 30.0  # a study with no new instance this long becomes a job
     log_level: str = "INFO"
     extra: tuple[tuple[str, str], ...] = ()  # unknown BRAINSCAN_* variables, kept to warn about
 
@@ -79,6 +85,11 @@ class Settings:
         return self.data_dir / "uploads"
 
     @property
+    def received_dir(self) -> Path:
+        """Where the DICOM listener writes what it receives, by study, delivery, series and SOP UID."""
+        return self.data_dir / "received"
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
 
@@ -92,8 +103,9 @@ class Settings:
 
     @property
     def source_roots(self) -> tuple[Path, ...]:
-        """Where a job's images may be read from: the archive root and the upload folder."""
-        return self.resolved_archive_root, self.upload_dir.resolve()
+        """Where a job's images may be read from: the archive root, the upload folder and what the
+        DICOM listener received."""
+        return self.resolved_archive_root, self.upload_dir.resolve(), self.received_dir.resolve()
 
     @property
     def embedded_broker(self) -> bool:
@@ -142,6 +154,10 @@ class Settings:
             raise SettingsError("BRAINSCAN_THRESHOLD must lie between 0 and 1")
         if self.batch_time_limit <= self.batch_soft_time_limit:
             raise SettingsError("BRAINSCAN_BATCH_TIME_LIMIT must exceed BRAINSCAN_BATCH_SOFT_TIME_LIMIT")
+        if not 0 <= self.dicom_port <= 65535:
+            raise SettingsError("BRAINSCAN_DICOM_PORT must be a port number (0: no DICOM listener)")
+        if not 1 <= len(self.dicom_ae_title) <= 16:
+            raise SettingsError("BRAINSCAN_DICOM_AE_TITLE must have 1 to 16 characters")
         if self.visibility_timeout <= self.batch_time_limit:
             raise SettingsError("BRAINSCAN_VISIBILITY_TIMEOUT must exceed the batch time limit")
         return self

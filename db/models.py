@@ -285,6 +285,25 @@ class SiteProfile(Base):
     evidence: Mapped[dict[str, Any] | None]  # what the suggestion rested on: reviewed counts, target
 
 
+class ReceivedStudy(Base):
+    """A study received over DICOM: the instances of its open delivery (received since its last
+    job), and when the last one came. When no instance has come for the stable time, the delivery
+    becomes a job and the next instance opens delivery + 1 (a follow-up job for it alone)."""
+
+    __tablename__ = "received_studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    delivery: Mapped[int] = mapped_column(default=1)  # the open one: received/<study>/<delivery>/
+    open_instances: Mapped[int] = mapped_column(default=0)
+    instances: Mapped[int] = mapped_column(default=0)  # every delivery's, duplicates not counted
+    duplicates: Mapped[int] = mapped_column(default=0)  # instances sent again, ignored
+    calling_ae: Mapped[str] = mapped_column(String(16))  # the last sender's AE title
+    first_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (

@@ -35,10 +35,13 @@ SECRETS = {"BRAINSCAN_SECRET_KEY": "0" * 64, "POSTGRES_PASSWORD": "1" * 32, "RED
 
 
 def test_compose_file_validates_with_every_service() -> None:
-    result = run_compose("--profile", "gpu", "config", **SECRETS)
+    addresses = {"BRAINSCAN_DICOM_ADDRESSES": "10.1.2.3"}
+    result = run_compose("--profile", "gpu", "--profile", "dicom", "config", **SECRETS, **addresses)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
-    assert set(config["services"]) == {"postgres", "redis", "migrate", "api", "proxy", "worker", "worker-gpu"}
+    services = {"postgres", "redis", "migrate", "api", "proxy", "worker", "worker-gpu", "dicom"}
+    assert set(config["services"]) == services
+    assert config["services"]["dicom"]["environment"]["BRAINSCAN_DICOM_ADDRESSES"] == "10.1.2.3"
     assert "ports" not in config["services"]["api"]  # reached through the proxy only
     assert config["services"]["api"]["environment"]["BRAINSCAN_PROXIES"] == "1"
     worker = config["services"]["worker"]

@@ -1,4 +1,5 @@
-"""Service commands: `up` (everything on one machine) and `worker` (scale-out and GPU workers)."""
+"""Service commands: `up` (everything on one machine), `worker` (scale-out and GPU workers) and
+`dicom-listener` (studies received over DICOM become jobs)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,52 @@ def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str
     run_worker(settings, queues=tuple(q.strip() for q in queues.split(",") if q.strip()), loglevel=loglevel)
 
 
+@click.command("dicom-listener")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port to listen on (default: BRAINSCAN_DICOM_PORT)."
+)
+def dicom_listener(port: int | None) -> None:
+    """Receive studies over DICOM (C-ECHO, C-STORE) as BRAINSCAN_DICOM_AE_TITLE: each study becomes
+    a job once no instance has come for BRAINSCAN_DICOM_STABLE_SECONDS. Callers: BRAINSCAN_DICOM_CALLERS
+    (AE titles; empty: any) from BRAINSCAN_DICOM_ADDRESSES (default 127.0.0.1; "*": any)."""
+    import threading
+
+    from db.engine import get_sessionmaker
+    from worker.celery_app import celery_for
+    from worker.enqueue import submit_job
+    from worker.receive import serve
+
+    private_files()
+    settings = cli_settings().with_overrides(dicom_port=port)
+    if not settings.dicom_port:
+        raise click.ClickException("no port: set BRAINSCAN_DICOM_PORT or give --port")
+    app, stop = celery_for(settings), threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    callers = settings.dicom_callers or "any AE title"
+
+    def ready(listening: int) -> None:
+        click.echo(
+            f"DICOM listener {settings.dicom_ae_title} on {settings.dicom_host}:{listening} "
+            f"(callers: {callers}, from {settings.dicom_addresses}); studies go to {settings.received_dir}",
+            err=True,
+        )
+
+    try:
+        serve(
+            settings,
+            get_sessionmaker(settings.resolved_database_url),
+            lambda j: submit_job(app, j),
+            stop=stop,
+            ready=ready,
+        )
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings.dicom_host}:{settings.dicom_port}: {exc.strerror or exc}"
+        ) from exc
+    click.echo("DICOM listener stopped", err=True)
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -83,6 +130,8 @@ def up(
         )
     try:
         embedded.check_port_free(host, port)
+        if settings.dicom_port:
+            embedded.check_port_free(settings.dicom_host, settings.dicom_port)
         lock = embedded.claim_data_dir(settings.data_dir)
     except embedded.AlreadyServed as exc:
         raise click.ClickException(str(exc)) from exc
@@ -93,6 +142,9 @@ def up(
     worker_args = ["worker"] + (["--concurrency", str(concurrency)] if concurrency else [])
     api = embedded.Child("api", [*command, "api", "--host", host, "--port", str(port)], env, logs / "api.log")
     work = embedded.Child("worker", [*command, *worker_args], env, logs / "worker.log")
+    children = [api, work]
+    if settings.dicom_port:  # studies sent over DICOM become jobs
+        children.append(embedded.Child("dicom", [*command, "dicom-listener"], env, logs / "dicom.log"))
     stop = [False]
 
     def request_stop(*_: Any) -> None:
@@ -102,16 +154,16 @@ def up(
     signal.signal(signal.SIGTERM, request_stop)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     try:
-        api.start()
-        work.start()
+        for child in children:
+            child.start()
         embedded.wait_healthy(url, api)
         _print_banner(url, settings, banner, logs)
-        embedded.supervise([api, work], stop)
+        embedded.supervise(children, stop)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         click.echo("stopping: the worker hands back the batches it holds", err=True)
-        embedded.stop_all([api, work], timeout=12)
+        embedded.stop_all(children, timeout=12)
         os.close(lock)
         click.echo("stopped", err=True)
 
@@ -125,7 +177,16 @@ def _print_banner(url: str, settings: Any, banner: list[str], logs: Path) -> Non
         f"data folder:   {settings.data_dir.resolve()} (SQLite database, queue, uploads)",
         f"archive root:  {settings.resolved_archive_root}",
         "               put a folder of images here, then submit it by name in the web view",
-        f"logs:          {logs.resolve()}/api.log, worker.log",
+        *(
+            [
+                f"DICOM:         {settings.dicom_ae_title} on {settings.dicom_host}:{settings.dicom_port} "
+                "(C-STORE a study: it becomes a job once no instance has come for "
+                f"{settings.dicom_stable_seconds:g} s)"
+            ]
+            if settings.dicom_port
+            else []
+        ),
+        f"logs:          {logs.resolve()}/api.log, worker.log{', dicom.log' if settings.dicom_port else ''}",
         "",
         "Ctrl-C stops everything; the next start reuses the data.",
         "",
@@ -133,4 +194,4 @@ def _print_banner(url: str, settings: Any, banner: list[str], logs: Path) -> Non
     click.echo("\n".join(lines))
 
 
-COMMANDS: list[click.Command] = [up, worker]
+COMMANDS: list[click.Command] = [up, worker, dicom_listener]

@@ -20,12 +20,13 @@ TABLES = {
     "series",
     "reviews",
     "site_profiles",
+    "received_studies",
     "model_versions",
     "api_tokens",
     "users",
     "audit_events",
 }
-HEAD = "0008"
+HEAD = "0009"
 
 
 def _tables(url: str) -> set[str]:
