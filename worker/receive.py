@@ -70,8 +70,9 @@ class Receiver:
             return None
         return next((p for p in study_dir.glob(f"*/{series}/{sop}.dcm") if p.is_file()), None)
 
-    def store(self, dataset: Any, file_meta: Any, address: str, calling_ae: str) -> int:
-        """Write one received instance; the C-STORE status to answer."""
+    def store(self, dataset: Any, encoded: Callable[[], bytes], address: str, calling_ae: str) -> int:
+        """Write one received instance (`encoded()`: the file's bytes, as the peer encoded them:
+        nothing is decoded and written again); the C-STORE status to answer."""
         if not self.allowed(address, calling_ae):
             self.refused += 1
             log.warning("C-STORE refused: caller %r from %s is not on the allow-list", calling_ae, address)
@@ -89,7 +90,7 @@ class Receiver:
         try:
             with self.sessions.begin() as session:  # the count commits with the file, or neither
                 delivery = note_instance(session=session, study_uid=study, calling_ae=calling_ae)
-                self._write(dataset, file_meta, self.root / study / str(delivery) / series / f"{sop}.dcm")
+                self._write(encoded(), self.root / study / str(delivery) / series / f"{sop}.dcm")
         except OSError as exc:
             log.error("C-STORE failed: cannot write the instance: %s", exc.strerror or exc)
             return OUT_OF_RESOURCES
@@ -97,13 +98,12 @@ class Receiver:
         return SUCCESS
 
     @staticmethod
-    def _write(dataset: Any, file_meta: Any, target: Path) -> None:
+    def _write(data: bytes, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        dataset.file_meta = file_meta
         handle, name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         try:
             with os.fdopen(handle, "wb") as out:
-                dataset.save_as(out, enforce_file_format=True)
+                out.write(data)
             os.replace(name, target)
         except BaseException:
             Path(name).unlink(missing_ok=True)
@@ -176,6 +176,7 @@ def serve(
 
     receiver = Receiver(settings, sessions)
     ae = AE(ae_title=settings.dicom_ae_title)
+    ae.maximum_pdu_size = 0  # no limit: a sender may pass a slice in a few large PDUs, not many 16 KB ones
     ae.supported_contexts = AllStoragePresentationContexts
     ae.add_supported_context(Verification)
     if receiver.callers:
@@ -183,7 +184,7 @@ def serve(
 
     def on_store(event: Any) -> int:
         requestor = event.assoc.requestor
-        return receiver.store(event.dataset, event.file_meta, requestor.address, requestor.ae_title)
+        return receiver.store(event.dataset, event.encoded_dataset, requestor.address, requestor.ae_title)
 
     def on_echo(event: Any) -> int:
         requestor = event.assoc.requestor
