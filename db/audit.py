@@ -30,6 +30,7 @@ ACTIONS = (
     "user.disable",
     "user.enable",
     "user.delete",
+    "retention.delete",
 )
 
 

@@ -1,8 +1,13 @@
-"""Uploads do not pile up: an uploaded archive's files are deleted a while after its job finishes.
+"""Uploads and received studies do not pile up: their files are deleted a while after their job
+finishes.
 
-Runs from the watchdog. It walks the upload folder (which pruning keeps small), not the jobs
-table, so its cost does not grow with the job history. A folder no job points to (a submission
-that failed half-way) and a stray partial upload are deleted once they are an hour old.
+Runs from the watchdog. It walks the upload and received folders (which pruning keeps small),
+not the jobs table, so its cost does not grow with the job history. An upload folder no job
+points to (a submission that failed half-way) and a stray partial upload are deleted once they
+are an hour old. A received study's delivery (`received/<study>/<delivery>`) goes
+`received_retention_hours` after the job made of it finished; one with no job yet is still
+arriving (or waits for a model) and stays. Each deletion of received files is audited
+(`retention.delete`, with the job); the results stay in the database.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from brainscan.settings import Settings
+from db.audit import record_event
 from db.jobs import FINISHED_JOB_STATUSES
 from db.models import Job, utcnow
 
@@ -51,6 +57,43 @@ def prune_uploads(
             deleted.append(entry)
     if deleted:
         log.info("retention: deleted %d upload(s) past their retention", len(deleted))
+    return deleted
+
+
+def prune_received(
+    *, sessions: sessionmaker[Session], settings: Settings, now: datetime | None = None
+) -> list[Path]:
+    """Delete received deliveries whose job finished over settings.received_retention_hours ago
+    (and a study's folder once it holds none); returns the deliveries deleted."""
+    root = settings.received_dir.resolve()
+    if settings.received_retention_hours <= 0 or not root.is_dir():
+        return []
+    now = now or utcnow()
+    keep_after = now - timedelta(hours=settings.received_retention_hours)
+    deleted = []
+    for study in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        for delivery in sorted(p for p in study.iterdir() if p.is_dir() and not p.is_symlink()):
+            with sessions.begin() as session:
+                job = session.scalars(
+                    select(Job).where(Job.source_kind == "folder", Job.source_path == str(delivery))
+                ).first()
+                if job is None or job.status not in FINISHED_JOB_STATUSES or job.finished_at is None:
+                    continue
+                if job.finished_at >= keep_after:
+                    continue
+                _delete(delivery)
+                record_event(
+                    session=session,
+                    actor="retention",
+                    action="retention.delete",
+                    job_id=job.id,
+                    detail={"what": "received files", "folder": str(delivery.relative_to(root))},
+                )
+            deleted.append(delivery)
+        if not any(study.iterdir()):
+            study.rmdir()
+    if deleted:
+        log.info("retention: deleted %d received delivery folder(s) past their retention", len(deleted))
     return deleted
 
 

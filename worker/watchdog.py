@@ -32,7 +32,7 @@ from db.models import Batch, utcnow
 from db.progress import finish_job_if_complete
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE
 from worker.enqueue import enqueue_batches, queue_depth, submit_job
-from worker.retention import prune_uploads
+from worker.retention import prune_received, prune_uploads
 
 log = logging.getLogger(__name__)
 GRACE = 60  # at most this many seconds past the hard time limit before a batch counts as abandoned
@@ -134,6 +134,7 @@ class Watchdog(threading.Thread):
                 sweep(app=self.app, sessions=self.sessions, settings=self.settings)
                 if time.monotonic() - pruned_at > PRUNE_EVERY:
                     prune_uploads(sessions=self.sessions, settings=self.settings)
+                    prune_received(sessions=self.sessions, settings=self.settings)
                     pruned_at = time.monotonic()
             except Exception:  # a database or broker outage: try again next round
                 log.exception("watchdog sweep failed; retrying in %ss", self.settings.watchdog_interval)

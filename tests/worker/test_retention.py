@@ -66,3 +66,56 @@ def test_uploads_past_retention_and_orphans_are_deleted_the_rest_kept(embedded: 
     assert prune_uploads(sessions=embedded.sessions(), settings=keep_all) == []
     later = prune_uploads(sessions=embedded.sessions(), settings=settings, now=utcnow() + timedelta(hours=72))
     assert sorted(later) == sorted([recent, fresh])  # their turn comes; the running job's stays
+
+
+def test_received_deliveries_go_after_their_job_and_each_deletion_is_audited(embedded: Service) -> None:
+    from db.audit import list_events
+    from worker.retention import prune_received
+
+    root = embedded.settings.received_dir.resolve()
+
+    def delivery(study: str, number: int, finished_hours_ago: float | None) -> Path:
+        folder = root / study / str(number)
+        (folder / "1.2.3").mkdir(parents=True)
+        (folder / "1.2.3" / "1.2.3.4.dcm").write_bytes(b"DICM")
+        with embedded.sessions().begin() as session:
+            job, _ = create_job(
+                session=session,
+                source=f"received/{study}/{number}",
+                source_kind="folder",
+                source_path=str(folder),
+                submitted_by="dicom:PACS",
+                model_version="m",
+                threshold=0.5,
+                batch_size=4,
+            )
+            if finished_hours_ago is not None:
+                finished = utcnow() - timedelta(hours=finished_hours_ago)
+                session.execute(
+                    update(Job).where(Job.id == job.id).values(status="succeeded", finished_at=finished)
+                )
+        return folder
+
+    old = delivery("1.1", 1, finished_hours_ago=96)
+    follow_up = delivery("1.1", 2, finished_hours_ago=1)
+    running = delivery("1.2", 1, finished_hours_ago=None)
+    arriving = root / "1.3" / "1" / "1.2.3"  # still arriving: no job yet
+    arriving.mkdir(parents=True)
+    assert prune_received(sessions=embedded.sessions(), settings=embedded.settings) == [old]
+    assert follow_up.is_dir() and running.is_dir() and arriving.is_dir() and not old.exists()
+    later = prune_received(
+        sessions=embedded.sessions(), settings=embedded.settings, now=utcnow() + timedelta(hours=72)
+    )
+    assert later == [follow_up] and not (root / "1.1").exists()  # the study's folder goes with its last
+    with embedded.sessions()() as session:
+        events = list_events(session=session, action="retention.delete")
+    assert [e.detail for e in events] == [
+        {"what": "received files", "folder": "1.1/2"},
+        {"what": "received files", "folder": "1.1/1"},
+    ]
+    assert all(e.actor == "retention" and e.job_id is not None for e in events)
+    keep_all = replace(embedded.settings, received_retention_hours=0)
+    assert (
+        prune_received(sessions=embedded.sessions(), settings=keep_all, now=utcnow() + timedelta(days=9))
+        == []
+    )
