@@ -20,7 +20,7 @@ from db.models import JOB_STATUSES, Batch, Job, utcnow
 from db.progress import count_where
 from db.sites import site_histograms
 from training.drift import drift
-from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE
+from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, STAT_QUEUE
 from worker.enqueue import queue_depth
 
 bp = Blueprint("health", __name__)
@@ -60,7 +60,7 @@ def _queue_depths() -> dict[str, int] | None:
             connection.ensure_connection(
                 max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT_S
             )
-        return {queue: queue_depth(app, queue) for queue in (PLAN_QUEUE, SCORE_QUEUE)}
+        return {queue: queue_depth(app, queue) for queue in (PLAN_QUEUE, STAT_QUEUE, SCORE_QUEUE)}
     except Exception as exc:
         log.warning("readiness: broker unreachable: %s", exc)
         return None

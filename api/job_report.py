@@ -94,6 +94,7 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
         "team": job.team,
         "model_version": job.model_version,
         "threshold": job.threshold,
+        "priority": job.priority,
         "batch_size": job.batch_size,
         "total": progress.total,
         "scored": progress.scored,

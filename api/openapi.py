@@ -77,6 +77,7 @@ SCHEMAS: Obj = {
             "team": _nullable(STR),
             "model_version": STR,
             "threshold": NUM,
+            "priority": {"type": "string", "enum": ["routine", "stat"]},
             "batch_size": INT,
             "total": INT,
             "scored": INT,
@@ -266,6 +267,14 @@ SCHEMAS: Obj = {
             "source": {"type": "string", "description": "A folder relative to the archive root."},
             "threshold": {"type": "number", "minimum": 0, "maximum": 1},
             "batch_size": {"type": "integer", "minimum": 1, "maximum": 4096},
+            "priority": {
+                "type": "string",
+                "enum": ["routine", "stat"],
+                "default": "routine",
+                "description": "stat: the job's batches go to their own queue, which workers take "
+                "from as often as from the routine one, so a small urgent study is not scored after "
+                "a large archive",
+            },
         },
     },
 }

@@ -138,7 +138,7 @@ def rerun(job_id: int, *, actor: str) -> int:
             job_id=job_id,
             detail={"batches": len(batch_ids)},
         )
-    return enqueue_batches(celery(), batch_ids)
+    return enqueue_batches(celery(), batch_ids, stat=batch_ids if job.priority == "stat" else ())
 
 
 @bp.post("/jobs/<int:job_id>/cancel")

@@ -53,11 +53,25 @@ class Submission:
     batch_size: int | None
     idempotency_key: str | None
     request_hash: str  # what was asked, so a repeated Idempotency-Key with another request is refused
+    priority: str = "routine"  # or "stat": its batches are taken as often as all routine ones together
 
 
-def request_hash(kind: str, what: str, threshold: float | None, batch_size: int | None) -> str:
-    """sha256 of a submission's substance: the folder (resolved) or the archive's own sha256, options."""
-    canonical = {"kind": kind, "source": what, "threshold": threshold, "batch_size": batch_size}
+PRIORITIES = ("routine", "stat")
+
+
+def request_hash(
+    kind: str, what: str, threshold: float | None, batch_size: int | None, priority: str = "routine"
+) -> str:
+    """sha256 of a submission's substance: the folder (resolved) or the archive's own sha256, options
+    (a routine priority is left out, so keys recorded before priorities existed still match)."""
+    canonical: dict[str, object] = {
+        "kind": kind,
+        "source": what,
+        "threshold": threshold,
+        "batch_size": batch_size,
+    }
+    if priority != "routine":
+        canonical["priority"] = priority
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
@@ -186,6 +200,9 @@ def submission_from_request() -> Submission:
         upload = None
     threshold = parse_threshold(fields.get("threshold"))
     batch_size = parse_batch_size(fields.get("batch_size"))
+    priority = fields.get("priority") or "routine"
+    if priority not in PRIORITIES:
+        raise _bad(f"priority must be routine or stat, not {priority!r}", "bad_priority")
     source = fields.get("source") or ""
     if not isinstance(source, str):
         raise _bad("source must be a folder path (text)", "bad_source")
@@ -193,11 +210,11 @@ def submission_from_request() -> Submission:
         raise _bad("give either a folder or an archive, not both")
     if upload is not None:
         name, folder, digest = receive_upload(upload)
-        fingerprint = request_hash("upload", f"sha256:{digest}", threshold, batch_size)
-        return Submission(name, "upload", folder, threshold, batch_size, key, fingerprint)
+        fingerprint = request_hash("upload", f"sha256:{digest}", threshold, batch_size, priority)
+        return Submission(name, "upload", folder, threshold, batch_size, key, fingerprint, priority)
     folder = confine_folder(settings().resolved_archive_root, source)
-    fingerprint = request_hash("folder", str(folder), threshold, batch_size)
-    return Submission(source.strip(), "folder", folder, threshold, batch_size, key, fingerprint)
+    fingerprint = request_hash("folder", str(folder), threshold, batch_size, priority)
+    return Submission(source.strip(), "folder", folder, threshold, batch_size, key, fingerprint, priority)
 
 
 def submit(submission: Submission, *, principal: Principal | None) -> tuple[int, bool]:
@@ -231,6 +248,7 @@ def submit(submission: Submission, *, principal: Principal | None) -> tuple[int,
                 idempotency_key=submission.idempotency_key,
                 request_hash=submission.request_hash if submission.idempotency_key else None,
                 site_profiles=submission.threshold is None,  # a threshold asked for holds for every series
+                priority=submission.priority,
             )
             if created:
                 record_event(
@@ -244,6 +262,7 @@ def submit(submission: Submission, *, principal: Principal | None) -> tuple[int,
                         "threshold": threshold,
                         "site_profile": profile.id if profile and submission.threshold is None else None,
                         "batch_size": job.batch_size,
+                        "priority": job.priority,
                         "idempotency_key": submission.idempotency_key,
                     },
                 )

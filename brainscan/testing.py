@@ -118,7 +118,9 @@ class Service:
     def sessions(self) -> sessionmaker[Session]:
         return get_sessionmaker(self.settings.resolved_database_url)
 
-    def submit(self, folder: Path, *, batch_size: int = 256, key: str | None = None) -> tuple[int, bool]:
+    def submit(
+        self, folder: Path, *, batch_size: int = 256, key: str | None = None, priority: str = "routine"
+    ) -> tuple[int, bool]:
         """Create a job for a folder (as the API does) and send it to the planner."""
         from training.card import ModelCard, card_path_for
         from worker.celery_app import celery_for
@@ -126,7 +128,12 @@ class Service:
 
         card = ModelCard.load(card_path_for(self.settings.model_path))
         job_id, created = self.create_job(
-            folder, model_version=card.version, threshold=card.threshold, batch_size=batch_size, key=key
+            folder,
+            model_version=card.version,
+            threshold=card.threshold,
+            batch_size=batch_size,
+            key=key,
+            priority=priority,
         )
         if created:
             submit_job(celery_for(self.settings), job_id)
@@ -141,6 +148,7 @@ class Service:
         batch_size: int,
         key: str | None = None,
         site_profiles: bool = False,
+        priority: str = "routine",
     ) -> tuple[int, bool]:
         """Record a job for a folder, as the API does, without sending it anywhere: (id, created).
         `site_profiles`: its DICOM series take their site's profile (submitted without a threshold)."""
@@ -156,6 +164,7 @@ class Service:
                 batch_size=batch_size,
                 idempotency_key=key,
                 site_profiles=site_profiles,
+                priority=priority,
             )
             return job.id, created
 

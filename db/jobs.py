@@ -5,6 +5,7 @@ Every function runs inside the caller's transaction and never commits (``with Se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,6 +64,7 @@ def create_job(
     idempotency_key: str | None = None,
     request_hash: str | None = None,
     site_profiles: bool = False,
+    priority: str = "routine",
 ) -> tuple[Job, bool]:
     """A new queued job and True, or the job this submitter's `idempotency_key` already holds and
     False; KeyReused when that job was asked for with another `request_hash`. `site_profiles`:
@@ -83,6 +85,7 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         site_profiles=site_profiles,
+        priority=priority,
         status="queued",
     )
     try:
@@ -185,6 +188,18 @@ def mark_planning(*, session: Session, job_id: int) -> bool:
             delete(table).where(table.job_id == job_id).execution_options(synchronize_session=False)
         )
     return True
+
+
+def stat_batch_ids(*, session: Session, batch_ids: Sequence[int]) -> set[int]:
+    """Those of the batches whose job is `stat`: they go to the stat queue."""
+    if not batch_ids:
+        return set()
+    rows = session.scalars(
+        select(Batch.id)
+        .join(Job, Job.id == Batch.job_id)
+        .where(Batch.id.in_(list(batch_ids)), Job.priority == "stat")
+    )
+    return set(rows)
 
 
 def finish_planning(*, session: Session, job_id: int, total: int, skipped: dict[str, int]) -> None:

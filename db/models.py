@@ -107,6 +107,7 @@ class Job(Base):
     threshold: Mapped[float] = mapped_column(Float)
     # submitted without a threshold: each DICOM series takes its site's active profile, if any
     site_profiles: Mapped[bool] = mapped_column(default=False, server_default=false())
+    priority: Mapped[str] = mapped_column(String(8), default="routine", server_default="routine")  # or stat
     batch_size: Mapped[int]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of what was asked, keyed jobs only

@@ -17,6 +17,8 @@ from worker.redis_transport import TRANSPORT as REDIS_TRANSPORT
 
 PLAN_QUEUE = "brainscan.plan"
 SCORE_QUEUE = "brainscan.score"
+STAT_QUEUE = "brainscan.stat"  # batches of `stat` jobs: taken as often as routine ones, so not after them
+WORKER_QUEUES = (PLAN_QUEUE, STAT_QUEUE, SCORE_QUEUE)
 PLAN_TASK = "brainscan.plan_job"
 SCORE_TASK = "brainscan.score_batch"
 PLAN_TIME_LIMIT = 6 * 3600  # walking a million-file archive takes minutes; this bounds a hang

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from celery import Celery
 from kombu.exceptions import ChannelError
+from sqlalchemy.orm import Session, sessionmaker
 
-from worker.celery_app import PLAN_QUEUE, PLAN_TASK, SCORE_QUEUE, SCORE_TASK
+from worker.celery_app import PLAN_QUEUE, PLAN_TASK, SCORE_QUEUE, SCORE_TASK, STAT_QUEUE
 
 
 def submit_job(app: Celery, job_id: int) -> None:
@@ -15,14 +16,28 @@ def submit_job(app: Celery, job_id: int) -> None:
     app.send_task(PLAN_TASK, args=[job_id], queue=PLAN_QUEUE)
 
 
-def enqueue_batches(app: Celery, batch_ids: Iterable[int]) -> int:
-    """One score_batch message per batch; returns how many were sent."""
+def enqueue_batches(app: Celery, batch_ids: Iterable[int], *, stat: Collection[int] = ()) -> int:
+    """One score_batch message per batch, those in `stat` (batches of stat jobs) to the stat
+    queue; returns how many were sent."""
     sent = 0
     with app.producer_or_acquire() as producer:
         for batch_id in batch_ids:
-            app.send_task(SCORE_TASK, args=[batch_id], queue=SCORE_QUEUE, producer=producer)
+            queue = STAT_QUEUE if batch_id in stat else SCORE_QUEUE
+            app.send_task(SCORE_TASK, args=[batch_id], queue=queue, producer=producer)
             sent += 1
     return sent
+
+
+def send_batches(app: Celery, sessions: sessionmaker[Session], batch_ids: Iterable[int]) -> int:
+    """enqueue_batches, each batch to its job's queue (looked up: stat or routine)."""
+    ids = list(batch_ids)
+    if not ids:
+        return 0
+    from db.jobs import stat_batch_ids
+
+    with sessions() as session:
+        stat = stat_batch_ids(session=session, batch_ids=ids)
+    return enqueue_batches(app, ids, stat=stat)
 
 
 def queue_depth(app: Celery, queue: str) -> int:

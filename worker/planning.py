@@ -64,6 +64,13 @@ class SeriesBook:
         self.new.clear()
 
 
+def is_stat(sessions: sessionmaker[Session], job_id: int) -> bool:
+    """Whether the job is `stat` (its batches go to the stat queue)."""
+    with sessions() as session:
+        job = get_job(session=session, job_id=job_id)
+        return job is not None and job.priority == "stat"
+
+
 def plan(
     job_id: int,
     *,

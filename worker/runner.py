@@ -11,7 +11,7 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from brainscan.settings import Settings
 from training.backend import threads_per_process
-from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, celery_for
+from worker.celery_app import WORKER_QUEUES, celery_for
 
 log = logging.getLogger(__name__)
 _watchdog: list[object] = []
@@ -53,7 +53,7 @@ def register_model(settings: Settings) -> str:
 def run_worker(
     settings: Settings,
     *,
-    queues: tuple[str, ...] = (PLAN_QUEUE, SCORE_QUEUE),
+    queues: tuple[str, ...] = WORKER_QUEUES,
     loglevel: str = "INFO",
     hostname: str | None = None,
 ) -> None:
@@ -123,15 +123,16 @@ def hand_back_now(node: str) -> list[int]:
     from celery import current_app
 
     from db.batches import hand_back_batches
-    from worker.enqueue import enqueue_batches
+    from worker.enqueue import send_batches
     from worker.process import node_prefix, process_sessions
     from worker.scoring import SHUT_DOWN
 
     settings: Settings = current_app.conf.brainscan_settings
     try:
-        with process_sessions(settings).begin() as session:
+        sessions = process_sessions(settings)
+        with sessions.begin() as session:
             ids = hand_back_batches(session=session, holder_prefix=node_prefix(node), because=SHUT_DOWN)
-        enqueue_batches(current_app, ids)
+        send_batches(current_app, sessions, ids)
     except Exception:  # the database or broker is down too: the leases lapse and the watchdog acts
         log.exception("could not hand back this worker's batches; their leases will lapse")
         return []

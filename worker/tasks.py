@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from brainscan.keys import patient_hash_key
 from worker import planning, scoring
 from worker.celery_app import PLAN_TASK, SCORE_TASK, settings_of
-from worker.enqueue import enqueue_batches
+from worker.enqueue import enqueue_batches, send_batches
 from worker.process import process_scorer, process_sessions, stopping, worker_name
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,13 @@ def _is_retryable(exc: BaseException) -> bool:
 def plan_job(self: Task, job_id: int) -> int:
     """Walk the job's source, record its images in batches and enqueue them."""
     settings = settings_of(self.app)
+    sessions = process_sessions(settings)
     try:
+        stat = planning.is_stat(sessions, job_id)  # its batches go to the stat queue
         return planning.plan(
             job_id,
-            sessions=process_sessions(settings),
-            enqueue=lambda ids: enqueue_batches(self.app, ids),
+            sessions=sessions,
+            enqueue=lambda ids: enqueue_batches(self.app, ids, stat=ids if stat else ()),
             roots=settings.source_roots,
             patient_key=patient_hash_key(settings),
         )
@@ -65,7 +67,7 @@ def score_batch(self: Task, batch_id: int) -> str:
     settings = settings_of(self.app)
     sessions = process_sessions(settings)
     if stopping():  # this worker is shutting down: leave the batch to another
-        enqueue_batches(self.app, [batch_id])
+        send_batches(self.app, sessions, [batch_id])
         return "handed back"
     try:
         outcome = scoring.score(
@@ -79,7 +81,7 @@ def score_batch(self: Task, batch_id: int) -> str:
             stopping=stopping,
         )
         if outcome == "handed back":
-            enqueue_batches(self.app, [batch_id])
+            send_batches(self.app, sessions, [batch_id])
         return outcome
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded | scoring.ModelMismatch):

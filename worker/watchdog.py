@@ -30,8 +30,8 @@ from db.batches import (
 from db.jobs import stalled_jobs, unfinished_running_jobs
 from db.models import Batch, utcnow
 from db.progress import finish_job_if_complete
-from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE
-from worker.enqueue import enqueue_batches, queue_depth, submit_job
+from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, STAT_QUEUE
+from worker.enqueue import queue_depth, send_batches, submit_job
 from worker.retention import prune_received, prune_uploads
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,14 @@ def sweep(*, app: Celery, sessions: sessionmaker[Session], settings: Settings) -
     for batch_id in sorted(set(lapsed) | set(aged)):
         _recover_running(sessions, batch_id, settings.max_batch_attempts, report)
     lost_before = now - timedelta(seconds=settings.requeue_after)
-    if queue_depth(app, SCORE_QUEUE) == 0:  # nothing waiting, yet batches say queued: lost
+    if (
+        queue_depth(app, SCORE_QUEUE) == queue_depth(app, STAT_QUEUE) == 0
+    ):  # none waiting, yet some queued: lost
         with sessions.begin() as session:
             for batch_id in stale_queued_batches(session=session, enqueued_before=lost_before):
                 if requeue_batch(session=session, batch_id=batch_id, because=LOST_MESSAGE):
                     report.resent_batches.append(batch_id)
-    enqueue_batches(app, report.resent_batches)
+    send_batches(app, sessions, report.resent_batches)
     if queue_depth(app, PLAN_QUEUE) == 0:
         with sessions() as session:
             stuck = stalled_jobs(

@@ -26,9 +26,9 @@ from brainscan.cli.context import cli_settings, private_files
 )
 @click.option(
     "--queues",
-    default="brainscan.plan,brainscan.score",
+    default="brainscan.plan,brainscan.stat,brainscan.score",
     show_default=True,
-    help="Comma-separated queues to consume (a GPU host may take only brainscan.score).",
+    help="Comma-separated queues to consume (a GPU host may take only brainscan.stat,brainscan.score).",
 )
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(concurrency: int | None, gpus: int | None, queues: str, loglevel: str) -> None:

@@ -245,3 +245,21 @@ def test_an_overlong_idempotency_key_is_refused(
         headers={**bearer(tokens["submit"]), "Idempotency-Key": "k" * 256},
     )
     assert_refused(response, 400, "Idempotency-Key")
+
+
+def test_a_job_may_be_stat_and_a_key_reused_with_another_priority_is_refused(
+    client: FlaskClient, tokens: dict[str, str], model: dict[str, object]
+) -> None:
+    """Where a stat job's batches go is tested with real workers (tests/worker/test_triage.py)."""
+    bad = client.post(
+        "/api/v1/jobs", json={"source": "ward-1", "priority": "urgent"}, headers=bearer(tokens["submit"])
+    )
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_priority"
+    job = client.post(
+        "/api/v1/jobs", json={"source": "ward-1", "priority": "stat"}, headers=bearer(tokens["submit"])
+    ).get_json()
+    assert job["priority"] == "stat"
+    keyed = {**bearer(tokens["submit"]), "Idempotency-Key": "k1"}
+    assert client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=keyed).status_code == 202
+    refused = client.post("/api/v1/jobs", json={"source": "ward-1", "priority": "stat"}, headers=keyed)
+    assert refused.status_code == 422  # the same key with another priority is another request

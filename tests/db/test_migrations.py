@@ -26,7 +26,7 @@ TABLES = {
     "users",
     "audit_events",
 }
-HEAD = "0009"
+HEAD = "0010"
 
 
 def _tables(url: str) -> set[str]:
