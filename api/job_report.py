@@ -12,6 +12,7 @@ from db.batches import job_score_histogram
 from db.jobs import FINISHED_JOB_STATUSES, Viewer, get_job
 from db.model_versions import model_version_named
 from db.models import Batch, ImageResult, Job
+from db.notifications import job_notifications
 from db.progress import JobProgress, job_progress, jobs_progress
 from db.results import permanent_errors, unreadable_labelled
 from db.series import site_thresholds
@@ -136,6 +137,16 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
     report["unreadable_labelled"] = unreadable_labelled(session=session, job_id=job_id)
     report["failed_permanently"] = permanent_errors(session=session, job_id=job_id)
     report["site_thresholds"] = site_thresholds(session=session, job_id=job_id)
+    report["notifications"] = [
+        {
+            "event": n.event,
+            "attempts": n.attempts,
+            "delivered_at": iso(n.delivered_at),
+            "gave_up_at": iso(n.gave_up_at),
+            "last_error": n.last_error,
+        }
+        for n in job_notifications(session=session, job_id=job_id)
+    ]
     model = model_version_named(session=session, version=job.model_version)
     counts, flagged, beyond = job_score_histogram(session=session, job_id=job_id)
     report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged, beyond)
@@ -148,6 +159,7 @@ ONE_JOB_ONLY = (
     "unreadable_labelled",
     "failed_permanently",
     "site_thresholds",
+    "notifications",
 )  # each costs a query
 
 

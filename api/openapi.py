@@ -98,6 +98,23 @@ SCHEMAS: Obj = {
                     "null in a list of jobs)",
                 }
             ),
+            "notifications": _nullable(
+                {
+                    "type": "array",
+                    "description": "webhooks of the job's ends (worker/notify.py) and how their delivery "
+                    "went (one job's report; null in a list of jobs)",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "event": STR,
+                            "attempts": INT,
+                            "delivered_at": TIME,
+                            "gave_up_at": TIME,
+                            "last_error": _nullable(STR),
+                        },
+                    },
+                }
+            ),
             "site_thresholds": _nullable(
                 {
                     "type": "array",

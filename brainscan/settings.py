@@ -62,6 +62,8 @@ class Settings:
     dicom_callers: str = ""  # calling AE titles allowed, comma-separated; empty: any
     dicom_addresses: str = "127.0.0.1"  # client addresses allowed, comma-separated; "*": any
     dicom_stable_seconds: float = 30.0  # a study with no new instance this long becomes a job
+    webhook_url: str = ""  # POSTed when a job ends (worker/notify.py); empty: none
+    webhook_secret: str = ""  # signs each webhook (HMAC-SHA256); required with a webhook_url
     log_level: str = "INFO"
     extra: tuple[tuple[str, str], ...] = ()  # unknown BRAINSCAN_* variables, kept to warn about
 
@@ -155,6 +157,10 @@ class Settings:
             raise SettingsError("BRAINSCAN_THRESHOLD must lie between 0 and 1")
         if self.batch_time_limit <= self.batch_soft_time_limit:
             raise SettingsError("BRAINSCAN_BATCH_TIME_LIMIT must exceed BRAINSCAN_BATCH_SOFT_TIME_LIMIT")
+        if self.webhook_url and len(self.webhook_secret) < 16:
+            raise SettingsError(
+                "BRAINSCAN_WEBHOOK_URL needs BRAINSCAN_WEBHOOK_SECRET (16+ characters) to sign with"
+            )
         if not 0 <= self.dicom_port <= 65535:
             raise SettingsError("BRAINSCAN_DICOM_PORT must be a port number (0: no DICOM listener)")
         if not 1 <= len(self.dicom_ae_title) <= 16:

@@ -23,6 +23,7 @@ from db.models import (
     Series,
     utcnow,
 )
+from db.notifications import job_ended
 from db.progress import finish_job_if_complete
 
 FINISHED_JOB_STATUSES = ("succeeded", "failed", "cancelled")
@@ -222,8 +223,11 @@ def finish_planning(*, session: Session, job_id: int, total: int, skipped: dict[
     else:
         values.update(status="running")
     stmt = update(Job).where(Job.id == job_id, Job.status == "planning").values(values).returning(Job.id)
-    if session.execute(stmt).first() is not None and total:
+    planned = session.execute(stmt).first() is not None
+    if planned and total:
         finish_job_if_complete(session=session, job_id=job_id)
+    elif planned:
+        job_ended(session=session, job_id=job_id, status="failed")
 
 
 def nothing_to_screen(skipped: dict[str, int]) -> str:
@@ -242,7 +246,10 @@ def fail_job(*, session: Session, job_id: int, error: str) -> bool:
         .values(status="failed", error=error, finished_at=utcnow())
         .returning(Job.id)
     )
-    return session.execute(stmt).first() is not None
+    if session.execute(stmt).first() is None:
+        return False
+    job_ended(session=session, job_id=job_id, status="failed")
+    return True
 
 
 def cancel_job(*, session: Session, job_id: int) -> bool:
@@ -255,6 +262,7 @@ def cancel_job(*, session: Session, job_id: int) -> bool:
     )
     if session.execute(stmt).first() is None:
         return False
+    job_ended(session=session, job_id=job_id, status="cancelled")
     session.execute(
         update(Batch)
         .where(Batch.job_id == job_id, Batch.status == "queued")

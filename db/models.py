@@ -305,6 +305,24 @@ class ReceivedStudy(Base):
     last_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
 
+class Notification(Base):
+    """A job's end (job.succeeded, job.failed, job.cancelled), written with it, to send to the
+    webhook (worker/notify.py): when to try next, how often it was tried, and how it went."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_job_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    delivered_at: Mapped[datetime | None]
+    gave_up_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (

@@ -21,12 +21,13 @@ TABLES = {
     "reviews",
     "site_profiles",
     "received_studies",
+    "notifications",
     "model_versions",
     "api_tokens",
     "users",
     "audit_events",
 }
-HEAD = "0010"
+HEAD = "0011"
 
 
 def _tables(url: str) -> set[str]:
@@ -151,20 +152,8 @@ def test_migrations_keep_jobs_batches_and_results(empty_database_url: str) -> No
     it, and dropping the old `jobs` once cascaded to every batch and result (fixed in env.py)."""
     migrate.upgrade(empty_database_url, "0002")
     _a_job_with_one_image(empty_database_url)
-    for revision in (
-        "0003",
-        "0004",
-        "0005",
-        "0006",
-        "0007",
-        "0008",
-        "0007",
-        "0006",
-        "0005",
-        "0004",
-        "0003",
-        "0002",
-    ):
+    steps = [f"{n:04d}" for n in range(3, int(HEAD) + 1)]
+    for revision in [*steps, *reversed(steps[:-1]), "0002"]:  # up to the head, then back down
         if revision > (migrate.current(empty_database_url) or ""):
             migrate.upgrade(empty_database_url, revision)
         else:
