@@ -58,11 +58,12 @@ def main() -> None:
     from pydicom.uid import generate_uid
 
     from brainscan.settings import load_settings
+    from brainscan.testing import wait_for
     from db.engine import get_sessionmaker
     from db.migrate import upgrade
     from db.model_versions import register_model_version
     from tests.images import write_dicom
-    from worker.receive import serve, wait_for
+    from worker.receive import serve
 
     with tempfile.TemporaryDirectory(prefix="brainscan-receive-") as tmp:
         work = Path(tmp)

@@ -99,6 +99,16 @@ def fresh_postgres_database(prefix: str = "brainscan_test") -> Iterator[str]:
         admin.dispose()
 
 
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds have passed; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

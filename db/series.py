@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from db.models import Series
+from db.sites import active_profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,6 @@ def add_series(
 
 
 def _site_threshold(session: Session, series: SeriesFound, model_version: str | None) -> dict[str, object]:
-    from db.sites import active_profile
-
     profile = (
         active_profile(session=session, site=series.site, model_version=model_version)
         if model_version and series.dicom and series.site

@@ -8,6 +8,7 @@ from celery import Celery
 from kombu.exceptions import ChannelError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.jobs import stat_batch_ids
 from worker.celery_app import PLAN_QUEUE, PLAN_TASK, SCORE_QUEUE, SCORE_TASK, STAT_QUEUE
 
 
@@ -33,8 +34,6 @@ def send_batches(app: Celery, sessions: sessionmaker[Session], batch_ids: Iterab
     ids = list(batch_ids)
     if not ids:
         return 0
-    from db.jobs import stat_batch_ids
-
     with sessions() as session:
         stat = stat_batch_ids(session=session, batch_ids=ids)
     return enqueue_batches(app, ids, stat=stat)

@@ -20,7 +20,6 @@ import os
 import re
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -210,13 +209,3 @@ def serve(
         server.shutdown()
         ae.shutdown()
     return receiver
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll `condition` until true or `timeout` seconds pass (tests and the CLI's start-up)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()

@@ -11,12 +11,10 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
-from brainscan.testing import BRAINSCAN, free_port
+from brainscan.testing import BRAINSCAN, free_port, wait_for
 from db.engine import get_sessionmaker
 from db.jobs import list_jobs
-from db.model_versions import register_model_version
-from tests.worker.test_receive import instance, send
-from worker.receive import wait_for
+from tests.worker.test_receive import instance, register_a_model, send
 
 
 def test_the_listener_process_makes_a_job_of_a_study_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -29,16 +27,7 @@ def test_the_listener_process_makes_a_job_of_a_study_and_stops_on_sigterm(tmp_pa
     }
     subprocess.run([BRAINSCAN, "db", "upgrade"], env=env, check=True, capture_output=True)
     sessions = get_sessionmaker(f"sqlite:///{(tmp_path / 'data' / 'brainscan.db').resolve()}")
-    with sessions.begin() as session:
-        register_model_version(
-            session=session,
-            version="m-1",
-            file="m.keras",
-            sha256="0" * 64,
-            threshold=0.3,
-            metrics={},
-            card={},
-        )
+    register_a_model(sessions)
     log = tmp_path / "listener.log"
     with log.open("wb") as out:
         listener = subprocess.Popen(

@@ -13,15 +13,16 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
+from sqlalchemy.orm import Session, sessionmaker
 
 from brainscan.settings import Settings
-from brainscan.testing import Service
+from brainscan.testing import Service, wait_for
 from db.audit import list_events
 from db.jobs import get_job
 from db.model_versions import register_model_version
 from db.received import received_study
 from tests.images import create_random_slice, write_dicom
-from worker.receive import Receiver, serve, valid_uid, wait_for
+from worker.receive import Receiver, serve, valid_uid
 
 STABLE = 1.0  # seconds without a new instance before a study becomes a job
 
@@ -39,16 +40,7 @@ def listener(embedded: Service) -> Iterator[Listener]:
         embedded.settings, dicom_port=0, dicom_stable_seconds=STABLE, dicom_callers="MODALITY,PACS"
     )
     sessions = embedded.sessions()
-    with sessions.begin() as session:
-        register_model_version(
-            session=session,
-            version="m-1",
-            file="m.keras",
-            sha256="0" * 64,
-            threshold=0.3,
-            metrics={},
-            card={},
-        )
+    register_a_model(sessions)
     jobs: list[int] = []
     ports: list[int] = []
     stop = threading.Event()
@@ -60,6 +52,21 @@ def listener(embedded: Service) -> Iterator[Listener]:
     yield Listener(ports[0], jobs, settings)
     stop.set()
     thread.join(10)
+
+
+def register_a_model(sessions: sessionmaker[Session]) -> None:
+    """A current model version (m-1, threshold 0.3), as a starting worker registers its own:
+    received studies become jobs only once there is one."""
+    with sessions.begin() as session:
+        register_model_version(
+            session=session,
+            version="m-1",
+            file="m.keras",
+            sha256="0" * 64,
+            threshold=0.3,
+            metrics={},
+            card={},
+        )
 
 
 def instance(folder: Path, study: str, series: str, n: int) -> Path:
