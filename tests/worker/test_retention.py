@@ -15,16 +15,19 @@ from db.models import Job, utcnow
 from worker.retention import prune_uploads
 
 
-def _upload(service: Service, name: str, *, finished_hours_ago: float | None, age_hours: float = 100) -> Path:
-    """An extracted upload folder (aged `age_hours`) with its job, finished that long ago or running."""
-    folder = service.settings.upload_dir / name
-    (folder / "yes").mkdir(parents=True)
-    (folder / "yes" / "a.png").write_bytes(b"png")
+def _job_of(
+    service: Service, file: Path, *, source: str, kind: str, finished_hours_ago: float | None
+) -> Path:
+    """`file` written, and a job of its folder's parent (`source`, `kind`), finished that long ago
+    or still running; the job's folder."""
+    folder = file.parent.parent
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"image")
     with service.sessions().begin() as session:
         job, _ = create_job(
             session=session,
-            source=f"{name}.zip",
-            source_kind="upload",
+            source=source,
+            source_kind=kind,
             source_path=str(folder),
             submitted_by="test",
             model_version="m",
@@ -37,6 +40,15 @@ def _upload(service: Service, name: str, *, finished_hours_ago: float | None, ag
                 .where(Job.id == job.id)
                 .values(status="succeeded", finished_at=utcnow() - timedelta(hours=finished_hours_ago))
             )
+    return folder
+
+
+def _upload(service: Service, name: str, *, finished_hours_ago: float | None, age_hours: float = 100) -> Path:
+    """An extracted upload folder (aged `age_hours`) with its job, finished that long ago or running."""
+    file = service.settings.upload_dir / name / "yes" / "a.png"
+    folder = _job_of(
+        service, file, source=f"{name}.zip", kind="upload", finished_hours_ago=finished_hours_ago
+    )
     _age(folder, age_hours)
     return folder
 
@@ -75,26 +87,9 @@ def test_received_deliveries_go_after_their_job_and_each_deletion_is_audited(emb
     root = embedded.settings.received_dir.resolve()
 
     def delivery(study: str, number: int, finished_hours_ago: float | None) -> Path:
-        folder = root / study / str(number)
-        (folder / "1.2.3").mkdir(parents=True)
-        (folder / "1.2.3" / "1.2.3.4.dcm").write_bytes(b"DICM")
-        with embedded.sessions().begin() as session:
-            job, _ = create_job(
-                session=session,
-                source=f"received/{study}/{number}",
-                source_kind="folder",
-                source_path=str(folder),
-                submitted_by="dicom:PACS",
-                model_version="m",
-                threshold=0.5,
-                batch_size=4,
-            )
-            if finished_hours_ago is not None:
-                finished = utcnow() - timedelta(hours=finished_hours_ago)
-                session.execute(
-                    update(Job).where(Job.id == job.id).values(status="succeeded", finished_at=finished)
-                )
-        return folder
+        file = root / study / str(number) / "1.2.3" / "1.2.3.4.dcm"
+        source = f"received/{study}/{number}"
+        return _job_of(embedded, file, source=source, kind="folder", finished_hours_ago=finished_hours_ago)
 
     old = delivery("1.1", 1, finished_hours_ago=96)
     follow_up = delivery("1.1", 2, finished_hours_ago=1)
