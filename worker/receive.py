@@ -55,7 +55,6 @@ class Receiver:
         self.root = settings.received_dir.resolve()
         self.callers = {c.strip() for c in settings.dicom_callers.split(",") if c.strip()}
         self.addresses = {a.strip() for a in settings.dicom_addresses.split(",") if a.strip()}
-        self.stored = self.duplicates = self.refused = 0
 
     def allowed(self, address: str, calling_ae: str) -> bool:
         """Whether this client may send: its address and AE title on the allow-lists."""
@@ -73,7 +72,6 @@ class Receiver:
         """Write one received instance (`encoded()`: the file's bytes, as the peer encoded them:
         nothing is decoded and written again); the C-STORE status to answer."""
         if not self.allowed(address, calling_ae):
-            self.refused += 1
             log.warning("C-STORE refused: caller %r from %s is not on the allow-list", calling_ae, address)
             return NOT_AUTHORISED
         study = valid_uid(dataset.get("StudyInstanceUID"))
@@ -84,7 +82,6 @@ class Receiver:
         if self.existing(study, series, sop) is not None:
             with self.sessions.begin() as session:
                 note_duplicate(session=session, study_uid=study)
-            self.duplicates += 1
             return SUCCESS
         try:
             with self.sessions.begin() as session:  # the count commits with the file, or neither
@@ -93,7 +90,6 @@ class Receiver:
         except OSError as exc:
             log.error("C-STORE failed: cannot write the instance: %s", exc.strerror or exc)
             return OUT_OF_RESOURCES
-        self.stored += 1
         return SUCCESS
 
     @staticmethod
