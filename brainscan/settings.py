@@ -20,6 +20,47 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class Destination:
+    """Where a study's results (DICOM SR and Key Object Selection) are sent: a DICOM node by
+    C-STORE (`name=dicom://AE_TITLE@host:port`) or a DICOMweb service by STOW-RS
+    (`name=https://host/dicom-web`)."""
+
+    name: str
+    url: str  # as configured
+    ae_title: str = ""  # C-STORE only
+    host: str = ""
+    port: int = 0
+
+    @property
+    def dicomweb(self) -> bool:
+        return not self.url.startswith("dicom://")
+
+    @classmethod
+    def parse(cls, entry: str) -> Destination:
+        name, sep, url = (part.strip() for part in entry.partition("="))
+        usage = "name=dicom://AE_TITLE@host:port or name=https://host/dicom-web"
+        if (
+            not sep
+            or not name
+            or not url
+            or len(name) > 64
+            or not name.replace("-", "").replace("_", "").isalnum()
+        ):
+            raise SettingsError(f"BRAINSCAN_DICOM_DESTINATIONS: {entry!r} is not {usage}")
+        if url.startswith(("http://", "https://")):
+            return cls(name, url.rstrip("/"))
+        ae_title, at, address = url.removeprefix("dicom://").partition("@")
+        host, colon, port = address.rpartition(":")
+        if not url.startswith("dicom://") or not at or not colon or not port.isdigit() or not host:
+            raise SettingsError(f"BRAINSCAN_DICOM_DESTINATIONS: {entry!r} is not {usage}")
+        if not 1 <= len(ae_title) <= 16 or not 0 < int(port) <= 65535:
+            raise SettingsError(
+                f"BRAINSCAN_DICOM_DESTINATIONS: {entry!r}: an AE title of 1-16 characters and a port"
+            )
+        return cls(name, url, ae_title=ae_title, host=host.strip("[]"), port=int(port))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a brainscan process needs to know about where things are and how big."""
 
@@ -62,10 +103,23 @@ class Settings:
     dicom_callers: str = ""  # calling AE titles allowed, comma-separated; empty: any
     dicom_addresses: str = "127.0.0.1"  # client addresses allowed, comma-separated; "*": any
     dicom_stable_seconds: float = 30.0  # a study with no new instance this long becomes a job
+    dicom_destinations: str = (
+        ""  # where study results go: "pacs=dicom://AE@host:port, web=https://.../dicom-web"
+    )
     webhook_url: str = ""  # POSTed when a job ends (worker/notify.py); empty: none
     webhook_secret: str = ""  # signs each webhook (HMAC-SHA256); required with a webhook_url
     log_level: str = "INFO"
     extra: tuple[tuple[str, str], ...] = ()  # unknown BRAINSCAN_* variables, kept to warn about
+
+    @property
+    def destinations(self) -> dict[str, Destination]:
+        """BRAINSCAN_DICOM_DESTINATIONS by name (SettingsError where one is malformed)."""
+        found: dict[str, Destination] = {}
+        for entry in (e.strip() for e in self.dicom_destinations.split(",")):
+            if entry:
+                destination = Destination.parse(entry)
+                found[destination.name] = destination
+        return found
 
     @property
     def sqlite_path(self) -> Path:
@@ -165,6 +219,7 @@ class Settings:
             raise SettingsError("BRAINSCAN_DICOM_PORT must be a port number (0: no DICOM listener)")
         if not 1 <= len(self.dicom_ae_title) <= 16:
             raise SettingsError("BRAINSCAN_DICOM_AE_TITLE must have 1 to 16 characters")
+        self.destinations  # noqa: B018 (parsing is the check)
         if self.visibility_timeout <= self.batch_time_limit:
             raise SettingsError("BRAINSCAN_VISIBILITY_TIMEOUT must exceed the batch time limit")
         return self

@@ -159,9 +159,11 @@ class Service:
         key: str | None = None,
         site_profiles: bool = False,
         priority: str = "routine",
+        return_to: str | None = None,
     ) -> tuple[int, bool]:
         """Record a job for a folder, as the API does, without sending it anywhere: (id, created).
-        `site_profiles`: its DICOM series take their site's profile (submitted without a threshold)."""
+        `site_profiles`: its DICOM series take their site's profile (submitted without a threshold);
+        `return_to`: the destinations its study results go to."""
         with self.sessions().begin() as session:
             job, created = create_job(
                 session=session,
@@ -175,6 +177,7 @@ class Service:
                 idempotency_key=key,
                 site_profiles=site_profiles,
                 priority=priority,
+                return_to=return_to,
             )
             return job.id, created
 

@@ -108,6 +108,9 @@ class Job(Base):
     # submitted without a threshold: each DICOM series takes its site's active profile, if any
     site_profiles: Mapped[bool] = mapped_column(default=False, server_default=false())
     priority: Mapped[str] = mapped_column(String(8), default="routine", server_default="routine")  # or stat
+    return_to: Mapped[str | None] = mapped_column(
+        String(255)
+    )  # destinations of its study results, comma-separated
     batch_size: Mapped[int]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of what was asked, keyed jobs only
@@ -305,7 +308,19 @@ class ReceivedStudy(Base):
     last_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
 
-class Notification(Base):
+class Outbox:
+    """Something to send out, written in the transaction that made it due, and its delivery:
+    when to try next, how often it was tried, and how it went (db/outbox.py)."""
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    delivered_at: Mapped[datetime | None]
+    gave_up_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+
+class Notification(Outbox, Base):
     """A job's end (job.succeeded, job.failed, job.cancelled), written with it, to send to the
     webhook (worker/notify.py): when to try next, how often it was tried, and how it went."""
 
@@ -315,12 +330,21 @@ class Notification(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    next_at: Mapped[datetime] = mapped_column(default=utcnow)
-    attempts: Mapped[int] = mapped_column(default=0)
-    delivered_at: Mapped[datetime | None]
-    gave_up_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(String(255))
+
+
+class ResultDelivery(Outbox, Base):
+    """A study's result (a DICOM SR, and a Key Object Selection of its flagged slices) to send to
+    one configured destination (worker/pacs.py), written when its job succeeded."""
+
+    __tablename__ = "result_deliveries"
+    __table_args__ = (UniqueConstraint("job_id", "study_uid", "destination"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    study_uid: Mapped[str] = mapped_column(String(64))
+    destination: Mapped[str] = mapped_column(String(64))  # a name in BRAINSCAN_DICOM_DESTINATIONS
+    verdict: Mapped[str | None] = mapped_column(String(16))  # what the last delivery said
+    objects: Mapped[int] = mapped_column(default=0)  # instances it sent: the SR, and the KOS if any
 
 
 class ModelVersion(Base):

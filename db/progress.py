@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
+from db.deliveries import plan_returns
 from db.models import PENDING_BATCH_STATUSES, Batch, ImageResult, Job, utcnow
 from db.notifications import job_ended
 
@@ -127,7 +128,10 @@ def finish_job_if_complete(*, session: Session, job_id: int) -> bool:
         return False
     figures = _final_figures(session, job_id, won[0], now)
     session.execute(update(Job).where(Job.id == job_id).values(figures))
-    job_ended(session=session, job_id=job_id, status=str(figures.get("status", "succeeded")))
+    status = str(figures.get("status", "succeeded"))
+    job_ended(session=session, job_id=job_id, status=status)
+    if status == "succeeded":
+        plan_returns(session=session, job_id=job_id)
     return True
 
 

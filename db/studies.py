@@ -82,9 +82,11 @@ class StudyVerdict:
         return sum(getattr(s, name) for s in self.series)
 
 
-def study_verdicts(*, session: Session, job_id: int) -> list[StudyVerdict]:
-    """Every study of the job, flagged first (highest score first), then not flagged, then not
-    assessed; series within a study by description."""
+def study_verdicts(
+    *, session: Session, job_id: int, study_keys: list[str] | None = None
+) -> list[StudyVerdict]:
+    """Every study of the job (or those named), flagged first (highest score first), then not
+    flagged, then not assessed; series within a study by description."""
     stmt = (
         select(
             Series.study_key,
@@ -103,6 +105,8 @@ def study_verdicts(*, session: Session, job_id: int) -> list[StudyVerdict]:
         .where(Series.job_id == job_id)
         .group_by(Series.id)
     )
+    if study_keys is not None:
+        stmt = stmt.where(Series.study_key.in_(study_keys))
     studies: dict[str, StudyVerdict] = {}
     by_study: dict[str, list[SeriesVerdict]] = defaultdict(list)
     for study_key, patient_key, *series in session.execute(stmt):

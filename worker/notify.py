@@ -21,7 +21,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from brainscan.settings import Settings
 from db.jobs import get_job
 from db.models import Notification, utcnow
-from db.notifications import claim_due, mark_failed, mark_sent
+from db.outbox import claim_due, mark_failed, mark_sent, retry_in
 from db.progress import job_progress
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,6 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     """The X-Brainscan-Signature value of a body sent at `timestamp`."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
-
-
-def retry_in(attempts: int) -> timedelta | None:
-    """The wait before the next try after `attempts` failed ones; None: give up."""
-    if attempts >= MAX_ATTEMPTS:
-        return None
-    return timedelta(seconds=min(3600, 30 * 2 ** (attempts - 1)))
 
 
 def payload(session: Session, notification: Notification) -> dict[str, Any]:
@@ -84,17 +77,17 @@ def deliver_due(*, sessions: sessionmaker[Session], settings: Settings, now: dat
         return 0
     now = now or utcnow()
     with sessions.begin() as session:
-        due = claim_due(session=session, now=now)
+        due = claim_due(session=session, model=Notification, now=now)
         bodies = [(n.id, n.event, n.attempts, payload(session, n)) for n in due]
     delivered = 0
     for notification_id, event, attempts, body in bodies:
         error = _post(settings, notification_id, event, json.dumps(body, sort_keys=True).encode())
         with sessions.begin() as session:
             if error is None:
-                mark_sent(session=session, notification_id=notification_id, now=utcnow())
+                mark_sent(session=session, model=Notification, row_id=notification_id, now=utcnow())
                 delivered += 1
             else:
-                wait = retry_in(attempts + 1)
+                wait = retry_in(attempts + 1, max_attempts=MAX_ATTEMPTS)
                 log.warning(
                     "webhook %s for %s failed (%s); %s",
                     notification_id,
@@ -103,7 +96,12 @@ def deliver_due(*, sessions: sessionmaker[Session], settings: Settings, now: dat
                     f"again in {wait}" if wait else "given up",
                 )
                 mark_failed(
-                    session=session, notification_id=notification_id, now=utcnow(), error=error, retry_in=wait
+                    session=session,
+                    model=Notification,
+                    row_id=notification_id,
+                    now=utcnow(),
+                    error=error,
+                    retry_in=wait,
                 )
     return delivered
 

@@ -137,6 +137,7 @@ class Receiver:
                 threshold=self.settings.threshold if self.settings.threshold is not None else model.threshold,
                 batch_size=self.settings.batch_size,
                 site_profiles=True,
+                return_to=",".join(self.settings.destinations),
             )
             note_job(session=session, study_uid=delivery.study_uid, job_id=job.id)
             record_event(

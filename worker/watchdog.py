@@ -30,9 +30,9 @@ from db.batches import (
 from db.jobs import stalled_jobs, unfinished_running_jobs
 from db.models import Batch, utcnow
 from db.progress import finish_job_if_complete
+from worker import notify, pacs
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, STAT_QUEUE
 from worker.enqueue import queue_depth, send_batches, submit_job
-from worker.notify import deliver_due
 from worker.retention import prune_received, prune_uploads
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,10 @@ class Watchdog(threading.Thread):
         while not self.stopped.wait(self.settings.watchdog_interval):
             try:
                 sweep(app=self.app, sessions=self.sessions, settings=self.settings)
-                deliver_due(sessions=self.sessions, settings=self.settings)  # webhooks of jobs that ended
+                notify.deliver_due(
+                    sessions=self.sessions, settings=self.settings
+                )  # webhooks of jobs that ended
+                pacs.deliver_due(sessions=self.sessions, settings=self.settings)  # study results to the PACS
                 if time.monotonic() - pruned_at > PRUNE_EVERY:
                     prune_uploads(sessions=self.sessions, settings=self.settings)
                     prune_received(sessions=self.sessions, settings=self.settings)

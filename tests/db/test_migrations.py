@@ -22,12 +22,13 @@ TABLES = {
     "site_profiles",
     "received_studies",
     "notifications",
+    "result_deliveries",
     "model_versions",
     "api_tokens",
     "users",
     "audit_events",
 }
-HEAD = "0011"
+HEAD = "0012"
 
 
 def _tables(url: str) -> set[str]:

@@ -19,7 +19,8 @@ from brainscan.testing import Service
 from db.jobs import cancel_job, create_job, fail_job
 from db.models import utcnow
 from db.notifications import job_notifications
-from worker.notify import MAX_ATTEMPTS, deliver_due, retry_in
+from db.outbox import retry_in
+from worker.notify import MAX_ATTEMPTS, deliver_due
 
 SECRET = "a webhook secret of some length"
 
@@ -117,12 +118,12 @@ def test_an_unreachable_receiver_is_given_up_after_the_last_try(
     with sessions() as session:
         (state,) = job_notifications(session=session, job_id=job_id)
     assert state.attempts == MAX_ATTEMPTS and state.gave_up_at is not None and state.last_error == "HTTP 500"
-    assert [retry_in(n) for n in (1, 2, 3)] == [
+    assert [retry_in(n, max_attempts=MAX_ATTEMPTS) for n in (1, 2, 3)] == [
         timedelta(seconds=30),
         timedelta(minutes=1),
         timedelta(minutes=2),
     ]
-    assert retry_in(MAX_ATTEMPTS) is None
+    assert retry_in(MAX_ATTEMPTS, max_attempts=MAX_ATTEMPTS) is None
 
 
 def test_without_a_url_nothing_is_sent_and_the_end_is_still_recorded(
