@@ -9,9 +9,10 @@ from flask import url_for
 from sqlalchemy.orm import Session
 
 from db.batches import job_score_histogram
+from db.deliveries import destination_names, job_deliveries
 from db.jobs import FINISHED_JOB_STATUSES, Viewer, get_job
 from db.model_versions import model_version_named
-from db.models import Batch, ImageResult, Job
+from db.models import Batch, ImageResult, Job, ResultDelivery
 from db.notifications import job_notifications
 from db.progress import JobProgress, job_progress, jobs_progress
 from db.results import permanent_errors, unreadable_labelled
@@ -96,6 +97,7 @@ def job_report(job: Job, progress: JobProgress, *, now: datetime | None = None) 
         "model_version": job.model_version,
         "threshold": job.threshold,
         "priority": job.priority,
+        "return_to": destination_names(job.return_to),
         "batch_size": job.batch_size,
         "total": progress.total,
         "scored": progress.scored,
@@ -147,6 +149,21 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
         }
         for n in job_notifications(session=session, job_id=job_id)
     ]
+    report["deliveries"] = [
+        {
+            "study_uid": d.study_uid,
+            "destination": d.destination,
+            "state": delivery_state(d),
+            "verdict": d.verdict,
+            "objects": d.objects,
+            "attempts": d.attempts,
+            "next_at": iso(d.next_at) if d.delivered_at is None and d.gave_up_at is None else None,
+            "delivered_at": iso(d.delivered_at),
+            "gave_up_at": iso(d.gave_up_at),
+            "last_error": d.last_error,
+        }
+        for d in job_deliveries(session=session, job_id=job_id)
+    ]
     model = model_version_named(session=session, version=job.model_version)
     counts, flagged, beyond = job_score_histogram(session=session, job_id=job_id)
     report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged, beyond)
@@ -160,7 +177,17 @@ ONE_JOB_ONLY = (
     "failed_permanently",
     "site_thresholds",
     "notifications",
+    "deliveries",
 )  # each costs a query
+
+
+def delivery_state(delivery: ResultDelivery) -> str:
+    """delivered, given up, retrying (a try failed), or pending."""
+    if delivery.delivered_at is not None:
+        return "delivered"
+    if delivery.gave_up_at is not None:
+        return "given up"
+    return "retrying" if delivery.attempts else "pending"
 
 
 def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:

@@ -78,6 +78,12 @@ SCHEMAS: Obj = {
             "model_version": STR,
             "threshold": NUM,
             "priority": {"type": "string", "enum": ["routine", "stat"]},
+            "return_to": {
+                "type": "array",
+                "items": STR,
+                "description": "destinations (BRAINSCAN_DICOM_DESTINATIONS) its DICOM studies' results "
+                "go to when it succeeds; a study received over DICOM names every configured one",
+            },
             "batch_size": INT,
             "total": INT,
             "scored": INT,
@@ -108,6 +114,32 @@ SCHEMAS: Obj = {
                         "properties": {
                             "event": STR,
                             "attempts": INT,
+                            "delivered_at": TIME,
+                            "gave_up_at": TIME,
+                            "last_error": _nullable(STR),
+                        },
+                    },
+                }
+            ),
+            "deliveries": _nullable(
+                {
+                    "type": "array",
+                    "description": "each DICOM study's results (an SR and a Key Object Selection of its "
+                    "flagged slices, worker/pacs.py) per destination, and how their delivery went (one "
+                    "job's report; null in a list of jobs)",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "study_uid": STR,
+                            "destination": STR,
+                            "state": {
+                                "type": "string",
+                                "enum": ["pending", "retrying", "delivered", "given up"],
+                            },
+                            "verdict": _nullable(STR),
+                            "objects": INT,
+                            "attempts": INT,
+                            "next_at": TIME,
                             "delivered_at": TIME,
                             "gave_up_at": TIME,
                             "last_error": _nullable(STR),
@@ -629,6 +661,32 @@ PATHS: Obj = {
             "Score a finished job's failed images again (audited)",
             {"202": JOB_RESPONSE, **_errors(401, 403, 404, 409)},
             params=[JOB_ID],
+        )
+    },
+    "/api/v1/jobs/{job_id}/deliveries": {
+        "post": _op(
+            "Send a succeeded job's study results (DICOM SR and KOS) to the PACS again, or to other "
+            "destinations (audited); the workers send them within a watchdog interval",
+            {"202": JOB_RESPONSE, **_errors(400, 401, 403, 404, 409)},
+            params=[JOB_ID],
+            body={
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "destinations": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "description": "names in BRAINSCAN_DICOM_DESTINATIONS; default: the "
+                                    "job's return_to, else every configured one",
+                                }
+                            },
+                        }
+                    }
+                },
+            },
         )
     },
     "/api/v1/models": {

@@ -9,14 +9,15 @@ from sqlalchemy.orm import Session
 
 from api import MAX_ID
 from api.auth import current_actor, current_principal, current_viewer
-from api.context import celery, sessions
+from api.context import celery, sessions, settings
 from api.errors import ApiError
 from api.job_report import batch_report, job_reports, load_job_report
 from api.submission import submission_from_request, submit
 from db.audit import record_event
 from db.batches import list_batches
+from db.deliveries import destination_names, dicom_studies, resend
 from db.jobs import FINISHED_JOB_STATUSES, cancel_job, get_job, list_jobs, rerun_failed
-from db.models import JOB_STATUSES, Job
+from db.models import JOB_STATUSES, Job, utcnow
 from db.results import permanent_errors
 from worker.enqueue import enqueue_batches
 
@@ -152,4 +153,50 @@ def cancel_job_route(job_id: int) -> Response:
 def rerun_job_route(job_id: int) -> tuple[Response, int]:
     """Score a finished job's failed images again; 409 when it is running or nothing failed."""
     rerun(job_id, actor=current_actor())
+    return jsonify(job_or_404(job_id)), 202
+
+
+def send_results(job_id: int, destinations: list[str] | None, *, actor: str) -> int:
+    """(Re-)send a succeeded job's study results to `destinations` (default: those its
+    return_to names, else every configured one) and audit it; returns how many are now due."""
+    configured = settings().destinations
+    with sessions().begin() as session:
+        job = get_job(session=session, job_id=job_id, viewer=current_viewer())
+        if job is None:
+            raise not_found(job_id)
+        names = destinations or destination_names(job.return_to) or list(configured)
+        if not names:
+            raise ApiError(
+                409, "no_destination", "no destination is configured (BRAINSCAN_DICOM_DESTINATIONS)"
+            )
+        unknown = [n for n in names if n not in configured]
+        if unknown:
+            raise ApiError(
+                400,
+                "unknown_destination",
+                f"no destination {', '.join(map(repr, unknown))}; "
+                f"configured: {', '.join(configured) or 'none'}",
+            )
+        if job.status != "succeeded":
+            raise ApiError(409, "conflict", f"job {job_id} has no results to send: it is {job.status}")
+        if not dicom_studies(session=session, job_id=job_id):
+            raise ApiError(
+                409, "conflict", f"job {job_id} holds no DICOM study: there is no PACS study to return to"
+            )
+        due = resend(session=session, job_id=job_id, destinations=names, now=utcnow())
+        record_event(
+            session=session, actor=actor, action="results.send", job_id=job_id, detail={"destinations": names}
+        )
+    return due
+
+
+@bp.post("/jobs/<int:job_id>/deliveries")
+def send_results_route(job_id: int) -> tuple[Response, int]:
+    """Send a succeeded job's study results (DICOM SR and KOS) to the PACS again, or to other
+    destinations: body {"destinations": [names]} (optional); the watchdog sends them."""
+    body = request.get_json(silent=True) or {}
+    names = body.get("destinations") if isinstance(body, dict) else None
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise ApiError(400, "bad_destinations", "destinations must be a list of destination names")
+    send_results(job_id, names, actor=current_actor())
     return jsonify(job_or_404(job_id)), 202

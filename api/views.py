@@ -18,6 +18,7 @@ from api.errors import ApiError
 from api.job_report import batch_report, job_reports, load_job_report, result_report, study_report
 from api.model_figures import card_figures, sweep_rows
 from api.rest_jobs import MAX_PAGE, cancel, int_arg, rerun
+from api.rest_jobs import send_results as send_results_again
 from api.rest_models import model_report, plot_file
 from api.submission import MAX_BATCH_SIZE, submission_from_request, submit
 from brainscan import __version__
@@ -202,6 +203,17 @@ def rerun_job(job_id: int) -> Response:
     def act() -> str:
         sent = rerun(job_id, actor=current_actor())
         return f"Job {job_id}: {sent} batch{'es' if sent != 1 else ''} queued again."
+
+    return _job_button(job_id, act)
+
+
+@bp.post("/jobs/<int:job_id>/deliveries")
+def send_results(job_id: int) -> Response:
+    """The send-again button: the job's study results to its destinations once more (audited)."""
+
+    def act() -> str:
+        due = send_results_again(job_id, None, actor=current_actor())
+        return f"Job {job_id}: the results of {due} stud{'ies' if due != 1 else 'y'} will be sent again."
 
     return _job_button(job_id, act)
 

@@ -64,17 +64,25 @@ class Orthanc:
         """Orthanc C-STOREs the study to `modality` (as a PACS routes a study)."""
         self.json("POST", f"/modalities/{modality}/store", {"Resources": [study_id], "Synchronous": True})
 
-    def qido_instances(self, study_uid: str, modality: str) -> list[dict[str, Any]]:
-        """QIDO-RS: the study's instances of a modality (SR, KO...), as DICOM JSON."""
-        answer = self.request(
-            "GET",
-            f"/dicom-web/studies/{study_uid}/instances?Modality={modality}",
-            accept="application/dicom+json",
-        )
+    def qido(self, path: str) -> list[dict[str, Any]]:
+        """QIDO-RS: what the query under the DICOMweb root finds, as DICOM JSON."""
+        answer = self.request("GET", f"/dicom-web/{path}", accept="application/dicom+json")
         return list(json.loads(answer or b"[]"))
 
-    def retrieve(self, study_uid: str, series_uid: str, sop_uid: str) -> pydicom.Dataset:
-        """WADO-RS through Orthanc's REST: the instance as stored."""
+    def find_instances(self, study_uid: str, modality: str, series_number: int) -> list[tuple[str, str]]:
+        """(series UID, SOP Instance UID) of the study's instances in its series of `modality`
+        numbered `series_number`, found by QIDO-RS (series, then their instances)."""
+        found = []
+        for series in self.qido(f"studies/{study_uid}/series?Modality={modality}"):
+            if series.get("00200011", {}).get("Value") != [series_number]:
+                continue
+            series_uid = series["0020000E"]["Value"][0]
+            for instance in self.qido(f"studies/{study_uid}/series/{series_uid}/instances"):
+                found.append((series_uid, instance["00080018"]["Value"][0]))
+        return found
+
+    def retrieve(self, sop_uid: str) -> pydicom.Dataset:
+        """The instance as stored (Orthanc's REST API, found by its SOP Instance UID)."""
         found = self.json("POST", "/tools/lookup", sop_uid.encode())
         (instance,) = [f for f in found if f["Type"] == "Instance"]
         return pydicom.dcmread(io.BytesIO(self.request("GET", f"/instances/{instance['ID']}/file")))

@@ -157,6 +157,23 @@ class Receiver:
         return job_id
 
 
+RECEIVED_SYNTAXES = [  # the transfer syntaxes brainscan decodes (training/dicom.py); uncompressed first
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, SV1
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+]
+
+
 def serve(
     settings: Settings,
     sessions: sessionmaker[Session],
@@ -173,7 +190,8 @@ def serve(
     receiver = Receiver(settings, sessions)
     ae = AE(ae_title=settings.dicom_ae_title)
     ae.maximum_pdu_size = 0  # no limit: a sender may pass a slice in a few large PDUs, not many 16 KB ones
-    ae.supported_contexts = AllStoragePresentationContexts
+    for context in AllStoragePresentationContexts:  # kept as sent: planning and scoring decode them
+        ae.add_supported_context(context.abstract_syntax, RECEIVED_SYNTAXES)
     ae.add_supported_context(Verification)
     if receiver.callers:
         ae.require_calling_aet = sorted(receiver.callers)

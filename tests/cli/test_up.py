@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.data]
 class Up:
     """A `brainscan up` process and what its banner told us."""
 
-    def __init__(self, data_dir: Path, archive_root: Path, port: int) -> None:
+    def __init__(
+        self, data_dir: Path, archive_root: Path, port: int, env: dict[str, str] | None = None
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [
@@ -43,7 +45,7 @@ class Up:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("BRAINSCAN_")},
+            env={k: v for k, v in os.environ.items() if not k.startswith("BRAINSCAN_")} | (env or {}),
         )
         self.banner = self._read_banner()
 
