@@ -191,7 +191,7 @@ def serve(
     ae = AE(ae_title=settings.dicom_ae_title)
     ae.maximum_pdu_size = 0  # no limit: a sender may pass a slice in a few large PDUs, not many 16 KB ones
     for context in AllStoragePresentationContexts:  # kept as sent: planning and scoring decode them
-        ae.add_supported_context(context.abstract_syntax, RECEIVED_SYNTAXES)
+        ae.add_supported_context(str(context.abstract_syntax), RECEIVED_SYNTAXES)
     ae.add_supported_context(Verification)
     if receiver.callers:
         ae.require_calling_aet = sorted(receiver.callers)
