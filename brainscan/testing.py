@@ -10,6 +10,8 @@ postgresql+psycopg://postgres@127.0.0.1:5432).
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import secrets
 import shutil
@@ -19,11 +21,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from sqlalchemy import Engine, create_engine
@@ -429,3 +432,184 @@ def build_folder(shared_data: Path, dest: Path, count: int) -> Path:
         except OSError:
             shutil.copyfile(record.path, target)
     return dest
+
+
+class Up:
+    """A `brainscan up` process (its own process group; BRAINSCAN_* from `env` only) and what its
+    banner told us."""
+
+    def __init__(
+        self, data_dir: Path, archive_root: Path, port: int, env: dict[str, str] | None = None
+    ) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [
+                BRAINSCAN,
+                "up",
+                "--data-dir",
+                str(data_dir),
+                "--archive-root",
+                str(archive_root),
+                "--port",
+                str(port),
+                "--concurrency",
+                "2",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("BRAINSCAN_")} | (env or {}),
+        )
+        self.banner = self._read_banner()
+
+    def _read_banner(self, timeout: float = 120) -> str:
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+            lines.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                return "".join(lines)
+        raise AssertionError("brainscan up did not start:\n" + "".join(lines))
+
+    def request(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return json.loads(response.read())
+
+    def children(self) -> list[int]:
+        """The API and worker processes `up` started."""
+        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(pid) for pid in text.split()]
+
+    def stop(self) -> tuple[int, str]:
+        """Ctrl-C in the terminal: SIGINT to the whole process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=120)
+        return self.proc.returncode, out
+
+    def terminate(self) -> float:
+        """SIGTERM to `up` alone, as a service manager sends it; seconds until it exited."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=120)
+        return time.monotonic() - started
+
+
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+class Orthanc:
+    """A running Orthanc: `url` (REST), `dicomweb` (its DICOMweb root), `dicom_port`, AE ORTHANC."""
+
+    def __init__(self, http_port: int, dicom_port: int) -> None:
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.dicomweb = f"{self.url}/dicom-web"
+        self.dicom_port = dicom_port
+
+    def request(self, method: str, path: str, body: bytes | None = None, accept: str = "") -> bytes:
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        if accept:
+            request.add_header("Accept", accept)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return bytes(response.read())
+
+    def json(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        return json.loads(self.request(method, path, data) or b"null")
+
+    def upload(self, files: list[Path]) -> str:
+        """Store files in Orthanc (REST); the Orthanc id of their study."""
+        study = ""
+        for path in files:
+            study = self.json("POST", "/instances", path.read_bytes())["ParentStudy"]
+        return study
+
+    def send_study(self, modality: str, study_id: str) -> None:
+        """Orthanc C-STOREs the study to `modality` (as a PACS routes a study)."""
+        self.json("POST", f"/modalities/{modality}/store", {"Resources": [study_id], "Synchronous": True})
+
+    def qido(self, path: str) -> list[dict[str, Any]]:
+        """QIDO-RS: what the query under the DICOMweb root finds, as DICOM JSON."""
+        answer = self.request("GET", f"/dicom-web/{path}", accept="application/dicom+json")
+        return list(json.loads(answer or b"[]"))
+
+    def find_instances(self, study_uid: str, modality: str, series_number: int) -> list[tuple[str, str]]:
+        """(series UID, SOP Instance UID) of the study's instances in its series of `modality`
+        numbered `series_number`, found by QIDO-RS (series, then their instances)."""
+        found = []
+        for series in self.qido(f"studies/{study_uid}/series?Modality={modality}"):
+            if series.get("00200011", {}).get("Value") != [series_number]:
+                continue
+            series_uid = series["0020000E"]["Value"][0]
+            for instance in self.qido(f"studies/{study_uid}/series/{series_uid}/instances"):
+                found.append((series_uid, instance["00080018"]["Value"][0]))
+        return found
+
+    def retrieve(self, sop_uid: str) -> Any:
+        """The instance as stored, a pydicom Dataset (Orthanc's REST API, found by its SOP Instance
+        UID)."""
+        import pydicom
+
+        found = self.json("POST", "/tools/lookup", sop_uid.encode())
+        (instance,) = [f for f in found if f["Type"] == "Instance"]
+        return pydicom.dcmread(io.BytesIO(self.request("GET", f"/instances/{instance['ID']}/file")))
+
+
+@contextmanager
+def running_orthanc(folder: Path, *, modalities: dict[str, tuple[str, int]]) -> Iterator[Orthanc]:
+    """Orthanc on 127.0.0.1 with its storage in `folder`; `modalities`: name -> (AE title, port)
+    of the DICOM nodes it may send to (all on 127.0.0.1)."""
+    if not (Path(ORTHANC).exists() and DICOMWEB_PLUGIN.exists()):
+        raise BackendUnavailable("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+    folder.mkdir(parents=True, exist_ok=True)
+    http_port, dicom_port = free_port(), free_port()
+    config = {
+        "Name": "brainscan-test",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "storage"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(DICOMWEB_PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "DicomModalities": {name: [ae, "127.0.0.1", port] for name, (ae, port) in modalities.items()},
+        "DicomAlwaysAllowStore": True,
+        "StableAge": 1,
+    }
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    log = folder / "orthanc.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT)
+    orthanc = Orthanc(http_port, dicom_port)
+
+    def up() -> bool:
+        try:
+            orthanc.json("GET", "/system")
+            return True
+        except OSError:
+            return False
+
+    try:
+        assert wait_for(up, 30), f"Orthanc did not start:\n{log.read_text(errors='replace')[-3000:]}"
+        yield orthanc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

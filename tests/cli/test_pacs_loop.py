@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from brainscan.testing import free_port, wait_for
-from tests.cli.test_up import Up
+from brainscan.testing import Up, free_port, running_orthanc, wait_for
 from tests.conftest import load_bench
-from tests.orthanc import running_orthanc
 from worker.pacs import KO_SERIES_NUMBER, SR_SERIES_NUMBER, read_verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]

@@ -2,94 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from brainscan.testing import BRAINSCAN, REPO, free_port
+from brainscan.testing import Up, free_port
 from tests.worker.test_reliability import evaluate
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
-
-
-class Up:
-    """A `brainscan up` process and what its banner told us."""
-
-    def __init__(
-        self, data_dir: Path, archive_root: Path, port: int, env: dict[str, str] | None = None
-    ) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [
-                BRAINSCAN,
-                "up",
-                "--data-dir",
-                str(data_dir),
-                "--archive-root",
-                str(archive_root),
-                "--port",
-                str(port),
-                "--concurrency",
-                "2",
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("BRAINSCAN_")} | (env or {}),
-        )
-        self.banner = self._read_banner()
-
-    def _read_banner(self, timeout: float = 120) -> str:
-        lines: list[str] = []
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
-                break
-            lines.append(line)
-            if line.startswith("Ctrl-C stops everything"):
-                return "".join(lines)
-        raise AssertionError("brainscan up did not start:\n" + "".join(lines))
-
-    def request(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return json.loads(response.read())
-
-    def children(self) -> list[int]:
-        """The API and worker processes `up` started."""
-        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return [int(pid) for pid in text.split()]
-
-    def stop(self) -> tuple[int, str]:
-        """Ctrl-C in the terminal: SIGINT to the whole process group."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=120)
-        return self.proc.returncode, out
-
-    def terminate(self) -> float:
-        """SIGTERM to `up` alone, as a service manager sends it; seconds until it exited."""
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=120)
-        return time.monotonic() - started
 
 
 def test_up_serves_a_job_whose_matrix_equals_evaluate_and_keeps_data_across_restarts(
