@@ -24,6 +24,7 @@ from api.submission import MAX_BATCH_SIZE, submission_from_request, submit
 from brainscan import __version__
 from db.audit import ACTIONS, list_events
 from db.batches import list_batches
+from db.deliveries import dicom_studies
 from db.jobs import list_jobs
 from db.model_versions import current_model_version
 from db.models import JOB_STATUSES
@@ -154,6 +155,10 @@ def job(job_id: int) -> str:
         for study in shown:
             study["top"] = [result_report(r) for r in tops.get(study["study_uid"], [])]
         pages = {name: _page_number(f"{name}_page") for name in ("missed", "flagged")}
+        configured = list(settings().destinations)
+        sendable = (
+            report["status"] == "succeeded" and configured and dicom_studies(session=session, job_id=job_id)
+        )
         images = {
             name: [
                 result_report(r)
@@ -176,6 +181,7 @@ def job(job_id: int) -> str:
         page_size=IMAGES_SHOWN,
         studies=shown,
         batches_shown=BATCHES_SHOWN,
+        destinations=configured if sendable else [],
     )
 
 
@@ -213,7 +219,8 @@ def send_results(job_id: int) -> Response:
 
     def act() -> str:
         due = send_results_again(job_id, None, actor=current_actor())
-        return f"Job {job_id}: the results of {due} stud{'ies' if due != 1 else 'y'} will be sent again."
+        studies = f"{due} stud{'ies' if due != 1 else 'y'}"
+        return f"Job {job_id}: the results of {studies} go to the PACS within a minute."
 
     return _job_button(job_id, act)
 

@@ -613,3 +613,29 @@ def running_orthanc(folder: Path, *, modalities: dict[str, tuple[str, int]]) -> 
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+class StoreSCP:
+    """A DICOM node on loopback (pynetdicom, in this process) that keeps what it is sent: a PACS
+    stand-in where Orthanc is more than a test needs. `shutdown()` stops it."""
+
+    def __init__(self) -> None:
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+        self.received: list[Any] = []  # pydicom Datasets
+        self.port = free_port()
+        ae = AE(ae_title="STORESCP")
+        ae.supported_contexts = AllStoragePresentationContexts
+
+        def keep(event: Any) -> int:
+            self.received.append(event.dataset)
+            return 0x0000
+
+        server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)]
+        )
+        assert server is not None  # block=False returns the running server
+        self.server = server
+
+    def shutdown(self) -> None:
+        self.server.shutdown()

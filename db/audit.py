@@ -17,6 +17,7 @@ ACTIONS = (
     "job.submit",
     "job.cancel",
     "job.rerun",
+    "results.send",
     "review.verdict",
     "site.profile",
     "token.create",

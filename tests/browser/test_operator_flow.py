@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from brainscan.testing import BRAINSCAN, Service, WorkerProcess
+from brainscan.testing import BRAINSCAN, Service, StoreSCP, WorkerProcess, wait_for
 from tests.browser.conftest import PASSWORD, embedded_api, require_chromium, shot
 from tests.conftest import SHIPPED_MODEL, load_bench
 
@@ -38,6 +38,7 @@ MATRIX = ("tp", "fp", "tn", "fn")
 class LiveService:
     url: str
     evaluated: dict[str, Any]  # `brainscan evaluate seed-253 --json`
+    pacs: StoreSCP  # the destination `pacs` the DICOM studies' results are sent to
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
     """Migrated database, an operator account, one worker and the gunicorn API, all real processes."""
     require_chromium()
     base = tmp_path_factory.mktemp("browser")
+    pacs = StoreSCP()
     archive_root = base / "archive"
     shutil.copytree(shared_data / "seed-253", archive_root / "seed-253")
     load_bench("dicom_archive").build_archive(shared_data / "lgg-flair", archive_root / "pacs", patients=3)
@@ -55,7 +57,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         "BRAINSCAN_MODEL_PATH": str(SHIPPED_MODEL),
         "BRAINSCAN_DATABASE_URL": "",
         "BRAINSCAN_BROKER_URL": "",
-    }  # the embedded defaults
+        "BRAINSCAN_DICOM_DESTINATIONS": f"pacs=dicom://STORESCP@127.0.0.1:{pacs.port}",
+        "BRAINSCAN_WATCHDOG_INTERVAL": "1",
+    }  # the embedded defaults, and a PACS to send results to
     with embedded_api(base, env, login="operator", scopes=SCOPES) as url:
         evaluate = subprocess.Popen(
             [BRAINSCAN, "evaluate", str(shared_data / "seed-253"), "--json"],
@@ -68,10 +72,11 @@ def service(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         try:
             worker.wait_ready()  # the model is registered and loaded: submissions are accepted
             out, _ = evaluate.communicate(timeout=120)
-            yield LiveService(url, json.loads(out.decode().strip().splitlines()[-1]))
+            yield LiveService(url, json.loads(out.decode().strip().splitlines()[-1]), pacs)
         finally:
             evaluate.kill()
             worker.stop()
+            pacs.shutdown()
 
 
 def test_an_operator_submits_seed_253_watches_it_finish_and_downloads_the_results(
@@ -183,6 +188,24 @@ def test_an_operator_reads_a_dicom_archive_s_studies_and_reviews_20_slices(
         ".every(i => i.complete && i.naturalWidth > 0)"
     )
     shot(page, "job-dicom-studies")
+
+    deliveries = page.locator("[data-deliveries]")
+    expect(deliveries).to_contain_text("not sent")
+    page.get_by_role("button", name="Send to pacs").click()
+    expect(page.locator(".notice-success")).to_contain_text("the results of 3 studies go to the PACS")
+
+    def delivered() -> bool:
+        page.reload()
+        return "pacs: 3 studies delivered" in deliveries.inner_text()
+
+    assert wait_for(delivered, 30), deliveries.inner_text()
+    sent = service.pacs.received
+    assert sorted(ds.Modality for ds in sent).count("SR") == 3 and {ds.Modality for ds in sent} <= {
+        "SR",
+        "KO",
+    }
+    expect(page.get_by_role("button", name="Send again")).to_be_visible()
+    shot(page, "job-dicom-results-sent")
 
     page.get_by_role("link", name="Review", exact=True).click()
     reviewed = page.locator("[data-reviewed]")

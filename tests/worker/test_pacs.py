@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset
 
-from brainscan.testing import Service, free_port
+from brainscan.testing import Service, StoreSCP, free_port
 from db.deliveries import job_deliveries, resend
 from db.models import utcnow
 from db.studies import FLAGGED, study_verdicts
@@ -51,31 +50,11 @@ def scored(embedded: Service, lgg_flair: Path, tmp_path: Path, scorer: Scorer) -
     return job_id, archive
 
 
-class StoreSCP:
-    """A DICOM node on loopback that keeps what it is sent (a PACS stand-in for the fast tests)."""
-
-    def __init__(self) -> None:
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
-
-        self.received: list[Dataset] = []
-        self.port = free_port()
-        ae = AE(ae_title="STORESCP")
-        ae.supported_contexts = AllStoragePresentationContexts
-
-        def keep(event: evt.Event) -> int:
-            self.received.append(event.dataset)
-            return 0x0000
-
-        self.server = ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)]
-        )
-
-
 @pytest.fixture
 def store_scp() -> Iterator[StoreSCP]:
     scp = StoreSCP()
     yield scp
-    scp.server.shutdown()
+    scp.shutdown()
 
 
 def test_a_succeeded_job_queues_each_dicom_study_for_its_destinations(
