@@ -334,6 +334,7 @@ ERROR_TEXT = {
     404: "Not found.",
     409: "Not possible in the job's state.",
     413: "Upload or archive over a limit.",
+    507: "The disk quota (BRAINSCAN_DISK_QUOTA_GB) is full of files that running jobs still need.",
     415: "Not a .zip, .tar.gz or .tgz archive.",
     422: "The image cannot be decoded, or an Idempotency-Key was reused for another request.",
     503: "Not ready (no model registered, or a dependency down).",
@@ -415,7 +416,7 @@ PATHS: Obj = {
             {
                 "202": JOB_RESPONSE,
                 "200": _json(_ref("Job"), "The job that already holds this Idempotency-Key."),
-                **_errors(400, 401, 403, 413, 415, 422, 503),
+                **_errors(400, 401, 403, 413, 415, 422, 503, 507),
             },
             body=SUBMIT_BODY,
             params=[

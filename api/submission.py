@@ -26,6 +26,8 @@ from werkzeug.datastructures import FileStorage
 from api.archives import ARCHIVE_SUFFIXES, ArchiveError, Limits, archive_kind, extract_archive
 from api.context import celery, sessions, settings
 from api.errors import ApiError
+from brainscan.disk import QuotaGauge
+from brainscan.settings import Settings
 from db.audit import record_event
 from db.jobs import KeyReused, create_job
 from db.model_versions import current_model_version
@@ -152,6 +154,15 @@ def _upload_on_disk(upload: FileStorage) -> Path:
     return Path(out.name)
 
 
+_GAUGES: dict[tuple[Path, Path, int], QuotaGauge] = {}
+
+
+def quota_gauge(config: Settings) -> QuotaGauge:
+    """This process's gauge of the disk quota (the folders walked at most every 10 s)."""
+    key = (config.upload_dir, config.received_dir, config.disk_quota_bytes)
+    return _GAUGES.setdefault(key, QuotaGauge(config))
+
+
 def receive_upload(upload: FileStorage) -> tuple[str, Path, str]:
     """Extract an uploaded archive into a new folder under the upload folder: (its name, the folder,
     the archive's sha256)."""
@@ -162,6 +173,16 @@ def receive_upload(upload: FileStorage) -> tuple[str, Path, str]:
         raise ApiError(415, "unsupported_archive", f"upload a {wanted} archive (got {got})")
     config = settings()
     path = _upload_on_disk(upload)
+    if quota_gauge(config).full(path.stat().st_size):
+        upload.close()
+        path.unlink(missing_ok=True)
+        raise ApiError(
+            507,
+            "disk_quota_full",
+            f"the disk quota for uploads and received studies ({config.disk_quota_gb:g} GB, "
+            "BRAINSCAN_DISK_QUOTA_GB) is full: finished jobs' files are deleted first, so it is full "
+            "of jobs still running; try again when they finish",
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     dest = config.upload_dir.resolve() / f"{stamp}-{secrets.token_hex(4)}"  # absolute: workers read it
     limits = Limits(

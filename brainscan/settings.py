@@ -89,6 +89,9 @@ class Settings:
     max_upload_bytes: int = 2 * 1024**3
     upload_retention_hours: int = 72  # uploads are deleted this long after their job finishes; 0: kept
     received_retention_hours: int = 72  # studies received over DICOM: the same for each delivery; 0: kept
+    disk_quota_gb: float = (
+        0.0  # uploads + received studies kept under this; 0: no quota (worker/retention.py)
+    )
     max_archive_files: int = 1_000_000
     max_archive_bytes: int = 20 * 1024**3  # total uncompressed size
     max_compression_ratio: float = 200.0
@@ -120,6 +123,11 @@ class Settings:
                 destination = Destination.parse(entry)
                 found[destination.name] = destination
         return found
+
+    @property
+    def disk_quota_bytes(self) -> int:
+        """The quota in bytes; 0: none."""
+        return int(self.disk_quota_gb * 1024**3)
 
     @property
     def sqlite_path(self) -> Path:
@@ -220,6 +228,8 @@ class Settings:
         if not 1 <= len(self.dicom_ae_title) <= 16:
             raise SettingsError("BRAINSCAN_DICOM_AE_TITLE must have 1 to 16 characters")
         self.destinations  # noqa: B018 (parsing is the check)
+        if self.disk_quota_gb < 0:
+            raise SettingsError("BRAINSCAN_DISK_QUOTA_GB must be 0 (no quota) or more")
         if self.visibility_timeout <= self.batch_time_limit:
             raise SettingsError("BRAINSCAN_VISIBILITY_TIMEOUT must exceed the batch time limit")
         return self

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from brainscan.disk import QuotaGauge
 from brainscan.settings import Settings
 from db.audit import record_event
 from db.jobs import create_job
@@ -55,6 +56,7 @@ class Receiver:
         self.root = settings.received_dir.resolve()
         self.callers = {c.strip() for c in settings.dicom_callers.split(",") if c.strip()}
         self.addresses = {a.strip() for a in settings.dicom_addresses.split(",") if a.strip()}
+        self.quota = QuotaGauge(settings)
 
     def allowed(self, address: str, calling_ae: str) -> bool:
         """Whether this client may send: its address and AE title on the allow-lists."""
@@ -83,13 +85,18 @@ class Receiver:
             with self.sessions.begin() as session:
                 note_duplicate(session=session, study_uid=study)
             return SUCCESS
+        data = encoded()
+        if self.quota.full(len(data)):  # the sender keeps the study and sends it again later
+            log.warning("C-STORE refused: the disk quota (BRAINSCAN_DISK_QUOTA_GB) is full")
+            return OUT_OF_RESOURCES
         try:
             with self.sessions.begin() as session:  # the count commits with the file, or neither
                 delivery = note_instance(session=session, study_uid=study, calling_ae=calling_ae)
-                self._write(encoded(), self.root / study / str(delivery) / series / f"{sop}.dcm")
+                self._write(data, self.root / study / str(delivery) / series / f"{sop}.dcm")
         except OSError as exc:
             log.error("C-STORE failed: cannot write the instance: %s", exc.strerror or exc)
             return OUT_OF_RESOURCES
+        self.quota.wrote(len(data))
         return SUCCESS
 
     @staticmethod

@@ -8,6 +8,11 @@ are an hour old. A received study's delivery (`received/<study>/<delivery>`) goe
 `received_retention_hours` after the job made of it finished; one with no job yet is still
 arriving (or waits for a model) and stays. Each deletion of received files is audited
 (`retention.delete`, with the job); the results stay in the database.
+
+With a disk quota (`disk_quota_gb`), what the two folders hold is kept under it: when they hold
+more, the folders of finished jobs go first, the longest finished first, before their retention
+time (audited with `"reason": "disk quota"`); what a job still needs is never deleted, so the
+listener refuses new instances (and the API new uploads) while the quota is full.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from brainscan.disk import folder_bytes, kept_bytes
 from brainscan.settings import Settings
 from db.audit import record_event
 from db.jobs import FINISHED_JOB_STATUSES
@@ -95,6 +101,65 @@ def prune_received(
     if deleted:
         log.info("retention: deleted %d received delivery folder(s) past their retention", len(deleted))
     return deleted
+
+
+def prune_to_quota(*, sessions: sessionmaker[Session], settings: Settings) -> list[Path]:
+    """Delete finished jobs' upload and received folders, the longest finished first, until the
+    two folders fit the disk quota; returns what was deleted. Nothing without a quota."""
+    quota = settings.disk_quota_bytes
+    if not quota:
+        return []
+    used = kept_bytes(settings)
+    if used <= quota:
+        return []
+    candidates = [settings.upload_dir.resolve() / p.name for p in _children(settings.upload_dir)]
+    candidates += [d for study in _children(settings.received_dir.resolve()) for d in _children(study)]
+    with sessions() as session:
+        finished = session.execute(
+            select(Job.source_path, Job.id, Job.finished_at)
+            .where(
+                Job.source_path.in_([str(c) for c in candidates]),
+                Job.status.in_(FINISHED_JOB_STATUSES),
+                Job.finished_at.is_not(None),
+            )
+            .order_by(Job.finished_at, Job.id)
+        ).all()
+    deleted = []
+    for source_path, job_id, _ in finished:
+        if used <= quota:
+            break
+        folder = Path(source_path)
+        size = folder_bytes(folder)
+        with sessions.begin() as session:
+            _delete(folder)
+            record_event(
+                session=session,
+                actor="retention",
+                action="retention.delete",
+                job_id=job_id,
+                detail={"what": "job files", "reason": "disk quota", "bytes": size},
+            )
+        used -= size
+        deleted.append(folder)
+        if folder.parent.parent == settings.received_dir.resolve() and not any(folder.parent.iterdir()):
+            folder.parent.rmdir()
+    if used > quota:
+        log.warning(
+            "disk quota: %.1f GB kept for jobs still running or queued, over the %.1f GB quota; "
+            "new instances and uploads are refused until they finish",
+            used / 1024**3,
+            quota / 1024**3,
+        )
+    if deleted:
+        log.info("disk quota: deleted %d finished job folder(s) to fit %.1f GB", len(deleted), quota / 2**30)
+    return deleted
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
 
 
 def _delete(entry: Path) -> None:

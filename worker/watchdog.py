@@ -33,7 +33,7 @@ from db.progress import finish_job_if_complete
 from worker import notify, pacs
 from worker.celery_app import PLAN_QUEUE, SCORE_QUEUE, STAT_QUEUE
 from worker.enqueue import queue_depth, send_batches, submit_job
-from worker.retention import prune_received, prune_uploads
+from worker.retention import prune_received, prune_to_quota, prune_uploads
 
 log = logging.getLogger(__name__)
 GRACE = 60  # at most this many seconds past the hard time limit before a batch counts as abandoned
@@ -119,6 +119,7 @@ def _recover_running(
 
 
 PRUNE_EVERY = 600  # seconds between looks at the upload folder (worker.retention)
+QUOTA_EVERY = 60  # seconds between measures of the disk quota's folders, with a quota
 
 
 class Watchdog(threading.Thread):
@@ -131,7 +132,7 @@ class Watchdog(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        pruned_at = 0.0
+        pruned_at = measured_at = 0.0
         while not self.stopped.wait(self.settings.watchdog_interval):
             try:
                 sweep(app=self.app, sessions=self.sessions, settings=self.settings)
@@ -143,6 +144,9 @@ class Watchdog(threading.Thread):
                     prune_uploads(sessions=self.sessions, settings=self.settings)
                     prune_received(sessions=self.sessions, settings=self.settings)
                     pruned_at = time.monotonic()
+                if self.settings.disk_quota_gb and time.monotonic() - measured_at > QUOTA_EVERY:
+                    prune_to_quota(sessions=self.sessions, settings=self.settings)
+                    measured_at = time.monotonic()
             except Exception:  # a database or broker outage: try again next round
                 log.exception("watchdog sweep failed; retrying in %ss", self.settings.watchdog_interval)
 

@@ -11,12 +11,14 @@ import stat
 import tarfile
 import warnings
 import zipfile
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
+from api import create_app
 from brainscan.settings import Settings
 from tests.api.conftest import bearer, plan_and_score
 from tests.images import create_random_slice
@@ -263,3 +265,16 @@ def test_a_job_may_be_stat_and_a_key_reused_with_another_priority_is_refused(
     assert client.post("/api/v1/jobs", json={"source": "ward-1"}, headers=keyed).status_code == 202
     refused = client.post("/api/v1/jobs", json={"source": "ward-1", "priority": "stat"}, headers=keyed)
     assert refused.status_code == 422  # the same key with another priority is another request
+
+
+def test_an_upload_while_the_disk_quota_is_full_is_refused_with_507(
+    tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
+    busy = api_settings.received_dir / "1.2.3" / "1" / "4.5.6"  # a received study still being scored
+    busy.mkdir(parents=True)
+    (busy / "7.8.9.dcm").write_bytes(b"\0" * 4096)
+    full = replace(api_settings, disk_quota_gb=4096 / 2**30)
+    client = create_app(full, {"TESTING": True}).test_client()
+    response = upload(client, tokens["submit"], "a.zip", make_zip([("a.png", png_bytes(1))]))
+    assert_refused(response, 507, "disk quota for uploads and received studies")
+    assert response.get_json()["error"]["code"] == "disk_quota_full"

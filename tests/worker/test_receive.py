@@ -141,3 +141,22 @@ def test_only_uids_become_file_names(embedded: Service) -> None:
         dataclasses.replace(embedded.settings, dicom_addresses="10.0.0.5"), embedded.sessions()
     )
     assert not receiver.allowed("127.0.0.1", "MODALITY") and receiver.allowed("10.0.0.5", "ANY")
+
+
+def test_a_full_disk_quota_refuses_instances_with_out_of_resources(embedded: Service, tmp_path: Path) -> None:
+    from worker.receive import OUT_OF_RESOURCES, SUCCESS
+
+    study, series = generate_uid(), generate_uid()
+    files = [instance(tmp_path / "out", study, series, n) for n in (1, 2)]
+    size = files[0].stat().st_size
+    roomy = dataclasses.replace(embedded.settings, disk_quota_gb=1.5 * size / 2**30)  # one instance fits
+    receiver = Receiver(roomy, embedded.sessions())
+
+    def store(path: Path) -> int:
+        return receiver.store(pydicom.dcmread(path), path.read_bytes, "127.0.0.1", "MODALITY")
+
+    assert [store(f) for f in files] == [SUCCESS, OUT_OF_RESOURCES]  # the sender keeps the second
+    assert len(list(roomy.received_dir.rglob("*.dcm"))) == 1
+    with embedded.sessions()() as session:
+        row = received_study(session=session, study_uid=study)
+        assert row is not None and row.instances == 1

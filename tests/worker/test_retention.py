@@ -114,3 +114,42 @@ def test_received_deliveries_go_after_their_job_and_each_deletion_is_audited(emb
         prune_received(sessions=embedded.sessions(), settings=keep_all, now=utcnow() + timedelta(days=9))
         == []
     )
+
+
+def _filled(folder: Path, size: int) -> Path:
+    """`folder` with one more file of `size` bytes in it."""
+    (folder / f"fill-{size}.bin").write_bytes(b"\0" * size)
+    return folder
+
+
+def test_a_full_disk_quota_deletes_the_longest_finished_first_and_keeps_what_jobs_need(
+    embedded: Service,
+) -> None:
+    from brainscan.disk import QuotaGauge, kept_bytes
+    from db.audit import list_events
+    from worker.retention import prune_to_quota
+
+    root = embedded.settings.received_dir.resolve()
+    mib = 2**20
+    oldest = _filled(_upload(embedded, "finished-2h-ago", finished_hours_ago=2), mib)
+    older = _filled(
+        _job_of(
+            embedded, root / "1.1" / "1" / "s" / "a.dcm", source="r", kind="folder", finished_hours_ago=1
+        ),
+        mib,
+    )
+    newest = _filled(_upload(embedded, "finished-now", finished_hours_ago=0.01), mib)
+    running = _filled(_upload(embedded, "running", finished_hours_ago=None), mib)
+    quota = replace(embedded.settings, disk_quota_gb=2.5 * mib / 2**30)  # room for two and a half
+    assert QuotaGauge(quota).full() and not QuotaGauge(embedded.settings).full(10**15)  # 0: no quota
+    deleted = prune_to_quota(sessions=embedded.sessions(), settings=quota)
+    assert deleted == [oldest, older] and not (root / "1.1").exists()
+    assert newest.is_dir() and running.is_dir() and kept_bytes(quota) <= quota.disk_quota_bytes
+    with embedded.sessions()() as session:
+        reasons = [e.detail for e in list_events(session=session, action="retention.delete")]
+    assert [r["reason"] for r in reasons] == ["disk quota", "disk quota"]
+    assert all(r["bytes"] > mib for r in reasons)
+    tight = replace(embedded.settings, disk_quota_gb=0.5 * mib / 2**30)
+    assert prune_to_quota(sessions=embedded.sessions(), settings=tight) == [newest]  # the running job's stays
+    gauge = QuotaGauge(tight)
+    assert gauge.full() and running.is_dir()
