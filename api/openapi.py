@@ -72,7 +72,7 @@ SCHEMAS: Obj = {
             "status": {"type": "string", "enum": list(JOB_STATUSES)},
             "url": STR,
             "source": STR,
-            "source_kind": {"type": "string", "enum": ["folder", "upload"]},
+            "source_kind": {"type": "string", "enum": ["folder", "upload", "dicomweb"]},
             "submitted_by": STR,
             "team": _nullable(STR),
             "model_version": STR,
@@ -311,9 +311,27 @@ SCHEMAS: Obj = {
     },
     "Submission": {
         "type": "object",
-        "required": ["source"],
+        "description": "One of `source` (a folder) or `dicomweb` (studies to retrieve); an archive "
+        "is uploaded as multipart/form-data instead.",
         "properties": {
             "source": {"type": "string", "description": "A folder relative to the archive root."},
+            "dicomweb": {
+                "type": "object",
+                "required": ["url", "study"],
+                "description": "Retrieve the studies with WADO-RS from a DICOMweb root under "
+                "BRAINSCAN_DICOMWEB_SOURCES, within the upload limits; their results go back to "
+                "every configured destination",
+                "properties": {
+                    "url": {"type": "string", "format": "uri"},
+                    "study": {
+                        "oneOf": [
+                            {"type": "string"},
+                            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 100},
+                        ],
+                        "description": "StudyInstanceUID(s)",
+                    },
+                },
+            },
             "threshold": {"type": "number", "minimum": 0, "maximum": 1},
             "batch_size": {"type": "integer", "minimum": 1, "maximum": 4096},
             "priority": {

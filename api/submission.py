@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from flask import request
 from werkzeug.datastructures import FileStorage
@@ -49,13 +50,14 @@ class Submission:
     """A validated request for a job: what to score, where it is on disk, and the options."""
 
     source: str  # as the submitter named it: a folder under the archive root or an upload's name
-    source_kind: str  # folder | upload
-    source_path: Path
+    source_kind: str  # folder | upload | dicomweb
+    source_path: Path  # a DICOMweb job's: the folder its studies will be retrieved into
     threshold: float | None
     batch_size: int | None
     idempotency_key: str | None
     request_hash: str  # what was asked, so a repeated Idempotency-Key with another request is refused
     priority: str = "routine"  # or "stat": its batches are taken as often as all routine ones together
+    pull: dict[str, Any] | None = None  # a DICOMweb job's {"url", "studies"}
 
 
 PRIORITIES = ("routine", "stat")
@@ -206,6 +208,35 @@ def receive_upload(upload: FileStorage) -> tuple[str, Path, str]:
     return name, dest, digest
 
 
+MAX_PULL_STUDIES = 100
+UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def parse_pull(value: Any) -> dict[str, Any]:
+    """{"url": a DICOMweb root in BRAINSCAN_DICOMWEB_SOURCES, "study": a StudyInstanceUID or a list}
+    as the job's `pull` ({"url", "studies"}); 400 otherwise."""
+    usage = '"dicomweb" is {"url": "https://pacs/dicom-web", "study": "<StudyInstanceUID>" or a list}'
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        raise _bad(usage, "bad_dicomweb")
+    url = value["url"].strip().rstrip("/")
+    config = settings()
+    if not config.pull_sources:
+        raise ApiError(403, "dicomweb_off", "retrieving over DICOMweb is off: set BRAINSCAN_DICOMWEB_SOURCES")
+    if not config.may_pull_from(url):
+        raise ApiError(
+            403,
+            "dicomweb_source_not_allowed",
+            f"{url} is not in BRAINSCAN_DICOMWEB_SOURCES ({', '.join(config.pull_sources)})",
+        )
+    studies = value.get("study")
+    studies = [studies] if isinstance(studies, str) else studies
+    if not isinstance(studies, list) or not studies or len(studies) > MAX_PULL_STUDIES:
+        raise _bad(f"{usage}; at most {MAX_PULL_STUDIES} studies", "bad_dicomweb")
+    if not all(isinstance(u, str) and len(u) <= 64 and UID.match(u) for u in studies):
+        raise _bad("each study is a StudyInstanceUID: digits and dots, at most 64 characters", "bad_dicomweb")
+    return {"url": url, "studies": list(dict.fromkeys(studies))}
+
+
 def submission_from_request() -> Submission:
     """Read a submission from JSON or from a form (folder field `source` or file field `archive`)."""
     key = idempotency_key()
@@ -229,6 +260,18 @@ def submission_from_request() -> Submission:
         raise _bad("source must be a folder path (text)", "bad_source")
     if upload is not None and source.strip():
         raise _bad("give either a folder or an archive, not both")
+    if "dicomweb" in fields:
+        if upload is not None or source.strip():
+            raise _bad("give one of a folder, an archive or a DICOMweb study")
+        pull = parse_pull(fields["dicomweb"])
+        fingerprint = request_hash(
+            "dicomweb", json.dumps(pull, sort_keys=True), threshold, batch_size, priority
+        )
+        folder = settings().pulled_dir.resolve() / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+        name = f"{urlsplit(pull['url']).netloc} {pull['studies'][0]}"
+        if len(pull["studies"]) > 1:
+            name += f" and {len(pull['studies']) - 1} more"
+        return Submission(name, "dicomweb", folder, threshold, batch_size, key, fingerprint, priority, pull)
     if upload is not None:
         name, folder, digest = receive_upload(upload)
         fingerprint = request_hash("upload", f"sha256:{digest}", threshold, batch_size, priority)
@@ -270,6 +313,8 @@ def submit(submission: Submission, *, principal: Principal | None) -> tuple[int,
                 request_hash=submission.request_hash if submission.idempotency_key else None,
                 site_profiles=submission.threshold is None,  # a threshold asked for holds for every series
                 priority=submission.priority,
+                pull=submission.pull,
+                return_to=",".join(config.destinations) if submission.source_kind == "dicomweb" else None,
             )
             if created:
                 record_event(

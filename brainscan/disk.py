@@ -1,5 +1,5 @@
-"""What the disk quota counts (BRAINSCAN_DISK_QUOTA_GB): the bytes under the upload and received
-folders, walked without following links. worker/retention.py deletes finished jobs' folders to fit
+"""What the disk quota counts (BRAINSCAN_DISK_QUOTA_GB): the bytes under the upload, received and
+DICOMweb folders, walked without following links. worker/retention.py deletes finished jobs' folders to fit
 it; the listener and the API refuse new files while it is full (`QuotaGauge`)."""
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def folder_bytes(folder: Path) -> int:
 
 
 def kept_bytes(settings: Settings) -> int:
-    """What the disk quota counts: the upload and received folders."""
-    return folder_bytes(settings.upload_dir) + folder_bytes(settings.received_dir)
+    """What the disk quota counts: the upload, received and DICOMweb folders."""
+    return sum(folder_bytes(f) for f in (settings.upload_dir, settings.received_dir, settings.pulled_dir))
 
 
 class QuotaGauge:

@@ -106,9 +106,8 @@ class Settings:
     dicom_callers: str = ""  # calling AE titles allowed, comma-separated; empty: any
     dicom_addresses: str = "127.0.0.1"  # client addresses allowed, comma-separated; "*": any
     dicom_stable_seconds: float = 30.0  # a study with no new instance this long becomes a job
-    dicom_destinations: str = (
-        ""  # where study results go: "pacs=dicom://AE@host:port, web=https://.../dicom-web"
-    )
+    dicomweb_sources: str = ""  # DICOMweb roots jobs may retrieve from: URL prefixes, comma-separated
+    dicom_destinations: str = ""  # where study results go: "pacs=dicom://AE@host:port, w=https://..."
     webhook_url: str = ""  # POSTed when a job ends (worker/notify.py); empty: none
     webhook_secret: str = ""  # signs each webhook (HMAC-SHA256); required with a webhook_url
     log_level: str = "INFO"
@@ -123,6 +122,16 @@ class Settings:
                 destination = Destination.parse(entry)
                 found[destination.name] = destination
         return found
+
+    @property
+    def pull_sources(self) -> list[str]:
+        """BRAINSCAN_DICOMWEB_SOURCES: the URL prefixes a job may retrieve from, without a final /."""
+        return [u.strip().rstrip("/") for u in self.dicomweb_sources.split(",") if u.strip()]
+
+    def may_pull_from(self, url: str) -> bool:
+        """Whether `url` is one of BRAINSCAN_DICOMWEB_SOURCES or lies under one."""
+        url = url.strip().rstrip("/")
+        return any(url == p or url.startswith(p + "/") for p in self.pull_sources)
 
     @property
     def disk_quota_bytes(self) -> int:
@@ -150,6 +159,11 @@ class Settings:
         return self.data_dir / "uploads"
 
     @property
+    def pulled_dir(self) -> Path:
+        """Where studies retrieved over DICOMweb (WADO-RS) are written, a folder per job."""
+        return self.data_dir / "pulled"
+
+    @property
     def received_dir(self) -> Path:
         """Where the DICOM listener writes what it receives, by study, delivery, series and SOP UID."""
         return self.data_dir / "received"
@@ -168,9 +182,14 @@ class Settings:
 
     @property
     def source_roots(self) -> tuple[Path, ...]:
-        """Where a job's images may be read from: the archive root, the upload folder and what the
-        DICOM listener received."""
-        return self.resolved_archive_root, self.upload_dir.resolve(), self.received_dir.resolve()
+        """Where a job's images may be read from: the archive root, the upload folder, what the
+        DICOM listener received and what was retrieved over DICOMweb."""
+        return (
+            self.resolved_archive_root,
+            self.upload_dir.resolve(),
+            self.received_dir.resolve(),
+            self.pulled_dir.resolve(),
+        )
 
     @property
     def embedded_broker(self) -> bool:
@@ -228,6 +247,8 @@ class Settings:
         if not 1 <= len(self.dicom_ae_title) <= 16:
             raise SettingsError("BRAINSCAN_DICOM_AE_TITLE must have 1 to 16 characters")
         self.destinations  # noqa: B018 (parsing is the check)
+        if any(not u.startswith(("http://", "https://")) for u in self.pull_sources):
+            raise SettingsError("BRAINSCAN_DICOMWEB_SOURCES: each is an http:// or https:// URL")
         if self.disk_quota_gb < 0:
             raise SettingsError("BRAINSCAN_DISK_QUOTA_GB must be 0 (no quota) or more")
         if self.visibility_timeout <= self.batch_time_limit:

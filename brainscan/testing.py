@@ -187,7 +187,7 @@ class Service:
     def plan(self, job_id: int, *, enqueue: Callable[[list[int]], object]) -> int:
         """Plan the job in this process, as a worker's plan_job does."""
         from brainscan.keys import patient_hash_key
-        from worker import planning
+        from worker import planning, pull
 
         return planning.plan(
             job_id,
@@ -195,6 +195,7 @@ class Service:
             enqueue=enqueue,
             roots=self.settings.source_roots,
             patient_key=patient_hash_key(self.settings),
+            fetch=lambda pull_, folder: pull.retrieve(pull_, folder, settings=self.settings),
         )
 
     def score(

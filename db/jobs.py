@@ -67,11 +67,13 @@ def create_job(
     site_profiles: bool = False,
     priority: str = "routine",
     return_to: str | None = None,
+    pull: dict[str, Any] | None = None,
 ) -> tuple[Job, bool]:
     """A new queued job and True, or the job this submitter's `idempotency_key` already holds and
     False; KeyReused when that job was asked for with another `request_hash`. `site_profiles`:
     each DICOM series takes its site's active profile (a job submitted without a threshold).
-    `return_to`: the destinations (comma-separated names) its DICOM studies' results go to."""
+    `return_to`: the destinations (comma-separated names) its DICOM studies' results go to;
+    `pull`: what a DICOMweb job retrieves ({"url", "studies"})."""
     if idempotency_key is not None:
         existing = _job_with_key(session, submitted_by, idempotency_key, request_hash)
         if existing is not None:
@@ -90,6 +92,7 @@ def create_job(
         site_profiles=site_profiles,
         priority=priority,
         return_to=return_to or None,
+        pull=pull,
         status="queued",
     )
     try:

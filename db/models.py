@@ -75,6 +75,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+SOURCE_KINDS = ("folder", "upload", "dicomweb")  # an archive-root folder, an upload, a DICOMweb retrieve
+
+
 def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
     quoted = ", ".join(f"'{v}'" for v in values)
     return CheckConstraint(f"{column} IN ({quoted})", name=column)
@@ -89,7 +92,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         _one_of("status", JOB_STATUSES),
-        _one_of("source_kind", ("folder", "upload")),
+        _one_of("source_kind", SOURCE_KINDS),
         Index("ix_jobs_status_id", "status", "id"),
         # a key is the submitter's own: another caller's key neither finds nor blocks this one's job
         UniqueConstraint("submitted_by", "idempotency_key"),
@@ -110,7 +113,8 @@ class Job(Base):
     priority: Mapped[str] = mapped_column(String(8), default="routine", server_default="routine")  # or stat
     return_to: Mapped[str | None] = mapped_column(
         String(255)
-    )  # destinations of its study results, comma-separated
+    )  # where its study results go: names, comma-separated
+    pull: Mapped[dict[str, Any] | None]  # a DICOMweb job's {"url", "studies": [UIDs]} (worker/pull.py)
     batch_size: Mapped[int]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of what was asked, keyed jobs only

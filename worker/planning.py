@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +18,7 @@ from training.dataset import iter_records, resolves_inside, storable_relpath
 from training.dicom_header import NotAnImage
 from worker.headers import images_of
 from worker.heartbeat import Heartbeat
+from worker.pull import PullError
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_EVERY = 20  # batches between looks at whether the job was cancelled meanwhile
@@ -78,30 +80,36 @@ def plan(
     enqueue: Callable[[list[int]], object],
     roots: Sequence[Path],
     patient_key: bytes,
+    fetch: Callable[[dict[str, Any], Path], object] | None = None,
 ) -> int:
     """Record every image of the job in batches, enqueueing each batch as soon as it is committed.
 
     Each DICOM file's header gives its series and frames (one image per frame), or the reason it
     holds nothing to screen; `patient_key` keys the hash kept of PatientID. Scoring starts while a
     large archive is still being walked; the job becomes 'running' (and may finish at once) when
-    the walk ends. Returns the number of images planned.
+    the walk ends. A DICOMweb job's studies are first retrieved into its folder with `fetch`
+    (worker.pull.retrieve with the settings). Returns the number of images planned.
     """
     with sessions.begin() as session:
         job = get_job(session=session, job_id=job_id)
         if job is None or not mark_planning(session=session, job_id=job_id):
             log.info("job %s: nothing to plan (missing, cancelled or already planned)", job_id)
             return 0
-        source_path, batch_size = job.source_path, job.batch_size
+        source_path, batch_size, pull = job.source_path, job.batch_size, job.pull
         book = SeriesBook(profiles_of=job.model_version if job.site_profiles else None)
-    try:
-        root = _check_source(source_path, roots)
-    except SourceError as exc:
-        with sessions.begin() as session:
-            fail_job(session=session, job_id=job_id, error=str(exc))
-        return 0
     with Heartbeat(
         sessions, lambda s: beat_planner(session=s, job_id=job_id), period=PLANNER_BEAT, what=f"job {job_id}"
     ):
+        try:
+            if pull is not None:
+                if fetch is None:
+                    raise SourceError("this planner cannot retrieve over DICOMweb")
+                fetch(pull, Path(source_path))
+            root = _check_source(source_path, roots)
+        except (SourceError, PullError) as exc:
+            with sessions.begin() as session:
+                fail_job(session=session, job_id=job_id, error=str(exc))
+            return 0
         return _walk(
             job_id,
             root,

@@ -47,6 +47,19 @@ def valid_uid(value: object) -> str | None:
     return text if len(text) <= 64 and UID.match(text) else None
 
 
+def write_file(data: bytes, target: Path) -> None:
+    """Write `data` aside in target's folder and rename it into place: a reader never sees half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
 class Receiver:
     """The listener's state: where it writes, whom it accepts, and the database it counts in."""
 
@@ -92,24 +105,12 @@ class Receiver:
         try:
             with self.sessions.begin() as session:  # the count commits with the file, or neither
                 delivery = note_instance(session=session, study_uid=study, calling_ae=calling_ae)
-                self._write(data, self.root / study / str(delivery) / series / f"{sop}.dcm")
+                write_file(data, self.root / study / str(delivery) / series / f"{sop}.dcm")
         except OSError as exc:
             log.error("C-STORE failed: cannot write the instance: %s", exc.strerror or exc)
             return OUT_OF_RESOURCES
         self.quota.wrote(len(data))
         return SUCCESS
-
-    @staticmethod
-    def _write(data: bytes, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(name, target)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
 
     def sweep(self, submit: Callable[[int], object]) -> list[int]:
         """Make a job of every stable delivery; `submit` sends each job to the planner after its

@@ -38,29 +38,33 @@ ORPHAN_AGE = timedelta(hours=1)  # an upload in progress or being submitted is y
 def prune_uploads(
     *, sessions: sessionmaker[Session], settings: Settings, now: datetime | None = None
 ) -> list[Path]:
-    """Delete upload folders whose job finished over settings.upload_retention_hours ago, and
-    orphans; returns what was deleted. A retention of 0 keeps every upload."""
-    if settings.upload_retention_hours <= 0 or not settings.upload_dir.is_dir():
+    """Delete upload folders (and DICOMweb jobs' folders) whose job finished over
+    settings.upload_retention_hours ago, and orphans; returns what was deleted. A retention of 0
+    keeps every one."""
+    if settings.upload_retention_hours <= 0:
         return []
     now = now or utcnow()
     keep_after = now - timedelta(hours=settings.upload_retention_hours)
     deleted = []
-    for entry in sorted(settings.upload_dir.resolve().iterdir()):  # absolute, as jobs record them
-        modified = datetime.fromtimestamp(entry.lstat().st_mtime, tz=now.tzinfo)
-        if now - modified < ORPHAN_AGE:
+    for folder, kind in ((settings.upload_dir, "upload"), (settings.pulled_dir, "dicomweb")):
+        if not folder.is_dir():
             continue
-        with sessions() as session:
-            job = session.scalars(
-                select(Job).where(Job.source_kind == "upload", Job.source_path == str(entry))
-            ).first()
-            expired = job is None or (
-                job.status in FINISHED_JOB_STATUSES
-                and job.finished_at is not None
-                and job.finished_at < keep_after
-            )
-        if expired:
-            _delete(entry)
-            deleted.append(entry)
+        for entry in sorted(folder.resolve().iterdir()):  # absolute, as jobs record them
+            modified = datetime.fromtimestamp(entry.lstat().st_mtime, tz=now.tzinfo)
+            if now - modified < ORPHAN_AGE:
+                continue
+            with sessions() as session:
+                job = session.scalars(
+                    select(Job).where(Job.source_kind == kind, Job.source_path == str(entry))
+                ).first()
+                expired = job is None or (
+                    job.status in FINISHED_JOB_STATUSES
+                    and job.finished_at is not None
+                    and job.finished_at < keep_after
+                )
+            if expired:
+                _delete(entry)
+                deleted.append(entry)
     if deleted:
         log.info("retention: deleted %d upload(s) past their retention", len(deleted))
     return deleted
@@ -113,6 +117,7 @@ def prune_to_quota(*, sessions: sessionmaker[Session], settings: Settings) -> li
     if used <= quota:
         return []
     candidates = [settings.upload_dir.resolve() / p.name for p in _children(settings.upload_dir)]
+    candidates += [settings.pulled_dir.resolve() / p.name for p in _children(settings.pulled_dir)]
     candidates += [d for study in _children(settings.received_dir.resolve()) for d in _children(study)]
     with sessions() as session:
         finished = session.execute(

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from brainscan.keys import patient_hash_key
-from worker import planning, scoring
+from worker import planning, pull, scoring
 from worker.celery_app import PLAN_TASK, SCORE_TASK, settings_of
 from worker.enqueue import enqueue_batches, send_batches
 from worker.process import process_scorer, process_sessions, stopping, worker_name
@@ -52,6 +52,7 @@ def plan_job(self: Task, job_id: int) -> int:
             enqueue=lambda ids: enqueue_batches(self.app, ids, stat=ids if stat else ()),
             roots=settings.source_roots,
             patient_key=patient_hash_key(settings),
+            fetch=lambda pull_, folder: pull.retrieve(pull_, folder, settings=settings),
         )
     except Exception as exc:
         if _is_transient(exc) and self.request.retries < MAX_RETRIES:

@@ -12,6 +12,7 @@ import tarfile
 import warnings
 import zipfile
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -278,3 +279,51 @@ def test_an_upload_while_the_disk_quota_is_full_is_refused_with_507(
     response = upload(client, tokens["submit"], "a.zip", make_zip([("a.png", png_bytes(1))]))
     assert_refused(response, 507, "disk quota for uploads and received studies")
     assert response.get_json()["error"]["code"] == "disk_quota_full"
+
+
+def test_a_dicomweb_study_is_submitted_only_from_an_allowed_archive(
+    tokens: dict[str, str], model: dict[str, object], api_settings: Settings
+) -> None:
+    pull = {"url": "http://pacs.example/dicom-web/", "study": "1.2.840.99.1"}
+    off = create_app(api_settings, {"TESTING": True}).test_client()
+    answer = off.post("/api/v1/jobs", json={"dicomweb": pull}, headers=bearer(tokens["submit"]))
+    assert answer.status_code == 403 and answer.get_json()["error"]["code"] == "dicomweb_off"
+    allowed = replace(
+        api_settings,
+        dicomweb_sources="http://pacs.example/dicom-web",
+        dicom_destinations="pacs=dicom://P@h:104",
+    )
+    client = create_app(allowed, {"TESTING": True}).test_client()
+
+    def post(body: dict[str, Any]) -> Any:
+        return client.post("/api/v1/jobs", json=body, headers=bearer(tokens["submit"]))
+
+    refused = [
+        (
+            {"dicomweb": {**pull, "url": "http://elsewhere/dicom-web"}},
+            403,
+            "not in BRAINSCAN_DICOMWEB_SOURCES",
+        ),
+        ({"dicomweb": {**pull, "url": "http://pacs.example/dicom-web-evil"}}, 403, "not in"),
+        ({"dicomweb": {**pull, "study": "1.2.3/../../etc"}}, 400, "digits and dots"),
+        ({"dicomweb": {**pull, "study": []}}, 400, "at most 100 studies"),
+        ({"dicomweb": pull, "source": "ward-1"}, 400, "one of a folder"),
+    ]
+    for body, status, words in refused:
+        assert_refused(post(body), status, words)
+    made = post({"dicomweb": {**pull, "study": ["1.2.840.99.1", "1.2.840.99.2"]}})
+    assert made.status_code == 202, made.get_json()
+    job = made.get_json()
+    assert job["source_kind"] == "dicomweb" and job["source"] == "pacs.example 1.2.840.99.1 and 1 more"
+    assert job["return_to"] == ["pacs"]
+    with create_app(allowed).app_context():
+        from db.engine import get_sessionmaker
+        from db.jobs import get_job
+
+        with get_sessionmaker(allowed.resolved_database_url)() as session:
+            stored = get_job(session=session, job_id=job["id"])
+            assert stored is not None and stored.pull == {
+                "url": "http://pacs.example/dicom-web",
+                "studies": ["1.2.840.99.1", "1.2.840.99.2"],
+            }
+            assert Path(stored.source_path).parent == allowed.pulled_dir.resolve()

@@ -28,7 +28,7 @@ TABLES = {
     "users",
     "audit_events",
 }
-HEAD = "0012"
+HEAD = "0013"
 
 
 def _tables(url: str) -> set[str]:
