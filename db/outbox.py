@@ -55,6 +55,29 @@ def mark_failed(
     session.execute(update(model).where(model.id == row_id).values(values))
 
 
+def record_failure(
+    *,
+    session: Session,
+    model: type[Row],
+    row_id: int,
+    attempts: int,
+    error: str,
+    max_attempts: int,
+    now: datetime,
+    permanent: bool = False,
+) -> timedelta | None:
+    """Mark a failed attempt (the row had `attempts` before it): due again after the backoff, or
+    given up (after max_attempts, or at once when `permanent`). Returns the wait; None: given up."""
+    wait = None if permanent else retry_in(attempts + 1, max_attempts=max_attempts)
+    mark_failed(session=session, model=model, row_id=row_id, now=now, error=error, retry_in=wait)
+    return wait
+
+
+def describe_wait(wait: timedelta | None) -> str:
+    """What record_failure's answer means, for a log line."""
+    return f"again in {wait}" if wait else "given up"
+
+
 def retry_in(attempts: int, *, max_attempts: int) -> timedelta | None:
     """The wait before the next try after `attempts` failed ones: 30 s, 1, 2, 4 ... minutes, at
     most an hour apart; None: give up."""

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from brainscan.settings import Settings
 from db.jobs import get_job
 from db.models import Notification, utcnow
-from db.outbox import claim_due, mark_failed, mark_sent, retry_in
+from db.outbox import claim_due, describe_wait, mark_sent, record_failure
 from db.progress import job_progress
 
 log = logging.getLogger(__name__)
@@ -87,21 +87,17 @@ def deliver_due(*, sessions: sessionmaker[Session], settings: Settings, now: dat
                 mark_sent(session=session, model=Notification, row_id=notification_id, now=utcnow())
                 delivered += 1
             else:
-                wait = retry_in(attempts + 1, max_attempts=MAX_ATTEMPTS)
-                log.warning(
-                    "webhook %s for %s failed (%s); %s",
-                    notification_id,
-                    event,
-                    error,
-                    f"again in {wait}" if wait else "given up",
-                )
-                mark_failed(
+                wait = record_failure(
                     session=session,
                     model=Notification,
                     row_id=notification_id,
-                    now=utcnow(),
+                    attempts=attempts,
                     error=error,
-                    retry_in=wait,
+                    max_attempts=MAX_ATTEMPTS,
+                    now=utcnow(),
+                )
+                log.warning(
+                    "webhook %s for %s failed (%s); %s", notification_id, event, error, describe_wait(wait)
                 )
     return delivered
 

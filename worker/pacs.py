@@ -29,7 +29,7 @@ from brainscan.settings import Destination, Settings
 from db.deliveries import any_instance, flagged_instances
 from db.jobs import get_job
 from db.models import ResultDelivery, utcnow
-from db.outbox import claim_due, mark_failed, mark_sent, retry_in
+from db.outbox import claim_due, describe_wait, mark_sent, record_failure
 from db.studies import FLAGGED, NOT_FLAGGED, StudyVerdict, study_verdicts
 
 if TYPE_CHECKING:
@@ -308,20 +308,21 @@ def deliver_due(*, sessions: sessionmaker[Session], settings: Settings, now: dat
                 mark_sent(session=session, model=ResultDelivery, row_id=row_id, now=utcnow(), **outcome)
                 delivered += 1
                 continue
-            wait = None if error.permanent else retry_in(attempts + 1, max_attempts=MAX_ATTEMPTS)
+            wait = record_failure(
+                session=session,
+                model=ResultDelivery,
+                row_id=row_id,
+                attempts=attempts,
+                error=str(error),
+                max_attempts=MAX_ATTEMPTS,
+                now=utcnow(),
+                permanent=error.permanent,
+            )
             log.warning(
                 "job %s: results of a study for %s not delivered (%s); %s",
                 job_id,
                 name,
                 error,
-                f"again in {wait}" if wait else "given up",
-            )
-            mark_failed(
-                session=session,
-                model=ResultDelivery,
-                row_id=row_id,
-                now=utcnow(),
-                error=str(error),
-                retry_in=wait,
+                describe_wait(wait),
             )
     return delivered

@@ -1,0 +1,86 @@
+"""Job throughput as the service delivers it: the DICOM test archive against the same slices as
+JPEG, each submitted to a running `brainscan up`.
+
+    python bench/dicom_service_speed.py [--patients 110] [--repeats 3]
+
+bench/dicom_speed.py times planning and scoring one after the other in one process, the worst
+case. Here the service runs as a department runs it on one machine: `brainscan up` (SQLite, the
+embedded queue, one worker with two processes), whose planner enqueues each batch as soon as it
+is recorded, so scoring overlaps the header reading of the files still to plan. The archive is
+bench/dicom_archive.py's of the first N lgg-flair patients (by default all 110: about 3,900
+slices, a third in compressed transfer syntaxes, one Enhanced MR file); the baseline is the same
+slices' source JPEGs, in the same run. After one untimed job on each, jobs alternate between the
+two folders; a job's time is its own record, created to finished (queueing, planning, scoring).
+Medians, the ratio DICOM / JPEG, and PASS when it is >= 0.8 (issue 36).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
+
+from dicom_archive import build_archive  # noqa: E402
+from dicom_speed import TARGET, jpeg_baseline  # noqa: E402
+
+from brainscan.testing import Up, free_port  # noqa: E402
+
+
+def run(up: Up, token: str, folder: str) -> tuple[int, float]:
+    """Submit the folder and wait for its job: (images, seconds from created to finished)."""
+    job = up.request("POST", "/api/v1/jobs", token, {"source": folder})
+    deadline = time.monotonic() + 1800
+    while job["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = up.request("GET", f"/api/v1/jobs/{job['id']}", token)
+    if job["status"] != "succeeded":
+        raise SystemExit(f"{folder}: job {job['id']} {job['status']}: {job.get('error')}")
+    seconds = (
+        datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])
+    ).total_seconds()
+    return int(job["total"]), seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--patients", type=int, default=110, help="the first N lgg-flair patients")
+    parser.add_argument("--repeats", type=int, default=3, help="jobs per folder, alternated; medians")
+    parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "lgg-flair")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="brainscan-dicom-service-") as tmp:
+        root = Path(tmp) / "archive"
+        summary = build_archive(args.src, root / "dicom", patients=args.patients)
+        slices = len(jpeg_baseline(args.src, root / "jpeg", patients=args.patients))
+        print(f"{summary.studies} patients, {slices} slices: DICOM {summary.instances} image files")
+        up = Up(Path(tmp) / "data", root, free_port())
+        try:
+            token = re.search(r"API token:\s+(bs_\S+)", up.banner).group(1)  # type: ignore[union-attr]
+            for folder in ("dicom", "jpeg"):  # warm: page cache, decoders, the model's graph
+                run(up, token, folder)
+            rates: dict[str, list[float]] = {"dicom": [], "jpeg": []}
+            for repeat in range(args.repeats):
+                for folder in ("dicom", "jpeg") if repeat % 2 == 0 else ("jpeg", "dicom"):
+                    images, seconds = run(up, token, folder)
+                    rates[folder].append(rate := images / seconds)
+                    print(f"  {folder:<5} run {repeat + 1}: {images} images in {seconds:.2f} s, {rate:.0f}/s")
+        finally:
+            up.stop()
+    medians: dict[str, Any] = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = medians["dicom"] / medians["jpeg"]
+    print(f"\nmedian of {args.repeats}: DICOM {medians['dicom']:.0f}, JPEG {medians['jpeg']:.0f} images/s")
+    print(f"job ratio {ratio:.2f} (target >= {TARGET}): {'PASS' if ratio >= TARGET else 'FAIL'}")
+    return 0 if ratio >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
