@@ -23,7 +23,6 @@ class PreprocessSpec:
     crop_min_fraction: float = 0.02  # a row/column belongs to the head if this share is bright
     crop_margin: float = 0.02  # margin kept around the head, as a fraction of its size
     normalise: bool = True  # stretch the head's 1st..99th percentile to 0..255
-    equalise: bool = False  # instead: each grey to its rank among the head's (histogram equalisation)
     version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,12 +79,6 @@ def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     bright = sample[sample > 0]
     if bright.size < 16:
         return head
-    if spec.equalise:  # any increasing change of contrast (a scanner's, a sequence's) gives the same input
-        counts = np.bincount(bright.ravel(), minlength=256).astype(np.float32)
-        cdf = np.cumsum(counts) / bright.size
-        table = np.concatenate([[0.0], 1.0 + 254.0 * cdf[1:]])  # 0 stays background
-        equalised: np.ndarray = np.clip(table, 0, 255).astype(np.uint8)[head]
-        return equalised
     lo, hi = np.percentile(bright, [1, 99])
     if hi - lo < 1:
         return head
