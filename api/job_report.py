@@ -149,21 +149,7 @@ def load_job_report(session: Session, job_id: int, viewer: Viewer | None) -> dic
         }
         for n in job_notifications(session=session, job_id=job_id)
     ]
-    report["deliveries"] = [
-        {
-            "study_uid": d.study_uid,
-            "destination": d.destination,
-            "state": delivery_state(d),
-            "verdict": d.verdict,
-            "objects": d.objects,
-            "attempts": d.attempts,
-            "next_at": iso(d.next_at) if d.delivered_at is None and d.gave_up_at is None else None,
-            "delivered_at": iso(d.delivered_at),
-            "gave_up_at": iso(d.gave_up_at),
-            "last_error": d.last_error,
-        }
-        for d in job_deliveries(session=session, job_id=job_id)
-    ]
+    report["deliveries"] = [delivery_report(d) for d in job_deliveries(session=session, job_id=job_id)]
     model = model_version_named(session=session, version=job.model_version)
     counts, flagged, beyond = job_score_histogram(session=session, job_id=job_id)
     report["drift"] = drift((model.card or {}).get("reference") if model else None, counts, flagged, beyond)
@@ -181,13 +167,27 @@ ONE_JOB_ONLY = (
 )  # each costs a query
 
 
-def delivery_state(delivery: ResultDelivery) -> str:
-    """delivered, given up, retrying (a try failed), or pending."""
+def delivery_report(delivery: ResultDelivery) -> dict[str, Any]:
+    """One study's results for one destination: its state (delivered, given up, retrying after a
+    failed try, or pending), what was sent, and when it is tried next while it is still due."""
     if delivery.delivered_at is not None:
-        return "delivered"
-    if delivery.gave_up_at is not None:
-        return "given up"
-    return "retrying" if delivery.attempts else "pending"
+        state = "delivered"
+    elif delivery.gave_up_at is not None:
+        state = "given up"
+    else:
+        state = "retrying" if delivery.attempts else "pending"
+    return {
+        "study_uid": delivery.study_uid,
+        "destination": delivery.destination,
+        "state": state,
+        "verdict": delivery.verdict,
+        "objects": delivery.objects,
+        "attempts": delivery.attempts,
+        "next_at": iso(delivery.next_at) if state in ("pending", "retrying") else None,
+        "delivered_at": iso(delivery.delivered_at),
+        "gave_up_at": iso(delivery.gave_up_at),
+        "last_error": delivery.last_error,
+    }
 
 
 def job_reports(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:

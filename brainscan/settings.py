@@ -89,9 +89,7 @@ class Settings:
     max_upload_bytes: int = 2 * 1024**3
     upload_retention_hours: int = 72  # uploads are deleted this long after their job finishes; 0: kept
     received_retention_hours: int = 72  # studies received over DICOM: the same for each delivery; 0: kept
-    disk_quota_gb: float = (
-        0.0  # uploads + received studies kept under this; 0: no quota (worker/retention.py)
-    )
+    disk_quota_gb: float = 0.0  # uploads, received and pulled studies kept under this; 0: none
     max_archive_files: int = 1_000_000
     max_archive_bytes: int = 20 * 1024**3  # total uncompressed size
     max_compression_ratio: float = 200.0

@@ -220,13 +220,13 @@ def study_report(session: Session, *, job_id: int, study_uid: str) -> Report:
             ) from exc
 
     flagged = flagged_instances(session=session, job_id=job_id, study_uid=study_uid)
-    headers = {relpath: header(relpath) for relpath in dict.fromkeys([first, *(r for r, _ in flagged)])}
+    headers = {relpath: header(relpath) for relpath in dict.fromkeys(r for r, _ in flagged)}
     return build_report(
         verdicts[0],
         job_id=job_id,
         model_version=job.model_version,
         threshold=job.threshold,
-        head=headers[first],
+        head=next(iter(headers.values())) if headers else header(first),  # its flagged slices' own, if any
         flagged=[(headers[relpath], frame) for relpath, frame in flagged],
     )
 
@@ -287,14 +287,20 @@ def deliver_due(*, sessions: sessionmaker[Session], settings: Settings, now: dat
             for d in claim_due(session=session, model=ResultDelivery, now=now)
         ]
     delivered = 0
+    destinations = settings.destinations
+    reports: dict[tuple[int, str], Report] = {}  # a study bound for two destinations is built once
     for row_id, job_id, study_uid, name, attempts in due:
         outcome: dict[str, Any] = {}
         try:
-            destination = settings.destinations.get(name)
+            destination = destinations.get(name)
             if destination is None:
                 raise DeliveryError(f"no destination {name!r} in BRAINSCAN_DICOM_DESTINATIONS")
-            with sessions() as session:
-                report = study_report(session, job_id=job_id, study_uid=study_uid)
+            report = reports.get((job_id, study_uid))
+            if report is None:
+                with sessions() as session:
+                    report = reports[job_id, study_uid] = study_report(
+                        session, job_id=job_id, study_uid=study_uid
+                    )
             send(destination, report.objects, calling_ae=settings.dicom_ae_title)
             outcome = {"verdict": report.verdict, "objects": len(report.objects)}
             error: DeliveryError | None = None
