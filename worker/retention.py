@@ -9,10 +9,11 @@ are an hour old. A received study's delivery (`received/<study>/<delivery>`) goe
 arriving (or waits for a model) and stays. Each deletion of received files is audited
 (`retention.delete`, with the job); the results stay in the database.
 
-With a disk quota (`disk_quota_gb`), what the two folders hold is kept under it: when they hold
-more, the folders of finished jobs go first, the longest finished first, before their retention
-time (audited with `"reason": "disk quota"`); what a job still needs is never deleted, so the
-listener refuses new instances (and the API new uploads) while the quota is full.
+With a disk quota (`disk_quota_gb`), what the upload, received and DICOMweb folders hold is kept
+under it: when they hold more, the folders of finished jobs go first, the longest finished first,
+before their retention time (audited with `"reason": "disk quota"`); what a job still needs is
+never deleted, so the listener refuses new instances (and the API new uploads) while the quota is
+full.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def prune_received(
 
 def prune_to_quota(*, sessions: sessionmaker[Session], settings: Settings) -> list[Path]:
     """Delete finished jobs' upload and received folders, the longest finished first, until the
-    two folders fit the disk quota; returns what was deleted. Nothing without a quota."""
+    three folders (upload, received, DICOMweb) fit the disk quota; returns what was deleted. Nothing without a quota."""
     quota = settings.disk_quota_bytes
     if not quota:
         return []
