@@ -109,8 +109,8 @@ def prune_received(
 
 
 def prune_to_quota(*, sessions: sessionmaker[Session], settings: Settings) -> list[Path]:
-    """Delete finished jobs' upload and received folders, the longest finished first, until the
-    three folders (upload, received, DICOMweb) fit the disk quota; returns what was deleted. Nothing without a quota."""
+    """Delete finished jobs' folders, the longest finished first, until the upload, received and
+    DICOMweb folders fit the disk quota; returns what was deleted. Nothing without a quota."""
     quota = settings.disk_quota_bytes
     if not quota:
         return []
