@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
+from pydicom.datadict import tag_for_keyword
+from pydicom.tag import Tag
 
 # SOP classes whose instances are MR (or generic) images this model can be fit for
 IMAGE_SOP_CLASSES = {
@@ -29,7 +31,7 @@ IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image",
 }
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR
-HEADER_TAGS = (
+HEADER_KEYWORDS = (
     "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
@@ -50,6 +52,8 @@ HEADER_TAGS = (
     "SharedFunctionalGroupsSequence",
     "PulseSequenceName",
 )
+HEADER_TAGS = {keyword: tag_for_keyword(keyword) for keyword in HEADER_KEYWORDS}
+HEADER_TAG_LIST = [Tag(tag) for tag in HEADER_TAGS.values()]
 PLANES = ("sagittal", "coronal", "axial")  # the patient axis (x, y, z) a slice's normal follows
 OBLIQUE_BELOW = 0.8  # a normal's largest direction cosine under this: an oblique slice
 
@@ -91,36 +95,55 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
 
     try:
         fp: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAG_LIST)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
         raise HeaderError(f"corrupt DICOM file: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
-    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    sop_class = _text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", "") if meta else "")
     if not sop_class:
         raise HeaderError("corrupt DICOM file: it names no SOP class (what kind of object it is)")
     if sop_class == MEDIA_DIRECTORY:
         return NotAnImage("DICOMDIR (a directory of the other files)")
     if sop_class not in IMAGE_SOP_CLASSES:
         return NotAnImage(f"not an image: {_sop_class_name(sop_class)}")
-    modality = str(ds.get("Modality", "") or "")
+    modality = _text(ds, "Modality")
     if modality and modality != "MR":
         return NotAnImage(f"modality {modality}, not MR")
     return DicomHeader(
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
-        instance_number=_int_or_none(ds.get("InstanceNumber")),
-        frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        sop_uid=_text(ds, "SOPInstanceUID"),
+        instance_number=_int_or_none(_text(ds, "InstanceNumber")),
+        frames=_int_or_none(_text(ds, "NumberOfFrames")) or 1,
         modality=modality,
-        series_description=str(ds.get("SeriesDescription", "") or "").strip(),
-        image_type="\\".join(str(v) for v in _values(ds.get("ImageType"))),
+        series_description=_text(ds, "SeriesDescription"),
+        image_type="\\".join(_texts(ds, "ImageType")),
         sequence=_sequence_hints(ds),
         plane=plane_of(_orientation(ds)),
-        site=" / ".join(
-            s for s in (str(ds.get(k, "") or "").strip() for k in ("Manufacturer", "StationName")) if s
-        ),
-        patient_key=patient_key(str(ds.get("PatientID", "") or ""), key=key),
+        site=" / ".join(s for s in (_text(ds, "Manufacturer"), _text(ds, "StationName")) if s),
+        patient_key=patient_key(_text(ds, "PatientID"), key=key),
     )
+
+
+def _texts(ds: Any, keyword: str) -> list[str]:
+    """An element's values as text, each stripped of padding; [] when absent or empty. Read from
+    the raw bytes where they are ASCII, as UIDs, codes and numbers always are and most names are:
+    pydicom's conversion of every value it is asked for was half the time of planning a DICOM file
+    (bench/dicom_speed.py). Other bytes go through pydicom, which knows the character set."""
+    element = ds.get_item(HEADER_TAGS[keyword])
+    raw = getattr(element, "value", None)
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return [str(v).strip(" \0") for v in _values(ds.get(keyword))]
+        return [v.strip(" \0") for v in text.split("\\")] if text.strip(" \0") else []
+    return [str(v).strip(" \0") for v in _values(raw)]  # converted already, or None
+
+
+def _text(ds: Any, keyword: str) -> str:
+    """An element's value as one stripped string (several values joined by backslashes)."""
+    return "\\".join(_texts(ds, keyword))
 
 
 def patient_key(patient_id: str, *, key: bytes) -> str:
@@ -135,17 +158,22 @@ def plane_of(orientation: list[float] | None) -> str:
     """The acquisition plane from ImageOrientationPatient's row and column direction cosines."""
     if orientation is None or len(orientation) != 6:
         return ""
-    normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
-    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 0.5:
+    (rx, ry, rz), (cx, cy, cz) = orientation[:3], orientation[3:]
+    normal = (ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx)  # row x column, in plain floats:
+    length = math.sqrt(sum(n * n for n in normal))  # numpy's cross was a tenth of reading a header
+    if not math.isfinite(length) or length < 0.5:
         return ""
-    axis = int(np.argmax(np.abs(normal)))
-    return PLANES[axis] if abs(normal[axis]) >= OBLIQUE_BELOW * np.linalg.norm(normal) else "oblique"
+    axis = max(range(3), key=lambda i: abs(normal[i]))
+    return PLANES[axis] if abs(normal[axis]) >= OBLIQUE_BELOW * length else "oblique"
 
 
 def _orientation(ds: Any) -> list[float] | None:
     """ImageOrientationPatient, or the one shared by every frame of an enhanced multi-frame image."""
-    if "ImageOrientationPatient" in ds:
-        return [float(v) for v in ds.ImageOrientationPatient]
+    if values := _texts(ds, "ImageOrientationPatient"):
+        try:
+            return [float(v) for v in values]
+        except ValueError:
+            return None
     for shared in ds.get("SharedFunctionalGroupsSequence", []) or []:
         for plane in shared.get("PlaneOrientationSequence", []) or []:
             if "ImageOrientationPatient" in plane:
@@ -155,10 +183,9 @@ def _orientation(ds: Any) -> list[float] | None:
 
 def _sequence_hints(ds: Any) -> str:
     hints = [
-        "\\".join(str(v) for v in _values(ds.get(k)))
-        for k in ("ScanningSequence", "SequenceVariant", "SequenceName", "PulseSequenceName")
+        _text(ds, k) for k in ("ScanningSequence", "SequenceVariant", "SequenceName", "PulseSequenceName")
     ]
-    if str(ds.get("ContrastBolusAgent", "") or "").strip():
+    if _text(ds, "ContrastBolusAgent"):
         hints.append("contrast")
     return "; ".join(h for h in hints if h)
 
@@ -172,11 +199,13 @@ def _values(value: Any) -> list[Any]:
     return list(value)
 
 
-def _int_or_none(value: Any) -> int | None:
+def _int_or_none(value: str) -> int | None:
+    """An IS value ("12", " 12 ", "12.0") as an int; None when empty or not a whole number."""
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        number = float(value)
+    except ValueError:
         return None
+    return int(number) if number.is_integer() else None
 
 
 def _sop_class_name(uid: str) -> str:

@@ -132,3 +132,30 @@ def test_a_corrupt_file_raises(tmp_path: Path) -> None:
     bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
     with pytest.raises(HeaderError, match="corrupt DICOM"):
         read_header(bad, key=KEY)
+
+
+def test_text_in_another_character_set_and_implicit_vr_read_alike(tmp_path: Path) -> None:
+    """Values are read from their raw bytes where ASCII; others through pydicom's character sets.
+    Implicit VR files (no VR in the bytes) read the same."""
+    path = _write(
+        tmp_path / "IM1.dcm",
+        "1.2.840.10008.5.1.4.1.1.4",
+        SpecificCharacterSet="ISO_IR 100",
+        Modality="MR",
+        InstanceNumber="12 ",
+        SeriesDescription="Schädel FLAIR",
+        StationName="Zürich MR1",
+        ImageOrientationPatient=["1", "0", "0", "0", "0", "-1"],
+    )
+    header = read_header(path, key=KEY)
+    assert isinstance(header, DicomHeader)
+    assert (header.series_description, header.site, header.instance_number) == (
+        "Schädel FLAIR",
+        "Zürich MR1",
+        12,
+    )
+    assert header.plane == "coronal"
+    implicit = pydicom.dcmread(path)
+    implicit.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    implicit.save_as(tmp_path / "IM2.dcm", enforce_file_format=True)
+    assert read_header(tmp_path / "IM2.dcm", key=KEY) == header
