@@ -142,8 +142,11 @@ def find_scans(src: Path) -> list[Scan]:
     ]
 
 
-def build_archive(src: Path, out: Path, *, patients: int | None = None, seed: int = 0) -> ArchiveSummary:
-    """Write the archive of the first `patients` scans under src (all by default) into an empty out."""
+def build_archive(
+    src: Path, out: Path, *, patients: int | None = None, seed: int = 0, compressed: bool = True
+) -> ArchiveSummary:
+    """Write the archive of the first `patients` scans under src (all by default) into an empty out;
+    compressed=False: every slice uncompressed (Explicit VR Little Endian), as many PACS export."""
     if patients is not None and patients < 1:
         raise ValueError(f"patients must be at least 1, not {patients}")
     if out.exists() and any(out.iterdir()):
@@ -157,7 +160,10 @@ def build_archive(src: Path, out: Path, *, patients: int | None = None, seed: in
         if index == 1:  # one series as a single Enhanced MR file, as newer scanners send it
             written.append(_save(enhanced_series(study, scan, seed=seed), out, "MF0001", scan.slices))
             continue
-        series = [_save(ds, out, f"IM{s.number:04d}", (s,)) for ds, s in flair_series(study, scan, seed=seed)]
+        series = [
+            _save(ds, out, f"IM{s.number:04d}", (s,))
+            for ds, s in flair_series(study, scan, seed=seed, compressed=compressed)
+        ]
         written += series
         if index == 0:
             images = [w.header for w in series]
@@ -221,8 +227,11 @@ def _mr_series(study: Dataset, scan: Scan, *, seed: int) -> Dataset:
     return ds
 
 
-def flair_series(study: Dataset, scan: Scan, *, seed: int) -> Iterator[tuple[Dataset, SourceSlice]]:
-    """One single-frame MR image per slice, each in the transfer syntax the plan gives it."""
+def flair_series(
+    study: Dataset, scan: Scan, *, seed: int, compressed: bool = True
+) -> Iterator[tuple[Dataset, SourceSlice]]:
+    """One single-frame MR image per slice, each in the transfer syntax the plan gives it (without
+    `compressed`, every one uncompressed)."""
     series = _mr_series(study, scan, seed=seed)
     series.ImageType = ["ORIGINAL", "PRIMARY", "M"]
     series.ScanningSequence, series.SequenceVariant = ["SE", "IR"], ["SK", "SP", "MP"]
@@ -233,7 +242,7 @@ def flair_series(study: Dataset, scan: Scan, *, seed: int) -> Iterator[tuple[Dat
     series.ImagingFrequency = round(42.577 * float(series.MagneticFieldStrength), 3)  # MHz, 1H
     series.SliceThickness, series.SpacingBetweenSlices = SLICE_THICKNESS, SLICE_SPACING
     series.ImageOrientationPatient = AXIAL
-    syntaxes = _syntax_plan(len(scan.slices), rng=_rng(seed, scan, 1))
+    syntaxes = _syntax_plan(len(scan.slices), rng=_rng(seed, scan, 1), compressed=compressed)
     for source, syntax in zip(scan.slices, syntaxes, strict=True):
         ds = deepcopy(series)
         ds.SOPClassUID, ds.SOPInstanceUID = uid.MRImageStorage, _uid(seed, scan.patient_id, source.number)
@@ -245,9 +254,10 @@ def flair_series(study: Dataset, scan: Scan, *, seed: int) -> Iterator[tuple[Dat
         yield ds, source
 
 
-def _syntax_plan(slices: int, *, rng: np.random.Generator) -> list[uid.UID]:
+def _syntax_plan(slices: int, *, rng: np.random.Generator, compressed: bool = True) -> list[uid.UID]:
     """Each compressed syntax for at least one slice, at seeded places; the rest uncompressed."""
-    plan = [s for s in COMPRESSED for _ in range(max(1, slices // SLICES_PER_COMPRESSED))][:slices]
+    per_syntax = max(1, slices // SLICES_PER_COMPRESSED) if compressed else 0
+    plan = [s for s in COMPRESSED for _ in range(per_syntax)][:slices]
     plan += [uid.ExplicitVRLittleEndian] * (slices - len(plan))
     return [plan[i] for i in rng.permutation(slices)]
 
@@ -472,10 +482,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="an empty or new folder for the archive")
     parser.add_argument("--patients", type=int, default=None, help="the first N patients only")
     parser.add_argument("--seed", type=int, default=0, help="UIDs, names and syntax placement follow it")
+    parser.add_argument("--uncompressed", action="store_true", help="every slice uncompressed")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        summary = build_archive(args.src, args.out, patients=args.patients, seed=args.seed)
+        summary = build_archive(
+            args.src, args.out, patients=args.patients, seed=args.seed, compressed=not args.uncompressed
+        )
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -56,10 +56,17 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=110, help="the first N lgg-flair patients")
     parser.add_argument("--repeats", type=int, default=3, help="jobs per folder, alternated; medians")
     parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "lgg-flair")
+    parser.add_argument(
+        "--uncompressed",
+        action="store_true",
+        help="every DICOM slice uncompressed: reading, not decompressing",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="brainscan-dicom-service-") as tmp:
         root = Path(tmp) / "archive"
-        summary = build_archive(args.src, root / "dicom", patients=args.patients)
+        summary = build_archive(
+            args.src, root / "dicom", patients=args.patients, compressed=not args.uncompressed
+        )
         slices = len(jpeg_baseline(args.src, root / "jpeg", patients=args.patients))
         print(f"{summary.studies} patients, {slices} slices: DICOM {summary.instances} image files")
         up = Up(Path(tmp) / "data", root, free_port())

@@ -157,6 +157,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="decode threads (the worker's default)")
     parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "lgg-flair")
+    parser.add_argument(
+        "--uncompressed",
+        action="store_true",
+        help="every DICOM slice uncompressed: reading, not decompressing",
+    )
     args = parser.parse_args()
 
     from training.backend import import_backend, one_blas_thread, serve_from_heap, threads_per_process
@@ -168,7 +173,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="brainscan-dicom-speed-") as tmp:
         workdir = Path(tmp)
         folders = {"DICOM": workdir / "archive" / "dicom", "JPEG": workdir / "archive" / "jpeg"}
-        summary = build_archive(args.src, folders["DICOM"], patients=args.patients)
+        summary = build_archive(
+            args.src, folders["DICOM"], patients=args.patients, compressed=not args.uncompressed
+        )
         slices = len(jpeg_baseline(args.src, folders["JPEG"], patients=args.patients))
         template = workdir / "template.db"
         upgrade(f"sqlite:///{template}")
