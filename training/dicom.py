@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import io
 import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.decode import MAX_FILE_BYTES, ImageError, rescale_to_uint8
+from training.dicom_header import element_number, element_text
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+    from pydicom.uid import UID
 
+PIXEL_DATA = 0x7FE00010
 MAX_BYTES_PER_PIXEL = 6  # 16-bit, three samples: the most a screening slice can use
 
 
@@ -31,8 +35,8 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
         raise ImageError(f"corrupt DICOM file: {exc}") from exc
     if "PixelData" not in ds:
         raise ImageError("DICOM file holds no pixel data")
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    layout = PixelLayout.of(ds)
+    rows, cols, frames = layout.rows, layout.columns, layout.frames
     if rows * cols * (frames if frame == 0 else 1) > max_pixels:
         raise ImageError(
             f"DICOM image is {cols}x{rows} pixels x {frames} frame(s), above the limit of {max_pixels:,}"
@@ -44,10 +48,10 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
         )
     if frame > frames:
         raise ImageError(f"the file holds {frames} frame(s), not frame {frame}")
-    _check_pixel_data_length(ds, rows, cols, frames)
-    pixels = _pixel_array(ds, frame)
+    _check_pixel_data_length(ds, layout)
+    pixels = _pixel_array(ds, layout, frame)
     shown = frame_view(ds, frame)
-    photometric = str(shown.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    photometric = (element_text(shown, "PhotometricInterpretation") or "MONOCHROME2").upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         if pixels.ndim == 3:  # colour DICOM (secondary capture): luminance only
             return np.asarray(pixels[..., :3].astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
@@ -56,6 +60,35 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
     if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
         grey = 255 - grey
     return grey
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """How a DICOM file's pixels are stored, read once from its raw elements: each value pydicom
+    converts costs about 20 us, and a slice asked for some twenty (bench/dicom_speed.py)."""
+
+    syntax: UID | None
+    rows: int
+    columns: int
+    frames: int
+    bits: int  # BitsAllocated; 0 when the header does not say
+    stored: int  # BitsStored
+    signed: bool  # PixelRepresentation 1
+    samples: int
+
+    @classmethod
+    def of(cls, ds: Dataset) -> PixelLayout:
+        bits = int(element_number(ds, "BitsAllocated", 0))
+        return cls(
+            syntax=getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None),
+            rows=int(element_number(ds, "Rows", 0)),
+            columns=int(element_number(ds, "Columns", 0)),
+            frames=int(element_number(ds, "NumberOfFrames", 1)) or 1,
+            bits=bits,
+            stored=int(element_number(ds, "BitsStored", bits)),
+            signed=element_number(ds, "PixelRepresentation", 0) == 1,
+            samples=int(element_number(ds, "SamplesPerPixel", 1)) or 1,
+        )
 
 
 FRAME_TRANSFORMS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")  # rescale; window
@@ -88,9 +121,9 @@ def _holds_display_grey(ds: Dataset, pixels: np.ndarray) -> bool:
     """8-bit grey with no rescale and no window already holds display values (a slice exported
     from a JPEG, a secondary capture): kept as stored, as the raster path keeps a JPEG's, so one
     slice scores the same whether it came as JPEG or DICOM. A percentile stretch would not."""
-    identity = float(ds.get("RescaleSlope", 1) or 1) == 1 and float(ds.get("RescaleIntercept", 0) or 0) == 0
+    identity = element_number(ds, "RescaleSlope", 1) == 1 and element_number(ds, "RescaleIntercept", 0) == 0
     lookups = any(k in ds for k in ("ModalityLUTSequence", "VOILUTSequence", "WindowCenter"))
-    full_byte = int(ds.get("BitsStored", 8) or 8) == 8
+    full_byte = element_number(ds, "BitsStored", 8) == 8
     return pixels.dtype == np.uint8 and pixels.ndim == 2 and full_byte and identity and not lookups
 
 
@@ -140,42 +173,45 @@ def _deflated(data: bytes) -> bool | None:
     return DEFLATED_UID in data[144:end]
 
 
-def _check_pixel_data_length(ds: object, rows: int, cols: int, frames: int) -> None:
+def _check_pixel_data_length(ds: Dataset, layout: PixelLayout) -> None:
     """Uncompressed pixel data must be as long as the header says: pydicom would otherwise infer
     extra frames from the length (8,192 of them from a 128x128 header, the probe found)."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or syntax.is_encapsulated:
+    if layout.syntax is None or layout.syntax.is_encapsulated:
         return  # compressed frames decode to the declared size, checked above
-    bits = int(getattr(ds, "BitsAllocated", 16) or 16)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    expected = (rows * cols * frames * samples * bits + 7) // 8
-    found = len(getattr(ds, "PixelData", b""))
+    pixel_count = layout.rows * layout.columns * layout.frames * layout.samples
+    expected = (pixel_count * (layout.bits or 16) + 7) // 8
+    found = len(_pixel_bytes(ds))
     if not expected <= found <= expected + 1:  # one byte of padding to an even length
         raise ImageError(
             f"DICOM pixel data holds {found:,} bytes where the header declares {expected:,} "
-            f"({cols}x{rows}, {frames} frame(s), {bits}-bit)"
+            f"({layout.columns}x{layout.rows}, {layout.frames} frame(s), {layout.bits or 16}-bit)"
         )
+
+
+def _pixel_bytes(ds: Dataset) -> bytes:
+    """Uncompressed pixel data as stored, without pydicom's conversion."""
+    element = ds.get_item(PIXEL_DATA)
+    value = getattr(element, "value", None)
+    return value if isinstance(value, bytes) else b""
 
 
 NATIVE_TYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2"}  # (bits, signed)
 
 
-def _native_pixels(ds: Dataset, frame: int) -> np.ndarray | None:
+def _native_pixels(ds: Dataset, layout: PixelLayout, frame: int) -> np.ndarray | None:
     """Uncompressed little-endian grey pixels straight from the bytes, masked to BitsStored (and
     sign-extended) as pydicom's pixel_array gives them, without its decoder set-up: a third of an
     uncompressed slice's decode time (bench/dicom_speed.py). None for anything else."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax = layout.syntax
     if syntax is None or syntax.is_encapsulated or not syntax.is_little_endian:
         return None
-    bits, signed = int(ds.get("BitsAllocated", 0) or 0), int(ds.get("PixelRepresentation", 0) or 0)
+    bits, signed, stored = layout.bits, int(layout.signed), layout.stored
     kind = NATIVE_TYPES.get((bits, signed))
-    if kind is None or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if kind is None or layout.samples != 1 or not 0 < stored <= bits:
         return None
-    rows, cols, stored = int(ds.Rows), int(ds.Columns), int(ds.get("BitsStored", bits) or bits)
-    if not 0 < stored <= bits:
-        return None
+    rows, cols = layout.rows, layout.columns
     offset = (frame - 1) * rows * cols * bits // 8 if frame else 0
-    pixels = np.frombuffer(ds.PixelData, dtype=kind, count=rows * cols, offset=offset).reshape(rows, cols)
+    pixels = np.frombuffer(_pixel_bytes(ds), dtype=kind, count=rows * cols, offset=offset).reshape(rows, cols)
     if stored == bits:
         return pixels
     unsigned = pixels.view(kind.replace("i", "u")) & ((1 << stored) - 1)
@@ -185,18 +221,17 @@ def _native_pixels(ds: Dataset, frame: int) -> np.ndarray | None:
     return ((unsigned.astype(np.int32) ^ sign) - sign).astype(pixels.dtype)
 
 
-def _pixel_array(ds: Dataset, frame: int) -> np.ndarray:
+def _pixel_array(ds: Dataset, layout: PixelLayout, frame: int) -> np.ndarray:
     """The single frame's pixels, or frame `frame` (1..) alone of a multi-frame file."""
     from pydicom.pixels import pixel_array  # type: ignore[attr-defined]
 
-    native = _native_pixels(ds, frame)
+    native = _native_pixels(ds, layout, frame)
     if native is not None:
         return native
     try:
         return np.asarray(pixel_array(ds, index=frame - 1) if frame else ds.pixel_array)
     except (NotImplementedError, RuntimeError) as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
+        name = getattr(layout.syntax, "name", str(layout.syntax))
         raise ImageError(
             f"compressed DICOM transfer syntax '{name}' cannot be decoded here "
             "(install python-gdcm, or pylibjpeg with its plugins, or send uncompressed DICOM)"

@@ -9,6 +9,7 @@ BirthDate and every other identifier are never read into a `DicomHeader`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.tag import Tag
 
 # SOP classes whose instances are MR (or generic) images this model can be fit for
@@ -52,8 +53,7 @@ HEADER_KEYWORDS = (
     "SharedFunctionalGroupsSequence",
     "PulseSequenceName",
 )
-HEADER_TAGS = {keyword: tag_for_keyword(keyword) for keyword in HEADER_KEYWORDS}
-HEADER_TAG_LIST = [Tag(tag) for tag in HEADER_TAGS.values()]
+HEADER_TAG_LIST = [Tag(keyword) for keyword in HEADER_KEYWORDS]
 PLANES = ("sagittal", "coronal", "axial")  # the patient axis (x, y, z) a slice's normal follows
 OBLIQUE_BELOW = 0.8  # a normal's largest direction cosine under this: an oblique slice
 
@@ -98,39 +98,39 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
         ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAG_LIST)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
         raise HeaderError(f"corrupt DICOM file: {exc}") from exc
-    meta = getattr(ds, "file_meta", None)
-    sop_class = _text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", "") if meta else "")
+    meta = getattr(ds, "file_meta", None) or {}
+    sop_class = element_text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", ""))
     if not sop_class:
         raise HeaderError("corrupt DICOM file: it names no SOP class (what kind of object it is)")
     if sop_class == MEDIA_DIRECTORY:
         return NotAnImage("DICOMDIR (a directory of the other files)")
     if sop_class not in IMAGE_SOP_CLASSES:
         return NotAnImage(f"not an image: {_sop_class_name(sop_class)}")
-    modality = _text(ds, "Modality")
+    modality = element_text(ds, "Modality")
     if modality and modality != "MR":
         return NotAnImage(f"modality {modality}, not MR")
     return DicomHeader(
-        study_uid=_text(ds, "StudyInstanceUID"),
-        series_uid=_text(ds, "SeriesInstanceUID"),
-        sop_uid=_text(ds, "SOPInstanceUID"),
-        instance_number=_int_or_none(_text(ds, "InstanceNumber")),
-        frames=_int_or_none(_text(ds, "NumberOfFrames")) or 1,
+        study_uid=element_text(ds, "StudyInstanceUID"),
+        series_uid=element_text(ds, "SeriesInstanceUID"),
+        sop_uid=element_text(ds, "SOPInstanceUID"),
+        instance_number=_int_or_none(element_text(ds, "InstanceNumber")),
+        frames=_int_or_none(element_text(ds, "NumberOfFrames")) or 1,
         modality=modality,
-        series_description=_text(ds, "SeriesDescription"),
-        image_type="\\".join(_texts(ds, "ImageType")),
+        series_description=element_text(ds, "SeriesDescription"),
+        image_type="\\".join(element_texts(ds, "ImageType")),
         sequence=_sequence_hints(ds),
         plane=plane_of(_orientation(ds)),
-        site=" / ".join(s for s in (_text(ds, "Manufacturer"), _text(ds, "StationName")) if s),
-        patient_key=patient_key(_text(ds, "PatientID"), key=key),
+        site=" / ".join(s for s in (element_text(ds, "Manufacturer"), element_text(ds, "StationName")) if s),
+        patient_key=patient_key(element_text(ds, "PatientID"), key=key),
     )
 
 
-def _texts(ds: Any, keyword: str) -> list[str]:
+def element_texts(ds: Any, keyword: str) -> list[str]:
     """An element's values as text, each stripped of padding; [] when absent or empty. Read from
     the raw bytes where they are ASCII, as UIDs, codes and numbers always are and most names are:
     pydicom's conversion of every value it is asked for was half the time of planning a DICOM file
     (bench/dicom_speed.py). Other bytes go through pydicom, which knows the character set."""
-    element = ds.get_item(HEADER_TAGS[keyword])
+    element = ds.get_item(_tag(keyword))
     raw = getattr(element, "value", None)
     if isinstance(raw, bytes):
         try:
@@ -141,9 +141,45 @@ def _texts(ds: Any, keyword: str) -> list[str]:
     return [str(v).strip(" \0") for v in _values(raw)]  # converted already, or None
 
 
-def _text(ds: Any, keyword: str) -> str:
+def element_text(ds: Any, keyword: str) -> str:
     """An element's value as one stripped string (several values joined by backslashes)."""
-    return "\\".join(_texts(ds, keyword))
+    return "\\".join(element_texts(ds, keyword))
+
+
+BINARY_INTEGERS = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}  # bytes, signed
+
+
+def element_number(ds: Any, keyword: str, default: float) -> float:
+    """An element's first value as a number (US, SS, UL, SL from their bytes; IS and DS from their
+    text), `default` when absent, empty or unreadable; without pydicom's conversion, as above."""
+    element = ds.get_item(_tag(keyword))
+    raw = getattr(element, "value", None)
+    if not isinstance(raw, bytes):  # converted already, or absent
+        values = _values(raw)
+        return _number(values[0] if values else None, default)
+    binary = BINARY_INTEGERS.get(element.VR or dictionary_VR(element.tag))
+    if binary is None:
+        texts = element_texts(ds, keyword)
+        return _number(texts[0] if texts else None, default)
+    size, signed = binary
+    if len(raw) < size:
+        return default
+    return int.from_bytes(raw[:size], "little" if element.is_little_endian else "big", signed=signed)
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+@functools.cache
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"no DICOM keyword {keyword}")
+    return tag
 
 
 def patient_key(patient_id: str, *, key: bytes) -> str:
@@ -169,7 +205,7 @@ def plane_of(orientation: list[float] | None) -> str:
 
 def _orientation(ds: Any) -> list[float] | None:
     """ImageOrientationPatient, or the one shared by every frame of an enhanced multi-frame image."""
-    if values := _texts(ds, "ImageOrientationPatient"):
+    if values := element_texts(ds, "ImageOrientationPatient"):
         try:
             return [float(v) for v in values]
         except ValueError:
@@ -181,11 +217,12 @@ def _orientation(ds: Any) -> list[float] | None:
     return None
 
 
+SEQUENCE_HINTS = ("ScanningSequence", "SequenceVariant", "SequenceName", "PulseSequenceName")
+
+
 def _sequence_hints(ds: Any) -> str:
-    hints = [
-        _text(ds, k) for k in ("ScanningSequence", "SequenceVariant", "SequenceName", "PulseSequenceName")
-    ]
-    if _text(ds, "ContrastBolusAgent"):
+    hints = [element_text(ds, k) for k in SEQUENCE_HINTS]
+    if element_text(ds, "ContrastBolusAgent"):
         hints.append("contrast")
     return "; ".join(h for h in hints if h)
 

@@ -109,7 +109,7 @@ def test_uncompressed_pixels_read_straight_from_the_bytes_equal_pydicom_s(
     import pydicom
     from pydicom.pixels import pixel_array
 
-    from training.dicom import _native_pixels
+    from training.dicom import PixelLayout, _native_pixels
 
     rng = np.random.default_rng(signed + frames)
     stack = rng.integers(0, 2**16, (frames, 24, 32), dtype=np.uint16)  # 12 bits stored, 16 allocated
@@ -120,6 +120,6 @@ def test_uncompressed_pixels_read_straight_from_the_bytes_equal_pydicom_s(
     ds = pydicom.dcmread(path)
     for frame in range(1, frames + 1) if frames > 1 else [0]:
         expected = pixel_array(ds, index=frame - 1) if frame else ds.pixel_array
-        found = _native_pixels(ds, frame)
+        found = _native_pixels(ds, PixelLayout.of(ds), frame)
         assert found is not None and found.dtype == expected.dtype
         assert np.array_equal(found, expected)

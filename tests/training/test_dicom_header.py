@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from training.dicom_header import DicomHeader, HeaderError, NotAnImage, patient_key, plane_of, read_header
 
@@ -159,3 +159,31 @@ def test_text_in_another_character_set_and_implicit_vr_read_alike(tmp_path: Path
     implicit.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
     implicit.save_as(tmp_path / "IM2.dcm", enforce_file_format=True)
     assert read_header(tmp_path / "IM2.dcm", key=KEY) == header
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian],
+)
+def test_numbers_are_read_from_raw_bytes_as_pydicom_converts_them(tmp_path: Path, syntax: UID) -> None:
+    """US from its bytes in either byte order, VR named or implied; IS and DS from their text."""
+    from training.dicom_header import element_number
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.PixelRepresentation = 300, 64, 16, 1
+    ds.NumberOfFrames, ds.RescaleSlope, ds.RescaleIntercept = "12", "0.5", "-1024"
+    ds.save_as(tmp_path / "x.dcm", implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian)
+    raw = pydicom.dcmread(tmp_path / "x.dcm", force=True)
+    read = {
+        k: element_number(raw, k, -1) for k in ("Rows", "Columns", "BitsAllocated", "PixelRepresentation")
+    }
+    assert read == {"Rows": 300, "Columns": 64, "BitsAllocated": 16, "PixelRepresentation": 1}
+    assert element_number(raw, "NumberOfFrames", 1) == 12
+    assert (element_number(raw, "RescaleSlope", 1), element_number(raw, "RescaleIntercept", 0)) == (
+        0.5,
+        -1024,
+    )
+    assert element_number(raw, "BitsStored", 8) == 8  # absent
+    assert element_number(raw, "Rows", -1) == raw.Rows == 300  # converted by pydicom now: still read
