@@ -60,6 +60,10 @@ def write_file(data: bytes, target: Path) -> None:
         raise
 
 
+class AlreadyStored(Exception):
+    """The instance was stored meanwhile, by another association sending it at the same time."""
+
+
 class Receiver:
     """The listener's state: where it writes, whom it accepts, and the database it counts in."""
 
@@ -94,10 +98,8 @@ class Receiver:
         sop = valid_uid(dataset.get("SOPInstanceUID"))
         if study is None or series is None or sop is None:
             return CANNOT_UNDERSTAND
-        if self.existing(study, series, sop) is not None:
-            with self.sessions.begin() as session:
-                note_duplicate(session=session, study_uid=study)
-            return SUCCESS
+        if self.existing(study, series, sop) is not None:  # a resend: no need to read the bytes
+            return self._duplicate(study)
         data = encoded()
         if self.quota.full(len(data)):  # the sender keeps the study and sends it again later
             log.warning("C-STORE refused: the disk quota (BRAINSCAN_DISK_QUOTA_GB) is full")
@@ -105,11 +107,22 @@ class Receiver:
         try:
             with self.sessions.begin() as session:  # the count commits with the file, or neither
                 delivery = note_instance(session=session, study_uid=study, calling_ae=calling_ae)
+                # note_instance holds the study's lock: another association storing this very
+                # instance at the same time has committed its file by now, or waits for ours
+                if self.existing(study, series, sop) is not None:
+                    raise AlreadyStored
                 write_file(data, self.root / study / str(delivery) / series / f"{sop}.dcm")
+        except AlreadyStored:  # rolled back: counted as a duplicate, not as an instance
+            return self._duplicate(study)
         except OSError as exc:
             log.error("C-STORE failed: cannot write the instance: %s", exc.strerror or exc)
             return OUT_OF_RESOURCES
         self.quota.wrote(len(data))
+        return SUCCESS
+
+    def _duplicate(self, study: str) -> int:
+        with self.sessions.begin() as session:
+            note_duplicate(session=session, study_uid=study)
         return SUCCESS
 
     def sweep(self, submit: Callable[[int], object]) -> list[int]:

@@ -160,3 +160,39 @@ def test_a_full_disk_quota_refuses_instances_with_out_of_resources(embedded: Ser
     with embedded.sessions()() as session:
         row = received_study(session=session, study_uid=study)
         assert row is not None and row.instances == 1
+
+
+def test_one_instance_sent_twice_at_once_is_stored_and_counted_once(
+    embedded: Service, tmp_path: Path
+) -> None:
+    """Two associations with the same instance both find it missing, then store it: the study's
+    lock lets one write it; the other counts a duplicate (the instance count is not inflated)."""
+    from worker.receive import SUCCESS
+
+    study, series = generate_uid(), generate_uid()
+    path = instance(tmp_path / "out", study, series, 1)
+    receiver = Receiver(embedded.settings, embedded.sessions())
+    both_checked = threading.Barrier(2, timeout=10)
+
+    def encoded() -> bytes:  # asked for only after the first look for the file found none
+        both_checked.wait()
+        return path.read_bytes()
+
+    statuses: list[int] = []
+    senders = [
+        threading.Thread(
+            target=lambda: statuses.append(
+                receiver.store(pydicom.dcmread(path), encoded, "127.0.0.1", "PACS")
+            )
+        )
+        for _ in range(2)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(30)
+    assert statuses == [SUCCESS, SUCCESS]
+    assert len(list(embedded.settings.received_dir.rglob("*.dcm"))) == 1
+    with embedded.sessions()() as session:
+        row = received_study(session=session, study_uid=study)
+        assert row is not None and (row.instances, row.duplicates, row.open_instances) == (1, 1, 1)
