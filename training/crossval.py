@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import multiprocessing
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +244,18 @@ def summarise_cv(data: PreparedData, results: list[TaskResult]) -> dict[str, Any
 def _pooled(y: np.ndarray, probs: np.ndarray, flagged: np.ndarray, idx: np.ndarray) -> dict[str, Any]:
     """Figures of held-out images `idx`: each flagged at its own fit's threshold, ranked together."""
     return {**pooled_metrics(y[idx], probs[idx], flagged[idx]).to_dict(), "threshold": None}
+
+
+def summarise_left_out(data: PreparedData, results: Sequence[TaskResult]) -> dict[str, Any]:
+    """The card's leave_one_source_out entry: per source left out, its figures, from the results
+    of `leave_one_source_out_tasks` (other tasks among `results` are passed over)."""
+    return {
+        r.task.name.removeprefix(LEFT_OUT): summarise_cross_source(
+            data, r, r.task.name.removeprefix(LEFT_OUT)
+        )
+        for r in results
+        if r.task.name.startswith(LEFT_OUT)
+    }
 
 
 def summarise_cross_source(data: PreparedData, result: TaskResult, holdout: str) -> dict[str, Any]:

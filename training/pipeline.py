@@ -13,7 +13,6 @@ import numpy as np
 from training import plots
 from training.card import ModelCard, card_path_for, file_sha256, library_versions
 from training.crossval import (
-    LEFT_OUT,
     FitTask,
     HeldOutRuns,
     ImageFacts,
@@ -26,6 +25,7 @@ from training.crossval import (
     save_predictions,
     summarise_cross_source,
     summarise_cv,
+    summarise_left_out,
 )
 from training.dataset import Discovery
 from training.drift import reference as drift_reference
@@ -117,11 +117,8 @@ def _card(
     if cross_source:
         crossed = next(r for r in held_out if r.task.name == f"cross-source {cross_source}")
         metrics["cross_source"] = summarise_cross_source(data, crossed, cross_source)
-    left_out = {r.task.name.removeprefix(LEFT_OUT): r for r in held_out if r.task.name.startswith(LEFT_OUT)}
-    if left_out:
-        metrics["leave_one_source_out"] = {
-            source: summarise_cross_source(data, r, source) for source, r in left_out.items()
-        }
+    if left_out := summarise_left_out(data, held_out):
+        metrics["leave_one_source_out"] = left_out
     histories = fitted.member_histories or (fitted.history,)
     now = dt.datetime.now(dt.UTC)
     return ModelCard(
