@@ -13,7 +13,6 @@ metrics.leave_one_source_out, with a note saying how it was made.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,12 +20,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
+
+from card_args import card_parser, command_line  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("model", type=Path)
-    parser.add_argument("data", type=Path, nargs="+")
+    parser = card_parser(__doc__)
     parser.add_argument("--workers", type=int, default=1, help="fits side by side, in processes")
     parser.add_argument("--write", action="store_true", help="put the entry in the card")
     args = parser.parse_args()
@@ -42,7 +42,7 @@ def main() -> None:
     card_path = card_path_for(args.model)
     card = ModelCard.load(card_path)
     recipe = Recipe.from_dict(card.recipe)
-    data = prepare(args.data, recipe)
+    data = prepare(args.data, recipe, exclude=args.exclude)
     if data.fingerprint != card.data["fingerprint"]:
         sys.exit("these are not the images the model was trained on (the data fingerprints differ)")
     started = time.perf_counter()
@@ -54,8 +54,8 @@ def main() -> None:
     if args.write:
         card.metrics["leave_one_source_out"] = entry
         card.notes.append(
-            "leave_one_source_out: added afterwards by `python bench/card_loso.py "
-            f"{args.model} {' '.join(map(str, args.data))} --workers {args.workers} --write` "
+            "leave_one_source_out: added afterwards by "
+            f"`{command_line('card_loso.py', args, f'--workers {args.workers}', '--write')}` "
             "(the card's recipe fitted without each source in turn, on the card's data)"
         )
         card.save(card_path)

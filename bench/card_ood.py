@@ -22,7 +22,6 @@ never trained on:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,6 +31,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
+
+from card_args import card_parser, command_line  # noqa: E402
 
 
 def inverted_head(inputs: np.ndarray) -> np.ndarray:
@@ -54,10 +56,7 @@ def throughput(model: object, inputs: np.ndarray, rounds: int = 3) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("model", type=Path)
-    parser.add_argument("data", type=Path, nargs="+")
-    parser.add_argument("--exclude", action="append", default=[], help="sources the model did not see")
+    parser = card_parser(__doc__)
     parser.add_argument("--other", action="append", default=[], help="a source to measure as out of it")
     parser.add_argument("--write", action="store_true", help="save the reference and the card's `ood`")
     parser.add_argument("--dump", type=Path, help="also save every feature array here (.npz), to study")
@@ -129,11 +128,9 @@ def main() -> None:
         reference.save(path)
         card.ood = card_entry(reference, path, trained=len(task.train), validated=len(task.val))
         card.notes.append(
-            f"ood: fitted afterwards by `python bench/card_ood.py {args.model} "
-            + " ".join(map(str, args.data))
-            + "".join(f" --exclude {e}" for e in args.exclude)
-            + "".join(f" --other {o}" for o in args.other)
-            + " --write` (the card's splits rebuilt, its test figures checked equal); measured: "
+            "ood: fitted afterwards by "
+            f"`{command_line('card_ood.py', args, *(f'--other {o}' for o in args.other), '--write')}` "
+            "(the card's splits rebuilt, its test figures checked equal); measured: "
             + json.dumps({k: v for k, v in report.items() if k not in ("model",)})
         )
         card.save(card_path_for(args.model))

@@ -12,19 +12,18 @@ model), and writes the reference into the card, with a note saying how it was ma
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
+
+from card_args import card_parser, command_line  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("model", type=Path)
-    parser.add_argument("data", type=Path, nargs="+")
-    parser.add_argument("--exclude", action="append", default=[], help="sources the model did not see")
+    parser = card_parser(__doc__)
     args = parser.parse_args()
 
     from training.backend import import_backend
@@ -43,10 +42,8 @@ def main() -> None:
         sys.exit(str(exc))
     card.reference = reference(probs, card.threshold, "test")
     card.notes.append(
-        "reference: added afterwards by `python bench/card_reference.py "
-        f"{args.model} {' '.join(map(str, args.data))}"
-        + "".join(f" --exclude {e}" for e in args.exclude)
-        + "` (the card's test split rebuilt, its figures checked equal)"
+        f"reference: added afterwards by `{command_line('card_reference.py', args)}` "
+        "(the card's test split rebuilt, its figures checked equal)"
     )
     card.save(card_path_for(args.model))
     print(f"reference of {len(probs)} test images written: {card.reference}")

@@ -13,20 +13,19 @@ tumour flagged, never above the slice threshold) and scores the test part's. Pri
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
+
+from card_args import card_parser, command_line  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("model", type=Path)
-    parser.add_argument("data", type=Path, nargs="+")
-    parser.add_argument("--exclude", action="append", default=[], help="sources the model did not see")
+    parser = card_parser(__doc__)
     parser.add_argument("--write", action="store_true", help="put the entry in the card")
     args = parser.parse_args()
 
@@ -59,10 +58,8 @@ def main() -> None:
         card = scorer.card
         card.study = entry
         card.notes.append(
-            f"study: added afterwards by `python bench/card_study.py {args.model} "
-            + " ".join(map(str, args.data))
-            + "".join(f" --exclude {e}" for e in args.exclude)
-            + " --write` (the card's split rebuilt, its test figures checked equal)"
+            f"study: added afterwards by `{command_line('card_study.py', args, '--write')}` "
+            "(the card's split rebuilt, its test figures checked equal)"
         )
         card.save(card_path_for(args.model))
         print("written: the card's study")

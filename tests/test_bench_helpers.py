@@ -86,3 +86,11 @@ def test_threshold_rules_choose_on_validation_and_judge_on_test() -> None:
     assert rules.RULES["recall 0.993 (shipped)"](y, p, edge, source) == 0.05
     assert rules.RULES["0.993 without edges"](y, p, edge, source) == 0.2
     assert rules.RULES["0.98 on every source"](y, p, edge, source) == 0.05  # b's lowest tumour
+
+
+def test_a_card_note_quotes_the_command_that_added_to_the_card() -> None:
+    card_args = _load("card_args")
+    args = card_args.card_parser("doc").parse_args(["m.keras", "a", "b", "--exclude", "lgg-flair"])
+    assert card_args.command_line("card_loso.py", args, "--write") == (
+        "python bench/card_loso.py m.keras a b --exclude lgg-flair --write"
+    )
