@@ -16,7 +16,6 @@ Medians, the ratio DICOM / JPEG, and PASS when it is >= 0.8 (issue 36).
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
 
 from dicom_archive import build_archive  # noqa: E402
-from dicom_speed import TARGET, jpeg_baseline  # noqa: E402
+from dicom_speed import TARGET, archive_parser, jpeg_baseline  # noqa: E402
 
 from brainscan.testing import Up, free_port  # noqa: E402
 
@@ -52,16 +51,7 @@ def run(up: Up, token: str, folder: str) -> tuple[int, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--patients", type=int, default=110, help="the first N lgg-flair patients")
-    parser.add_argument("--repeats", type=int, default=3, help="jobs per folder, alternated; medians")
-    parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "lgg-flair")
-    parser.add_argument(
-        "--uncompressed",
-        action="store_true",
-        help="every DICOM slice uncompressed: reading, not decompressing",
-    )
-    args = parser.parse_args()
+    args = archive_parser(__doc__, patients=110).parse_args()
     with tempfile.TemporaryDirectory(prefix="brainscan-dicom-service-") as tmp:
         root = Path(tmp) / "archive"
         summary = build_archive(

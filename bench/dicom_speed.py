@@ -148,20 +148,24 @@ def report(runs: dict[str, list[Timing]]) -> bool:
     return passed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--patients", type=int, default=20, help="the first N lgg-flair patients")
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="jobs per folder, alternated; medians reported"
-    )
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2, help="decode threads (the worker's default)")
+def archive_parser(doc: str | None, *, patients: int) -> argparse.ArgumentParser:
+    """The arguments both DICOM speed benches take: which archive, against its JPEG slices, how often."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--patients", type=int, default=patients, help="the first N lgg-flair patients")
+    parser.add_argument("--repeats", type=int, default=3, help="jobs per folder, alternated; medians")
     parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "lgg-flair")
     parser.add_argument(
         "--uncompressed",
         action="store_true",
         help="every DICOM slice uncompressed: reading, not decompressing",
     )
+    return parser
+
+
+def main() -> int:
+    parser = archive_parser(__doc__, patients=20)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2, help="decode threads (the worker's default)")
     args = parser.parse_args()
 
     from training.backend import import_backend, one_blas_thread, serve_from_heap, threads_per_process
