@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.tag import Tag
-
 # SOP classes whose instances are MR (or generic) images this model can be fit for
 IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image",
@@ -53,7 +50,6 @@ HEADER_KEYWORDS = (
     "SharedFunctionalGroupsSequence",
     "PulseSequenceName",
 )
-HEADER_TAG_LIST = [Tag(keyword) for keyword in HEADER_KEYWORDS]
 PLANES = ("sagittal", "coronal", "axial")  # the patient axis (x, y, z) a slice's normal follows
 OBLIQUE_BELOW = 0.8  # a normal's largest direction cosine under this: an oblique slice
 
@@ -95,7 +91,7 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
 
     try:
         fp: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAG_LIST)
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_header_tags())
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
         raise HeaderError(f"corrupt DICOM file: {exc}") from exc
     meta = getattr(ds, "file_meta", None) or {}
@@ -130,8 +126,11 @@ def element_texts(ds: Any, keyword: str) -> list[str]:
     the raw bytes where they are ASCII, as UIDs, codes and numbers always are and most names are:
     pydicom's conversion of every value it is asked for was half the time of planning a DICOM file
     (bench/dicom_speed.py). Other bytes go through pydicom, which knows the character set."""
-    element = ds.get_item(_tag(keyword))
-    raw = getattr(element, "value", None)
+    return _texts(ds, keyword, getattr(ds.get_item(_tag(keyword)), "value", None))
+
+
+def _texts(ds: Any, keyword: str, raw: Any) -> list[str]:
+    """element_texts of the element's value as read (`raw`: its bytes, or pydicom's value)."""
     if isinstance(raw, bytes):
         try:
             text = raw.decode("ascii")
@@ -154,32 +153,40 @@ def element_number(ds: Any, keyword: str, default: float) -> float:
     text), `default` when absent, empty or unreadable; without pydicom's conversion, as above."""
     element = ds.get_item(_tag(keyword))
     raw = getattr(element, "value", None)
-    if not isinstance(raw, bytes):  # converted already, or absent
-        values = _values(raw)
-        return _number(values[0] if values else None, default)
-    binary = BINARY_INTEGERS.get(element.VR or dictionary_VR(element.tag))
-    if binary is None:
-        texts = element_texts(ds, keyword)
-        return _number(texts[0] if texts else None, default)
-    size, signed = binary
-    if len(raw) < size:
-        return default
-    return int.from_bytes(raw[:size], "little" if element.is_little_endian else "big", signed=signed)
-
-
-def _number(value: Any, default: float) -> float:
+    if isinstance(raw, bytes):  # binary by its VR as read, or the dictionary's in an implicit VR file
+        binary = BINARY_INTEGERS.get(element.VR or _dictionary_vr(element.tag))
+        if binary is not None:
+            size, signed = binary
+            if len(raw) < size:
+                return default
+            return int.from_bytes(raw[:size], "little" if element.is_little_endian else "big", signed=signed)
+    texts = _texts(ds, keyword, raw)  # text, or converted already, or absent
     try:
-        return float(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
+        return float(texts[0]) if texts and texts[0] else default
+    except ValueError:
         return default
 
 
 @functools.cache
 def _tag(keyword: str) -> int:
+    from pydicom.datadict import tag_for_keyword  # pydicom is imported when a DICOM file is read
+
     tag = tag_for_keyword(keyword)
     if tag is None:
         raise KeyError(f"no DICOM keyword {keyword}")
     return tag
+
+
+@functools.cache
+def _header_tags() -> list[int]:
+    return [_tag(keyword) for keyword in HEADER_KEYWORDS]
+
+
+@functools.cache
+def _dictionary_vr(tag: int) -> str:
+    from pydicom.datadict import dictionary_VR
+
+    return str(dictionary_VR(tag))
 
 
 def patient_key(patient_id: str, *, key: bytes) -> str:
