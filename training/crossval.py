@@ -249,13 +249,8 @@ def _pooled(y: np.ndarray, probs: np.ndarray, flagged: np.ndarray, idx: np.ndarr
 def summarise_left_out(data: PreparedData, results: Sequence[TaskResult]) -> dict[str, Any]:
     """The card's leave_one_source_out entry: per source left out, its figures, from the results
     of `leave_one_source_out_tasks` (other tasks among `results` are passed over)."""
-    return {
-        r.task.name.removeprefix(LEFT_OUT): summarise_cross_source(
-            data, r, r.task.name.removeprefix(LEFT_OUT)
-        )
-        for r in results
-        if r.task.name.startswith(LEFT_OUT)
-    }
+    sources = {r.task.name.removeprefix(LEFT_OUT): r for r in results if r.task.name.startswith(LEFT_OUT)}
+    return {source: summarise_cross_source(data, r, source) for source, r in sources.items()}
 
 
 def summarise_cross_source(data: PreparedData, result: TaskResult, holdout: str) -> dict[str, Any]:
