@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -122,3 +124,39 @@ def write_sparse_file(path: Path, head: bytes, size: int) -> Path:
         out.write(head)
         out.truncate(size)
     return path
+
+
+def assert_read_as_pydicom_reads(mine: Dataset, path: Path | bytes, *, stop_before_pixels: bool) -> None:
+    """The same elements (tag, VR, converted value), file meta, encoding and pixels as dcmread's."""
+    ref = pydicom.dcmread(
+        path if isinstance(path, Path) else io.BytesIO(path),
+        stop_before_pixels=stop_before_pixels,
+    )
+    tags = list(ref.keys())  # iterating a Dataset gives its elements, not their tags
+    assert list(mine.keys()) == tags
+    for tag in tags:
+        assert mine[tag].VR == ref[tag].VR, tag
+        assert _same_value(mine[tag].value, ref[tag].value), tag
+    meta_tags = list(ref.file_meta.keys())
+    assert list(mine.file_meta.keys()) == meta_tags
+    assert all(mine.file_meta[tag] == ref.file_meta[tag] for tag in meta_tags)
+    assert mine.original_encoding == ref.original_encoding
+    assert mine.original_character_set == ref.original_character_set
+    if not stop_before_pixels and "PixelData" in ref:
+        assert _same_value(_pixels_or_error(mine), _pixels_or_error(ref))
+
+
+def _same_value(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return a == b
+
+
+def _pixels_or_error(ds: Dataset) -> object:
+    """The pixel array, or the kind of error pydicom raised for it (no decoder, a corrupt frame)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ds.pixel_array
+    except Exception as exc:  # both readers must fail alike, whatever the type
+        return type(exc).__name__

@@ -13,6 +13,7 @@ import numpy as np
 
 from training.decode import MAX_FILE_BYTES, ImageError, rescale_to_uint8
 from training.dicom_header import element_number, element_text
+from training.dicom_scan import scan_dataset
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -29,8 +30,10 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
     from pydicom.errors import InvalidDicomError
 
     try:
-        _refuse_deflate_bomb(data, max_pixels=max_pixels)
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = scan_dataset(data)  # most files; pydicom's reader takes the others
+        if ds is None:
+            _refuse_deflate_bomb(data, max_pixels=max_pixels)
+            ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, zlib.error) as exc:
         raise ImageError(f"corrupt DICOM file: {exc}") from exc
     if "PixelData" not in ds:

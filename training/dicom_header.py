@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from training.dicom_scan import CHARACTER_SET, dataset_of
+
 # SOP classes whose instances are MR (or generic) images this model can be fit for
 IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4": "MR Image",
@@ -90,8 +92,10 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
     from pydicom.errors import InvalidDicomError
 
     try:
-        fp: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_header_tags())
+        ds = dataset_of(source, stop_before_pixels=True, wanted=_header_tags())
+        if ds is None:  # not explicit VR little endian, or not as simply laid out
+            fp: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(_header_tags()))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
         raise HeaderError(f"corrupt DICOM file: {exc}") from exc
     meta = getattr(ds, "file_meta", None) or {}
@@ -178,8 +182,9 @@ def _tag(keyword: str) -> int:
 
 
 @functools.cache
-def _header_tags() -> list[int]:
-    return [_tag(keyword) for keyword in HEADER_KEYWORDS]
+def _header_tags() -> frozenset[int]:
+    """The tags a header is read for, and the character set their text is in."""
+    return frozenset((CHARACTER_SET, *(_tag(keyword) for keyword in HEADER_KEYWORDS)))
 
 
 @functools.cache

@@ -11,11 +11,13 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.fileset import FileSet
-from pydicom.uid import EnhancedMRImageStorage, JPEGBaseline8Bit
+from pydicom.uid import DeflatedExplicitVRLittleEndian, EnhancedMRImageStorage, JPEGBaseline8Bit
 
 from tests.conftest import load_bench
+from tests.images import assert_read_as_pydicom_reads
 from training.dataset import iter_records
 from training.decode import ImageError, decode_image
+from training.dicom_scan import dataset_of
 
 pytestmark = pytest.mark.data
 PATIENTS = 3  # the first three scans: 60 slices, about half a second to build
@@ -142,6 +144,22 @@ def test_the_multi_frame_file_holds_one_frame_per_slice_in_order(
         decode_image(path)  # the whole file as one image
     with pytest.raises(ImageError, match="not frame"):
         decode_image(path, frame=len(numbers) + 1)
+
+
+def test_the_scanner_reads_every_file_as_pydicom_does(archive: tuple[Path, object]) -> None:
+    """training.dicom_scan takes every file but the deflated ones (the multi-frame file's functional
+    groups, the report's nested sequences and the DICOMDIR's records included) and reads them
+    element for element as pydicom's reader does."""
+    out, _ = archive
+    left = []
+    for path in [*_dicom_files(out), out / "DICOMDIR"]:
+        for stop in (False, True):
+            mine = dataset_of(path, stop_before_pixels=stop)
+            if mine is None:
+                left.append(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+            else:
+                assert_read_as_pydicom_reads(mine, path, stop_before_pixels=stop)
+    assert set(left) == {DeflatedExplicitVRLittleEndian}
 
 
 def test_the_dicomdir_lists_every_instance(archive: tuple[Path, object]) -> None:

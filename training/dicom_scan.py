@@ -1,0 +1,193 @@
+"""A DICOM file's data set in one pass over its bytes, for the files almost every archive holds.
+
+pydicom's reader costs about 6 us an element before any value is converted (a file object read,
+tell and seek per element, a hook per value): two thirds of planning a DICOM slice, and most of
+what scoring one cost beyond its pixels (bench/dicom_speed.py). A Part-10 file in explicit VR
+little endian, uncompressed or encapsulated (every compressed syntax but deflate), is laid out
+simply enough to walk with `struct` over bytes already in memory. `scan_dataset` does that and
+hands pydicom the same raw elements its own reader would have made, in a pydicom `Dataset`:
+values, character sets, sequences, LUTs and codecs stay pydicom's. Anything else (implicit VR,
+big endian, deflated, no preamble, an element that is malformed or runs past the end) returns
+None, and the caller reads the file with `pydicom.dcmread`, which reads it or says why not.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import struct
+from collections.abc import Collection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+PREAMBLE = 128
+MAGIC = b"DICM"
+META_GROUP = 0x0002
+TRANSFER_SYNTAX = 0x00020010
+CHARACTER_SET = 0x00080005
+PIXEL_TAGS = frozenset((0x7FE00008, 0x7FE00009, 0x7FE00010))  # float, double float, pixel data
+UNDEFINED = 0xFFFFFFFF
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD), little endian
+ELEMENT = struct.Struct("<HH2sH")  # group, element, VR, 2-byte length
+LONG_LENGTH = struct.Struct("<L")
+LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())  # 2 reserved bytes, 4-byte length
+SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
+SCAN_MAX_BYTES = 8 * 2**20  # larger files (long multi-frame) are read by pydicom, up to what it needs
+
+
+class _NotSimple(Exception):
+    """The bytes are not laid out as this scanner reads them: pydicom's reader takes the file."""
+
+
+def dataset_of(
+    source: Path | bytes, *, stop_before_pixels: bool = False, wanted: Collection[int] | None = None
+) -> Dataset | None:
+    """`scan_dataset` of a file (read whole when at most SCAN_MAX_BYTES) or of bytes; None when
+    pydicom's reader must read it (or the file cannot be read: pydicom then says why)."""
+    if isinstance(source, bytes):
+        return scan_dataset(source, stop_before_pixels=stop_before_pixels, wanted=wanted)
+    try:
+        with open(source, "rb") as fp:
+            if PREAMBLE + len(MAGIC) > fp.seek(0, io.SEEK_END) or fp.tell() > SCAN_MAX_BYTES:
+                return None
+            fp.seek(0)
+            data = fp.read()
+    except OSError:
+        return None
+    return scan_dataset(data, stop_before_pixels=stop_before_pixels, wanted=wanted)
+
+
+def scan_dataset(
+    data: bytes, *, stop_before_pixels: bool = False, wanted: Collection[int] | None = None
+) -> Dataset | None:
+    """The data set of a Part-10 file in explicit VR little endian, as pydicom.dcmread reads it
+    (its file meta as `file_meta`), or None where pydicom's reader must read it. `wanted`: only
+    these top-level tags are kept (as dcmread's specific_tags, and cheaper); `stop_before_pixels`
+    as dcmread's."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    if data[PREAMBLE : PREAMBLE + len(MAGIC)] != MAGIC:
+        return None
+    try:
+        meta = _Walk(data, PREAMBLE + len(MAGIC))
+        meta.read(only_group=META_GROUP)
+        syntax = meta.found.get(TRANSFER_SYNTAX)
+        if syntax is None or not _scannable(bytes(syntax.value).rstrip(b" \0").decode("ascii")):
+            return None
+        walk = _Walk(data, meta.pos)
+        walk.read(stop_before_pixels=stop_before_pixels, wanted=wanted)
+        if walk.pos == meta.pos:
+            return None  # nothing after the file meta: pydicom says what it makes of that
+        file_meta = FileMetaDataset(meta.found)
+    except (_NotSimple, ValueError, UnicodeDecodeError, struct.error, EOFError, OSError):
+        return None  # pydicom's reader reads it, or says what is wrong with it
+    ds = Dataset(walk.found)
+    ds.file_meta = file_meta
+    ds.set_original_encoding(False, True, walk.encoding)
+    return ds
+
+
+@functools.cache
+def _scannable(syntax: str) -> bool:
+    """Explicit VR little endian: the uncompressed syntax and every encapsulated one but deflate
+    (whose data set must be inflated first)."""
+    from pydicom.uid import UID, ExplicitVRLittleEndian
+
+    uid = UID(syntax)
+    return uid == ExplicitVRLittleEndian or (uid.is_encapsulated and not uid.is_deflated)
+
+
+class _Walk:
+    """One walk over top-level elements from `pos`: the raw elements found, keyed by tag as
+    pydicom's reader keys them, where the walk stopped, and the character set met on the way."""
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data, self.pos = data, pos
+        self.found: dict[Any, Any] = {}
+        self.encoding: str | list[str] = "iso8859"  # pydicom's default_encoding
+
+    def read(
+        self,
+        *,
+        only_group: int | None = None,
+        stop_before_pixels: bool = False,
+        wanted: Collection[int] | None = None,
+    ) -> None:
+        """Walk to the end, to the first element outside `only_group`, or to the pixels."""
+        from pydicom.dataelem import RawDataElement, empty_value_for_VR
+        from pydicom.tag import BaseTag
+
+        data, pos, end = self.data, self.pos, len(self.data)
+        while pos < end:
+            if pos + 8 > end:
+                raise _NotSimple("an element's header runs past the end")
+            group, number, vr, length = ELEMENT.unpack_from(data, pos)
+            tag = group << 16 | number
+            if (only_group is not None and group != only_group) or (stop_before_pixels and tag in PIXEL_TAGS):
+                break
+            value_at = pos + 8
+            if vr in LONG_VRS:
+                (length,) = LONG_LENGTH.unpack_from(data, value_at)
+                value_at += 4
+            elif vr not in SHORT_VRS:
+                raise _NotSimple(f"VR {vr!r} of ({group:04X},{number:04X})")
+            if length == UNDEFINED:
+                element, pos = self._undefined_length(BaseTag(tag), vr, value_at)
+            else:
+                pos = value_at + length
+                if pos > end:
+                    raise _NotSimple("an element's value runs past the end")
+                if wanted is not None and tag not in wanted and tag != CHARACTER_SET:
+                    continue
+                name = vr.decode("ascii")
+                value = (
+                    data[value_at:pos] if length else cast("bytes | None", empty_value_for_VR(name, raw=True))
+                )
+                element = RawDataElement(BaseTag(tag), name, length, value, value_at, False, True)
+                if tag == CHARACTER_SET:
+                    self.encoding = _encoding(element)
+            if wanted is None or tag in wanted:
+                self.found[element.tag] = element
+        self.pos = pos
+
+    def _undefined_length(self, tag: Any, vr: bytes, value_at: int) -> tuple[Any, int]:
+        """An undefined-length element and where it ends: a sequence (read by pydicom, as its
+        reader does), or encapsulated pixel data (its fragment items walked to the delimiter)."""
+        from pydicom.dataelem import DataElement, RawDataElement
+        from pydicom.filereader import read_sequence
+
+        if vr == b"SQ":
+            fp = io.BytesIO(self.data)
+            fp.seek(value_at)
+            sequence = read_sequence(fp, False, True, UNDEFINED, self.encoding)
+            return DataElement(tag, "SQ", sequence, value_at, is_undefined_length=True), fp.tell()
+        if tag not in PIXEL_TAGS or vr not in (b"OB", b"OW"):
+            raise _NotSimple(f"undefined length {vr!r} of {tag}")
+        data, pos = self.data, value_at
+        while True:  # items (FFFE,E000) of stated length, then the delimiter (FFFE,E0DD)
+            item = data[pos : pos + 4]
+            if len(item) < 4 or pos + 8 > len(data):
+                raise _NotSimple("encapsulated pixel data without its delimiter")
+            (length,) = LONG_LENGTH.unpack_from(data, pos + 4)
+            if item == SEQUENCE_DELIMITER:
+                value = data[value_at:pos]
+                return RawDataElement(
+                    tag, vr.decode("ascii"), UNDEFINED, value, value_at, False, True
+                ), pos + 8
+            if item != ITEM or length == UNDEFINED:
+                raise _NotSimple("encapsulated pixel data not laid out in items")
+            pos += 8 + length
+
+
+ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
+
+
+def _encoding(charset: Any) -> str | list[str]:
+    """The Python encodings of a Specific Character Set element, as pydicom's reader finds them."""
+    from pydicom.charset import convert_encodings
+    from pydicom.values import convert_string
+
+    return convert_encodings(convert_string(charset.value or b"", True))
