@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,9 +31,10 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = scan_dataset(data)  # most files; pydicom's reader takes the others
+        inflate = _inflater(max_pixels)
+        ds = scan_dataset(data, inflate=inflate)  # most files; pydicom's reader takes the others
         if ds is None:
-            _refuse_deflate_bomb(data, max_pixels=max_pixels)
+            _refuse_deflate_bomb(data, inflate)
             ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, zlib.error) as exc:
         raise ImageError(f"corrupt DICOM file: {exc}") from exc
@@ -140,10 +142,27 @@ def _windowed(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
     return rescale_to_uint8(np.asarray(values, dtype=np.float32))
 
 
-def _refuse_deflate_bomb(data: bytes, *, max_pixels: int) -> None:
-    """A deflated data set is inflated once with a byte limit before pydicom inflates it whole:
-    a few hundred KB can hold gigabytes of zeros. The limit is what the largest image allowed
-    can need (16-bit RGB), plus a megabyte of header."""
+def _inflater(max_pixels: int) -> Callable[[bytes], bytes]:
+    """Inflates a deflated data set with a byte limit, as pydicom would inflate it whole: a few
+    hundred KB can hold gigabytes of zeros. The limit is what the largest image allowed can need
+    (16-bit RGB), plus a megabyte of header."""
+    limit = min(MAX_FILE_BYTES, max_pixels * MAX_BYTES_PER_PIXEL + 2**20)
+
+    def inflate(deflated: bytes) -> bytes:
+        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(deflated, limit + 1)
+        if len(inflated) > limit:
+            raise ImageError(
+                f"deflated DICOM inflates beyond {limit // 2**20} MiB, more than an image of "
+                f"{max_pixels:,} pixels can hold (possible decompression bomb)"
+            )
+        return inflated
+
+    return inflate
+
+
+def _refuse_deflate_bomb(data: bytes, inflate: Callable[[bytes], bytes]) -> None:
+    """A deflated file the scanner left to pydicom is inflated once with `inflate`'s limit
+    before pydicom inflates it whole."""
     from pydicom.filereader import _read_file_meta_info, read_preamble
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -152,15 +171,8 @@ def _refuse_deflate_bomb(data: bytes, *, max_pixels: int) -> None:
     stream = io.BytesIO(data)
     read_preamble(stream, False)
     meta = _read_file_meta_info(stream)
-    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-        return
-    limit = min(MAX_FILE_BYTES, max_pixels * MAX_BYTES_PER_PIXEL + 2**20)
-    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell() :], limit + 1)
-    if len(inflated) > limit:
-        raise ImageError(
-            f"deflated DICOM inflates beyond {limit // 2**20} MiB, more than an image of "
-            f"{max_pixels:,} pixels can hold (possible decompression bomb)"
-        )
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        inflate(data[stream.tell() :])
 
 
 DEFLATED_UID = b"1.2.840.10008.1.2.1.99"
@@ -232,7 +244,9 @@ def _pixel_array(ds: Dataset, layout: PixelLayout, frame: int) -> np.ndarray:
     if native is not None:
         return native
     try:
-        return np.asarray(pixel_array(ds, index=frame - 1) if frame else ds.pixel_array)
+        # the function, not ds.pixel_array: that caches by ids of the pixel module's elements,
+        # which cost a compressed slice a fifth of its decode, for a dataset read once
+        return np.asarray(pixel_array(ds, index=frame - 1 if frame else None))
     except (NotImplementedError, RuntimeError) as exc:
         name = getattr(layout.syntax, "name", str(layout.syntax))
         raise ImageError(

@@ -3,12 +3,13 @@
 pydicom's reader costs about 6 us an element before any value is converted (a file object read,
 tell and seek per element, a hook per value): two thirds of planning a DICOM slice, and most of
 what scoring one cost beyond its pixels (bench/dicom_speed.py). A Part-10 file in explicit VR
-little endian, uncompressed or encapsulated (every compressed syntax but deflate), is laid out
-simply enough to walk with `struct` over bytes already in memory. `scan_dataset` does that and
-hands pydicom the same raw elements its own reader would have made, in a pydicom `Dataset`:
-values, character sets, sequences, LUTs and codecs stay pydicom's. Anything else (implicit VR,
-big endian, deflated, no preamble, an element that is malformed or runs past the end) returns
-None, and the caller reads the file with `pydicom.dcmread`, which reads it or says why not.
+little endian (uncompressed, encapsulated in any compressed syntax, or deflated once inflated)
+is laid out simply enough to walk with `struct` over bytes already in memory. `scan_dataset`
+does that and hands pydicom the same raw elements its own reader would have made, in a pydicom
+`Dataset`: values, character sets, sequences, LUTs and codecs stay pydicom's. Anything else
+(implicit VR, big endian, no preamble, an element that is malformed or runs past the end)
+returns None, and the caller reads the file with `pydicom.dcmread`, which reads it or says why
+not.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import struct
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -61,12 +62,17 @@ def dataset_of(
 
 
 def scan_dataset(
-    data: bytes, *, stop_before_pixels: bool = False, wanted: Collection[int] | None = None
+    data: bytes,
+    *,
+    stop_before_pixels: bool = False,
+    wanted: Collection[int] | None = None,
+    inflate: Callable[[bytes], bytes] | None = None,
 ) -> Dataset | None:
     """The data set of a Part-10 file in explicit VR little endian, as pydicom.dcmread reads it
     (its file meta as `file_meta`), or None where pydicom's reader must read it. `wanted`: only
     these top-level tags are kept (as dcmread's specific_tags, and cheaper); `stop_before_pixels`
-    as dcmread's."""
+    as dcmread's. `inflate` inflates a deflated data set (raw deflate, the caller's byte limit in
+    it); without it a deflated file is left to pydicom."""
     from pydicom.dataset import Dataset, FileMetaDataset
 
     if data[PREAMBLE : PREAMBLE + len(MAGIC)] != MAGIC:
@@ -75,11 +81,15 @@ def scan_dataset(
         meta = _Walk(data, PREAMBLE + len(MAGIC))
         meta.read(only_group=META_GROUP)
         syntax = meta.found.get(TRANSFER_SYNTAX)
-        if syntax is None or not _scannable(bytes(syntax.value).rstrip(b" \0").decode("ascii")):
+        layout = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) if syntax else None
+        if layout is None or (layout == "deflated" and inflate is None):
             return None
         walk = _Walk(data, meta.pos)
+        if layout == "deflated" and inflate is not None:
+            walk = _Walk(inflate(data[meta.pos :]), 0)
+        start = walk.pos
         walk.read(stop_before_pixels=stop_before_pixels, wanted=wanted)
-        if walk.pos == meta.pos:
+        if walk.pos == start:
             return None  # nothing after the file meta: pydicom says what it makes of that
         file_meta = FileMetaDataset(meta.found)
     except (_NotSimple, ValueError, UnicodeDecodeError, struct.error, EOFError, OSError):
@@ -91,13 +101,15 @@ def scan_dataset(
 
 
 @functools.cache
-def _scannable(syntax: str) -> bool:
-    """Explicit VR little endian: the uncompressed syntax and every encapsulated one but deflate
-    (whose data set must be inflated first)."""
-    from pydicom.uid import UID, ExplicitVRLittleEndian
+def _layout(syntax: str) -> str | None:
+    """ "plain" for explicit VR little endian data sets (the uncompressed syntax and every
+    encapsulated one), "deflated" for one deflated whole, None for what is left to pydicom."""
+    from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
     uid = UID(syntax)
-    return uid == ExplicitVRLittleEndian or (uid.is_encapsulated and not uid.is_deflated)
+    if uid == DeflatedExplicitVRLittleEndian:
+        return "deflated"
+    return "plain" if uid == ExplicitVRLittleEndian or (uid.is_encapsulated and not uid.is_deflated) else None
 
 
 class _Walk:

@@ -5,6 +5,7 @@ to it: pydicom's own test files (every syntax, sequences, odd lengths, a delimit
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -77,6 +78,24 @@ def test_what_is_scanned_and_what_is_left_to_pydicom(tmp_path: Path, syntax: str
     assert (mine is not None) == scanned
     if mine is not None:
         assert_read_as_pydicom_reads(mine, path, stop_before_pixels=False)
+
+
+def test_a_deflated_data_set_is_walked_once_inflated(tmp_path: Path) -> None:
+    path = write_dicom(
+        tmp_path / "x.dcm",
+        create_random_slice(64),
+        syntax=DeflatedExplicitVRLittleEndian,
+        window=(2000, 4000),
+    )
+    inflated: list[int] = []
+
+    def inflate(deflated: bytes) -> bytes:
+        inflated.append(len(deflated))
+        return zlib.decompress(deflated, -zlib.MAX_WBITS)
+
+    mine = scan_dataset(path.read_bytes(), inflate=inflate)
+    assert mine is not None and inflated
+    assert_read_as_pydicom_reads(mine, path, stop_before_pixels=False)
 
 
 def test_wanted_keeps_those_elements_and_the_character_set(tmp_path: Path) -> None:
