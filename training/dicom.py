@@ -14,7 +14,7 @@ import numpy as np
 
 from training.decode import MAX_FILE_BYTES, ImageError, rescale_to_uint8
 from training.dicom_header import element_number, element_text
-from training.dicom_scan import scan_dataset
+from training.dicom_scan import deflated_data_set, scan_dataset
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -163,29 +163,9 @@ def _inflater(max_pixels: int) -> Callable[[bytes], bytes]:
 def _refuse_deflate_bomb(data: bytes, inflate: Callable[[bytes], bytes]) -> None:
     """A deflated file the scanner left to pydicom is inflated once with `inflate`'s limit
     before pydicom inflates it whole."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    if _deflated(data) is False:  # the common case, told from the file meta's bytes: no second parse
-        return
-    stream = io.BytesIO(data)
-    read_preamble(stream, False)
-    meta = _read_file_meta_info(stream)
-    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        inflate(data[stream.tell() :])
-
-
-DEFLATED_UID = b"1.2.840.10008.1.2.1.99"
-META_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) File Meta Information Group Length, UL
-
-
-def _deflated(data: bytes) -> bool | None:
-    """Whether the file's transfer syntax is deflated, from the file meta group's bytes (its
-    stated length, then the UID within it); None when the bytes are not laid out as usual."""
-    if data[132:140] != META_LENGTH:
-        return None
-    end = 144 + int.from_bytes(data[140:144], "little")
-    return DEFLATED_UID in data[144:end]
+    deflated = deflated_data_set(data)
+    if deflated is not None:
+        inflate(deflated)
 
 
 def _check_pixel_data_length(ds: Dataset, layout: PixelLayout) -> None:

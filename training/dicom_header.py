@@ -15,11 +15,12 @@ import hmac
 import io
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from training.dicom_scan import CHARACTER_SET, dataset_of
+from training.dicom_scan import CHARACTER_SET, dataset_of, deflated_data_set
 
 # SOP classes whose instances are MR (or generic) images this model can be fit for
 IMAGE_SOP_CLASSES = {
@@ -92,11 +93,16 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = dataset_of(source, stop_before_pixels=True, wanted=_header_tags())
+        ds = dataset_of(source, stop_before_pixels=True, wanted=_header_tags(), inflate=_inflate_head)
         if ds is None:  # not explicit VR little endian, or not as simply laid out
+            if deflated_data_set(_head(source)) is not None:  # pydicom would inflate it whole
+                raise HeaderError(
+                    f"a deflated DICOM file whose header is not within its first "
+                    f"{HEAD_INFLATED_BYTES // 2**20} MiB inflated"
+                )
             fp: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
             ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(_header_tags()))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, zlib.error) as exc:
         raise HeaderError(f"corrupt DICOM file: {exc}") from exc
     meta = getattr(ds, "file_meta", None) or {}
     sop_class = element_text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", ""))
@@ -123,6 +129,23 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
         site=" / ".join(s for s in (element_text(ds, "Manufacturer"), element_text(ds, "StationName")) if s),
         patient_key=patient_key(element_text(ds, "PatientID"), key=key),
     )
+
+
+HEAD_INFLATED_BYTES = 2**20  # of a deflated file, planning inflates no more to read its header
+HEAD_BYTES = 64 * 1024  # enough to hold any file meta
+
+
+def _inflate_head(deflated: bytes) -> bytes:
+    """The start of a deflated data set, inflated up to HEAD_INFLATED_BYTES: its header precedes
+    its pixels, which planning does not read (and which may inflate to gigabytes)."""
+    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(deflated, HEAD_INFLATED_BYTES)
+
+
+def _head(source: Path | bytes) -> bytes:
+    if isinstance(source, bytes):
+        return source[:HEAD_BYTES]
+    with open(source, "rb") as fp:
+        return fp.read(HEAD_BYTES)
 
 
 def element_texts(ds: Any, keyword: str) -> list[str]:

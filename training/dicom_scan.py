@@ -44,12 +44,17 @@ class _NotSimple(Exception):
 
 
 def dataset_of(
-    source: Path | bytes, *, stop_before_pixels: bool = False, wanted: Collection[int] | None = None
+    source: Path | bytes,
+    *,
+    stop_before_pixels: bool = False,
+    wanted: Collection[int] | None = None,
+    inflate: Callable[[bytes], bytes] | None = None,
 ) -> Dataset | None:
     """`scan_dataset` of a file (read whole when at most SCAN_MAX_BYTES) or of bytes; None when
     pydicom's reader must read it (or the file cannot be read: pydicom then says why)."""
+    options: dict[str, Any] = {"stop_before_pixels": stop_before_pixels, "wanted": wanted, "inflate": inflate}
     if isinstance(source, bytes):
-        return scan_dataset(source, stop_before_pixels=stop_before_pixels, wanted=wanted)
+        return scan_dataset(source, **options)
     try:
         with open(source, "rb") as fp:
             if PREAMBLE + len(MAGIC) > fp.seek(0, io.SEEK_END) or fp.tell() > SCAN_MAX_BYTES:
@@ -58,7 +63,7 @@ def dataset_of(
             data = fp.read()
     except OSError:
         return None
-    return scan_dataset(data, stop_before_pixels=stop_before_pixels, wanted=wanted)
+    return scan_dataset(data, **options)
 
 
 def scan_dataset(
@@ -203,3 +208,32 @@ def _encoding(charset: Any) -> str | list[str]:
     from pydicom.values import convert_string
 
     return convert_encodings(convert_string(charset.value or b"", True))
+
+
+def deflated_data_set(data: bytes) -> bytes | None:
+    """The still deflated data set of a file whose transfer syntax is Deflated Explicit VR Little
+    Endian (all of it that `data` holds), None for any other file: the check to make before
+    pydicom's reader, which inflates a deflated data set whole (a few hundred KB can hold
+    gigabytes of zeros). The file meta is walked as `scan_dataset` walks it, or read by pydicom
+    where it is not laid out simply: the data set starts where pydicom's reader would start it."""
+    try:
+        meta = _Walk(data, PREAMBLE + len(MAGIC))
+        if data[PREAMBLE : PREAMBLE + len(MAGIC)] == MAGIC:
+            meta.read(only_group=META_GROUP)
+            if syntax := meta.found.get(TRANSFER_SYNTAX):
+                deflated = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) == "deflated"
+                return data[meta.pos :] if deflated else None
+    except (_NotSimple, ValueError, UnicodeDecodeError, struct.error):
+        pass
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    stream = io.BytesIO(data)
+    try:
+        read_preamble(stream, False)
+        meta_read = _read_file_meta_info(stream)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError):
+        return None  # not DICOM as pydicom reads it either: its reader will say so
+    deflated = meta_read.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    return data[stream.tell() :] if deflated else None

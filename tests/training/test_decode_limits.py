@@ -52,6 +52,32 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path) 
     assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
 
 
+PLAN_AND_MEASURE = """
+import json, re, sys
+from pathlib import Path
+from training.dicom_header import contents_of
+contents = contents_of(Path(sys.argv[1]), "bomb.dcm", key=b"k" * 32)
+peak_kb = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
+print(json.dumps({"frames": list(contents.frames), "peak_mb": int(peak_kb) / 1024}))
+"""
+
+
+def test_planning_reads_a_deflated_bomb_s_header_without_inflating_its_pixels(tmp_path: Path) -> None:
+    """pydicom's reader inflates a deflated data set whole, header only or not: planning a 1-MB
+    file took 2.1 GB. Planning now inflates at most 1 MiB of it; scoring then refuses the bomb."""
+    bomb = write_deflated_dicom_bomb(tmp_path / "bomb.dcm", pixel_bytes=1024**3)
+    done = subprocess.run(
+        [sys.executable, "-c", PLAN_AND_MEASURE, str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["frames"] == [0]  # planned as one image, its header read
+    assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB
+
+
 def test_pixel_data_longer_than_the_header_declares_is_refused(tmp_path: Path) -> None:
     excess = write_dicom(tmp_path / "excess.dcm", np.zeros((128, 128)), pixel_data=bytes(64 * 1024**2))
     outcome = decode_in_child(excess)

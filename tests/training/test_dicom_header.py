@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from tests.images import write_dicom
 from training.dicom_header import DicomHeader, HeaderError, NotAnImage, patient_key, plane_of, read_header
 
 KEY = b"k" * 32
@@ -132,6 +133,21 @@ def test_a_corrupt_file_raises(tmp_path: Path) -> None:
     bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
     with pytest.raises(HeaderError, match="corrupt DICOM"):
         read_header(bad, key=KEY)
+
+
+def test_a_deflated_file_is_read_from_its_first_mebibyte_inflated(tmp_path: Path) -> None:
+    """Planning inflates no more than 1 MiB of a deflated data set (pydicom's reader inflates it
+    whole): the header within it is read; one beyond it is left to scoring, which says why."""
+    path = write_dicom(
+        tmp_path / "small.dcm", np.zeros((64, 64)), syntax=pydicom.uid.DeflatedExplicitVRLittleEndian
+    )
+    header = read_header(path, key=KEY)
+    assert isinstance(header, DicomHeader) and header.modality == "MR"
+    long = pydicom.dcmread(path)
+    long.ImageComments = "x" * (2 * 2**20)  # (0020,4000), before the pixels: the header outgrows 1 MiB
+    long.save_as(tmp_path / "long.dcm")
+    with pytest.raises(HeaderError, match="not within its first 1 MiB inflated"):
+        read_header(tmp_path / "long.dcm", key=KEY)
 
 
 def test_text_in_another_character_set_and_implicit_vr_read_alike(tmp_path: Path) -> None:
