@@ -94,3 +94,21 @@ def test_a_card_note_quotes_the_command_that_added_to_the_card() -> None:
     assert card_args.command_line("card_loso.py", args, "--write") == (
         "python bench/card_loso.py m.keras a b --exclude lgg-flair --write"
     )
+
+
+def test_dicom_decode_groups_the_archive_s_single_frame_slices_by_syntax(
+    lgg_flair: Path, tmp_path: Path
+) -> None:
+    """bench/dicom_decode.py times every single-frame slice once, under its own transfer syntax."""
+    dicom_decode = _load("dicom_decode")
+    summary = dicom_decode.build_archive(lgg_flair, tmp_path, patients=2)
+    groups = dicom_decode.by_syntax(tmp_path)
+    assert {
+        "Explicit VR Little Endian",
+        "JPEG 2000 Image Compression (Lossless Only)",
+        "RLE Lossless",
+    } <= set(groups)
+    frames_in_multi_frame = summary.frames - summary.instances + 1  # the Enhanced MR file's frames
+    assert sum(len(paths) for paths in groups.values()) == summary.frames - frames_in_multi_frame
+    calls: list[int] = []
+    assert dicom_decode.per_item_ms([1, 2, 3], calls.append, threads=2) >= 0 and sorted(calls) == [1, 2, 3]
