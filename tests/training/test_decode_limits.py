@@ -18,23 +18,33 @@ from tests.images import save_image, write_deflated_dicom_bomb, write_dicom, wri
 from training.decode import DEFAULT_MAX_PIXELS
 
 PEAK_LIMIT_MB = 400  # an interpreter with numpy, Pillow and pydicom is ~60 MB; a bomb used 1.6-5.7 GB
-DECODE_AND_MEASURE = """
-import json, re, sys
+PEAK = """
+import json, re
+from pathlib import Path
+peak_kb = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
+print(json.dumps({**outcome, "peak_mb": int(peak_kb) / 1024}))
+"""
+DECODE = """
+import sys
 from pathlib import Path
 from training.decode import ImageError, decode_image
 try:
-    shape, reason = list(decode_image(Path(sys.argv[1])).shape), None
+    outcome = {"shape": list(decode_image(Path(sys.argv[1])).shape), "reason": None}
 except ImageError as exc:
-    shape, reason = None, exc.reason
-peak_kb = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
-print(json.dumps({"shape": shape, "reason": reason, "peak_mb": int(peak_kb) / 1024}))
+    outcome = {"shape": None, "reason": exc.reason}
+"""
+PLAN = """
+import sys
+from pathlib import Path
+from training.dicom_header import contents_of
+outcome = {"frames": list(contents_of(Path(sys.argv[1]), "bomb.dcm", key=b"k" * 32).frames)}
 """
 
 
-def decode_in_child(path: Path) -> dict[str, object]:
-    """decode_image(path) in a new process: its shape or refusal, and the process's peak memory."""
+def in_child(script: str, path: Path) -> dict[str, object]:
+    """`script` on `path` in a new process: the `outcome` it sets, and the process's peak memory."""
     done = subprocess.run(
-        [sys.executable, "-c", DECODE_AND_MEASURE, str(path)],
+        [sys.executable, "-c", script + PEAK, str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,6 +52,11 @@ def decode_in_child(path: Path) -> dict[str, object]:
     )
     outcome: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return outcome
+
+
+def decode_in_child(path: Path) -> dict[str, object]:
+    """decode_image(path) in a new process: its shape or refusal, and the process's peak memory."""
+    return in_child(DECODE, path)
 
 
 def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
@@ -52,30 +67,13 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path) 
     assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
 
 
-PLAN_AND_MEASURE = """
-import json, re, sys
-from pathlib import Path
-from training.dicom_header import contents_of
-contents = contents_of(Path(sys.argv[1]), "bomb.dcm", key=b"k" * 32)
-peak_kb = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
-print(json.dumps({"frames": list(contents.frames), "peak_mb": int(peak_kb) / 1024}))
-"""
-
-
 def test_planning_reads_a_deflated_bomb_s_header_without_inflating_its_pixels(tmp_path: Path) -> None:
     """pydicom's reader inflates a deflated data set whole, header only or not: planning a 1-MB
     file took 2.1 GB. Planning now inflates at most 1 MiB of it; scoring then refuses the bomb."""
     bomb = write_deflated_dicom_bomb(tmp_path / "bomb.dcm", pixel_bytes=1024**3)
-    done = subprocess.run(
-        [sys.executable, "-c", PLAN_AND_MEASURE, str(bomb)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    outcome = in_child(PLAN, bomb)
     assert outcome["frames"] == [0]  # planned as one image, its header read
-    assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB
+    assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
 
 
 def test_pixel_data_longer_than_the_header_declares_is_refused(tmp_path: Path) -> None:
