@@ -68,9 +68,10 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path: Path) 
 
 
 def test_planning_reads_a_deflated_bomb_s_header_without_inflating_its_pixels(tmp_path: Path) -> None:
-    """pydicom's reader inflates a deflated data set whole, header only or not: planning a 1-MB
-    file took 2.1 GB. Planning now inflates at most 1 MiB of it; scoring then refuses the bomb."""
-    bomb = write_deflated_dicom_bomb(tmp_path / "bomb.dcm", pixel_bytes=1024**3)
+    """pydicom's reader inflates a deflated data set whole, header only or not: planning this file
+    took 589 MB (a 1-MB one of 1 GiB, 2.1 GB). Planning now inflates at most 1 MiB of it; scoring
+    then refuses the bomb."""
+    bomb = write_deflated_dicom_bomb(tmp_path / "bomb.dcm")  # 256 MiB of pixels behind 128x128
     outcome = in_child(PLAN, bomb)
     assert outcome["frames"] == [0]  # planned as one image, its header read
     assert float(outcome["peak_mb"]) < PEAK_LIMIT_MB  # type: ignore[arg-type]
