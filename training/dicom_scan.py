@@ -31,7 +31,8 @@ TRANSFER_SYNTAX = 0x00020010
 CHARACTER_SET = 0x00080005
 PIXEL_TAGS = frozenset((0x7FE00008, 0x7FE00009, 0x7FE00010))  # float, double float, pixel data
 UNDEFINED = 0xFFFFFFFF
-SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD), little endian
+ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD)
 ELEMENT = struct.Struct("<HH2sH")  # group, element, VR, 2-byte length
 LONG_LENGTH = struct.Struct("<L")
 LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())  # 2 reserved bytes, 4-byte length
@@ -87,11 +88,14 @@ def scan_dataset(
         meta.read(only_group=META_GROUP)
         syntax = meta.found.get(TRANSFER_SYNTAX)
         layout = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) if syntax else None
-        if layout is None or (layout == "deflated" and inflate is None):
+        if layout is None:
             return None
-        walk = _Walk(data, meta.pos)
-        if layout == "deflated" and inflate is not None:
+        if layout == "deflated":
+            if inflate is None:
+                return None
             walk = _Walk(inflate(data[meta.pos :]), 0)
+        else:
+            walk = _Walk(data, meta.pos)
         start = walk.pos
         walk.read(stop_before_pixels=stop_before_pixels, wanted=wanted)
         if walk.pos == start:
@@ -197,9 +201,6 @@ class _Walk:
             if item != ITEM or length == UNDEFINED:
                 raise _NotSimple("encapsulated pixel data not laid out in items")
             pos += 8 + length
-
-
-ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
 
 
 def _encoding(charset: Any) -> str | list[str]:
