@@ -23,7 +23,6 @@ class PreprocessSpec:
     crop_min_fraction: float = 0.02  # a row/column belongs to the head if this share is bright
     crop_margin: float = 0.02  # margin kept around the head, as a fraction of its size
     normalise: bool = True  # stretch the head's 1st..99th percentile to 0..255
-    skull_strip: bool = False  # keep only the brain: the largest tissue component within the head
     version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,10 +56,6 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Crop to the head, normalise intensity, pad to square and resize: uint8 (size, size)."""
     if grey.max() == grey.min():
         raise ImageError("blank image: every pixel has the same value")
-    if spec.skull_strip:
-        brain = brain_mask(grey, spec)
-        if brain is not None:
-            grey = np.where(brain, grey, 0).astype(np.uint8)
     if spec.crop:
         top, bottom, left, right = head_box(grey, spec)
         grey = grey[top:bottom, left:right]
@@ -75,29 +70,6 @@ def preprocess(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     if side != spec.size:
         img = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(img, dtype=np.uint8)
-
-
-def brain_mask(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray | None:
-    """The brain within the head, by grey levels and shape alone: the head (above the crop's
-    threshold, holes filled), its tissue above Otsu's threshold of the head's greys, eroded so that
-    scalp and brain part where the dark skull lies between them, the largest piece kept and grown
-    back, holes (ventricles) filled. None when nothing brain-like is found (the head is kept)."""
-    from scipy import ndimage
-
-    ref = float(np.percentile(grey[::2, ::2], 99))
-    tissue = grey > ref * spec.crop_threshold  # the dark skull (and CSF) fall below, scalp above
-    head = ndimage.binary_fill_holes(tissue)
-    area = int(head.sum())
-    if area < 256:
-        return None
-    radius = max(2, int(0.03 * np.sqrt(area)))
-    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-    labels, found = ndimage.label(ndimage.binary_erosion(tissue, structure=disk))
-    if found == 0:
-        return None
-    largest = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-    brain = ndimage.binary_fill_holes(ndimage.binary_dilation(largest, structure=disk) & head)
-    return brain if brain.sum() >= 0.1 * area else None
 
 
 def _normalise(head: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
