@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from training.decode import MAX_FILE_BYTES, ImageError, rescale_to_uint8
 from training.dicom_header import element_number, element_text
-from training.dicom_scan import deflated_data_set, scan_dataset
+from training.dicom_scan import Inflate, deflated_data_set, scan_dataset
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -142,25 +141,26 @@ def _windowed(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
     return rescale_to_uint8(np.asarray(values, dtype=np.float32))
 
 
-def _inflater(max_pixels: int) -> Callable[[bytes], bytes]:
+def _inflater(max_pixels: int) -> Inflate:
     """Inflates a deflated data set with a byte limit, as pydicom would inflate it whole: a few
     hundred KB can hold gigabytes of zeros. The limit is what the largest image allowed can need
     (16-bit RGB), plus a megabyte of header."""
     limit = min(MAX_FILE_BYTES, max_pixels * MAX_BYTES_PER_PIXEL + 2**20)
 
-    def inflate(deflated: bytes) -> bytes:
-        inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(deflated, limit + 1)
+    def inflate(deflated: bytes) -> tuple[bytes, bool]:
+        stream = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflated = stream.decompress(deflated, limit + 1)
         if len(inflated) > limit:
             raise ImageError(
                 f"deflated DICOM inflates beyond {limit // 2**20} MiB, more than an image of "
                 f"{max_pixels:,} pixels can hold (possible decompression bomb)"
             )
-        return inflated
+        return inflated, stream.eof
 
     return inflate
 
 
-def _refuse_deflate_bomb(data: bytes, inflate: Callable[[bytes], bytes]) -> None:
+def _refuse_deflate_bomb(data: bytes, inflate: Inflate) -> None:
     """A deflated file the scanner left to pydicom is inflated once with `inflate`'s limit
     before pydicom inflates it whole."""
     deflated = deflated_data_set(data)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from training.dicom_scan import CHARACTER_SET, dataset_of, deflated_data_set
+from training.dicom_scan import CHARACTER_SET, HEAD_BYTES, dataset_of, deflated_data_set
 
 # SOP classes whose instances are MR (or generic) images this model can be fit for
 IMAGE_SOP_CLASSES = {
@@ -132,13 +132,14 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
 
 
 HEAD_INFLATED_BYTES = 2**20  # of a deflated file, planning inflates no more to read its header
-HEAD_BYTES = 64 * 1024  # enough to hold any file meta
 
 
-def _inflate_head(deflated: bytes) -> bytes:
-    """The start of a deflated data set, inflated up to HEAD_INFLATED_BYTES: its header precedes
-    its pixels, which planning does not read (and which may inflate to gigabytes)."""
-    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(deflated, HEAD_INFLATED_BYTES)
+def _inflate_head(deflated: bytes) -> tuple[bytes, bool]:
+    """The start of a deflated data set, inflated up to HEAD_INFLATED_BYTES, and whether that was
+    all of it: its header precedes its pixels, which planning does not read (and which may
+    inflate to gigabytes)."""
+    stream = zlib.decompressobj(-zlib.MAX_WBITS)
+    return stream.decompress(deflated, HEAD_INFLATED_BYTES), stream.eof
 
 
 def _head(source: Path | bytes) -> bytes:

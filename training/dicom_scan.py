@@ -44,23 +44,43 @@ class _NotSimple(Exception):
     """The bytes are not laid out as this scanner reads them: pydicom's reader takes the file."""
 
 
+class _Short(_NotSimple):
+    """The bytes end before the walk does: more of the file (or of its inflation) may complete it."""
+
+
+Inflate = Callable[[bytes], tuple[bytes, bool]]  # deflated bytes -> (inflated, whether the stream ended)
+HEAD_BYTES = 64 * 1024  # what is read first of a file whose header alone is wanted
+
+
 def dataset_of(
     source: Path | bytes,
     *,
     stop_before_pixels: bool = False,
     wanted: Collection[int] | None = None,
-    inflate: Callable[[bytes], bytes] | None = None,
+    inflate: Inflate | None = None,
 ) -> Dataset | None:
-    """`scan_dataset` of a file (read whole when at most SCAN_MAX_BYTES) or of bytes; None when
-    pydicom's reader must read it (or the file cannot be read: pydicom then says why)."""
+    """`scan_dataset` of bytes or of a file; None when pydicom's reader must read it (or the file
+    cannot be read: pydicom then says why). Of a file whose header alone is wanted, its first
+    HEAD_BYTES are read, the rest only when the header runs on: planning an archive on network
+    storage reads a few KB of each slice, not the slice. A file is read whole when it is at most
+    SCAN_MAX_BYTES, else left to pydicom, which reads what it needs."""
     options: dict[str, Any] = {"stop_before_pixels": stop_before_pixels, "wanted": wanted, "inflate": inflate}
     if isinstance(source, bytes):
         return scan_dataset(source, **options)
     try:
         with open(source, "rb") as fp:
-            if PREAMBLE + len(MAGIC) > fp.seek(0, io.SEEK_END) or fp.tell() > SCAN_MAX_BYTES:
-                return None
+            size = fp.seek(0, io.SEEK_END)
             fp.seek(0)
+            if stop_before_pixels and size > HEAD_BYTES:
+                try:
+                    return _scan(fp.read(HEAD_BYTES), complete=False, **options)
+                except (_Short, *PYDICOM_ERRORS):
+                    pass  # a long header (a sequence pydicom could not finish, too): read on, as below
+                except _NotSimple:
+                    return None
+                fp.seek(0)
+            if size < PREAMBLE + len(MAGIC) or size > SCAN_MAX_BYTES:
+                return None
             data = fp.read()
     except OSError:
         return None
@@ -72,39 +92,61 @@ def scan_dataset(
     *,
     stop_before_pixels: bool = False,
     wanted: Collection[int] | None = None,
-    inflate: Callable[[bytes], bytes] | None = None,
+    inflate: Inflate | None = None,
 ) -> Dataset | None:
     """The data set of a Part-10 file in explicit VR little endian, as pydicom.dcmread reads it
     (its file meta as `file_meta`), or None where pydicom's reader must read it. `wanted`: only
     these top-level tags are kept (as dcmread's specific_tags, and cheaper); `stop_before_pixels`
     as dcmread's. `inflate` inflates a deflated data set (raw deflate, the caller's byte limit in
-    it); without it a deflated file is left to pydicom."""
+    it, and whether the stream ended within it); without it a deflated file is left to pydicom."""
+    try:
+        return _scan(
+            data, complete=True, stop_before_pixels=stop_before_pixels, wanted=wanted, inflate=inflate
+        )
+    except (_NotSimple, *PYDICOM_ERRORS):
+        return None  # pydicom's reader reads it, or says what is wrong with it
+
+
+PYDICOM_ERRORS = (ValueError, UnicodeDecodeError, struct.error, EOFError, OSError)  # of a malformed sequence
+
+
+def _scan(
+    data: bytes,
+    *,
+    complete: bool,
+    stop_before_pixels: bool,
+    wanted: Collection[int] | None,
+    inflate: Inflate | None,
+) -> Dataset | None:
+    """scan_dataset's work; `complete`: `data` is the whole file. Raises _Short when the data
+    set runs on past the bytes at hand (or past what `inflate` gave) and they are not all."""
     from pydicom.dataset import Dataset, FileMetaDataset
 
     if data[PREAMBLE : PREAMBLE + len(MAGIC)] != MAGIC:
         return None
-    try:
-        meta = _Walk(data, PREAMBLE + len(MAGIC))
-        meta.read(only_group=META_GROUP)
-        syntax = meta.found.get(TRANSFER_SYNTAX)
-        layout = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) if syntax else None
-        if layout is None:
+    meta = _Walk(data, PREAMBLE + len(MAGIC))
+    meta.read(only_group=META_GROUP)
+    if meta.pos >= len(data) and not complete:
+        raise _Short("the file meta runs on")
+    syntax = meta.found.get(TRANSFER_SYNTAX)
+    layout = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) if syntax else None
+    if layout is None:
+        return None
+    if layout == "deflated":
+        if inflate is None:
             return None
-        if layout == "deflated":
-            if inflate is None:
-                return None
-            walk = _Walk(inflate(data[meta.pos :]), 0)
-        else:
-            walk = _Walk(data, meta.pos)
-        start = walk.pos
-        walk.read(stop_before_pixels=stop_before_pixels, wanted=wanted)
-        if walk.pos == start:
-            return None  # nothing after the file meta: pydicom says what it makes of that
-        file_meta = FileMetaDataset(meta.found)
-    except (_NotSimple, ValueError, UnicodeDecodeError, struct.error, EOFError, OSError):
-        return None  # pydicom's reader reads it, or says what is wrong with it
+        inflated, ended = inflate(data[meta.pos :])
+        walk, whole = _Walk(inflated, 0), complete and ended
+    else:
+        walk, whole = _Walk(data, meta.pos), complete
+    start = walk.pos
+    walk.read(stop_before_pixels=stop_before_pixels, wanted=wanted)
+    if walk.pos >= len(walk.data) and not whole:
+        raise _Short("the data set runs on past the bytes read")
+    if walk.pos == start:
+        return None  # nothing after the file meta: pydicom says what it makes of that
     ds = Dataset(walk.found)
-    ds.file_meta = file_meta
+    ds.file_meta = FileMetaDataset(meta.found)
     ds.set_original_encoding(False, True, walk.encoding)
     return ds
 
@@ -144,7 +186,7 @@ class _Walk:
         data, pos, end = self.data, self.pos, len(self.data)
         while pos < end:
             if pos + 8 > end:
-                raise _NotSimple("an element's header runs past the end")
+                raise _Short("an element's header runs past the end")
             group, number, vr, length = ELEMENT.unpack_from(data, pos)
             tag = group << 16 | number
             if (only_group is not None and group != only_group) or (stop_before_pixels and tag in PIXEL_TAGS):
@@ -160,7 +202,7 @@ class _Walk:
             else:
                 pos = value_at + length
                 if pos > end:
-                    raise _NotSimple("an element's value runs past the end")
+                    raise _Short("an element's value runs past the end")
                 if wanted is not None and tag not in wanted and tag != CHARACTER_SET:
                     continue
                 name = vr.decode("ascii")
@@ -191,7 +233,7 @@ class _Walk:
         while True:  # items (FFFE,E000) of stated length, then the delimiter (FFFE,E0DD)
             item = data[pos : pos + 4]
             if len(item) < 4 or pos + 8 > len(data):
-                raise _NotSimple("encapsulated pixel data without its delimiter")
+                raise _Short("encapsulated pixel data without its delimiter")
             (length,) = LONG_LENGTH.unpack_from(data, pos + 4)
             if item == SEQUENCE_DELIMITER:
                 value = data[value_at:pos]
@@ -224,7 +266,7 @@ def deflated_data_set(data: bytes) -> bytes | None:
             if syntax := meta.found.get(TRANSFER_SYNTAX):
                 deflated = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) == "deflated"
                 return data[meta.pos :] if deflated else None
-    except (_NotSimple, ValueError, UnicodeDecodeError, struct.error):
+    except (_NotSimple, *PYDICOM_ERRORS):
         pass
     from pydicom.errors import InvalidDicomError
     from pydicom.filereader import _read_file_meta_info, read_preamble

@@ -20,8 +20,8 @@ from pydicom.uid import (
     JPEG2000Lossless,
 )
 
-from tests.images import assert_read_as_pydicom_reads, create_random_slice, write_dicom
-from training.dicom_scan import dataset_of, scan_dataset
+from tests.images import assert_read_as_pydicom_reads, create_random_slice, write_dicom, write_sparse_file
+from training.dicom_scan import HEAD_BYTES, dataset_of, scan_dataset
 
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
@@ -89,9 +89,9 @@ def test_a_deflated_data_set_is_walked_once_inflated(tmp_path: Path) -> None:
     )
     inflated: list[int] = []
 
-    def inflate(deflated: bytes) -> bytes:
+    def inflate(deflated: bytes) -> tuple[bytes, bool]:
         inflated.append(len(deflated))
-        return zlib.decompress(deflated, -zlib.MAX_WBITS)
+        return zlib.decompress(deflated, -zlib.MAX_WBITS), True
 
     mine = scan_dataset(path.read_bytes(), inflate=inflate)
     assert mine is not None and inflated
@@ -146,3 +146,39 @@ def test_files_that_are_not_part_10_are_left_to_pydicom(tmp_path: Path) -> None:
     data[132 + 4 : 132 + 6] = b"ZZ"  # an unknown VR
     assert scan_dataset(bytes(data)) is None
     assert dataset_of(tmp_path / "missing.dcm") is None
+
+
+def test_a_header_is_read_from_the_file_s_head(tmp_path: Path) -> None:
+    """Of a file whose header alone is wanted, the first HEAD_BYTES are read: a header before
+    100 MB of pixels (a hole here) is read without them, as pydicom reads it."""
+    head = write_dicom(tmp_path / "x.dcm", create_random_slice(64)).read_bytes()
+    big = write_sparse_file(tmp_path / "big.dcm", head, 100 * 2**20)
+    mine = dataset_of(big, stop_before_pixels=True)
+    assert mine is not None
+    assert_read_as_pydicom_reads(mine, big, stop_before_pixels=True)
+    assert dataset_of(big) is None  # the whole file is beyond SCAN_MAX_BYTES: pydicom's to read
+
+
+@pytest.mark.parametrize("shift", [-9, -1, 0, 1, 7])
+def test_a_header_longer_than_the_head_is_read_on(tmp_path: Path, shift: int) -> None:
+    """A header that runs past HEAD_BYTES (an element ending just before, at or after it, or a
+    sequence across it) is read on to its end, never cut at the head's edge."""
+    path = write_dicom(tmp_path / "x.dcm", create_random_slice(64))
+    ds = pydicom.dcmread(path)
+    ds.ImageComments = "x"
+    ds.save_as(path)
+    data = path.read_bytes()
+    comment_end = data.index(b"\x20\x00\x00\x40LT") + 8 + 2  # (0020,4000) LT, its value (padded to 2)
+    ds.ImageComments = "x" * (HEAD_BYTES - comment_end + 2 + shift - (shift % 2))  # even lengths
+    ds.save_as(path)
+    mine = dataset_of(path, stop_before_pixels=True)
+    assert mine is not None and mine.ImageComments == ds.ImageComments
+    assert_read_as_pydicom_reads(mine, path, stop_before_pixels=True)
+    ds.ReferencedImageSequence = [Dataset() for _ in range(3)]
+    for item in ds.ReferencedImageSequence:
+        item.ReferencedSOPInstanceUID = "1.2.3." + "4" * 40
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.save_as(path)
+    mine = dataset_of(path, stop_before_pixels=True)
+    assert mine is not None and len(mine.ReferencedImageSequence) == 3
+    assert_read_as_pydicom_reads(mine, path, stop_before_pixels=True)
