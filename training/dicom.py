@@ -13,7 +13,7 @@ import numpy as np
 
 from training.decode import MAX_FILE_BYTES, ImageError, rescale_to_uint8
 from training.dicom_header import element_number, element_text
-from training.dicom_scan import Inflate, deflated_data_set, scan_dataset
+from training.dicom_scan import Inflate, deflated_data_set, inflate_up_to, scan_dataset
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -148,14 +148,13 @@ def _inflater(max_pixels: int) -> Inflate:
     limit = min(MAX_FILE_BYTES, max_pixels * MAX_BYTES_PER_PIXEL + 2**20)
 
     def inflate(deflated: bytes) -> tuple[bytes, bool]:
-        stream = zlib.decompressobj(-zlib.MAX_WBITS)
-        inflated = stream.decompress(deflated, limit + 1)
+        inflated, ended = inflate_up_to(deflated, limit + 1)
         if len(inflated) > limit:
             raise ImageError(
                 f"deflated DICOM inflates beyond {limit // 2**20} MiB, more than an image of "
                 f"{max_pixels:,} pixels can hold (possible decompression bomb)"
             )
-        return inflated, stream.eof
+        return inflated, ended
 
     return inflate
 

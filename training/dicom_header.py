@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from training.dicom_scan import CHARACTER_SET, HEAD_BYTES, dataset_of, deflated_data_set
+from training.dicom_scan import CHARACTER_SET, HEAD_BYTES, dataset_of, deflated_data_set, inflate_up_to
 
 # SOP classes whose instances are MR (or generic) images this model can be fit for
 IMAGE_SOP_CLASSES = {
@@ -138,8 +138,7 @@ def _inflate_head(deflated: bytes) -> tuple[bytes, bool]:
     """The start of a deflated data set, inflated up to HEAD_INFLATED_BYTES, and whether that was
     all of it: its header precedes its pixels, which planning does not read (and which may
     inflate to gigabytes)."""
-    stream = zlib.decompressobj(-zlib.MAX_WBITS)
-    return stream.decompress(deflated, HEAD_INFLATED_BYTES), stream.eof
+    return inflate_up_to(deflated, HEAD_INFLATED_BYTES)
 
 
 def _head(source: Path | bytes) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import struct
+import zlib
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -124,12 +125,9 @@ def _scan(
 
     if data[PREAMBLE : PREAMBLE + len(MAGIC)] != MAGIC:
         return None
-    meta = _Walk(data, PREAMBLE + len(MAGIC))
-    meta.read(only_group=META_GROUP)
+    meta, layout = _file_meta(data)
     if meta.pos >= len(data) and not complete:
         raise _Short("the file meta runs on")
-    syntax = meta.found.get(TRANSFER_SYNTAX)
-    layout = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) if syntax else None
     if layout is None:
         return None
     if layout == "deflated":
@@ -149,6 +147,21 @@ def _scan(
     ds.file_meta = FileMetaDataset(meta.found)
     ds.set_original_encoding(False, True, walk.encoding)
     return ds
+
+
+def _file_meta(data: bytes) -> tuple[_Walk, str | None]:
+    """The walk over a Part-10 file's meta group (it ends where the data set starts) and the
+    `_layout` of the transfer syntax it names (None without one)."""
+    meta = _Walk(data, PREAMBLE + len(MAGIC))
+    meta.read(only_group=META_GROUP)
+    syntax = meta.found.get(TRANSFER_SYNTAX)
+    return meta, _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) if syntax else None
+
+
+def inflate_up_to(deflated: bytes, limit: int) -> tuple[bytes, bool]:
+    """A raw deflate stream inflated to at most `limit` bytes, and whether it ended within them."""
+    stream = zlib.decompressobj(-zlib.MAX_WBITS)
+    return stream.decompress(deflated, limit), stream.eof
 
 
 @functools.cache
@@ -260,12 +273,10 @@ def deflated_data_set(data: bytes) -> bytes | None:
     gigabytes of zeros). The file meta is walked as `scan_dataset` walks it, or read by pydicom
     where it is not laid out simply: the data set starts where pydicom's reader would start it."""
     try:
-        meta = _Walk(data, PREAMBLE + len(MAGIC))
         if data[PREAMBLE : PREAMBLE + len(MAGIC)] == MAGIC:
-            meta.read(only_group=META_GROUP)
-            if syntax := meta.found.get(TRANSFER_SYNTAX):
-                deflated = _layout(bytes(syntax.value).rstrip(b" \0").decode("ascii")) == "deflated"
-                return data[meta.pos :] if deflated else None
+            meta, layout = _file_meta(data)
+            if TRANSFER_SYNTAX in meta.found:
+                return data[meta.pos :] if layout == "deflated" else None
     except (_NotSimple, *PYDICOM_ERRORS):
         pass
     from pydicom.errors import InvalidDicomError
