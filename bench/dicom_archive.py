@@ -284,7 +284,7 @@ def _set_pixels(ds: Dataset, pixels: np.ndarray, syntax: uid.UID) -> None:
         ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", "ISO_10918_1"
         ds.LossyImageCompressionRatio = round(pixels.size / len(buffer.getvalue()), 2)
     elif syntax.is_encapsulated:  # pydicom encodes these only with pylibjpeg's plugins: GDCM does
-        _encapsulate(ds, _gdcm_frame(pixels, syntax), syntax)
+        _encapsulate(ds, gdcm_frame(pixels, syntax), syntax)
     else:  # Explicit VR Little Endian, or deflated as a whole when saved
         ds.file_meta.TransferSyntaxUID = syntax
 
@@ -295,8 +295,9 @@ def _encapsulate(ds: Dataset, frame: bytes, syntax: uid.UID) -> None:
     ds.file_meta.TransferSyntaxUID = syntax
 
 
-def _gdcm_frame(pixels: np.ndarray, syntax: uid.UID) -> bytes:
-    """One 8-bit grey frame encoded by GDCM, the way pydicom's GDCM plugin encodes RLE."""
+def gdcm_frame(pixels: np.ndarray, syntax: uid.UID, *, stored: int = 8) -> bytes:
+    """One grey frame (uint8, or uint16 holding `stored` bits) encoded by GDCM, the way pydicom's
+    GDCM plugin encodes RLE."""
     import gdcm
 
     writer = gdcm.ImageWriter()  # owns the image, so it must outlive it
@@ -307,7 +308,8 @@ def _gdcm_frame(pixels: np.ndarray, syntax: uid.UID) -> bytes:
         gdcm.PhotometricInterpretation(gdcm.PhotometricInterpretation.MONOCHROME2)
     )
     image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.ImplicitVRLittleEndian))
-    image.SetPixelFormat(gdcm.PixelFormat(1, 8, 8, 7, 0))
+    bits = pixels.dtype.itemsize * 8
+    image.SetPixelFormat(gdcm.PixelFormat(1, bits, stored, stored - 1, 0))
     element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
     element.SetByteStringValue(pixels.tobytes())
     image.SetDataElement(element)
