@@ -161,6 +161,13 @@ def test_what_is_left_to_pydicom(tmp_path: Path) -> None:
     ds.save_as(larger)
     assert _fast(larger) is None
 
+    narrow = _file(tmp_path / "narrow.dcm", _pixels(8), uid.JPEG2000Lossless, 8)
+    ds = pydicom.dcmread(narrow)
+    ds.BitsAllocated = 16  # an 8-bit codestream in 16 bits: pydicom decodes it to 8 bits, then widens
+    ds.save_as(narrow)
+    assert _fast(narrow) is None
+    np.testing.assert_array_equal(_pydicom_s(narrow), _pixels(8)[0])
+
     colour = tmp_path / "rgb.dcm"
     ds = pydicom.dcmread(_file(colour, _pixels(8), uid.JPEGBaseline8Bit, 8))
     buffer = io.BytesIO()
