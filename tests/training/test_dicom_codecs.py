@@ -140,11 +140,20 @@ def test_a_multi_frame_file_decodes_frame_by_frame(tmp_path: Path, syntax: str) 
         np.testing.assert_array_equal(found, stack[frame - 1])  # lossless
 
 
-def test_monochrome1_is_decoded_too_and_inverted_by_the_caller(tmp_path: Path) -> None:
-    pixels = _pixels(8)
-    path = _file(tmp_path / "m1.dcm", pixels, uid.JPEGLSLossless, 8, photometric="MONOCHROME1")
-    np.testing.assert_array_equal(_fast(path), pixels[0])
-    np.testing.assert_array_equal(decode_image(path), 255 - pixels[0])
+@pytest.mark.parametrize(
+    ("syntax", "stored"), [(uid.JPEGLSLossless, 8), (uid.JPEG2000Lossless, 12), (uid.JPEGLosslessSV1, 12)]
+)
+def test_monochrome1_is_decoded_as_stored_and_inverted_by_the_caller(
+    tmp_path: Path, syntax: str, stored: int
+) -> None:
+    pixels = _pixels(stored)
+    path = _file(tmp_path / "m1.dcm", pixels, syntax, stored, photometric="MONOCHROME1")
+    found = _fast(path)
+    assert found is not None
+    np.testing.assert_array_equal(found, _pydicom_s(path))
+    np.testing.assert_array_equal(found, pixels[0])
+    if stored == 8:
+        np.testing.assert_array_equal(decode_image(path), 255 - pixels[0])
 
 
 def test_what_is_left_to_pydicom(tmp_path: Path) -> None:
