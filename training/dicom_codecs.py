@@ -25,7 +25,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-PIXEL_ERRORS = (OSError, ValueError, RuntimeError, EOFError, SyntaxError, KeyError, struct.error)
+PIXEL_ERRORS = (
+    *(OSError, ValueError, RuntimeError, EOFError, SyntaxError, KeyError, AttributeError, TypeError),
+    struct.error,
+)  # what the codecs raise for a frame they cannot decode
 
 
 class Frame(NamedTuple):
@@ -128,7 +131,10 @@ def _gdcm(encoded: bytes, frame: Frame) -> np.ndarray | None:
     image.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(photometric))
     image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(frame.syntax)))
     image.SetPixelFormat(gdcm.PixelFormat(1, frame.bits, frame.stored, frame.stored - 1, 0))
-    buffer = image.GetBuffer().encode("utf-8", "surrogateescape")  # GDCM hands char* back as str
+    decoded = image.GetBuffer()
+    if decoded is None:  # GDCM refused it: a codestream of another image than the header's, say
+        return None
+    buffer = decoded.encode("utf-8", "surrogateescape")  # GDCM hands char* back as str
     return _samples(buffer, frame.bits, frame.rows, frame.columns)
 
 

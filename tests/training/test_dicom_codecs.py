@@ -164,11 +164,14 @@ def test_what_is_left_to_pydicom(tmp_path: Path) -> None:
     ds.save_as(signed)
     assert _fast(signed) is None
 
-    larger = _file(tmp_path / "larger.dcm", pixels, uid.JPEG2000Lossless, 12)
-    ds = pydicom.dcmread(larger)
-    ds.Rows, ds.Columns = 24, 20  # the codestream holds 48x40: never decoded here
-    ds.save_as(larger)
-    assert _fast(larger) is None
+    for syntax, stored in ((uid.JPEG2000Lossless, 12), (uid.JPEGLosslessSV1, 12), (uid.JPEGBaseline8Bit, 8)):
+        larger = _file(tmp_path / "larger.dcm", _pixels(stored), syntax, stored)
+        ds = pydicom.dcmread(larger)
+        ds.Rows, ds.Columns = 24, 20  # the codestream holds 48x40: never decoded here
+        ds.save_as(larger)
+        assert _fast(larger) is None, syntax
+        with pytest.raises(ImageError):  # and pydicom's decoders refuse it too
+            decode_image(larger)
 
     narrow = _file(tmp_path / "narrow.dcm", _pixels(8), uid.JPEG2000Lossless, 8)
     ds = pydicom.dcmread(narrow)
