@@ -55,12 +55,12 @@ def decode_dicom(data: bytes, *, max_pixels: int, frame: int = 0) -> np.ndarray:
         raise ImageError(f"the file holds {frames} frame(s), not frame {frame}")
     _check_pixel_data_length(ds, layout)
     pixels = _pixel_array(ds, layout, frame)
-    shown = frame_view(ds, frame)
-    photometric = (element_text(shown, "PhotometricInterpretation") or "MONOCHROME2").upper()
+    photometric = layout.photometric or "MONOCHROME2"
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         if pixels.ndim == 3:  # colour DICOM (secondary capture): luminance only
             return np.asarray(pixels[..., :3].astype(np.float32) @ [0.299, 0.587, 0.114]).astype(np.uint8)
         raise ImageError(f"unsupported DICOM photometric interpretation {photometric}")
+    shown = frame_view(ds, frame)
     grey = pixels if _holds_display_grey(shown, pixels) else _windowed(shown, pixels)
     if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
         grey = 255 - grey
@@ -80,6 +80,7 @@ class PixelLayout:
     stored: int  # BitsStored
     signed: bool  # PixelRepresentation 1
     samples: int
+    photometric: str  # PhotometricInterpretation upper-cased; "" when the header does not say
 
     @classmethod
     def of(cls, ds: Dataset) -> PixelLayout:
@@ -93,6 +94,7 @@ class PixelLayout:
             stored=int(element_number(ds, "BitsStored", bits)),
             signed=element_number(ds, "PixelRepresentation", 0) == 1,
             samples=int(element_number(ds, "SamplesPerPixel", 1)) or 1,
+            photometric=element_text(ds, "PhotometricInterpretation").upper(),
         )
 
 
@@ -224,7 +226,7 @@ def _compressed_pixels(ds: Dataset, layout: PixelLayout, frame: int) -> np.ndarr
         return None
     spec = Frame(
         syntax=str(syntax),
-        photometric=(element_text(ds, "PhotometricInterpretation") or "").upper(),
+        photometric=layout.photometric,
         rows=layout.rows,
         columns=layout.columns,
         bits=layout.bits,

@@ -25,10 +25,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-PIXEL_ERRORS = (
-    *(OSError, ValueError, RuntimeError, EOFError, SyntaxError, KeyError, AttributeError, TypeError),
+PIXEL_ERRORS = (  # what the codecs raise for a frame they cannot decode
+    OSError,
+    ValueError,
+    RuntimeError,
+    EOFError,
+    SyntaxError,
+    KeyError,
+    AttributeError,
+    TypeError,
     struct.error,
-)  # what the codecs raise for a frame they cannot decode
+)
 
 
 class Frame(NamedTuple):
