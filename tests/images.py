@@ -76,9 +76,11 @@ def write_dicom(
     window: tuple[float, float] | None = None,
     syntax: str = ExplicitVRLittleEndian,
     pixel_data: bytes | None = None,
+    bits: tuple[int, int] = (16, 12),
 ) -> Path:
-    """A DICOM MR slice (or `frames` of them) of `pixels`; `pixel_data` replaces the pixel bytes
-    whatever the header says (an attacker's file); an encapsulated syntax gets a stand-in frame."""
+    """A DICOM MR slice (or `frames` of them) of `pixels`, `bits` (allocated, stored) a sample;
+    `pixel_data` replaces the pixel bytes whatever the header says (an attacker's file, or
+    encapsulated frames); an encapsulated syntax without it gets a stand-in frame."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -90,7 +92,7 @@ def write_dicom(
     ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits[0], bits[1], bits[1] - 1
     ds.PixelRepresentation = 0
     if frames > 1:
         ds.NumberOfFrames = frames
@@ -98,14 +100,16 @@ def write_dicom(
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    encapsulated = syntax not in (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
     if pixel_data is not None:
         ds.PixelData = pixel_data
-    elif syntax in (ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+    elif not encapsulated:
         ds.PixelData = pixels.astype(np.uint16).tobytes()
     else:  # an encapsulated (compressed) frame: bytes we cannot and should not decode
         from pydicom.encaps import encapsulate
 
         ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+    if encapsulated:
         ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
     return path

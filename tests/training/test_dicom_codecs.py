@@ -14,11 +14,11 @@ import pydicom.data
 import pytest
 from PIL import Image
 from pydicom import uid
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import pixel_array
 
 from tests.conftest import load_bench
+from tests.images import write_dicom
 from training.decode import ImageError, decode_image
 from training.dicom import PixelLayout, _compressed_pixels
 from training.dicom_codecs import CODECS
@@ -68,22 +68,16 @@ def _encode(pixels: np.ndarray, syntax: str, stored: int) -> bytes:
 
 
 def _file(path: Path, stack: np.ndarray, syntax: str, stored: int, photometric: str = "MONOCHROME2") -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = uid.MRImageStorage
-    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = uid.MRImageStorage, meta.MediaStorageSOPInstanceUID, "MR"
-    ds.Rows, ds.Columns = stack.shape[1:]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, photometric, 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = stack.dtype.itemsize * 8, stored, stored - 1
-    if len(stack) > 1:
-        ds.NumberOfFrames = len(stack)
-    ds.PixelData = encapsulate([_encode(frame, syntax, stored) for frame in stack])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """`stack`'s frames, each encoded in `syntax`, in one file (a multi-frame one for several)."""
+    return write_dicom(
+        path,
+        stack,
+        photometric=photometric,
+        frames=len(stack),
+        syntax=syntax,
+        pixel_data=encapsulate([_encode(frame, syntax, stored) for frame in stack]),
+        bits=(stack.dtype.itemsize * 8, stored),
+    )
 
 
 def _fast(path: Path, frame: int = 0) -> np.ndarray | None:
