@@ -16,7 +16,7 @@ import io
 import math
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -58,8 +58,22 @@ OBLIQUE_BELOW = 0.8  # a normal's largest direction cosine under this: an obliqu
 
 
 @dataclass(frozen=True)
+class SeriesHeader:
+    """What a DICOM file's header says of its series: the same in each of the series' files."""
+
+    description: str  # SeriesDescription
+    image_type: str  # e.g. ORIGINAL\PRIMARY\M\ND; DERIVED and LOCALIZER mark series not assessed
+    sequence: str  # hints joined by "; ": scanning sequence, variant, name, "contrast"
+    plane: str  # axial, coronal, sagittal, oblique, or "" when the header does not say
+    site: str  # manufacturer / station name: where the image was made
+    patient_key: str  # keyed hash of PatientID (`patient_key`), "" without one
+
+
+@dataclass(frozen=True)
 class DicomHeader:
-    """The screening-relevant header of one DICOM image file."""
+    """The screening-relevant header of one DICOM image file: what places the image (read with
+    the header), and `series`, what its series is (read from the header when first asked: planning
+    asks the first file of each series only, a third of its header reading saved)."""
 
     study_uid: str
     series_uid: str
@@ -67,12 +81,21 @@ class DicomHeader:
     instance_number: int | None
     frames: int  # 1 for a single-frame image
     modality: str
-    series_description: str
-    image_type: str  # e.g. ORIGINAL\PRIMARY\M\ND; DERIVED and LOCALIZER mark series not assessed
-    sequence: str  # hints joined by "; ": scanning sequence, variant, name, "contrast"
-    plane: str  # axial, coronal, sagittal, oblique, or "" when the header does not say
-    site: str  # manufacturer / station name: where the image was made
-    patient_key: str  # keyed hash of PatientID (`patient_key`), "" without one
+    _ds: Any = field(repr=False, compare=False)  # the elements read (HEADER_KEYWORDS), for `series`
+    _key: bytes = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def series(self) -> SeriesHeader:
+        ds = self._ds
+        site = (element_text(ds, "Manufacturer"), element_text(ds, "StationName"))
+        return SeriesHeader(
+            description=element_text(ds, "SeriesDescription"),
+            image_type="\\".join(element_texts(ds, "ImageType")),
+            sequence=_sequence_hints(ds),
+            plane=plane_of(_orientation(ds)),
+            site=" / ".join(s for s in site if s),
+            patient_key=patient_key(element_text(ds, "PatientID"), key=self._key),
+        )
 
 
 @dataclass(frozen=True)
@@ -122,12 +145,8 @@ def read_header(source: Path | bytes, *, key: bytes) -> DicomHeader | NotAnImage
         instance_number=_int_or_none(element_text(ds, "InstanceNumber")),
         frames=_int_or_none(element_text(ds, "NumberOfFrames")) or 1,
         modality=modality,
-        series_description=element_text(ds, "SeriesDescription"),
-        image_type="\\".join(element_texts(ds, "ImageType")),
-        sequence=_sequence_hints(ds),
-        plane=plane_of(_orientation(ds)),
-        site=" / ".join(s for s in (element_text(ds, "Manufacturer"), element_text(ds, "StationName")) if s),
-        patient_key=patient_key(element_text(ds, "PatientID"), key=key),
+        _ds=ds,
+        _key=key,
     )
 
 
@@ -294,14 +313,14 @@ LOCALISER_WORDS = re.compile(
 MAP_WORDS = re.compile(ALONE.format(r"e?adc|fa|trace|cbf|cbv|mtt|ttp|perfusion|mip|mpr|sub"), re.IGNORECASE)
 
 
-def not_assessed(header: DicomHeader) -> str | None:
+def not_assessed(series: SeriesHeader) -> str | None:
     """Why the model is not fit for a series, from its header; None when it is. The model was
     trained on acquired slices of the brain: a localiser (scout) or a derived map (ADC, FA,
     perfusion, MIP...) is not one, and a negative verdict on it would mean nothing."""
-    types = {t.upper() for t in header.image_type.split("\\")}
-    if "LOCALIZER" in types or LOCALISER_WORDS.search(header.series_description):
+    types = {t.upper() for t in series.image_type.split("\\")}
+    if "LOCALIZER" in types or LOCALISER_WORDS.search(series.description):
         return "a localiser (scout) series"
-    words = " ".join((header.series_description, *types))
+    words = " ".join((series.description, *types))
     derived = MAP_WORDS.search(words)
     if derived and ("DERIVED" in types or not types - {""}):
         return f"a derived map ({derived.group(0).upper()})"

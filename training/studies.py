@@ -57,7 +57,7 @@ def slices_of(
         header = contents.header
         folder = f"{record.source.split('/')[0]}/{PurePosixPath(record.relpath).parent}"  # root/...
         study = (header.study_uid if header else "") or subject or folder
-        assessed = header is None or not_assessed(header) is None
+        assessed = header is None or not_assessed(header.series) is None
         slices += [Slice(record.path, frame, record.label, study, assessed) for frame in contents.frames]
     return slices, skipped
 

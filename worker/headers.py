@@ -26,8 +26,10 @@ class FileImages:
     instance_number: int | None = None
 
 
-def images_of(record: ImageRecord, *, key: bytes) -> FileImages | NotAnImage:
-    """What `record` holds to be scored, in its series; `key` keys the PatientID hash."""
+def images_of(record: ImageRecord, *, key: bytes, seen: dict[str, SeriesFound]) -> FileImages | NotAnImage:
+    """What `record` holds to be scored, in its series; `key` keys the PatientID hash. `seen`: the
+    DICOM series met so far by their UID, the caller's (a series' files describe it alike: its
+    first file's header is read for it, the others' for their place in it only)."""
     contents = contents_of(record.path, record.relpath, key=key)
     if isinstance(contents, NotAnImage):
         return contents
@@ -35,24 +37,30 @@ def images_of(record: ImageRecord, *, key: bytes) -> FileImages | NotAnImage:
         raster = PurePosixPath(record.relpath).suffix.lower() in RASTER_SUFFIXES
         return FileImages(folder_series(record) if raster else None, contents.frames)
     header = contents.header
-    return FileImages(dicom_series(header, record), contents.frames, header.instance_number)
+    series = seen.get(header.series_uid) if header.series_uid else None
+    if series is None:
+        series = dicom_series(header, record)
+        if header.series_uid:
+            seen[header.series_uid] = series
+    return FileImages(series, contents.frames, header.instance_number)
 
 
 def dicom_series(header: DicomHeader, record: ImageRecord) -> SeriesFound:
     """The series a header names; a file without UIDs falls back on its folder as both keys."""
     folder = folder_of(record)
+    series = header.series
     return SeriesFound(
         study_key=header.study_uid or folder,
         series_key=header.series_uid or folder,
         dicom=True,
-        patient_key=header.patient_key or None,
-        description=header.series_description[:255],
+        patient_key=series.patient_key or None,
+        description=series.description[:255],
         modality=header.modality[:16],
-        sequence=header.sequence[:255],
-        plane=header.plane,
-        site=header.site[:255],
-        image_type=header.image_type[:255],
-        not_assessed=not_assessed(header),
+        sequence=series.sequence[:255],
+        plane=series.plane,
+        site=series.site[:255],
+        image_type=series.image_type[:255],
+        not_assessed=not_assessed(series),
     )
 
 

@@ -52,6 +52,7 @@ class SeriesBook:
 
     ids: dict[str, int] = field(default_factory=dict)
     new: dict[str, SeriesFound] = field(default_factory=dict)
+    described: dict[str, SeriesFound] = field(default_factory=dict)  # DICOM series by UID, for images_of
     profiles_of: str | None = None  # the job's model version when its series take site profiles
 
     def note(self, series: SeriesFound) -> None:
@@ -135,7 +136,7 @@ def _walk(
     skipped: Counter[str] = Counter()
     total, index, chunk = 0, 0, []
     for record in iter_records(root, on_skip=lambda _relpath: skipped.update([NOT_AN_IMAGE])):
-        found = images_of(record, key=patient_key)
+        found = images_of(record, key=patient_key, seen=book.described)
         if isinstance(found, NotAnImage):
             skipped[found.reason] += 1
             continue

@@ -58,19 +58,22 @@ def test_an_mr_slice_header_keeps_what_screening_needs_and_no_identifier(tmp_pat
     header = read_header(path, key=KEY)
     assert isinstance(header, DicomHeader)
     assert (header.study_uid, header.series_uid, header.instance_number) == ("1.2.3.4", "1.2.3.4.5", 7)
-    assert (header.modality, header.series_description, header.plane) == ("MR", "AX FLAIR", "axial")
-    assert header.image_type == "ORIGINAL\\PRIMARY\\M\\ND"
-    assert header.sequence == "SE\\IR; SK; *tir2d1_15"
-    assert header.site == "SIEMENS / MRC40123"
+    series = header.series
+    assert (header.modality, series.description, series.plane) == ("MR", "AX FLAIR", "axial")
+    assert series.image_type == "ORIGINAL\\PRIMARY\\M\\ND"
+    assert series.sequence == "SE\\IR; SK; *tir2d1_15"
+    assert series.site == "SIEMENS / MRC40123"
     assert header.frames == 1
     assert (
-        header.patient_key
+        series.patient_key
         == patient_key("TCGA_CS_4941", key=KEY)
         != patient_key("TCGA_CS_4941", key=b"x" * 32)
     )
-    text = repr(header)
-    assert "TCGA_CS_4941" not in text and "DOE" not in text and "1960" not in text
-    assert read_header(path.read_bytes(), key=KEY) == header
+    for text in (repr(header), repr(series)):
+        assert "TCGA_CS_4941" not in text and "DOE" not in text and "1960" not in text
+    from_bytes = read_header(path.read_bytes(), key=KEY)
+    assert isinstance(from_bytes, DicomHeader)
+    assert from_bytes == header and from_bytes.series == series
 
 
 @pytest.mark.parametrize(
@@ -165,16 +168,18 @@ def test_text_in_another_character_set_and_implicit_vr_read_alike(tmp_path: Path
     )
     header = read_header(path, key=KEY)
     assert isinstance(header, DicomHeader)
-    assert (header.series_description, header.site, header.instance_number) == (
+    assert (header.series.description, header.series.site, header.instance_number) == (
         "Schädel FLAIR",
         "Zürich MR1",
         12,
     )
-    assert header.plane == "coronal"
+    assert header.series.plane == "coronal"
     implicit = pydicom.dcmread(path)
     implicit.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
     implicit.save_as(tmp_path / "IM2.dcm", enforce_file_format=True)
-    assert read_header(tmp_path / "IM2.dcm", key=KEY) == header
+    implicit_header = read_header(tmp_path / "IM2.dcm", key=KEY)
+    assert isinstance(implicit_header, DicomHeader)
+    assert implicit_header == header and implicit_header.series == header.series
 
 
 @pytest.mark.parametrize(
