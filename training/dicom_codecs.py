@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,7 +97,11 @@ def _gdcm_j2k(encoded: bytes, frame: Frame) -> np.ndarray | None:
     """JPEG 2000 through GDCM's OpenJPEG (a quarter faster than Pillow's here), for one unsigned
     component whose precision needs the allocated bits: pydicom sizes the container by the
     codestream's precision, so anything else is left to it, as are JP2 files (boxes around the
-    codestream) and a codestream claiming another image than the header's."""
+    codestream) and a codestream claiming another image than the header's.
+
+    In one thread: GDCM's default, a thread per CPU, cut a slice's wall time by a third and
+    raised its CPU time by a sixth (2.6 ms and 4.4 CPU-ms a slice against 3.8 and 3.8, two
+    cores), and a worker already decodes in a thread pool beside TensorFlow's."""
     if not encoded.startswith(SIZ) or len(encoded) < SIZ_FIELDS.size:
         return None
     _, _, width, height, left, top, components, ssiz = SIZ_FIELDS.unpack_from(encoded)
@@ -106,7 +110,14 @@ def _gdcm_j2k(encoded: bytes, frame: Frame) -> np.ndarray | None:
         return None
     if (8 if precision <= 8 else 16) != frame.bits:
         return None
-    return _gdcm(encoded, frame)
+    import gdcm
+
+    codec = _gdcm_described(gdcm.JPEG2000Codec(), frame)
+    codec.SetNumberOfThreadsForDecompression(0)  # 0: OpenJPEG's own default, one thread
+    decoded = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
+    if not codec.Decode(_gdcm_pixel_data(encoded), decoded):
+        return None
+    return _gdcm_samples(decoded.GetByteValue().GetBuffer(), frame)
 
 
 def _charls(encoded: bytes, frame: Frame) -> np.ndarray | None:
@@ -124,23 +135,41 @@ def _gdcm(encoded: bytes, frame: Frame) -> np.ndarray | None:
     frame of the frame's syntax."""
     import gdcm
 
+    image = _gdcm_described(gdcm.Image(), frame)
+    image.SetDataElement(_gdcm_pixel_data(encoded))
+    image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(frame.syntax)))
+    decoded = image.GetBuffer()
+    if decoded is None:  # GDCM refused it: a codestream of another image than the header's, say
+        return None
+    return _gdcm_samples(decoded, frame)
+
+
+def _gdcm_pixel_data(encoded: bytes) -> Any:
+    """One encoded frame as GDCM's encapsulated pixel data element."""
+    import gdcm
+
     fragment = gdcm.Fragment()
     fragment.SetByteStringValue(encoded)
     fragments = gdcm.SequenceOfFragments.New()
     fragments.AddFragment(fragment)
     element = gdcm.DataElement(gdcm.Tag(0x7FE0, 0x0010))
     element.SetValue(fragments.__ref__())
-    image = gdcm.Image()
-    image.SetNumberOfDimensions(2)
-    image.SetDimensions((frame.columns, frame.rows, 1))
-    image.SetDataElement(element)
+    return element
+
+
+def _gdcm_described(target: Any, frame: Frame) -> Any:
+    """A GDCM image or codec told the frame's size, samples and photometric interpretation."""
+    import gdcm
+
+    target.SetNumberOfDimensions(2)
+    target.SetDimensions((frame.columns, frame.rows, 1))
+    target.SetPixelFormat(gdcm.PixelFormat(1, frame.bits, frame.stored, frame.stored - 1, 0))
     photometric = gdcm.PhotometricInterpretation.GetPIType(frame.photometric)
-    image.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(photometric))
-    image.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(frame.syntax)))
-    image.SetPixelFormat(gdcm.PixelFormat(1, frame.bits, frame.stored, frame.stored - 1, 0))
-    decoded = image.GetBuffer()
-    if decoded is None:  # GDCM refused it: a codestream of another image than the header's, say
-        return None
+    target.SetPhotometricInterpretation(gdcm.PhotometricInterpretation(photometric))
+    return target
+
+
+def _gdcm_samples(decoded: str, frame: Frame) -> np.ndarray:
     buffer = decoded.encode("utf-8", "surrogateescape")  # GDCM hands char* back as str
     return _samples(buffer, frame.bits, frame.rows, frame.columns)
 
