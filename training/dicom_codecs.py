@@ -6,7 +6,8 @@ that costs more than most codecs do (a 256x256 JPEG Baseline slice: about 1 ms o
 around 0.25 ms of libjpeg-turbo), and pydicom's preferred plugin is not always the fastest one
 installed. Each codec called directly on the test archive's 8-bit slices (2 AVX2 cores, ms a
 slice): JPEG Baseline Pillow 0.25, GDCM 0.55; JPEG Lossless Pillow 0.60, GDCM 0.89; JPEG-LS
-CharLS 1.15, GDCM 1.27; JPEG 2000 GDCM 3.2, Pillow 4.5; RLE pylibjpeg-rle 0.15, GDCM 0.71.
+CharLS 1.15, GDCM 1.27; JPEG 2000 GDCM 3.2 in two threads (in one, as called here, 3.8 on 2
+AVX-512 cores), Pillow 4.5; RLE pylibjpeg-rle 0.15, GDCM 0.71.
 `bench/dicom_decode.py` measures a slice's whole decode per syntax.
 
 `frame_pixels` decodes the cases a screening archive is made of, a frame of one grey unsigned
