@@ -25,15 +25,12 @@ class Network:
     dropout: float  # before the classifier
     kernel_l2: float  # L2 penalty on the convolution kernels, in the loss (AdamW's decay is apart)
     members: int  # networks trained apart (re-seeded) and served as one graph averaging them
-    equalised: bool = False  # a second input channel: the head's greys histogram-equalised (exp. 46)
 
     def __post_init__(self) -> None:
         if self.members < 1:
             raise ValueError(f"members must be >= 1, not {self.members}")
         if self.arch not in ("resnet", "seed"):
             raise ValueError(f"unknown architecture {self.arch!r} (resnet or seed)")
-        if self.equalised and self.arch != "resnet":
-            raise ValueError("equalised is a setting of the resnet architecture")
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks}: one of each per stage")
 
@@ -49,35 +46,6 @@ class Network:
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
-
-
-@keras.saving.register_keras_serializable(package="brainscan")
-class HeadEqualised(layers.Layer):
-    """The slice's greys as their rank among the head's (histogram equalisation; the background's 0
-    stays 0), so that any increasing change of contrast, a scanner's or a sequence's, gives the same
-    view. Ranks are counted on every `stride`-th pixel each way. In: 0..255 greys of any number
-    type, shape (batch, side, side, 1); out: 0..255 floats of that shape. Inside the graph, it sees
-    each augmented training view as scoring sees a slice."""
-
-    def __init__(self, stride: int = 5, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.stride = stride
-
-    def call(self, greys: Any) -> Any:
-        ops = keras.ops
-        greys = ops.cast(greys, "float32")
-        batch = ops.shape(greys)[0]
-        sample = ops.reshape(greys[:, :: self.stride, :: self.stride, 0], (batch, -1))
-        head = ops.cast(sample > 0, "float32")
-        levels = ops.arange(256, dtype="float32")
-        at_or_below = ops.cast(sample[..., None] <= levels, "float32") * head[..., None]
-        share = ops.sum(at_or_below, axis=1) / ops.maximum(ops.sum(head, axis=1)[:, None], 1.0)
-        flat = ops.cast(ops.reshape(greys, (batch, -1)), "int32")
-        ranked = ops.where(flat > 0, ops.take_along_axis(1.0 + 254.0 * share, flat, axis=1), 0.0)
-        return ops.reshape(ranked, ops.shape(greys))
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "stride": self.stride}
 
 
 def _conv(x: Any, width: int, stride: int, separable: bool, decay: float) -> Any:
@@ -128,10 +96,7 @@ def build_model(cfg: Network, size: int) -> keras.Model:
 
 def _network(cfg: Network, size: int, name: str | None = None) -> keras.Model:
     inputs = keras.Input((size, size, 1), dtype="uint8", name="slice")
-    x = layers.Identity(dtype="float32")(inputs)
-    if cfg.equalised:
-        x = layers.Concatenate()([keras.ops.cast(x, "float32"), HeadEqualised()(x)])
-    x = layers.Rescaling(1 / 127.5, offset=-1.0)(x)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(layers.Identity(dtype="float32")(inputs))
     if cfg.arch == "seed":
         return _seed_network(inputs, x, cfg.dropout, name or "seed_cnn")
     x = layers.Conv2D(cfg.stem_width, 3, 2, padding="same", use_bias=False)(x)
